@@ -1,0 +1,191 @@
+"""The envelope codec: ``{"type": <name>, "data": <base64 of UTF-8 JSON payload>}``.
+
+Encoders and decoders are built once at import. The envelope's ``data`` is declared as ``bytes``,
+so msgspec does the base64 step in C while decoding the envelope.
+
+Two decoding policies:
+
+* :func:`decode_server_message` (used by clients) is tolerant: unknown fields are ignored and an
+  unknown ``type`` yields an :class:`UnknownMessage` rather than an error.
+* :func:`decode_client_message` (used by localnet) is strict: unknown fields, unknown types and
+  malformed base64 raise :class:`msgspec.ValidationError` / :class:`msgspec.DecodeError`.
+
+This module raises only msgspec errors; callers translate them at their own boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Literal, TypeAlias
+
+import msgspec
+
+from ._messages import (
+    AbortJob,
+    Authenticated,
+    BalanceUpdate,
+    ChangeNetwork,
+    ChatCompletionChunk,
+    JobError,
+    JobState,
+    LLMJobError,
+    LLMJobRequest,
+    LLMJobResult,
+    LLMModelInfo,
+    SetSocketEventSubscriptions,
+    SocketEventSubscriptionsUpdated,
+    SwarmLLMModels,
+)
+
+__all__ = [
+    "ClientMessage",
+    "ServerMessage",
+    "UnknownMessage",
+    "decode_client_message",
+    "decode_envelope",
+    "decode_server_message",
+    "encode_client_message",
+    "encode_envelope",
+    "encode_server_message",
+]
+
+ServerMessage: TypeAlias = (
+    Authenticated
+    | BalanceUpdate
+    | SwarmLLMModels
+    | SocketEventSubscriptionsUpdated
+    | JobState
+    | ChatCompletionChunk
+    | LLMJobResult
+    | LLMJobError
+    | JobError
+    | ChangeNetwork
+)
+"""Every server-to-client message this package understands."""
+
+ClientMessage: TypeAlias = LLMJobRequest | AbortJob | ChangeNetwork | SetSocketEventSubscriptions
+"""Every client-to-server message this package understands."""
+
+
+class UnknownMessage(msgspec.Struct, frozen=True):
+    """A server message whose ``type`` this version does not know; its payload is kept raw."""
+
+    type: str
+    data: bytes
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+    data: bytes
+
+
+class _StrictEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    data: bytes
+
+
+_encoder: Final = msgspec.json.Encoder()
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_strict_envelope_decoder: Final = msgspec.json.Decoder(_StrictEnvelope)
+
+_Decode: TypeAlias = Callable[[bytes], Any]
+
+
+def _wrap_models(payload: bytes) -> SwarmLLMModels:
+    raw = _models_decoder.decode(payload)
+    return SwarmLLMModels(
+        models={
+            name: (LLMModelInfo(workers=info) if isinstance(info, int) else info)
+            for name, info in raw.items()
+        }
+    )
+
+
+def _server_network(payload: bytes) -> ChangeNetwork:
+    return _server_network_decoder.decode(payload)
+
+
+def _client_network(payload: bytes) -> ChangeNetwork:
+    return ChangeNetwork(network=_client_network_decoder.decode(payload))
+
+
+_models_decoder: Final = msgspec.json.Decoder(dict[str, int | LLMModelInfo])
+_server_network_decoder: Final = msgspec.json.Decoder(ChangeNetwork)
+_client_network_decoder: Final = msgspec.json.Decoder(Literal["fast", "relaxed"])
+
+_SERVER_DECODERS: Final[dict[str, _Decode]] = {
+    cls.message_type: msgspec.json.Decoder(cls).decode
+    for cls in (
+        Authenticated,
+        BalanceUpdate,
+        SocketEventSubscriptionsUpdated,
+        JobState,
+        ChatCompletionChunk,
+        LLMJobResult,
+        LLMJobError,
+        JobError,
+    )
+}
+_SERVER_DECODERS[SwarmLLMModels.message_type] = _wrap_models
+_SERVER_DECODERS[ChangeNetwork.message_type] = _server_network
+
+_CLIENT_DECODERS: Final[dict[str, _Decode]] = {
+    cls.message_type: msgspec.json.Decoder(cls).decode
+    for cls in (LLMJobRequest, AbortJob, SetSocketEventSubscriptions)
+}
+_CLIENT_DECODERS[ChangeNetwork.message_type] = _client_network
+
+
+def decode_envelope(frame: bytes | str) -> tuple[str, bytes]:
+    """Split a frame into its message type and raw (base64-decoded) JSON payload."""
+    env = _envelope_decoder.decode(frame)
+    return env.type, env.data
+
+
+def decode_server_message(frame: bytes | str) -> ServerMessage | UnknownMessage:
+    """Decode one server frame tolerantly. Unknown message types come back as `UnknownMessage`.
+
+    Raises:
+        msgspec.DecodeError: the frame or its payload is not valid JSON / base64.
+        msgspec.ValidationError: a known message has a field of the wrong type.
+    """
+    env = _envelope_decoder.decode(frame)
+    decode = _SERVER_DECODERS.get(env.type)
+    if decode is None:
+        return UnknownMessage(env.type, env.data)
+    message: ServerMessage = decode(env.data)
+    return message
+
+
+def decode_client_message(frame: bytes | str) -> ClientMessage:
+    """Decode one client frame strictly (localnet's side).
+
+    Raises:
+        msgspec.DecodeError: the frame or its payload is not valid JSON / base64.
+        msgspec.ValidationError: unknown type, unknown field, or a field of the wrong type.
+    """
+    env = _strict_envelope_decoder.decode(frame)
+    decode = _CLIENT_DECODERS.get(env.type)
+    if decode is None:
+        raise msgspec.ValidationError(f"unknown client message type {env.type!r}")
+    message: ClientMessage = decode(env.data)
+    return message
+
+
+def encode_envelope(message_type: str, payload: object) -> bytes:
+    """Encode ``payload`` (a Struct or JSON-able value) inside an envelope of ``message_type``."""
+    return _encoder.encode(_Envelope(message_type, _encoder.encode(payload)))
+
+
+def encode_client_message(message: ClientMessage) -> bytes:
+    """Encode a client message as the official SDKs do (``changeNetwork`` as a bare string)."""
+    if isinstance(message, ChangeNetwork):
+        return encode_envelope(message.message_type, message.network)
+    return encode_envelope(message.message_type, message)
+
+
+def encode_server_message(message: ServerMessage) -> bytes:
+    """Encode a server message (``swarmLLMModels`` as the bare model map)."""
+    if isinstance(message, SwarmLLMModels):
+        return encode_envelope(message.message_type, message.models)
+    return encode_envelope(message.message_type, message)

@@ -1,0 +1,331 @@
+"""The chat-related Sogni socket messages, in both directions (protocol.md §1.7, §2).
+
+Each struct is one message *payload*; its wire name is the class variable ``message_type`` and the
+envelope (``{"type": ..., "data": base64(JSON)}``) is added by :mod:`trio_sogni.protocol._codec`.
+Attributes are snake_case; wire names are kept with ``msgspec.field(name=...)``.
+
+Server-to-client payloads ignore unknown fields and give every field a default, so servers can add
+fields freely. Client-to-server payloads forbid unknown fields: localnet decodes them strictly to
+catch client bugs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType, field
+
+from ._openai import (
+    ChatMessage,
+    JSONObject,
+    ResponseFormat,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+    Usage,
+)
+
+__all__ = [
+    "AbortJob",
+    "Authenticated",
+    "Balance",
+    "BalanceUpdate",
+    "ChangeNetwork",
+    "ChatCompletionChunk",
+    "JobError",
+    "JobState",
+    "LLMJobCost",
+    "LLMJobError",
+    "LLMJobRequest",
+    "LLMJobResult",
+    "LLMModelInfo",
+    "LLMParamConstraint",
+    "LLMSamplingDefaults",
+    "SetSocketEventSubscriptions",
+    "SwarmLLMModels",
+    "SocketEventSubscriptionsUpdated",
+]
+
+Number = int | float
+"""JSON numbers: msgspec decodes an integer literal as ``int`` and anything else as ``float``."""
+
+
+# --- client -> server -----------------------------------------------------------------------------
+
+
+class LLMJobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``llmJobRequest``: start one LLM job (protocol.md §2.3). Unset fields are not sent."""
+
+    message_type: ClassVar[str] = "llmJobRequest"
+
+    job_id: str = field(name="jobID")
+    model: str
+    messages: list[ChatMessage]
+    type: Literal["llm"] = "llm"
+    stream: bool | UnsetType = UNSET
+    app_source: str | UnsetType = field(default=UNSET, name="appSource")
+    max_tokens: int | UnsetType = UNSET
+    temperature: Number | UnsetType = UNSET
+    top_p: Number | UnsetType = UNSET
+    top_k: int | UnsetType = UNSET
+    min_p: Number | UnsetType = UNSET
+    repetition_penalty: Number | UnsetType = UNSET
+    frequency_penalty: Number | UnsetType = UNSET
+    presence_penalty: Number | UnsetType = UNSET
+    stop: str | list[str] | UnsetType = UNSET
+    token_type: Literal["sogni", "spark"] | UnsetType = field(default=UNSET, name="tokenType")
+    safe_content_filter: bool | UnsetType = field(default=UNSET, name="safeContentFilter")
+    billing_mode: Literal["auto", "subscription", "tokens"] | UnsetType = field(
+        default=UNSET, name="billingMode"
+    )
+    tools: list[ToolDefinition] | UnsetType = UNSET
+    tool_choice: ToolChoice | UnsetType = UNSET
+    sogni_tools: bool | str | UnsetType = UNSET
+    sogni_tool_execution: bool | UnsetType = UNSET
+    task_profile: Literal["general", "coding", "reasoning"] | UnsetType = field(
+        default=UNSET, name="taskProfile"
+    )
+    chat_template_kwargs: JSONObject | UnsetType = UNSET
+    response_format: ResponseFormat | UnsetType = UNSET
+    # Workload attribution (protocol.md §2.3, §3.9).
+    workload_kind: str | UnsetType = field(default=UNSET, name="workloadKind")
+    agent_framework: str | UnsetType = field(default=UNSET, name="agentFramework")
+    agent_framework_version: str | UnsetType = field(default=UNSET, name="agentFrameworkVersion")
+    agent_surface: str | UnsetType = field(default=UNSET, name="agentSurface")
+    agent_surface_version: str | UnsetType = field(default=UNSET, name="agentSurfaceVersion")
+    execution_mode: str | UnsetType = field(default=UNSET, name="executionMode")
+    operation_scope: str | UnsetType = field(default=UNSET, name="operationScope")
+    operation_id: str | UnsetType = field(default=UNSET, name="operationId")
+    root_operation_id: str | UnsetType = field(default=UNSET, name="rootOperationId")
+    parent_operation_id: str | UnsetType = field(default=UNSET, name="parentOperationId")
+
+
+class AbortJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``jobError`` sent by a client: cancel a job (the official SDKs' ``artistCanceled`` frame).
+
+    localnet honours it for LLM jobs: the worker stops and the job's slot is freed.
+    """
+
+    message_type: ClassVar[str] = "jobError"
+
+    job_id: str = field(name="jobID")
+    error: str = "artistCanceled"
+    error_message: str = "artistCanceled"
+    is_from_worker: bool = field(default=False, name="isFromWorker")
+
+
+class ChangeNetwork(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``changeNetwork`` in either direction. On the wire the client sends a bare JSON string and
+    the server answers ``{"network": ...}``; the codec handles both forms."""
+
+    message_type: ClassVar[str] = "changeNetwork"
+
+    network: Literal["fast", "relaxed"]
+
+
+class SetSocketEventSubscriptions(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """``setSocketEventSubscriptions``: change which optional server events this socket receives."""
+
+    message_type: ClassVar[str] = "setSocketEventSubscriptions"
+
+    subscriptions: dict[str, bool] | None = None
+    subscribe: list[str] | None = None
+    unsubscribe: list[str] | None = None
+    reset: bool | None = None
+    event: str | None = None
+    enabled: bool | None = None
+
+
+# --- server -> client -----------------------------------------------------------------------------
+
+
+class Balance(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One token balance. Values are decimal strings on the real network (numbers are accepted)."""
+
+    settled: str | Number = "0"
+    credit: str | Number = "0"
+    debit: str | Number = "0"
+    net: str | Number = "0"
+    relaxed_unclaimed: str | Number | None = field(default=None, name="relaxedUnclaimed")
+    fast_unclaimed: str | Number | None = field(default=None, name="fastUnclaimed")
+    premium_credit: str | Number | None = field(default=None, name="premiumCredit")
+
+
+class Authenticated(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``authenticated``: the server accepted this socket. No work may be sent before it arrives."""
+
+    message_type: ClassVar[str] = "authenticated"
+
+    id: str | None = None
+    client_type: str | None = field(default=None, name="clientType")
+    username: str | None = None
+    address: str | None = None
+    active_llm_job_ids: list[str] = field(default_factory=list[str], name="activeLLMJobIDs")
+    subscription_entitlement: JSONObject | None = field(
+        default=None, name="subscriptionEntitlement"
+    )
+    tokens: dict[str, Balance] | None = None
+    free_spark_locked: bool | None = field(default=None, name="freeSparkLocked")
+    free_spark_unlock_path: str | None = field(default=None, name="freeSparkUnlockPath")
+
+
+class BalanceUpdate(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``balanceUpdate``: the account's current balances after a settlement."""
+
+    message_type: ClassVar[str] = "balanceUpdate"
+
+    sogni: Balance | None = None
+    spark: Balance | None = None
+
+
+class LLMParamConstraint(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The allowed range and default of one sampling parameter of a model."""
+
+    min: Number | None = None
+    max: Number | None = None
+    default: Number | None = None
+    decimals: int | None = None
+    thinking_complex_default: Number | None = field(default=None, name="thinkingComplexDefault")
+
+
+class LLMSamplingDefaults(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A model's recommended sampling preset."""
+
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: Number | None = None
+    min_p: Number | None = None
+    repetition_penalty: Number | None = None
+    presence_penalty: Number | None = None
+
+
+class LLMModelInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What the network knows about one LLM model (protocol.md §4.8)."""
+
+    workers: int = 0
+    max_context_length: int | None = field(default=None, name="maxContextLength")
+    max_output_tokens: LLMParamConstraint | None = field(default=None, name="maxOutputTokens")
+    temperature: LLMParamConstraint | None = None
+    top_p: LLMParamConstraint | None = None
+    top_k: LLMParamConstraint | None = None
+    min_p: LLMParamConstraint | None = None
+    repetition_penalty: LLMParamConstraint | None = None
+    frequency_penalty: LLMParamConstraint | None = None
+    presence_penalty: LLMParamConstraint | None = None
+    defaults_thinking: LLMSamplingDefaults | None = field(default=None, name="defaultsThinking")
+    defaults_thinking_coding: LLMSamplingDefaults | None = field(
+        default=None, name="defaultsThinkingCoding"
+    )
+    defaults_non_thinking: LLMSamplingDefaults | None = field(
+        default=None, name="defaultsNonThinking"
+    )
+    defaults_non_thinking_reasoning: LLMSamplingDefaults | None = field(
+        default=None, name="defaultsNonThinkingReasoning"
+    )
+
+
+class SwarmLLMModels(msgspec.Struct, kw_only=True, frozen=True):
+    """``swarmLLMModels``: the whole LLM model map, replacing any earlier one.
+
+    On the wire the payload *is* the map (``{modelId: workerCount | LLMModelInfo}``); a bare worker
+    count (the legacy form) decodes to ``LLMModelInfo(workers=n)``.
+    """
+
+    message_type: ClassVar[str] = "swarmLLMModels"
+
+    models: dict[str, LLMModelInfo]
+
+
+class SocketEventSubscriptionsUpdated(msgspec.Struct, kw_only=True, frozen=True):
+    """``socketEventSubscriptionsUpdated``: the subscriptions now in force on this socket."""
+
+    message_type: ClassVar[str] = "socketEventSubscriptionsUpdated"
+
+    socket_event_subscriptions: dict[str, bool] = field(
+        default_factory=dict[str, bool], name="socketEventSubscriptions"
+    )
+
+
+class JobState(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``jobState``: a job moved through its lifecycle (``pending``, ``queued``, ``assigned``,
+    ``initiatingModel``, ``jobStarted``, ``jobCompleted``)."""
+
+    message_type: ClassVar[str] = "jobState"
+
+    job_id: str = field(name="jobID")
+    type: str
+    worker_name: str | None = field(default=None, name="workerName")
+    queue_position: int | None = field(default=None, name="queuePosition")
+    model_id: str | None = field(default=None, name="modelId")
+    estimated_cost: str | Number | None = field(default=None, name="estimatedCost")
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
+    """``jobTokens``: one streamed piece of a job's output, delivered as-is to ``ChatStream`` users.
+
+    ``content`` is a delta (``None`` when the frame carried no text); ``tool_calls`` are deltas
+    merged by ``index``; ``finish_reason`` and ``usage`` usually arrive on the last chunk.
+    """
+
+    message_type: ClassVar[str] = "jobTokens"
+
+    job_id: str = field(name="jobID")
+    content: str | None = None
+    role: str | None = None
+    finish_reason: str | None = field(default=None, name="finishReason")
+    usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class LLMJobCost(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The settled cost of a job. Currency values are decimal strings on the real network."""
+
+    cost_in_usd: str | Number | None = field(default=None, name="costInUSD")
+    cost_in_token: str | Number | None = field(default=None, name="costInToken")
+    cost_in_sogni: str | Number | None = field(default=None, name="costInSogni")
+    cost_in_spark: str | Number | None = field(default=None, name="costInSpark")
+    input_tokens: int | None = field(default=None, name="inputTokens")
+    output_tokens: int | None = field(default=None, name="outputTokens")
+
+
+class LLMJobResult(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``llmJobResult``: the job finished. ``time_taken`` is in seconds."""
+
+    message_type: ClassVar[str] = "llmJobResult"
+
+    job_id: str = field(name="jobID")
+    usage: Usage | None = None
+    time_taken: Number | None = field(default=None, name="timeTaken")
+    cost: LLMJobCost | None = None
+    worker_name: str | None = field(default=None, name="workerName")
+
+
+class LLMJobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``llmJobError``: the job failed. ``error`` is a machine tag such as ``insufficient_balance``,
+    ``model_unavailable``, ``invalid_request`` or ``server_restarting``."""
+
+    message_type: ClassVar[str] = "llmJobError"
+
+    job_id: str = field(name="jobID")
+    error: str | int = "unknown_error"
+    error_message: str | None = None
+    error_code: str | int | None = None
+    worker_name: str | None = field(default=None, name="workerName")
+    subscription_limit: bool | None = field(default=None, name="subscriptionLimit")
+    required_plans: list[str] | None = field(default=None, name="requiredPlans")
+    feature: str | None = None
+    limitation: Any = None
+
+
+class JobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``jobError`` sent by a server: a *media* job failed. Chat jobs fail with ``llmJobError``."""
+
+    message_type: ClassVar[str] = "jobError"
+
+    job_id: str = field(name="jobID")
+    error: str | int | None = None
+    error_message: str | None = None
+    is_from_worker: bool | None = field(default=None, name="isFromWorker")
