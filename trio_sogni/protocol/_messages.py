@@ -43,8 +43,8 @@ __all__ = [
     "LLMParamConstraint",
     "LLMSamplingDefaults",
     "SetSocketEventSubscriptions",
-    "SwarmLLMModels",
     "SocketEventSubscriptionsUpdated",
+    "SwarmLLMModels",
 ]
 
 Number = int | float

@@ -44,7 +44,9 @@ Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 """The message roles the Sogni chat protocol accepts."""
 
 
-class TextPart(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True, kw_only=True):
+class TextPart(
+    msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True, kw_only=True
+):
     """A text content part: ``{"type": "text", "text": ...}``."""
 
     text: str
@@ -106,7 +108,9 @@ class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
             raise ValueError("only an 'assistant' message may carry tool_calls")
 
 
-class FunctionDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class FunctionDefinition(
+    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     """The ``function`` object of a tool definition; ``parameters`` is a JSON Schema object."""
 
     name: str
@@ -149,7 +153,9 @@ class ResponseFormatJSONObject(
     """Any JSON object."""
 
 
-class JSONSchemaFormat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class JSONSchemaFormat(
+    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     """The ``json_schema`` object of a JSON Schema response format."""
 
     name: str

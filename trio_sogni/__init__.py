@@ -1,0 +1,186 @@
+"""trio_sogni: a Trio-native, structured-concurrency client for the Sogni Supernet chat API.
+
+Start with `open_sogni_client`::
+
+    async with trio_sogni.open_sogni_client(api_key=..., socket_endpoint=..., rest_endpoint=...) as sogni:
+        async with await sogni.chat.completions.create(model=m, messages=msgs, stream=True) as s:
+            async for chunk in s:
+                print(chunk.content or "", end="")
+
+`trio_sogni.localnet` runs a local Supernet (simulated test-double workers) to develop and test
+against; `trio_sogni.protocol` holds the wire structs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._chat import (
+        ChatAPI as ChatAPI,
+        ChatCompletions as ChatCompletions,
+        ChatStatistics as ChatStatistics,
+    )
+    from ._client import (
+        AccountAPI as AccountAPI,
+        AccountInfo as AccountInfo,
+        SogniClient as SogniClient,
+        open_sogni_client as open_sogni_client,
+    )
+    from ._errors import (
+        RETRYABLE_CHAT_ERROR_TYPES as RETRYABLE_CHAT_ERROR_TYPES,
+        SUBSCRIPTION_ERROR_CODES as SUBSCRIPTION_ERROR_CODES,
+        APIError as APIError,
+        APIStatusError as APIStatusError,
+        AuthenticationError as AuthenticationError,
+        ChatJobError as ChatJobError,
+        ClientClosedError as ClientClosedError,
+        ConnectError as ConnectError,
+        ConnectionLost as ConnectionLost,
+        InvalidRequestError as InvalidRequestError,
+        ProtocolError as ProtocolError,
+        SogniError as SogniError,
+        ToolLoopError as ToolLoopError,
+        TransportError as TransportError,
+    )
+    from ._events import (
+        ChatEvent as ChatEvent,
+        CompletedEvent as CompletedEvent,
+        ErrorEvent as ErrorEvent,
+        EventKind as EventKind,
+        EventSubscription as EventSubscription,
+        JobStateEvent as JobStateEvent,
+        ModelsUpdatedEvent as ModelsUpdatedEvent,
+        TokenEvent as TokenEvent,
+    )
+    from ._request import CompletionParams as CompletionParams, MessageInput as MessageInput
+    from ._stream import (
+        ChatCompletionResult as ChatCompletionResult,
+        ChatStream as ChatStream,
+        ChatStreamStatistics as ChatStreamStatistics,
+    )
+    from ._tools import (
+        ChatTools as ChatTools,
+        OnToolCall as OnToolCall,
+        ToolResult as ToolResult,
+        ToolRound as ToolRound,
+        hosted_tool_names as hosted_tool_names,
+        is_sogni_tool_call as is_sogni_tool_call,
+        parse_tool_call_arguments as parse_tool_call_arguments,
+    )
+    from ._transport import SocketOptions as SocketOptions
+    from ._version import __version__ as __version__
+    from .protocol import ChatCompletionChunk as ChatCompletionChunk, ChatMessage as ChatMessage
+
+# Public names are imported lazily, so that importing a layer (``trio_sogni.protocol``,
+# ``trio_sogni.localnet``) loads that layer and nothing else. Type checkers see the imports above.
+_LAZY: dict[str, str] = {
+    "ChatAPI": "._chat",
+    "ChatCompletions": "._chat",
+    "ChatStatistics": "._chat",
+    "AccountAPI": "._client",
+    "AccountInfo": "._client",
+    "SogniClient": "._client",
+    "open_sogni_client": "._client",
+    "RETRYABLE_CHAT_ERROR_TYPES": "._errors",
+    "SUBSCRIPTION_ERROR_CODES": "._errors",
+    "APIError": "._errors",
+    "APIStatusError": "._errors",
+    "AuthenticationError": "._errors",
+    "ChatJobError": "._errors",
+    "ClientClosedError": "._errors",
+    "ConnectError": "._errors",
+    "ConnectionLost": "._errors",
+    "InvalidRequestError": "._errors",
+    "ProtocolError": "._errors",
+    "SogniError": "._errors",
+    "ToolLoopError": "._errors",
+    "TransportError": "._errors",
+    "ChatEvent": "._events",
+    "CompletedEvent": "._events",
+    "ErrorEvent": "._events",
+    "EventKind": "._events",
+    "EventSubscription": "._events",
+    "JobStateEvent": "._events",
+    "ModelsUpdatedEvent": "._events",
+    "TokenEvent": "._events",
+    "CompletionParams": "._request",
+    "MessageInput": "._request",
+    "ChatCompletionResult": "._stream",
+    "ChatStream": "._stream",
+    "ChatStreamStatistics": "._stream",
+    "ChatTools": "._tools",
+    "OnToolCall": "._tools",
+    "ToolResult": "._tools",
+    "ToolRound": "._tools",
+    "hosted_tool_names": "._tools",
+    "is_sogni_tool_call": "._tools",
+    "parse_tool_call_arguments": "._tools",
+    "SocketOptions": "._transport",
+    "__version__": "._version",
+    "ChatCompletionChunk": ".protocol",
+    "ChatMessage": ".protocol",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_sogni' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "RETRYABLE_CHAT_ERROR_TYPES",
+    "SUBSCRIPTION_ERROR_CODES",
+    "APIError",
+    "APIStatusError",
+    "AccountAPI",
+    "AccountInfo",
+    "AuthenticationError",
+    "ChatAPI",
+    "ChatCompletionChunk",
+    "ChatCompletionResult",
+    "ChatCompletions",
+    "ChatEvent",
+    "ChatJobError",
+    "ChatMessage",
+    "ChatStatistics",
+    "ChatStream",
+    "ChatStreamStatistics",
+    "ChatTools",
+    "ClientClosedError",
+    "CompletedEvent",
+    "CompletionParams",
+    "ConnectError",
+    "ConnectionLost",
+    "ErrorEvent",
+    "EventKind",
+    "EventSubscription",
+    "InvalidRequestError",
+    "JobStateEvent",
+    "MessageInput",
+    "ModelsUpdatedEvent",
+    "OnToolCall",
+    "ProtocolError",
+    "SocketOptions",
+    "SogniClient",
+    "SogniError",
+    "TokenEvent",
+    "ToolLoopError",
+    "ToolResult",
+    "ToolRound",
+    "TransportError",
+    "__version__",
+    "hosted_tool_names",
+    "is_sogni_tool_call",
+    "open_sogni_client",
+    "parse_tool_call_arguments",
+]

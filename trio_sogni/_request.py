@@ -1,0 +1,302 @@
+"""Building and validating ``llmJobRequest`` payloads. Everything here is synchronous and pure.
+
+Every check runs before anything is sent; a failure raises `InvalidRequestError` naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal, TypedDict
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ._errors import InvalidRequestError
+from .protocol import (
+    ChatMessage,
+    ImageURLPart,
+    JSONObject,
+    LLMJobRequest,
+    ResponseFormat,
+    ToolChoice,
+    ToolChoiceFunction,
+    ToolDefinition,
+)
+
+__all__ = ["CompletionParams", "MessageInput", "build_llm_request", "new_job_id"]
+
+MAX_IMAGES: Final = 20
+MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DATA_URI = re.compile(r"^data:image/(jpeg|jpg|png);base64,(.*)$", re.DOTALL | re.IGNORECASE)
+_MAGIC: Final = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "jpg": b"\xff\xd8\xff"}
+
+MessageInput = ChatMessage | Mapping[str, Any]
+"""A message given to `create`: a `ChatMessage` or an OpenAI-style dict."""
+
+
+class CompletionParams(TypedDict, total=False):
+    """Optional keyword arguments of ``chat.completions.create`` that map onto ``llmJobRequest``."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repetition_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    stop: str | Sequence[str]
+    tools: Sequence[ToolDefinition | Mapping[str, Any]]
+    tool_choice: ToolChoice | Mapping[str, Any]
+    response_format: ResponseFormat | Mapping[str, Any]
+    think: bool
+    chat_template_kwargs: Mapping[str, Any]
+    task_profile: Literal["general", "coding", "reasoning"]
+    token_type: Literal["sogni", "spark"]
+    app_source: str
+    safe_content_filter: bool
+    billing_mode: Literal["auto", "subscription", "tokens"]
+    sogni_tools: bool | str
+    sogni_tool_execution: bool
+    attribution: Mapping[str, str]
+
+
+_ATTRIBUTION_FIELDS: Final = {
+    "workload_kind": "workloadKind",
+    "agent_framework": "agentFramework",
+    "agent_framework_version": "agentFrameworkVersion",
+    "agent_surface": "agentSurface",
+    "agent_surface_version": "agentSurfaceVersion",
+    "execution_mode": "executionMode",
+    "operation_scope": "operationScope",
+    "operation_id": "operationId",
+    "root_operation_id": "rootOperationId",
+    "parent_operation_id": "parentOperationId",
+}
+_ATTRIBUTION_BY_WIRE: Final = {wire: name for name, wire in _ATTRIBUTION_FIELDS.items()}
+
+
+def new_job_id() -> str:
+    """A fresh job id: an upper-case UUID4, as the official SDKs mint them."""
+    return str(uuid.uuid4()).upper()
+
+
+def _fail(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message)
+
+
+def _number(
+    params: Mapping[str, Any],
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> Any:
+    value = params.get(name)
+    if value is None:
+        return UNSET
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(f"{name} must be a number, not {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise _fail(f"{name} must be an integer")
+    if not math.isfinite(value):
+        raise _fail(f"{name} must be finite")
+    if low is not None and (value <= low if low_open else value < low):
+        raise _fail(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise _fail(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def _convert(value: Any, type_: Any, name: str) -> Any:
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise _fail(f"invalid {name}: {exc}") from None
+
+
+def _check_image(url: str, where: str) -> None:
+    match = _DATA_URI.match(url)
+    if match is None:
+        raise _fail(
+            f"{where}: only inline base64 data URIs of JPEG or PNG images "
+            "(data:image/jpeg;base64,... or data:image/png;base64,...) are supported"
+        )
+    kind = match.group(1).lower()
+    payload = match.group(2)
+    if len(payload) * 3 // 4 > MAX_IMAGE_BYTES + 3:
+        raise _fail(f"{where}: image is larger than {MAX_IMAGE_BYTES} bytes")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail(f"{where}: image data is not valid base64") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _fail(f"{where}: image is larger than {MAX_IMAGE_BYTES} bytes")
+    if not data.startswith(_MAGIC[kind]):
+        raise _fail(f"{where}: image bytes are not a {kind.upper()} file")
+
+
+def validate_messages(messages: object) -> list[ChatMessage]:
+    """Convert and check messages: roles, shapes, JSON-serialisable content, at most 20 images.
+
+    Raises:
+        InvalidRequestError: with the index of the offending message.
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise _fail("messages must be a list of messages")
+    if not messages:
+        raise _fail("messages must not be empty")
+    items: list[object] = list(messages)  # pyright: ignore[reportUnknownArgumentType]
+    converted: list[ChatMessage] = _convert(items, list[ChatMessage], "messages")
+    images = 0
+    for i, message in enumerate(converted):
+        content = message.content
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if isinstance(part, ImageURLPart):
+                    images += 1
+                    if images > MAX_IMAGES:
+                        raise _fail(f"at most {MAX_IMAGES} images are allowed per request")
+                    _check_image(part.image_url.url, f"messages[{i}].content[{j}]")
+        elif content is None and message.role != "assistant":
+            raise _fail(f"messages[{i}]: a {message.role!r} message needs content")
+    return converted
+
+
+def _tools(params: Mapping[str, Any]) -> Any:
+    tools: object = params.get("tools")
+    if tools is None:
+        return UNSET
+    if isinstance(tools, str | bytes) or not isinstance(tools, Sequence):
+        raise _fail("tools must be a list of tool definitions")
+    items: list[object] = list(tools)  # pyright: ignore[reportUnknownArgumentType]
+    converted: list[ToolDefinition] = _convert(items, list[ToolDefinition], "tools")
+    seen: set[str] = set()
+    for tool in converted:
+        name = tool.function.name
+        if not _TOOL_NAME.match(name):
+            raise _fail(f"tool name {name!r} must match {_TOOL_NAME.pattern}")
+        if name in seen:
+            raise _fail(f"tool name {name!r} is defined twice")
+        seen.add(name)
+    return converted
+
+
+def build_llm_request(
+    *,
+    model: object,
+    messages: object,
+    stream: bool,
+    params: Mapping[str, Any],
+    default_app_source: str | None,
+    job_id: str | None = None,
+) -> LLMJobRequest:
+    """Validate the arguments of ``chat.completions.create`` and build the request payload.
+
+    Raises:
+        InvalidRequestError: any field is invalid; nothing has been sent.
+    """
+    unknown = set(params) - set(CompletionParams.__annotations__)
+    if unknown:
+        raise _fail(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    if not isinstance(model, str) or not model.strip():
+        raise _fail("model must be a non-empty string")
+    converted = validate_messages(messages)
+    tools = _tools(params)
+
+    tool_choice: Any = UNSET
+    if params.get("tool_choice") is not None:
+        tool_choice = _convert(params["tool_choice"], ToolChoice, "tool_choice")
+        if isinstance(tool_choice, ToolChoiceFunction):
+            names = {t.function.name for t in tools} if tools is not UNSET else set[str]()
+            if tool_choice.function.name not in names:
+                raise _fail(f"tool_choice names {tool_choice.function.name!r}, not in tools")
+        elif tool_choice == "required" and tools is UNSET:
+            raise _fail("tool_choice 'required' needs tools")
+
+    stop: str | list[str] | UnsetType = UNSET
+    raw_stop: object = params.get("stop")
+    if raw_stop is not None:
+        stop = _convert(raw_stop, str | list[str], "stop")
+        if stop == "" or (isinstance(stop, list) and not all(stop)):
+            raise _fail("stop sequences must be non-empty strings")
+
+    template: dict[str, Any] = {}
+    if params.get("think") is not None:
+        if not isinstance(params["think"], bool):
+            raise _fail("think must be True or False")
+        template["enable_thinking"] = params["think"]
+    if params.get("chat_template_kwargs") is not None:
+        template.update(
+            _convert(params["chat_template_kwargs"], JSONObject, "chat_template_kwargs")
+        )
+
+    app_source: object = params.get("app_source") or default_app_source
+    if app_source is not None:
+        if not isinstance(app_source, str) or len(app_source) > 128:
+            raise _fail("app_source must be a string of at most 128 characters")
+        if any(ord(c) < 32 or ord(c) == 127 for c in app_source):
+            raise _fail("app_source must not contain control characters")
+        app_source = app_source.strip() or None
+
+    sogni_tools = params.get("sogni_tools")
+    if isinstance(sogni_tools, str) and sogni_tools.strip().lower() == "rich":
+        sogni_tools = "creative-tools"
+
+    attribution: dict[str, str] = {}
+    raw_attribution: dict[str, object] = _convert(
+        params.get("attribution") or {}, dict[str, object], "attribution"
+    )
+    for key, value in raw_attribution.items():
+        name = _ATTRIBUTION_BY_WIRE.get(key, key)
+        if name not in _ATTRIBUTION_FIELDS:
+            raise _fail(f"unknown attribution field {key!r}")
+        if not isinstance(value, str):
+            raise _fail(f"attribution field {key!r} must be a string")
+        attribution[name] = value
+
+    fields: dict[str, Any] = {
+        "job_id": job_id or new_job_id(),
+        "model": model,
+        "messages": converted,
+        "stream": bool(stream),
+        "app_source": app_source if app_source else UNSET,
+        "max_tokens": _number(params, "max_tokens", low=1, integer=True),
+        "temperature": _number(params, "temperature", low=0, high=2),
+        "top_p": _number(params, "top_p", low=0, high=1, low_open=True),
+        "top_k": _number(params, "top_k", low=-1, integer=True),
+        "min_p": _number(params, "min_p", low=0, high=1),
+        "repetition_penalty": _number(params, "repetition_penalty", low=0, low_open=True),
+        "frequency_penalty": _number(params, "frequency_penalty", low=-2, high=2),
+        "presence_penalty": _number(params, "presence_penalty", low=-2, high=2),
+        "stop": stop,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "chat_template_kwargs": template or UNSET,
+        "sogni_tools": sogni_tools if sogni_tools is not None else UNSET,
+        **attribution,
+    }
+    for name in ("token_type", "task_profile", "billing_mode", "response_format"):
+        if params.get(name) is not None:
+            fields[name] = params[name]
+    for name in ("safe_content_filter", "sogni_tool_execution"):
+        if params.get(name) is not None:
+            if not isinstance(params[name], bool):
+                raise _fail(f"{name} must be True or False")
+            fields[name] = params[name]
+    if "operation_id" in attribution or attribution:
+        fields.setdefault("operation_id", fields["job_id"])
+    wire = {_WIRE_NAMES[k]: v for k, v in fields.items() if v is not UNSET}
+    request: LLMJobRequest = _convert(wire, LLMJobRequest, "request")
+    return request
+
+
+_WIRE_NAMES: Final = {f.name: f.encode_name for f in msgspec.structs.fields(LLMJobRequest)}

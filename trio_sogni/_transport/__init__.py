@@ -1,0 +1,11 @@
+"""I/O only: the WebSocket connection and the REST client. No chat semantics live here."""
+
+from ._rest import RestClient as RestClient
+from ._socket import (
+    FrameSink as FrameSink,
+    SocketOptions as SocketOptions,
+    SocketTransport as SocketTransport,
+    build_socket_url as build_socket_url,
+)
+
+__all__ = ["FrameSink", "RestClient", "SocketOptions", "SocketTransport", "build_socket_url"]

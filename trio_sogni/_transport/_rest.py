@@ -1,0 +1,116 @@
+"""REST calls over one shared ``httpx.AsyncClient``, with the official error envelope mapped to
+typed errors. Two bases: the REST endpoint and the "socket host" (the socket endpoint over HTTP)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+import msgspec
+from typing_extensions import override
+
+from .._errors import APIStatusError, ConnectError, TransportError
+
+__all__ = ["RestClient"]
+
+logger = logging.getLogger("trio_sogni.rest")
+
+HeaderFactory = Callable[[], Awaitable[dict[str, str]]]
+
+
+def _error_from_response(response: httpx.Response) -> APIStatusError:
+    payload: Any = None
+    try:
+        payload = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        payload = None
+    message = ""
+    error_code: int | str | None = None
+    retry_after: float | None = None
+    if isinstance(payload, dict):
+        body: dict[str, Any] = payload  # pyright: ignore[reportUnknownVariableType]
+        raw_message = body.get("message")
+        if isinstance(raw_message, str):
+            message = raw_message
+        code = body.get("errorCode")
+        if isinstance(code, int | str):
+            error_code = code
+        ra = body.get("retryAfter")
+        if isinstance(ra, int | float):
+            retry_after = float(ra)
+    if retry_after is None:
+        header = response.headers.get("retry-after")
+        if header is not None:
+            try:
+                retry_after = float(header)
+            except ValueError:
+                retry_after = None
+    if not message:
+        excerpt = response.text[:200] if payload is None else ""
+        message = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
+    return APIStatusError(
+        message,
+        status_code=response.status_code,
+        error_code=error_code,
+        payload=payload,
+        retry_after=retry_after,
+    )
+
+
+class RestClient:
+    """JSON over HTTP with the client's auth headers. Cancellable; no retries (callers decide)."""
+
+    def __init__(
+        self,
+        rest_base: str,
+        socket_base: str,
+        headers: HeaderFactory,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._bases = {"rest": rest_base.rstrip("/"), "socket": socket_base.rstrip("/")}
+        self._headers = headers
+        self._http = http
+
+    @override
+    def __repr__(self) -> str:
+        return f"<RestClient rest={self._bases['rest']!r}>"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        base: str = "rest",
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request and return the decoded JSON body.
+
+        Raises:
+            APIStatusError: a non-2xx status (``status_code``, ``error_code``, ``payload``).
+            ConnectError / TransportError: the request could not be completed.
+        """
+        url = self._bases[base] + path
+        all_headers = dict(await self._headers())
+        if headers:
+            all_headers.update(headers)
+        content = None
+        if json is not None:
+            content = msgspec.json.encode(json)
+            all_headers["content-type"] = "application/json"
+        try:
+            response = await self._http.request(method, url, content=content, headers=all_headers)
+        except httpx.ConnectError as exc:
+            raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+        if not response.is_success:
+            raise _error_from_response(response)
+        try:
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise TransportError(
+                f"failed to parse response body (HTTP {response.status_code})"
+            ) from exc

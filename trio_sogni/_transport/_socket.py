@@ -1,0 +1,411 @@
+"""The WebSocket connection to a Supernet socket server (trio-websocket engine).
+
+The transport knows URLs, handshakes, envelopes and close codes, never chat semantics: it hands each
+received frame to a `FrameSink` synchronously and tells it when the connection is up or lost.
+
+Tasks: `SocketTransport.run` (connect, wait for ``authenticated``, receive loop, reconnect) and
+`SocketTransport.keepalive` (ping every ``ping_interval``; a missing pong kills the connection) both
+run in the client's nursery and nowhere else. trio-websocket's own reader task for a connection
+lives in a nursery nested inside `run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+import msgspec
+import trio
+import trio_websocket
+from typing_extensions import override
+
+from .._errors import AuthenticationError, ClientClosedError, ConnectError, ConnectionLost
+from .._version import __version__
+from ..protocol import Authenticated, decode_envelope, decode_server_message
+
+__all__ = ["FrameSink", "SocketOptions", "SocketTransport", "build_socket_url"]
+
+logger = logging.getLogger("trio_sogni.transport")
+
+PROTOCOL_VERSION: Final = "3.0.0"
+CLIENT_NAME: Final = f"Sogni/{PROTOCOL_VERSION} (trio-sogni) {__version__}"
+
+# Close codes (protocol.md §1.8).
+CLOSE_NORMAL: Final = 1000
+CLOSE_APP_ID_BLOCKED: Final = 4010
+CLOSE_SWITCH_CONNECTION: Final = 4015
+CLOSE_AUTH_ERROR: Final = 4021
+
+HeaderFactory = Callable[[], Awaitable[list[tuple[bytes, bytes]]]]
+
+
+class FrameSink(Protocol):
+    """The receiver of everything the socket delivers. All methods are synchronous and must not
+    raise (exceptions are logged and swallowed so the receive loop survives)."""
+
+    def feed(self, frame: bytes | str) -> None:
+        """One received message."""
+
+    def connected(self, authenticated: Authenticated) -> None:
+        """A connection finished its handshake (``authenticated`` received)."""
+
+    def connection_lost(self, error: ConnectionLost) -> None:
+        """The current connection died. Jobs that depended on it must fail now."""
+
+
+class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """Protocol-inherent limits of the socket (no per-call timeouts exist: use cancel scopes)."""
+
+    connect_timeout: float = 20.0
+    authenticated_timeout: float = 10.0
+    ping_interval: float = 15.0
+    ping_timeout: float = 15.0
+    send_timeout: float = 30.0
+    close_timeout: float = 5.0
+    max_message_size: int = 64 * 1024 * 1024
+    reconnect_initial_delay: float = 1.0
+    reconnect_max_delay: float = 15.0
+
+
+def build_socket_url(
+    socket_endpoint: str,
+    *,
+    app_id: str,
+    network: str,
+    app_source: str | None = None,
+    socket_event_subscriptions: dict[str, bool] | None = None,
+) -> str:
+    """The WebSocket URL with the official query parameters, in the official order (§1.6)."""
+    parts = urlsplit(socket_endpoint)
+    scheme = "ws" if parts.scheme in ("ws", "http") else "wss"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.append(("appId", app_id))
+    if app_source:
+        query.append(("appSource", app_source))
+    if socket_event_subscriptions:
+        flags = msgspec.json.encode(socket_event_subscriptions).decode()
+        query.append(("socketEventSubscriptions", flags))
+    query.append(("clientName", CLIENT_NAME))
+    query.append(("clientType", "artist"))
+    query.append(("forceWorkerId", "fast" if network == "fast" else ""))
+    return SplitResult(scheme, parts.netloc, parts.path or "/", urlencode(query), "").geturl()
+
+
+def _reason(exc: trio_websocket.ConnectionClosed) -> tuple[int | None, str | None]:
+    reason = exc.reason
+    if reason is None:
+        return None, None
+    return reason.code, reason.reason
+
+
+def _close_error(code: int | None, reason: str | None) -> ConnectionLost:
+    text = f"socket closed (code {code}{': ' + reason if reason else ''})"
+    return ConnectionLost(text, close_code=code, reason=reason or "")
+
+
+class SocketTransport:
+    """One logical connection to the socket server, reconnecting as the official SDKs do.
+
+    Close codes: 1000 and 4xxx are terminal (4021: credentials rejected; 4015: another connection
+    took this ``appId``); anything else (1001 restart, 1006 abnormal, 1011, ...) reconnects with
+    exponential backoff (1 s doubling to 15 s, ±20 % jitter) for as long as the client is open.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        headers: HeaderFactory,
+        sink: FrameSink,
+        options: SocketOptions,
+    ) -> None:
+        self._url = url
+        parts = urlsplit(url)
+        self._host = parts.hostname or "localhost"
+        self._secure = parts.scheme == "wss"
+        self._port = parts.port or (443 if self._secure else 80)
+        self._resource = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._headers = headers
+        self._sink = sink
+        self._options = options
+        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._ready = trio.Event()
+        self._terminal: BaseException | None = None
+        self._closing = False
+        self.connections = 0
+        self.frames_received = 0
+        self.authenticated: Authenticated | None = None
+
+    @override
+    def __repr__(self) -> str:
+        # The URL holds no secret (credentials travel in headers), but keep the repr short.
+        return f"<SocketTransport {self._host}:{self._port} connected={self.is_connected}>"
+
+    @property
+    def is_connected(self) -> bool:
+        """True while an authenticated connection is up."""
+        return self._ws is not None and self._ready.is_set()
+
+    # --- connection lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then receive until the client closes, reconnecting after recoverable losses.
+
+        ``task_status.started()`` is called once the first connection is authenticated. Errors of
+        the *first* attempt propagate (`AuthenticationError`, `ConnectError`); later losses are
+        reported to the sink and retried.
+        """
+        first = True
+        attempt = 0
+        while not self._closing:
+            try:
+                lost = await self._connect_and_receive(task_status if first else None)
+                attempt = 0
+            except (ConnectError, AuthenticationError) as exc:
+                if first:
+                    raise
+                lost = ConnectionLost(str(exc), close_code=None, reason=str(exc))
+                if isinstance(exc, AuthenticationError):
+                    self._terminal = exc
+            first = False
+            if lost is None or self._closing:
+                return
+            code = lost.close_code
+            if code == CLOSE_NORMAL or (code is not None and 4000 <= code <= 4999):
+                self._terminal = lost
+            if self._terminal is not None:
+                logger.warning("socket closed for good: %s", lost)
+                self._ready.set()  # release waiting senders: they see the terminal error
+                return
+            delay = min(
+                self._options.reconnect_initial_delay * 2**attempt,
+                self._options.reconnect_max_delay,
+            ) * random.uniform(0.8, 1.2)
+            attempt += 1
+            logger.info("socket lost (%s); reconnecting in %.1f s", lost, delay)
+            await trio.sleep(delay)
+
+    async def _connect_and_receive(
+        self, task_status: trio.TaskStatus[None] | None
+    ) -> ConnectionLost | None:
+        options = self._options
+        ssl_context: ssl.SSLContext | bool = ssl.create_default_context() if self._secure else False
+        async with trio.open_nursery() as ws_nursery:
+            try:
+                headers = await self._headers()
+                with trio.fail_after(options.connect_timeout):
+                    ws = await trio_websocket.connect_websocket(
+                        ws_nursery,
+                        self._host,
+                        self._port,
+                        self._resource,
+                        use_ssl=ssl_context,
+                        extra_headers=headers,
+                        message_queue_size=64,
+                        max_message_size=options.max_message_size,
+                        receive_buffer_size=65536,
+                    )
+            except trio.TooSlowError as exc:
+                raise ConnectError(f"connecting to {self._host}:{self._port} timed out") from exc
+            except (OSError, trio_websocket.HandshakeError) as exc:
+                raise ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
+            try:
+                await self._await_authenticated(ws)
+                self.connections += 1
+                self._ws = ws
+                self._ready.set()
+                if task_status is not None:
+                    task_status.started()
+                return await self._receive_loop(ws)
+            finally:
+                self._ws = None
+                if self._ready.is_set() and self._terminal is None:
+                    self._ready = trio.Event()
+                await self._shutdown(ws)
+                ws_nursery.cancel_scope.cancel()
+
+    async def _await_authenticated(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            with trio.fail_after(self._options.authenticated_timeout):
+                while True:
+                    frame = await ws.get_message()
+                    self.frames_received += 1
+                    try:
+                        kind, _ = decode_envelope(frame)
+                    except msgspec.MsgspecError:
+                        kind = ""
+                    if kind == "authenticated":
+                        message = decode_server_message(frame)
+                        assert isinstance(message, Authenticated)
+                        self.authenticated = message
+                        self._sink.connected(message)
+                        return
+                    self._feed(frame)
+        except trio.TooSlowError as exc:
+            raise ConnectError(
+                f"the server sent no 'authenticated' frame within "
+                f"{self._options.authenticated_timeout} s"
+            ) from exc
+        except msgspec.MsgspecError as exc:
+            raise ConnectError(f"malformed 'authenticated' frame: {exc}") from exc
+        except trio_websocket.ConnectionClosed as exc:
+            code, reason = _reason(exc)
+            if code == CLOSE_AUTH_ERROR:
+                raise AuthenticationError(
+                    "the server rejected the credentials (close code 4021)"
+                ) from None
+            if code == CLOSE_APP_ID_BLOCKED:
+                raise ConnectError("the server blocked this app id (close code 4010)") from None
+            raise ConnectError(
+                f"the server closed the socket during the handshake (code {code}: {reason})"
+            ) from None
+
+    async def _receive_loop(self, ws: trio_websocket.WebSocketConnection) -> ConnectionLost | None:
+        sink = self._sink
+        while True:
+            try:
+                frame = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                if self._closing:
+                    return None
+                lost = _close_error(*_reason(exc))
+                self._notify_lost(lost)
+                return lost
+            self.frames_received += 1
+            try:
+                sink.feed(frame)
+            except Exception:
+                logger.exception("error while handling a server frame; frame skipped")
+
+    def _feed(self, frame: bytes | str) -> None:
+        try:
+            self._sink.feed(frame)
+        except Exception:
+            logger.exception("error while handling a server frame; frame skipped")
+
+    def _notify_lost(self, lost: ConnectionLost) -> None:
+        try:
+            self._sink.connection_lost(lost)
+        except Exception:
+            logger.exception("error while failing jobs after a connection loss")
+
+    async def _shutdown(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Close one connection: a close handshake bounded by ``close_timeout``, then the TCP."""
+        with trio.move_on_after(self._options.close_timeout, shield=True):
+            try:
+                await ws.aclose(CLOSE_NORMAL, "Client disconnected")
+            except Exception:  # already dead: nothing more to say to the peer
+                logger.debug("close handshake failed", exc_info=True)
+        stream = ws._stream  # pyright: ignore[reportPrivateUsage]
+        with trio.move_on_after(self._options.close_timeout, shield=True):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the current connection (code 1000). Shielded, bounded."""
+        self._closing = True
+        if self._terminal is None:
+            self._terminal = ClientClosedError("the client is closed")
+        self._ready.set()
+        ws = self._ws
+        if ws is not None:
+            with trio.move_on_after(self._options.close_timeout, shield=True):
+                try:
+                    await ws.aclose(CLOSE_NORMAL, "Client disconnected")
+                except Exception:
+                    logger.debug("close handshake failed", exc_info=True)
+
+    # --- sending --------------------------------------------------------------------------------
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is authenticated. Cancellable.
+
+        Raises:
+            ConnectionLost / AuthenticationError / ClientClosedError: the socket is closed for good.
+        """
+        while True:
+            await self._ready.wait()
+            if self._terminal is not None:
+                raise self._terminal
+            if self._ws is not None:
+                return
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame once connected.
+
+        Waiting for a connection is cancellable; the write itself is shielded (bounded by
+        ``send_timeout``) so a cancelled caller never leaves half a frame on the wire. A write that
+        cannot finish in time kills the connection.
+
+        Raises:
+            ConnectionLost: the connection died before or while sending.
+        """
+        while True:
+            await self.wait_connected()
+            ws = self._ws
+            if ws is not None:
+                break
+        await self._write(ws, frame)
+
+    async def send_if_connected(self, frame: bytes) -> bool:
+        """Send one frame only if a connection is up right now; never waits for one."""
+        ws = self._ws
+        if ws is None or not self._ready.is_set() or self._terminal is not None:
+            await trio.lowlevel.checkpoint()
+            return False
+        try:
+            await self._write(ws, frame)
+        except ConnectionLost:
+            return False
+        return True
+
+    async def _write(self, ws: trio_websocket.WebSocketConnection, frame: bytes) -> None:
+        text = frame.decode("ascii")  # envelopes are ASCII; text frames, as the official SDKs send
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = self._options.send_timeout
+            try:
+                await ws.send_message(text)
+            except trio_websocket.ConnectionClosed as exc:
+                raise _close_error(*_reason(exc)) from None
+        if scope.cancelled_caught:
+            logger.warning(
+                "a send did not finish in %.1f s; dropping the connection",
+                self._options.send_timeout,
+            )
+            await self._kill(ws)
+            raise ConnectionLost("sending timed out; the connection was dropped")
+
+    async def _kill(self, ws: trio_websocket.WebSocketConnection) -> None:
+        stream = ws._stream  # pyright: ignore[reportPrivateUsage]
+        with trio.CancelScope(shield=True):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    # --- keep-alive -----------------------------------------------------------------------------
+
+    async def keepalive(self) -> None:
+        """Ping every ``ping_interval`` seconds; no pong within ``ping_timeout`` kills the connection
+        (the receive loop then reports the loss and reconnects). Runs until cancelled."""
+        options = self._options
+        while True:
+            await trio.sleep(options.ping_interval)
+            ws = self._ws
+            if ws is None:
+                continue
+            with trio.move_on_after(options.ping_timeout) as scope:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    continue
+            if scope.cancelled_caught and ws is self._ws:
+                logger.warning(
+                    "no pong within %.1f s; dropping the connection", options.ping_timeout
+                )
+                await self._kill(ws)
