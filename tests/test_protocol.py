@@ -106,12 +106,12 @@ def test_swarm_models_accepts_legacy_counts() -> None:
     message = p.decode_server_message(
         envelope(
             "swarmLLMModels",
-            {"legacy": 3, "model/α": {"workers": 2, "maxOutputTokens": {"default": 4096}}},
+            {"legacy": 3, "model/\u03b1": {"workers": 2, "maxOutputTokens": {"default": 4096}}},
         )
     )
     assert isinstance(message, p.SwarmLLMModels)
     assert message.models["legacy"].workers == 3
-    assert message.models["model/α"].max_output_tokens == p.LLMParamConstraint(default=4096)
+    assert message.models["model/\u03b1"].max_output_tokens == p.LLMParamConstraint(default=4096)
     again = p.decode_server_message(p.encode_server_message(message))
     assert again == message
 

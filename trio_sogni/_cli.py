@@ -1,0 +1,185 @@
+"""The ``trio-sogni`` command: ``chat`` and ``localnet serve``.
+
+``trio.run`` appears only here. Ctrl-C exits with status 130 after the running job is aborted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+import trio_sogni
+from trio_sogni import ChatJobError, SogniError
+
+DEFAULT_MODEL = "qwen3.6-35b-a3b-gguf-iq4xs"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-sogni", description="Trio client for the Sogni Supernet chat API."
+    )
+    parser.add_argument("--version", action="version", version=trio_sogni.__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="stream a chat answer (an embedded local network when no endpoint is given)",
+        description=(
+            "Stream a chat answer. With no --endpoint, an embedded local Supernet is started; "
+            "until a real-model worker is available its workers are simulated test doubles, so "
+            "the answer is scripted text, not inference. Without a prompt, starts an "
+            "interactive multi-turn session."
+        ),
+    )
+    chat.add_argument("prompt", nargs="?", help="the user message (omit for interactive mode)")
+    chat.add_argument("--endpoint", help="socket endpoint, e.g. wss://socket.sogni.ai")
+    chat.add_argument("--rest-endpoint", help="REST endpoint (default: derived from --endpoint)")
+    chat.add_argument(
+        "--api-key", default=os.environ.get("SOGNI_API_KEY"), help="API key (env SOGNI_API_KEY)"
+    )
+    chat.add_argument("--app-id", help="app id (default: random)")
+    chat.add_argument("--model", default=None, help=f"model id (default {DEFAULT_MODEL})")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--temperature", type=float, default=None)
+    chat.add_argument("--json", action="store_true", help="print the final result as JSON")
+    think = chat.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_true", default=None)
+    think.add_argument("--no-think", dest="think", action="store_false")
+    chat.add_argument(
+        "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
+    )
+
+    localnet = commands.add_parser("localnet", help="run a local Supernet")
+    localnet_commands = localnet.add_subparsers(dest="localnet_command", required=True)
+    serve = localnet_commands.add_parser(
+        "serve",
+        help="serve a local Supernet until interrupted",
+        description=(
+            "Serve a local Supernet (HTTP and WebSocket on one port) with simulated test-double "
+            "workers. Prints one JSON line {rest_url, socket_url, api_key} when ready."
+        ),
+    )
+    from .localnet import _cli as localnet_cli  # pyright: ignore[reportPrivateUsage]
+
+    localnet_cli.add_serve_arguments(serve)
+    return parser
+
+
+@asynccontextmanager
+async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[Any, str]]:
+    """Yield (client, model): a remote Supernet, or an embedded local one."""
+    if args.endpoint:
+        if not args.api_key:
+            raise SystemExit("trio-sogni: --api-key (or SOGNI_API_KEY) is required with --endpoint")
+        endpoint: str = args.endpoint
+        rest = args.rest_endpoint or endpoint.replace("wss://socket.", "https://api.").replace(
+            "ws://", "http://"
+        )
+        async with trio_sogni.open_sogni_client(
+            app_id=args.app_id,
+            api_key=args.api_key,
+            socket_endpoint=endpoint,
+            rest_endpoint=rest,
+            network=args.network,
+        ) as client:
+            yield client, args.model or DEFAULT_MODEL
+        return
+    from .localnet import open_local_network
+
+    model = args.model or DEFAULT_MODEL
+    print(
+        "trio-sogni: using an embedded local Supernet with simulated (test-double) workers; "
+        "the answer is scripted text, not model inference.",
+        file=sys.stderr,
+    )
+    async with (
+        open_local_network(models=[model]) as net,
+        trio_sogni.open_sogni_client(
+            app_id=args.app_id,
+            api_key=net.api_key,
+            socket_endpoint=net.socket_url,
+            rest_endpoint=net.rest_url,
+            network=args.network,
+        ) as client,
+    ):
+        yield client, model
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.max_tokens is not None:
+        params["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    if args.think is not None:
+        params["think"] = args.think
+    return params
+
+
+async def _one_turn(
+    client: Any, model: str, messages: list[dict[str, Any]], args: argparse.Namespace
+) -> str:
+    async with client.chat.completions.stream(
+        model=model, messages=messages, **_params(args)
+    ) as stream:
+        async for chunk in stream:
+            if not args.json and chunk.content:
+                sys.stdout.write(chunk.content)
+                sys.stdout.flush()
+        result = await stream.wait()
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        sys.stdout.write("\n")
+    return result.content
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    base: list[dict[str, Any]] = []
+    if args.system:
+        base.append({"role": "system", "content": args.system})
+    async with _client_for(args) as (client, model):
+        if args.prompt is not None:
+            await _one_turn(client, model, [*base, {"role": "user", "content": args.prompt}], args)
+            return 0
+        history = list(base)
+        print("interactive chat; an empty line or Ctrl-D ends it", file=sys.stderr)
+        while True:
+            try:
+                line = await trio.to_thread.run_sync(input, "> ", abandon_on_cancel=True)
+            except EOFError:
+                return 0
+            if not line.strip():
+                return 0
+            history.append({"role": "user", "content": line})
+            answer = await _one_turn(client, model, history, args)
+            history.append({"role": "assistant", "content": answer})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-sogni`` command."""
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "chat":
+            return trio.run(_chat, args)
+        from .localnet import _cli as localnet_cli  # pyright: ignore[reportPrivateUsage]
+
+        trio.run(localnet_cli.serve_from_args, args)
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except ChatJobError as exc:
+        print(f"trio-sogni: job failed ({exc.error_type}): {exc}", file=sys.stderr)
+        return 1
+    except SogniError as exc:
+        print(f"trio-sogni: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
