@@ -1,12 +1,13 @@
-"""The WebSocket connection to a Supernet socket server (trio-websocket engine).
+"""The WebSocket connection to a Supernet socket server.
 
 The transport knows URLs, handshakes, envelopes and close codes, never chat semantics: it hands each
 received frame to a `FrameSink` synchronously and tells it when the connection is up or lost.
 
 Tasks: `SocketTransport.run` (connect, wait for ``authenticated``, receive loop, reconnect) and
 `SocketTransport.keepalive` (ping every ``ping_interval``; a missing pong kills the connection) both
-run in the client's nursery and nowhere else. trio-websocket's own reader task for a connection
-lives in a nursery nested inside `run`.
+run in the client's nursery and nowhere else. The frame engine is pluggable (`._engines`): the
+default ``"fast"`` engine hands over every frame of one socket read as a batch; the reference
+``"trio-websocket"`` engine's reader task lives in a nursery nested inside `run`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import msgspec
 import trio
-import trio_websocket
 from typing_extensions import override
 
 from .._errors import AuthenticationError, ClientClosedError, ConnectError, ConnectionLost
 from .._version import __version__
 from ..protocol import Authenticated, decode_envelope, decode_server_message
+from ._engines import Connection, EngineName, HandshakeFailed, SocketClosed, connect
 
 __all__ = ["FrameSink", "SocketOptions", "SocketTransport", "build_socket_url"]
 
@@ -69,6 +70,7 @@ class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
     max_message_size: int = 64 * 1024 * 1024
     reconnect_initial_delay: float = 1.0
     reconnect_max_delay: float = 15.0
+    engine: EngineName = "fast"
 
 
 def build_socket_url(
@@ -93,13 +95,6 @@ def build_socket_url(
     query.append(("clientType", "artist"))
     query.append(("forceWorkerId", "fast" if network == "fast" else ""))
     return SplitResult(scheme, parts.netloc, parts.path or "/", urlencode(query), "").geturl()
-
-
-def _reason(exc: trio_websocket.ConnectionClosed) -> tuple[int | None, str | None]:
-    reason = exc.reason
-    if reason is None:
-        return None, None
-    return reason.code, reason.reason
 
 
 def _close_error(code: int | None, reason: str | None) -> ConnectionLost:
@@ -131,10 +126,11 @@ class SocketTransport:
         self._headers = headers
         self._sink = sink
         self._options = options
-        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._ws: Connection | None = None
         self._ready = trio.Event()
         self._terminal: BaseException | None = None
         self._closing = False
+        self._stopped = trio.Event()
         self.connections = 0
         self.frames_received = 0
         self.authenticated: Authenticated | None = None
@@ -158,6 +154,12 @@ class SocketTransport:
         the *first* attempt propagate (`AuthenticationError`, `ConnectError`); later losses are
         reported to the sink and retried.
         """
+        try:
+            await self._run(task_status)
+        finally:
+            self._stopped.set()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         first = True
         attempt = 0
         while not self._closing:
@@ -192,33 +194,35 @@ class SocketTransport:
         self, task_status: trio.TaskStatus[None] | None
     ) -> ConnectionLost | None:
         options = self._options
-        ssl_context: ssl.SSLContext | bool = ssl.create_default_context() if self._secure else False
+        ssl_context = ssl.create_default_context() if self._secure else None
         async with trio.open_nursery() as ws_nursery:
             try:
                 headers = await self._headers()
                 with trio.fail_after(options.connect_timeout):
-                    ws = await trio_websocket.connect_websocket(
+                    ws = await connect(
+                        options.engine,
                         ws_nursery,
                         self._host,
                         self._port,
                         self._resource,
-                        use_ssl=ssl_context,
-                        extra_headers=headers,
-                        message_queue_size=64,
+                        ssl_context=ssl_context,
+                        headers=headers,
                         max_message_size=options.max_message_size,
-                        receive_buffer_size=65536,
                     )
             except trio.TooSlowError as exc:
                 raise ConnectError(f"connecting to {self._host}:{self._port} timed out") from exc
-            except (OSError, trio_websocket.HandshakeError) as exc:
+            except (OSError, HandshakeFailed) as exc:
                 raise ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
             try:
-                await self._await_authenticated(ws)
+                early = await self._await_authenticated(ws)
                 self.connections += 1
                 self._ws = ws
                 self._ready.set()
                 if task_status is not None:
                     task_status.started()
+                for frame in early:
+                    self.frames_received += 1
+                    self._feed(frame)
                 return await self._receive_loop(ws)
             finally:
                 self._ws = None
@@ -227,23 +231,25 @@ class SocketTransport:
                 await self._shutdown(ws)
                 ws_nursery.cancel_scope.cancel()
 
-    async def _await_authenticated(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _await_authenticated(self, ws: Connection) -> list[bytes | str]:
+        """Wait for ``authenticated``; return the frames that came after it in the same batch."""
         try:
             with trio.fail_after(self._options.authenticated_timeout):
                 while True:
-                    frame = await ws.get_message()
-                    self.frames_received += 1
-                    try:
-                        kind, _ = decode_envelope(frame)
-                    except msgspec.MsgspecError:
-                        kind = ""
-                    if kind == "authenticated":
-                        message = decode_server_message(frame)
-                        assert isinstance(message, Authenticated)
-                        self.authenticated = message
-                        self._sink.connected(message)
-                        return
-                    self._feed(frame)
+                    batch = await ws.receive_batch()
+                    for i, frame in enumerate(batch):
+                        self.frames_received += 1
+                        try:
+                            kind, _ = decode_envelope(frame)
+                        except msgspec.MsgspecError:
+                            kind = ""
+                        if kind == "authenticated":
+                            message = decode_server_message(frame)
+                            assert isinstance(message, Authenticated)
+                            self.authenticated = message
+                            self._sink.connected(message)
+                            return list(batch[i + 1 :])
+                        self._feed(frame)
         except trio.TooSlowError as exc:
             raise ConnectError(
                 f"the server sent no 'authenticated' frame within "
@@ -251,8 +257,8 @@ class SocketTransport:
             ) from exc
         except msgspec.MsgspecError as exc:
             raise ConnectError(f"malformed 'authenticated' frame: {exc}") from exc
-        except trio_websocket.ConnectionClosed as exc:
-            code, reason = _reason(exc)
+        except SocketClosed as exc:
+            code, reason = exc.code, exc.reason
             if code == CLOSE_AUTH_ERROR:
                 raise AuthenticationError(
                     "the server rejected the credentials (close code 4021)"
@@ -263,22 +269,23 @@ class SocketTransport:
                 f"the server closed the socket during the handshake (code {code}: {reason})"
             ) from None
 
-    async def _receive_loop(self, ws: trio_websocket.WebSocketConnection) -> ConnectionLost | None:
-        sink = self._sink
+    async def _receive_loop(self, ws: Connection) -> ConnectionLost | None:
+        feed = self._sink.feed
         while True:
             try:
-                frame = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
+                batch = await ws.receive_batch()
+            except SocketClosed as exc:
                 if self._closing:
                     return None
-                lost = _close_error(*_reason(exc))
+                lost = _close_error(exc.code, exc.reason)
                 self._notify_lost(lost)
                 return lost
-            self.frames_received += 1
-            try:
-                sink.feed(frame)
-            except Exception:
-                logger.exception("error while handling a server frame; frame skipped")
+            self.frames_received += len(batch)
+            for frame in batch:
+                try:
+                    feed(frame)
+                except Exception:
+                    logger.exception("error while handling a server frame; frame skipped")
 
     def _feed(self, frame: bytes | str) -> None:
         try:
@@ -292,22 +299,18 @@ class SocketTransport:
         except Exception:
             logger.exception("error while failing jobs after a connection loss")
 
-    async def _shutdown(self, ws: trio_websocket.WebSocketConnection) -> None:
-        """Close one connection: a close handshake bounded by ``close_timeout``, then the TCP."""
+    async def _shutdown(self, ws: Connection) -> None:
+        """Say goodbye (close frame, bounded by ``close_timeout``) and drop the TCP connection."""
         with trio.move_on_after(self._options.close_timeout, shield=True):
             try:
-                await ws.aclose(CLOSE_NORMAL, "Client disconnected")
+                await ws.close(CLOSE_NORMAL, "Client disconnected")
             except Exception:  # already dead: nothing more to say to the peer
                 logger.debug("close handshake failed", exc_info=True)
-        stream = ws._stream  # pyright: ignore[reportPrivateUsage]
-        with trio.move_on_after(self._options.close_timeout, shield=True):
-            try:
-                await stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+        await ws.abort()
 
     async def close(self) -> None:
-        """Stop reconnecting and close the current connection (code 1000). Shielded, bounded."""
+        """Stop reconnecting and close the current connection with 1000 ``Client disconnected``,
+        waiting (shielded, bounded by ``close_timeout``) for the server's answer."""
         self._closing = True
         if self._terminal is None:
             self._terminal = ClientClosedError("the client is closed")
@@ -316,9 +319,10 @@ class SocketTransport:
         if ws is not None:
             with trio.move_on_after(self._options.close_timeout, shield=True):
                 try:
-                    await ws.aclose(CLOSE_NORMAL, "Client disconnected")
+                    await ws.close(CLOSE_NORMAL, "Client disconnected")
                 except Exception:
                     logger.debug("close handshake failed", exc_info=True)
+                await self._stopped.wait()
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -364,29 +368,21 @@ class SocketTransport:
             return False
         return True
 
-    async def _write(self, ws: trio_websocket.WebSocketConnection, frame: bytes) -> None:
+    async def _write(self, ws: Connection, frame: bytes) -> None:
         text = frame.decode("ascii")  # envelopes are ASCII; text frames, as the official SDKs send
         with trio.CancelScope(shield=True) as scope:
             scope.relative_deadline = self._options.send_timeout
             try:
-                await ws.send_message(text)
-            except trio_websocket.ConnectionClosed as exc:
-                raise _close_error(*_reason(exc)) from None
+                await ws.send_text(text)
+            except SocketClosed as exc:
+                raise _close_error(exc.code, exc.reason) from None
         if scope.cancelled_caught:
             logger.warning(
                 "a send did not finish in %.1f s; dropping the connection",
                 self._options.send_timeout,
             )
-            await self._kill(ws)
+            await ws.abort()
             raise ConnectionLost("sending timed out; the connection was dropped")
-
-    async def _kill(self, ws: trio_websocket.WebSocketConnection) -> None:
-        stream = ws._stream  # pyright: ignore[reportPrivateUsage]
-        with trio.CancelScope(shield=True):
-            try:
-                await stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
 
     # --- keep-alive -----------------------------------------------------------------------------
 
@@ -402,10 +398,10 @@ class SocketTransport:
             with trio.move_on_after(options.ping_timeout) as scope:
                 try:
                     await ws.ping()
-                except trio_websocket.ConnectionClosed:
+                except SocketClosed:
                     continue
             if scope.cancelled_caught and ws is self._ws:
                 logger.warning(
                     "no pong within %.1f s; dropping the connection", options.ping_timeout
                 )
-                await self._kill(ws)
+                await ws.abort()

@@ -1,0 +1,321 @@
+"""WebSocket engines behind one small interface.
+
+* ``"fast"`` (default): `FastConnection`, this package's own receive path (`._wire`). One socket
+  read yields every frame it contains, handed over as a batch with no checkpoint per frame;
+  pings are answered inline.
+* ``"trio-websocket"``: `TrioWebSocketConnection`, the reference engine (trio-websocket over
+  wsproto). Kept for conformance testing and comparison.
+
+Both raise `SocketClosed` when the connection ends, carrying the close code (1006 when the TCP
+connection broke without a close frame).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Final, Literal, Protocol, TypeAlias
+
+import trio
+import trio_websocket
+
+from . import _wire
+
+__all__ = [
+    "Connection",
+    "EngineName",
+    "FastConnection",
+    "HandshakeFailed",
+    "SocketClosed",
+    "TrioWebSocketConnection",
+    "connect",
+]
+
+EngineName: TypeAlias = Literal["fast", "trio-websocket"]
+_READ_SIZE: Final = 256 * 1024
+
+
+class SocketClosed(Exception):
+    """The connection ended: ``code`` and ``reason`` of the close (1006: no close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"socket closed (code {code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeFailed(Exception):
+    """The WebSocket upgrade was refused or malformed (``status`` is the HTTP status, if any)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Connection(Protocol):
+    """What the transport needs from an engine."""
+
+    async def receive_batch(self) -> Sequence[bytes | str]:
+        """Wait for data and return every complete data message received. Raises `SocketClosed`."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message. Raises `SocketClosed`."""
+        ...
+
+    async def ping(self) -> None:
+        """Send a ping and wait for its pong. Raises `SocketClosed`."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame; the receive loop sees the server's answer. The caller bounds it."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop the TCP connection at once."""
+        ...
+
+
+def _nodelay(stream: trio.abc.Stream) -> None:
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class FastConnection:
+    """A client WebSocket connection over a Trio stream using the `_wire` codec.
+
+    Not safe for concurrent `receive_batch` calls (the transport has one receive loop); sends are
+    serialised by a lock and may run concurrently with receiving.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, max_message_size: int, leftover: bytes) -> None:
+        self._stream = stream
+        self._parser = _wire.FrameParser(max_message_size)
+        self._pending = leftover
+        self._send_lock = trio.Lock()
+        self._closed: SocketClosed | None = None
+        self._close_sent = False
+        self._pong = trio.Event()
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        resource: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        headers: list[tuple[bytes, bytes]],
+        max_message_size: int,
+    ) -> FastConnection:
+        """Open TCP (TLS when ``ssl_context``), send the upgrade, check the answer."""
+        tcp = await trio.open_tcp_stream(host, port)
+        _nodelay(tcp)
+        stream: trio.abc.Stream = tcp
+        try:
+            if ssl_context is not None:
+                tls = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+                await tls.do_handshake()
+                stream = tls
+            request, key = _wire.build_handshake_request(
+                host, port, resource, ssl_context is not None, headers
+            )
+            await stream.send_all(request)
+            data = b""
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    raise HandshakeFailed("the server closed the connection during the upgrade")
+                data += chunk
+                try:
+                    parsed = _wire.parse_handshake_response(data, key)
+                except _wire.HandshakeError as exc:
+                    raise HandshakeFailed(str(exc), exc.status) from None
+                if parsed is not None:
+                    break
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            raise
+        return cls(stream, max_message_size, parsed[2])
+
+    async def receive_batch(self) -> Sequence[bytes | str]:
+        while True:
+            if self._closed is not None:
+                raise self._closed
+            if self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                try:
+                    data = await self._stream.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    await self._fail(1006, "the connection broke without a close frame")
+            try:
+                events = self._parser.feed(data)
+            except _wire.WebSocketProtocolError as exc:
+                await self._fail(exc.close_code, str(exc), send_close=True)
+                continue
+            messages: list[bytes | str] = []
+            for opcode, payload in events:
+                if opcode <= _wire.OP_BINARY:
+                    messages.append(payload)
+                elif opcode == _wire.OP_PING:
+                    assert isinstance(payload, bytes)
+                    await self._send_frame(_wire.OP_PONG, payload)
+                elif opcode == _wire.OP_PONG:
+                    self._pong.set()
+                else:
+                    assert isinstance(payload, bytes)
+                    try:
+                        code, reason = _wire.parse_close_payload(payload)
+                    except _wire.WebSocketProtocolError as exc:
+                        await self._fail(exc.close_code, str(exc), send_close=True)
+                        continue
+                    # Deliver what preceded the close, then report the close on the next call.
+                    await self._fail(code, reason, send_close=True, raise_now=not messages)
+                    break
+            if messages:
+                return messages
+
+    async def _fail(
+        self, code: int, reason: str, *, send_close: bool = False, raise_now: bool = True
+    ) -> None:
+        if self._closed is None:
+            self._closed = SocketClosed(code, reason)
+            if send_close and not self._close_sent:
+                reply = code if code not in (1005, 1006) else 1000
+                with trio.move_on_after(1, shield=True):
+                    try:
+                        await self._send_frame(
+                            _wire.OP_CLOSE, _wire.encode_close_payload(reply), closing=True
+                        )
+                    except SocketClosed:
+                        pass
+            await self.abort()
+        if raise_now:
+            raise self._closed
+
+    async def _send_frame(self, opcode: int, payload: bytes, *, closing: bool = False) -> None:
+        frame = _wire.encode_frame(opcode, payload)
+        async with self._send_lock:
+            if self._close_sent or (self._closed is not None and not closing):
+                raise self._closed or SocketClosed(1000, "closing")
+            if opcode == _wire.OP_CLOSE:
+                self._close_sent = True
+            try:
+                await self._stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if self._closed is None:
+                    self._closed = SocketClosed(1006, "the connection broke while sending")
+                raise self._closed from None
+
+    async def send_text(self, text: str) -> None:
+        await self._send_frame(_wire.OP_TEXT, text.encode())
+
+    async def ping(self) -> None:
+        self._pong = trio.Event()
+        await self._send_frame(_wire.OP_PING, b"trio-sogni")
+        await self._pong.wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            await self._send_frame(_wire.OP_CLOSE, _wire.encode_close_payload(code, reason))
+        except SocketClosed:
+            pass
+
+    async def abort(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
+
+
+class TrioWebSocketConnection:
+    """The reference engine: trio-websocket. Its reader task runs in the nursery given to
+    `connect`, one message per `receive_batch`."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    @staticmethod
+    def _closed(exc: trio_websocket.ConnectionClosed) -> SocketClosed:
+        reason = exc.reason
+        if reason is None:
+            return SocketClosed(1006)
+        return SocketClosed(reason.code, reason.reason or "")
+
+    async def receive_batch(self) -> Sequence[bytes | str]:
+        try:
+            return (await self._ws.get_message(),)
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    async def ping(self) -> None:
+        try:
+            await self._ws.ping()
+        except trio_websocket.ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.aclose(code, reason)
+
+    async def abort(self) -> None:
+        stream = self._ws._stream  # pyright: ignore[reportPrivateUsage]
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+
+
+async def connect(
+    engine: EngineName,
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    resource: str,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    headers: list[tuple[bytes, bytes]],
+    max_message_size: int,
+) -> Connection:
+    """Open a connection with the chosen engine.
+
+    Raises:
+        HandshakeFailed: the upgrade was refused.
+        OSError: TCP / TLS failure.
+    """
+    if engine == "fast":
+        return await FastConnection.connect(
+            host,
+            port,
+            resource,
+            ssl_context=ssl_context,
+            headers=headers,
+            max_message_size=max_message_size,
+        )
+    try:
+        ws = await trio_websocket.connect_websocket(
+            nursery,
+            host,
+            port,
+            resource,
+            use_ssl=ssl_context if ssl_context is not None else False,
+            extra_headers=headers,
+            message_queue_size=64,
+            max_message_size=max_message_size,
+            receive_buffer_size=65536,
+        )
+    except trio_websocket.ConnectionRejected as exc:
+        raise HandshakeFailed(f"the server rejected the upgrade: {exc}", exc.status_code) from exc
+    except trio_websocket.HandshakeError as exc:
+        raise HandshakeFailed(f"the upgrade failed: {exc}") from exc
+    return TrioWebSocketConnection(ws)
