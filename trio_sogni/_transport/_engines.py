@@ -181,6 +181,12 @@ class FastConnection:
                     # Deliver what preceded the close, then report the close on the next call.
                     await self._fail(code, reason, send_close=True, raise_now=not messages)
                     break
+            error = self._parser.error
+            if error is not None:
+                # Deliver what preceded the bad frame; report the error on the next call.
+                await self._fail(
+                    error.close_code, str(error), send_close=True, raise_now=not messages
+                )
             if messages:
                 return messages
 

@@ -193,7 +193,7 @@ class FrameParser:
     between the fragments of a message is returned in its place in the sequence.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frag_parts", "_frag_size", "_max")
+    __slots__ = ("_buf", "_frag_op", "_frag_parts", "_frag_size", "_max", "error")
 
     def __init__(self, max_message_size: int) -> None:
         self._buf = b""
@@ -201,15 +201,31 @@ class FrameParser:
         self._frag_op: int | None = None
         self._frag_parts: list[bytes] = []
         self._frag_size = 0
+        self.error: WebSocketProtocolError | None = None
+        """Set once the stream is invalid; events parsed before the bad frame were returned."""
 
     def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes | str]]:
         """Consume bytes; return every event they complete.
 
+        When a bad frame follows good ones in the same bytes, the good events are returned and
+        `error` is set; the next call raises it.
+
         Raises:
-            WebSocketProtocolError: the stream is invalid; the parser must not be used again.
+            WebSocketProtocolError: the stream is invalid (and nothing valid preceded the error).
         """
-        buf = self._buf + data if self._buf else bytes(data)
+        if self.error is not None:
+            raise self.error
         events: list[tuple[int, bytes | str]] = []
+        try:
+            self._parse(self._buf + data if self._buf else bytes(data), events)
+        except WebSocketProtocolError as exc:
+            self.error = exc
+            self._buf = b""
+            if not events:
+                raise
+        return events
+
+    def _parse(self, buf: bytes, events: list[tuple[int, bytes | str]]) -> None:
         append = events.append
         size = len(buf)
         pos = 0
@@ -281,7 +297,6 @@ class FrameParser:
             else:
                 raise WebSocketProtocolError(f"reserved opcode {opcode:#x}")
         self._buf = buf[pos:] if pos < size else b""
-        return events
 
 
 def _text(payload: bytes) -> str:
