@@ -1,0 +1,33 @@
+"""Shared fixtures: a local network over loopback TCP and a client for it, on each engine.
+
+Test rules (after trio-websocket's): loopback only, port 0, every I/O test bounded by a Trio
+deadline, no sleeps used as synchronisation (``net.wait_until`` and events instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import pytest
+from helpers import client_for, local_network
+
+import trio_sogni
+from trio_sogni.localnet import LocalNetwork
+
+
+@pytest.fixture(params=["fast", "trio-websocket"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end test runs on both WebSocket engines."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def net() -> AsyncGenerator[LocalNetwork]:
+    async with local_network(workers=4) as network:
+        yield network
+
+
+@pytest.fixture
+async def sogni(net: LocalNetwork, engine: str) -> AsyncGenerator[trio_sogni.SogniClient]:
+    async with client_for(net, engine) as client:
+        yield client
