@@ -129,11 +129,23 @@ async def test_receive_waits_and_is_cancel_safe() -> None:
             await stream.receive()
 
 
-async def test_receive_is_a_checkpoint() -> None:
-    slot, stream, _ = make()
-    slot.push(chunk("x"))
-    with trio.testing.assert_checkpoints():
+async def test_receive_is_a_cancel_point_and_yields_at_least_every_64_chunks() -> None:
+    slot, stream, _ = make(max_buffer=1000)
+    for _ in range(200):
+        slot.push(chunk("x"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await stream.receive()
+    assert stream.statistics().buffered == 200  # a cancelled receive took nothing
+    for _ in range(3):
+        with trio.testing.assert_checkpoints():
+            for _ in range(64):
+                await stream.receive()
+    for _ in range(8):
         await stream.receive()
+    with trio.move_on_after(0.01), trio.testing.assert_checkpoints():
+        await stream.receive()  # nothing buffered: it waits, which is a full checkpoint
 
 
 async def test_aclose_releases_once_and_later_receive_is_closed() -> None:
