@@ -31,5 +31,6 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """pyright in strict mode over the trio_sogni package."""
-    session.install("-e", ".", "pyright>=1.1.380", "pytest", "pytest-trio")
-    session.run("pyright")
+    session.install("-e", ".", "pyright>=1.1.380")
+    python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
+    session.run("pyright", "--pythonpath", str(python).strip())

@@ -212,3 +212,11 @@ def test_message_rules() -> None:
             },
             p.ChatMessage,
         )
+
+
+def test_absurd_nesting_is_a_decode_error_not_a_crash() -> None:
+    nested = b'{"a":' * 20_000 + b"0" + b"}" * 20_000
+    payload = b'{"jobID":"J","model":"m","messages":[],"chat_template_kwargs":' + nested + b"}"
+    frame = json.dumps({"type": "llmJobRequest", "data": base64.b64encode(payload).decode()})
+    with pytest.raises(msgspec.DecodeError):
+        p.decode_client_message(frame)

@@ -67,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "workers. Prints one JSON line {rest_url, socket_url, api_key} when ready."
         ),
     )
-    from .localnet import _cli as localnet_cli  # pyright: ignore[reportPrivateUsage]
+    from .localnet import _cli as localnet_cli
 
     localnet_cli.add_serve_arguments(serve)
     return parser
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return trio.run(_chat, args)
-        from .localnet import _cli as localnet_cli  # pyright: ignore[reportPrivateUsage]
+        from .localnet import _cli as localnet_cli
 
         trio.run(localnet_cli.serve_from_args, args)
         return 0

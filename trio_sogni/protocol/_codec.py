@@ -153,7 +153,10 @@ def decode_server_message(frame: bytes | str) -> ServerMessage | UnknownMessage:
     decode = _SERVER_DECODERS.get(env.type)
     if decode is None:
         return UnknownMessage(env.type, env.data)
-    message: ServerMessage = decode(env.data)
+    try:
+        message: ServerMessage = decode(env.data)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
     return message
 
 
@@ -168,7 +171,10 @@ def decode_client_message(frame: bytes | str) -> ClientMessage:
     decode = _CLIENT_DECODERS.get(env.type)
     if decode is None:
         raise msgspec.ValidationError(f"unknown client message type {env.type!r}")
-    message: ClientMessage = decode(env.data)
+    try:
+        message: ClientMessage = decode(env.data)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
     return message
 
 

@@ -132,8 +132,8 @@ class SetSocketEventSubscriptions(
     message_type: ClassVar[str] = "setSocketEventSubscriptions"
 
     subscriptions: dict[str, bool] | None = None
-    subscribe: list[str] | None = None
-    unsubscribe: list[str] | None = None
+    subscribe: str | list[str] | None = None
+    unsubscribe: str | list[str] | None = None
     reset: bool | None = None
     event: str | None = None
     enabled: bool | None = None

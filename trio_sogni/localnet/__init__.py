@@ -1,0 +1,112 @@
+"""A local Sogni Supernet for tests, benchmarks and offline development.
+
+One Trio server speaks the Supernet's REST API and its WebSocket protocol on a single port::
+
+    async with trio_sogni.localnet.open_local_network() as net:
+        ...  # point any Sogni client at net.rest_url / net.socket_url with net.api_key
+
+Jobs are run by workers. The bundled :class:`SimulatedWorker` is a **test double**: it produces
+scripted text (by default ``"Simulated reply to: <last user message>"``, one word per chunk), it
+does not run a model. A *script* (``script=`` on the network or on a worker: a function from the
+:class:`~trio_sogni.protocol.LLMJobRequest` to a list of steps, or ``None`` for the default reply)
+chooses other output. Steps:
+
+* :class:`Text` — text split into word-sized deltas; :class:`Delta` — exactly one chunk;
+* :class:`ToolCall` — a complete tool call spread over several deltas (finish ``tool_calls``);
+* :class:`Fail` — ``llmJobError`` at that point (any tag, message, code, subscription fields);
+* :class:`Stall` — never finish until aborted; :class:`DropConnection` — cut the client's TCP
+  connection without a close frame; :class:`Pause` — sleep; :class:`Finish` — set the finish
+  reason.
+
+:func:`expected_output` predicts exactly what a client receives for a request and a script.
+Network-level faults: :meth:`LocalNetwork.send_raw_to_clients`,
+:meth:`LocalNetwork.drop_all_connections`, :meth:`LocalNetwork.close_all_connections`.
+
+This package depends only on trio, h11, wsproto, msgspec and :mod:`trio_sogni.protocol`, never on
+the client, so the two implementations check each other.
+"""
+
+from ._config import (
+    DEFAULT_MODEL as DEFAULT_MODEL,
+    Account as Account,
+    ModelSpec as ModelSpec,
+    Pricing as Pricing,
+)
+from ._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
+from ._network import LocalNetwork as LocalNetwork
+from ._open import (
+    LocalNetworkOptions as LocalNetworkOptions,
+    open_local_network as open_local_network,
+    serve_local_network as serve_local_network,
+)
+from ._records import (
+    HandshakeRecord as HandshakeRecord,
+    HTTPRequestRecord as HTTPRequestRecord,
+    JobRecord as JobRecord,
+    NetworkStatistics as NetworkStatistics,
+    RejectedFrame as RejectedFrame,
+)
+from ._rest import Router as Router
+from ._scheduler import JobOutcome as JobOutcome
+from ._script import (
+    Delta as Delta,
+    DropConnection as DropConnection,
+    ExpectedOutput as ExpectedOutput,
+    Fail as Fail,
+    Finish as Finish,
+    Pause as Pause,
+    Script as Script,
+    ScriptFunction as ScriptFunction,
+    Stall as Stall,
+    Step as Step,
+    Text as Text,
+    ToolCall as ToolCall,
+    count_prompt_tokens as count_prompt_tokens,
+    default_reply_text as default_reply_text,
+    expected_output as expected_output,
+    split_deltas as split_deltas,
+)
+from ._workers import (
+    JobContext as JobContext,
+    SimulatedWorker as SimulatedWorker,
+    Worker as Worker,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Account",
+    "Delta",
+    "DropConnection",
+    "ExpectedOutput",
+    "Fail",
+    "Finish",
+    "HTTPRequest",
+    "HTTPRequestRecord",
+    "HTTPResponse",
+    "HandshakeRecord",
+    "JobContext",
+    "JobOutcome",
+    "JobRecord",
+    "LocalNetwork",
+    "LocalNetworkOptions",
+    "ModelSpec",
+    "NetworkStatistics",
+    "Pause",
+    "Pricing",
+    "RejectedFrame",
+    "Router",
+    "Script",
+    "ScriptFunction",
+    "SimulatedWorker",
+    "Stall",
+    "Step",
+    "Text",
+    "ToolCall",
+    "Worker",
+    "count_prompt_tokens",
+    "default_reply_text",
+    "expected_output",
+    "open_local_network",
+    "serve_local_network",
+    "split_deltas",
+]

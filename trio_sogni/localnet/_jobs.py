@@ -1,0 +1,381 @@
+"""Apps and jobs: which socket holds each ``appId``, the job table, job tasks, rebind timers.
+
+Jobs belong to an ``appId``, not to a socket: a job's frames go to whichever socket currently
+holds its app and are dropped while none does. When an app loses its socket, its jobs keep
+running for ``rebind_grace`` seconds; a new socket for the same ``appId`` takes them over, else
+they are ended. Every method except the job task itself is synchronous, so state changes are
+atomic with respect to other tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+import trio
+
+from ..protocol import (
+    ChatCompletionChunk,
+    JobState,
+    LLMJobError,
+    LLMJobRequest,
+    LLMJobResult,
+    ServerMessage,
+    SwarmLLMModels,
+    encode_server_message,
+)
+from ._config import Account, ModelSpec, Pricing
+from ._records import JobRecord
+from ._scheduler import Job, JobOutcome, Scheduler
+from ._script import ScriptFunction, count_prompt_tokens
+from ._session import Session
+from ._workers import JobContext, Worker
+from ._ws import OutDrop, OutFrame, WebSocketDriver
+
+__all__ = ["RESTART_MESSAGE", "Changes", "JobManager", "SocketBinding"]
+
+logger = logging.getLogger("trio_sogni.localnet")
+
+RESTART_MESSAGE: Final = "Server is restarting; this LLM request was refunded."
+
+
+class Changes:
+    """A broadcast "something changed" signal with a predicate wait."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Checkpoint, then block until ``predicate()`` holds (re-checked after each notify)."""
+        await trio.lowlevel.checkpoint()
+        while not predicate():
+            await self._event.wait()
+
+
+@dataclass(eq=False)
+class SocketBinding:
+    """An authenticated socket: its driver, its protocol session and its account."""
+
+    driver: WebSocketDriver
+    session: Session
+    account: Account
+
+    @property
+    def app_id(self) -> str:
+        return self.session.app_id
+
+
+@dataclass(eq=False)
+class _App:
+    app_id: str
+    socket: SocketBinding | None = None
+    grace: trio.CancelScope | None = None
+
+    def __post_init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+
+
+def _error(job_id: str, error: str, message: str, worker_name: str | None = None) -> LLMJobError:
+    return LLMJobError(job_id=job_id, error=error, error_message=message, worker_name=worker_name)
+
+
+class JobManager:
+    """The job table, the app bindings and the scheduler, plus the job tasks they start.
+
+    Job ids are compared case-insensitively (the official SDKs upper-case them) but echoed
+    exactly as the client sent them.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: dict[str, ModelSpec],
+        pricing: Pricing,
+        script: ScriptFunction | None,
+        rebind_grace: float,
+        changes: Changes,
+        errors: deque[str],
+        record_limit: int,
+    ) -> None:
+        self.models = models
+        self.pricing = pricing
+        self.script = script
+        self.rebind_grace = rebind_grace
+        self.scheduler = Scheduler()
+        self.jobs: dict[str, Job] = {}
+        self.apps: dict[str, _App] = {}
+        self.nursery: trio.Nursery | None = None
+        self.closing = False
+        self._changes = changes
+        self._errors = errors
+        self._seq = 0
+        self.job_requests: deque[LLMJobRequest] = deque(maxlen=record_limit)
+        self.job_records: deque[JobRecord] = deque(maxlen=record_limit)
+        self.aborted_job_ids: deque[str] = deque(maxlen=record_limit)
+        self.cancelled_job_ids: deque[str] = deque(maxlen=record_limit)
+        self.frames_dropped = 0
+
+    # -- models and workers ---------------------------------------------------------------------
+
+    def model_map(self) -> SwarmLLMModels:
+        counts = self.scheduler.worker_counts()
+        return SwarmLLMModels(
+            models={name: self.models[name].info(n) for name, n in sorted(counts.items())}
+        )
+
+    def add_worker(self, worker: Worker) -> None:
+        names = tuple(worker.models) if worker.models is not None else tuple(self.models)
+        for name in names:
+            self.models.setdefault(name, ModelSpec(name=name))
+        self.scheduler.add_worker(worker, frozenset(names))
+
+    def remove_worker(self, name: str) -> None:
+        slot = self.scheduler.remove_worker(name)
+        for job in list(slot.active):
+            message = "The worker running this job disconnected."
+            self.end_job(
+                job,
+                "worker_disconnected",
+                _error(job.job_id, "worker_disconnected", message, worker_name=name),
+            )
+        for job in list(self.scheduler.queued_jobs()):
+            if not self.scheduler.serves(job.model):
+                self.end_job(job, "model_unavailable", self._unavailable(job.job_id, job.model))
+
+    @staticmethod
+    def _unavailable(job_id: str, model: str) -> LLMJobError:
+        message = f"Model {model!r} is not available on this network."
+        return _error(job_id, "model_unavailable", message)
+
+    # -- apps -----------------------------------------------------------------------------------
+
+    def bind(self, sock: SocketBinding) -> tuple[SocketBinding | None, list[str]]:
+        """Make ``sock`` the socket of its app. Returns the socket it replaces (if any) and the
+        ids of the app's live jobs, which now report to ``sock``."""
+        app = self.apps.get(sock.app_id)
+        if app is None:
+            app = self.apps[sock.app_id] = _App(sock.app_id)
+        old, app.socket = app.socket, sock
+        if app.grace is not None:
+            app.grace.cancel()
+            app.grace = None
+        return old, [job.job_id for job in app.jobs.values()]
+
+    def unbind(self, sock: SocketBinding) -> None:
+        """``sock`` is gone. If it still held its app, the app's jobs detach (rebind grace)."""
+        app = self.apps.get(sock.app_id)
+        if app is None or app.socket is not sock:
+            return
+        app.socket = None
+        if not app.jobs:
+            del self.apps[app.app_id]
+        elif self.closing:
+            pass  # shutdown ends every job itself
+        elif self.rebind_grace <= 0:
+            for job in list(app.jobs.values()):
+                self.end_job(job, "expired", None)
+        elif self.nursery is not None:
+            app.grace = trio.CancelScope()
+            self.nursery.start_soon(self._grace_timer, app, app.grace)
+
+    async def _grace_timer(self, app: _App, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(self.rebind_grace)
+            app.grace = None
+            for job in list(app.jobs.values()):
+                self.end_job(job, "expired", None)
+            self._changes.notify()
+
+    def detached_jobs(self) -> int:
+        return sum(len(a.jobs) for a in self.apps.values() if a.socket is None)
+
+    def state_entries(self) -> int:
+        """Every per-job entry held anywhere (see `NetworkStatistics.job_state_entries`)."""
+        queued, running, queues = self.scheduler.statistics()
+        app_entries = sum(len(a.jobs) for a in self.apps.values())
+        detached_apps = sum(1 for a in self.apps.values() if a.socket is None)
+        return len(self.jobs) + app_entries + queued + running + queues + detached_apps
+
+    # -- job lifecycle --------------------------------------------------------------------------
+
+    def submit(self, sock: SocketBinding, request: LLMJobRequest) -> LLMJobError | None:
+        """Accept ``request`` (its task starts soon) or return the error to answer it with."""
+        self.job_requests.append(request)
+        key = request.job_id.upper()
+        spec = self.models.get(request.model)
+        if self.closing:
+            return _error(request.job_id, "server_restarting", RESTART_MESSAGE)
+        if key in self.jobs:
+            message = f"jobID {request.job_id} is already in use by a live job"
+            return _error(request.job_id, "invalid_request", message)
+        if spec is None or not self.scheduler.serves(request.model):
+            return self._unavailable(request.job_id, request.model)
+        if isinstance(request.max_tokens, int) and request.max_tokens > spec.max_output_tokens:
+            message = f"max_tokens must be at most {spec.max_output_tokens} for this model"
+            return _error(request.job_id, "invalid_request", message)
+        prompt_tokens = count_prompt_tokens(request)
+        max_tokens = (
+            request.max_tokens
+            if isinstance(request.max_tokens, int)
+            else spec.default_output_tokens
+        )
+        token_type = request.token_type if isinstance(request.token_type, str) else "sogni"
+        self._seq += 1
+        job = Job(
+            request=request,
+            app_id=sock.app_id,
+            seq=self._seq,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            estimated_cost=self.pricing.estimate(prompt_tokens, max_tokens, token_type),
+        )
+        self.jobs[key] = job
+        self.apps[sock.app_id].jobs[key] = job
+        assert self.nursery is not None
+        self.nursery.start_soon(self._run_job, job)
+        return None
+
+    def abort(self, app_id: str, job_id: str) -> None:
+        """A client of ``app_id`` aborted ``job_id``: stop it wherever it is, send nothing more."""
+        self.aborted_job_ids.append(job_id)
+        job = self.jobs.get(job_id.upper())
+        if job is None or job.app_id != app_id:
+            logger.debug("localnet: abort for a job that is not live")
+            return
+        self.cancelled_job_ids.append(job.job_id)
+        self.end_job(job, "aborted", None)
+
+    def end_job(self, job: Job, outcome: JobOutcome, error: LLMJobError | None) -> None:
+        """End ``job`` now: queue ``error`` (if given) to its socket, silence it, cancel its task
+        and free its queue entry or worker capacity at once (the next job may start)."""
+        if job.silenced:
+            return
+        if error is not None:
+            app = self.apps.get(job.app_id)
+            if app is not None and app.socket is not None:
+                app.socket.driver.outbox.put_nowait(OutFrame(encode_server_message(error)))
+        job.end(outcome, silence=True)
+        self.scheduler.discard(job)
+        self._forget(job)
+
+    def end_all(self, outcome: JobOutcome, error: str, message: str) -> None:
+        """End every live job with ``llmJobError {error, error_message: message}``."""
+        for job in list(self.jobs.values()):
+            self.end_job(job, outcome, _error(job.job_id, error, message))
+
+    def _forget(self, job: Job) -> None:
+        if self.jobs.get(job.key) is not job:
+            return
+        del self.jobs[job.key]
+        app = self.apps.get(job.app_id)
+        if app is not None:
+            app.jobs.pop(job.key, None)
+            if not app.jobs and app.socket is None:
+                if app.grace is not None:
+                    app.grace.cancel()
+                del self.apps[app.app_id]
+        outcome = job.outcome or "internal_error"
+        self.job_records.append(
+            JobRecord(job.job_id, job.app_id, job.model, outcome, job.worker_name)
+        )
+        self._changes.notify()
+
+    # -- the job task ---------------------------------------------------------------------------
+
+    async def _emit(self, job: Job, message: ServerMessage) -> None:
+        app = self.apps.get(job.app_id)
+        sock = app.socket if app is not None else None
+        if sock is None:
+            self.frames_dropped += 1
+            await trio.lowlevel.checkpoint()
+            return
+        await sock.driver.outbox.put(OutFrame(encode_server_message(message), job))
+
+    async def _emit_chunk(self, job: Job, chunk: ChatCompletionChunk) -> None:
+        await self._emit(job, chunk)
+
+    async def _drop_for(self, job: Job, reset: bool) -> None:
+        app = self.apps.get(job.app_id)
+        if app is None or app.socket is None:
+            await trio.lowlevel.checkpoint()
+            return
+        sock, holder = app.socket, app
+        sock.driver.outbox.put_nowait(OutDrop(reset))
+        await self._changes.wait_until(lambda: holder.socket is not sock)
+
+    @staticmethod
+    def _state(job: Job, kind: str, position: int | None = None) -> JobState:
+        return JobState(
+            job_id=job.job_id,
+            type=kind,
+            model_id=job.model,
+            estimated_cost=job.estimated_cost if kind in {"pending", "queued"} else None,
+            worker_name=job.worker_name if kind in {"assigned", "jobStarted"} else None,
+            queue_position=position,
+        )
+
+    async def _run_job(self, job: Job) -> None:
+        """The whole life of one job: pending, queued (position updates), assigned, jobStarted,
+        the worker's chunks, then llmJobResult or llmJobError. Runs inside the job's cancel
+        scope; whatever ends it, its queue entry or worker slot is released on the way out."""
+        try:
+            with job.cancel_scope:
+                await self._emit(job, self._state(job, "pending"))
+                position = self.scheduler.enqueue(job)
+                self._changes.notify()
+                await self._emit(job, self._state(job, "queued", position))
+                while job.slot is None:
+                    current = self.scheduler.position(job)
+                    if current is not None and current != position:
+                        position = current
+                        await self._emit(job, self._state(job, "queued", position))
+                        continue
+                    await job.wait_for_change()
+                slot = job.slot
+                job.worker_name = slot.name
+                self._changes.notify()
+                await self._emit(job, self._state(job, "assigned"))
+                await self._emit(job, self._state(job, "jobStarted"))
+                started = trio.current_time()
+                context = JobContext(
+                    request=job.request,
+                    worker_name=slot.name,
+                    prompt_tokens=job.prompt_tokens,
+                    max_tokens=job.max_tokens,
+                    network_script=self.script,
+                    send=partial(self._emit_chunk, job),
+                    drop=partial(self._drop_for, job),
+                )
+                await slot.worker.run(context)
+                if context.error is not None:
+                    await self._emit(job, context.error)
+                    job.outcome = job.outcome or "failed"
+                else:
+                    cost = self.pricing.cost(
+                        job.prompt_tokens, context.completion_tokens, job.token_type
+                    )
+                    result = LLMJobResult(
+                        job_id=job.job_id,
+                        usage=context.usage,
+                        time_taken=round(trio.current_time() - started, 6),
+                        cost=cost,
+                        worker_name=slot.name,
+                    )
+                    await self._emit(job, result)
+                    job.outcome = job.outcome or "completed"
+        except Exception as exc:
+            logger.exception("localnet: a job failed inside localnet (script or worker bug?)")
+            self._errors.append(f"job {job.job_id}: {exc!r}")
+            message = f"localnet internal error: {exc!r}"
+            self.end_job(job, "internal_error", _error(job.job_id, "internal_error", message))
+        finally:
+            self.scheduler.discard(job)
+            self._forget(job)

@@ -1,0 +1,557 @@
+"""`LocalNetwork`: connections, handshakes, client frames, introspection and fault helpers.
+
+Ownership: every task (connection handlers, job tasks, rebind timers) runs in the one nursery
+owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives in
+:class:`~trio_sogni.localnet._jobs.JobManager`; this module connects it to sockets and HTTP.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+import trio
+import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection
+from wsproto.utilities import RemoteProtocolError
+
+from ..protocol import (
+    Authenticated,
+    LLMJobRequest,
+    ServerMessage,
+    SwarmLLMModels,
+    encode_server_message,
+)
+from ._config import Account, ModelSpec, Pricing
+from ._http import HTTPRequest, HTTPResponse, error_response, serve_http
+from ._jobs import RESTART_MESSAGE, Changes, JobManager, SocketBinding
+from ._records import (
+    HandshakeRecord,
+    HTTPRequestRecord,
+    JobRecord,
+    NetworkStatistics,
+    RejectedFrame,
+    redact,
+)
+from ._rest import RestAPI
+from ._script import ScriptFunction
+from ._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
+from ._workers import Worker
+from ._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
+
+__all__ = ["LocalNetwork"]
+
+logger = logging.getLogger("trio_sogni.localnet")
+
+Authenticator = Callable[[Mapping[str, str]], Account | None]
+
+
+@asynccontextmanager
+async def _unwrap_single() -> AsyncGenerator[None]:
+    """Re-raise a one-exception group as that exception (keeping its traceback and context)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        inner = group.exceptions[0]
+        context = inner.__context__
+        try:
+            raise inner
+        finally:
+            inner.__context__ = context
+            del inner, context
+
+
+@dataclass(eq=False)
+class _Connection:
+    scope: trio.CancelScope
+    websocket: bool = False
+
+
+class LocalNetwork:
+    """A running local Supernet. Get one from :func:`open_local_network` or
+    :func:`serve_local_network`; never construct it directly.
+
+    Introspection collections are updated as things happen (each keeps the last
+    ``record_limit`` entries). :meth:`wait_until` blocks until a condition over them holds.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        models: Sequence[ModelSpec],
+        account: Account,
+        pricing: Pricing,
+        script: ScriptFunction | None,
+        rebind_grace: float,
+        authenticator: Authenticator | None,
+        max_message_size: int,
+        max_body_size: int,
+        outbox_limit: int,
+        close_timeout: float,
+        record_limit: int,
+    ) -> None:
+        self.api_key: Final = api_key
+        """The API key clients must send (``api-key`` header). Never logged."""
+        self.account = account
+        """The account every valid credential maps to."""
+        self.rest = RestAPI(self.authenticate)
+        """The REST router; add routes with ``net.rest.router.add(method, pattern, handler)``."""
+        self._authenticator = authenticator
+        self._max_message_size = max_message_size
+        self._max_body_size = max_body_size
+        self._outbox_limit = outbox_limit
+        self._close_timeout = close_timeout
+        self._changes = Changes()
+        self.errors: deque[str] = deque(maxlen=record_limit)
+        """Internal failures (a script or worker raising, a connection handler crashing)."""
+        self._jobs = JobManager(
+            models={m.name: m for m in models},
+            pricing=pricing,
+            script=script,
+            rebind_grace=rebind_grace,
+            changes=self._changes,
+            errors=self.errors,
+            record_limit=record_limit,
+        )
+        self._sockets: set[SocketBinding] = set()
+        self._connections: set[_Connection] = set()
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+        self._listen_scope = trio.CancelScope()
+        self._address: tuple[str, int] | None = None
+        self.rejected_frames: deque[RejectedFrame] = deque(maxlen=record_limit)
+        """Client frames refused by strict decoding or validation (a correct client: none)."""
+        self.http_requests: deque[HTTPRequestRecord] = deque(maxlen=record_limit)
+        """REST requests answered, credentials redacted."""
+        self.handshakes: deque[HandshakeRecord] = deque(maxlen=record_limit)
+        """WebSocket upgrades, accepted or rejected, credentials redacted."""
+        self.frames_received = 0
+        """Complete WebSocket messages received from authenticated clients."""
+
+    # -- configuration --------------------------------------------------------------------------
+
+    @property
+    def script(self) -> ScriptFunction | None:
+        """The network-wide script function; assign to change it (jobs starting later use it)."""
+        return self._jobs.script
+
+    @script.setter
+    def script(self, value: ScriptFunction | None) -> None:
+        self._jobs.script = value
+
+    @property
+    def pricing(self) -> Pricing:
+        return self._jobs.pricing
+
+    @property
+    def rebind_grace(self) -> float:
+        """Seconds a disconnected app's jobs wait for a socket with the same ``appId``."""
+        return self._jobs.rebind_grace
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    def set_address(self, host: str, port: int) -> None:
+        """Record where the network listens (used by :func:`open_local_network`)."""
+        self._address = (host, port)
+
+    def _url(self, scheme: str) -> str:
+        if self._address is None:
+            raise RuntimeError("this local network does not listen on TCP (listen=False)")
+        host, port = self._address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        """The TCP port serving both REST and WebSocket."""
+        if self._address is None:
+            raise RuntimeError("this local network does not listen on TCP (listen=False)")
+        return self._address[1]
+
+    @property
+    def rest_url(self) -> str:
+        """``http://HOST:PORT`` — the REST base, which is also the socket host."""
+        return self._url("http")
+
+    @property
+    def socket_url(self) -> str:
+        """``ws://HOST:PORT/`` — any path is accepted."""
+        return self._url("ws") + "/"
+
+    # -- auth seam ------------------------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str]) -> Account | None:
+        """Map request headers (lower-case names) to an account, or ``None`` when they carry no
+        valid credentials. Default: the ``api-key`` header must equal :attr:`api_key`."""
+        if self._authenticator is not None:
+            return self._authenticator(headers)
+        key = headers.get("api-key")
+        if key is not None and hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return self.account
+        return None
+
+    # -- models and workers ---------------------------------------------------------------------
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        """Every model the network knows (served or not)."""
+        return dict(self._jobs.models)
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [slot.worker for slot in self._jobs.scheduler.slots]
+
+    def model_map(self) -> SwarmLLMModels:
+        """The current ``swarmLLMModels`` message: every model with at least one worker."""
+        return self._jobs.model_map()
+
+    def add_worker(self, worker: Worker) -> None:
+        """Register ``worker`` (synchronous). Queued jobs it can serve start at once, and every
+        socket that did not opt out of ``modelAvailability`` gets a new ``swarmLLMModels``.
+
+        Raises:
+            ValueError: a worker with that name exists, or its capacity is below 1.
+        """
+        self._jobs.add_worker(worker)
+        self._broadcast_models()
+
+    def remove_worker(self, name: str) -> None:
+        """Unregister a worker (synchronous). Its running jobs fail with ``worker_disconnected``;
+        queued jobs for a model left without workers fail with ``model_unavailable``. Sockets
+        get a new ``swarmLLMModels``.
+
+        Raises:
+            KeyError: no worker has that name.
+        """
+        self._jobs.remove_worker(name)
+        self._broadcast_models()
+
+    def _broadcast_models(self) -> None:
+        frame = encode_server_message(self.model_map())
+        for sock in self._sockets:
+            if sock.session.wants("modelAvailability"):
+                sock.driver.outbox.put_nowait(OutFrame(frame))
+        self._changes.notify()
+
+    # -- introspection --------------------------------------------------------------------------
+
+    @property
+    def job_requests(self) -> deque[LLMJobRequest]:
+        """Every well-formed ``llmJobRequest`` received, accepted or not."""
+        return self._jobs.job_requests
+
+    @property
+    def job_records(self) -> deque[JobRecord]:
+        """Every job that has ended, with its outcome, in order of ending."""
+        return self._jobs.job_records
+
+    @property
+    def aborted_job_ids(self) -> deque[str]:
+        """Every jobID named by a client abort (``jobError``) frame, live job or not."""
+        return self._jobs.aborted_job_ids
+
+    @property
+    def cancelled_job_ids(self) -> deque[str]:
+        """JobIDs of live jobs that a client abort actually stopped."""
+        return self._jobs.cancelled_job_ids
+
+    @property
+    def frames_dropped(self) -> int:
+        """Job frames discarded because their app had no socket at the time."""
+        return self._jobs.frames_dropped
+
+    @property
+    def connected_sockets(self) -> int:
+        """Authenticated WebSocket connections currently holding an app."""
+        return len(self._sockets)
+
+    @property
+    def live_jobs(self) -> int:
+        """Jobs queued, running or detached (waiting for a rebind)."""
+        return len(self._jobs.jobs)
+
+    def job_ids(self, app_id: str | None = None) -> list[str]:
+        """The live jobs' ids (of one app if given), in submission order."""
+        jobs = sorted(self._jobs.jobs.values(), key=lambda j: j.seq)
+        return [j.job_id for j in jobs if app_id is None or j.app_id == app_id]
+
+    def statistics(self) -> NetworkStatistics:
+        """A snapshot of the live state (synchronous)."""
+        queued, running, _queues = self._jobs.scheduler.statistics()
+        return NetworkStatistics(
+            live_jobs=len(self._jobs.jobs),
+            queued_jobs=queued,
+            running_jobs=running,
+            detached_jobs=self._jobs.detached_jobs(),
+            connected_sockets=len(self._sockets),
+            open_connections=len(self._connections),
+            job_state_entries=self._jobs.state_entries(),
+        )
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Block until ``predicate()`` is true. It is re-evaluated after every state change of
+        the network (connections, frames received, job progress and endings, workers). Always a
+        checkpoint; bound it with a cancel scope such as ``trio.fail_after``."""
+        await self._changes.wait_until(predicate)
+
+    # -- fault helpers --------------------------------------------------------------------------
+
+    async def send_raw_to_clients(self, data: bytes | str) -> int:
+        """Send ``data`` unchanged (``bytes``: a binary message, ``str``: a text message) to every
+        authenticated socket, after whatever is already queued for it. For malformed JSON, bad
+        base64, unknown types, oversized frames... Returns the number of sockets."""
+        sockets = list(self._sockets)
+        for sock in sockets:
+            await sock.driver.outbox.put(OutFrame(data))
+        return len(sockets)
+
+    async def drop_all_connections(self, *, reset: bool = False) -> int:
+        """Cut every authenticated socket's TCP connection without a close frame (RST when
+        ``reset``), after what is already queued, and wait until they are gone. Their apps'
+        jobs detach and the rebind grace starts. Returns the number of sockets dropped."""
+        sockets = list(self._sockets)
+        for sock in sockets:
+            sock.driver.outbox.put_nowait(OutDrop(reset))
+        await self.wait_until(lambda: not any(s in self._sockets for s in sockets))
+        return len(sockets)
+
+    async def close_all_connections(self, code: int = 1001, reason: str = "") -> int:
+        """Close every authenticated socket with ``code`` and wait until they are gone (each
+        waits at most ``close_timeout`` for the client's reply). Returns the number closed."""
+        sockets = list(self._sockets)
+        for sock in sockets:
+            sock.driver.outbox.put_nowait(OutClose(code, reason))
+        await self.wait_until(lambda: not any(s in self._sockets for s in sockets))
+        return len(sockets)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def connect_in_memory(self) -> trio.abc.Stream:
+        """Serve a new connection over an in-memory stream pair and return the client's end.
+
+        Speak HTTP or WebSocket over it as over TCP (e.g. with ``trio_websocket.
+        wrap_client_stream``). Works with ``listen=False`` and under ``MockClock``.
+
+        Raises:
+            RuntimeError: the network is not running.
+        """
+        if self._nursery is None or self._closing:
+            raise RuntimeError("the network is not running")
+        client, server = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self._handle_stream, server)
+        return client
+
+    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SocketStream):
+            try:
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+            except OSError:  # pragma: no cover - e.g. a non-TCP socket
+                pass
+        conn = _Connection(trio.CancelScope())
+        self._connections.add(conn)
+        self._changes.notify()
+        try:
+            with conn.scope:
+                await serve_http(
+                    stream,
+                    on_request=self.handle_rest,
+                    on_upgrade=partial(self._on_upgrade, stream, conn),
+                    max_body_size=self._max_body_size,
+                )
+        except Exception as exc:
+            logger.exception("localnet: connection handler failed")
+            self.errors.append(f"connection: {exc!r}")
+        finally:
+            self._connections.discard(conn)
+            self._changes.notify()
+            await trio.aclose_forcefully(stream)
+
+    async def handle_rest(self, request: HTTPRequest) -> HTTPResponse:
+        """Answer one REST request as the TCP server does, and record it. Usable without a
+        socket (e.g. behind an ``httpx.MockTransport`` adapter). Never raises for a bad request."""
+        response = await self.rest.handle(request)
+        self.http_requests.append(
+            HTTPRequestRecord(
+                request.method,
+                request.path,
+                request.query,
+                redact(request.headers),
+                response.status,
+            )
+        )
+        self._changes.notify()
+        return response
+
+    async def _on_upgrade(
+        self, stream: trio.abc.Stream, conn: _Connection, request: HTTPRequest, trailing: bytes
+    ) -> HTTPResponse | None:
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.initiate_upgrade_connection(list(request.raw_headers), request.target)
+            for _event in ws.events():
+                pass
+            accept = ws.send(AcceptConnection())
+        except RemoteProtocolError as exc:
+            return error_response(400, f"Bad WebSocket handshake: {exc}")
+        conn.websocket = True
+        await stream.send_all(accept)
+        if trailing:
+            ws.receive_data(trailing)
+        driver = WebSocketDriver(
+            stream,
+            ws,
+            max_message_size=self._max_message_size,
+            outbox_limit=self._outbox_limit,
+            close_timeout=self._close_timeout,
+        )
+        handshake = parse_handshake(request.target)
+        for problem in handshake.problems:
+            logger.info("localnet: ignoring a handshake parameter (%s)", problem)
+        account = self.authenticate(request.headers)
+        rejection: tuple[int, str] | None = None
+        if self._closing:
+            rejection = (1001, "Server is restarting")
+        elif account is None:
+            rejection = (4021, "Authentication failed")
+        elif handshake.app_id is None:
+            rejection = (4010, "appId is required")
+        self._record_handshake(handshake, request, rejection)
+        if rejection is not None or account is None:
+            code, reason = rejection or (4021, "Authentication failed")
+            driver.outbox.put_nowait(OutClose(code, reason))
+            await driver.run(self._ignore)
+            return None
+        sock = SocketBinding(driver, Session(handshake), account)
+        self._attach(sock)
+        try:
+            await driver.run(partial(self._on_message, sock))
+        finally:
+            self._sockets.discard(sock)
+            self._jobs.unbind(sock)
+            self._changes.notify()
+        return None
+
+    def _record_handshake(
+        self, handshake: Handshake, request: HTTPRequest, rejection: tuple[int, str] | None
+    ) -> None:
+        self.handshakes.append(
+            HandshakeRecord(
+                path=handshake.path,
+                query=handshake.query,
+                app_id=handshake.app_id,
+                client_name=handshake.client_name,
+                headers=redact(request.headers),
+                outcome="accepted" if rejection is None else "rejected",
+                close_code=None if rejection is None else rejection[0],
+            )
+        )
+
+    @staticmethod
+    async def _ignore(message: bytes | str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def _attach(self, sock: SocketBinding) -> None:
+        """Bind ``sock`` to its app (closing an older socket of that app with 4015) and queue
+        ``authenticated`` and ``swarmLLMModels`` as its first frames, in one atomic step."""
+        old, active = self._jobs.bind(sock)
+        if old is not None:
+            self._sockets.discard(old)
+            old.driver.outbox.put_nowait(OutClose(4015, "Another connection took over this appId"))
+        authenticated = Authenticated(
+            id=sock.account.id,
+            client_type="artist",
+            username=sock.account.username,
+            address=sock.account.wallet_address,
+            active_llm_job_ids=active,
+            subscription_entitlement={"active": False, "subscription": None},
+            tokens=sock.account.balances(),
+        )
+        sock.driver.outbox.put_nowait(OutFrame(encode_server_message(authenticated)))
+        if sock.session.wants("modelAvailability"):
+            sock.driver.outbox.put_nowait(OutFrame(encode_server_message(self.model_map())))
+        self._sockets.add(sock)
+        self._changes.notify()
+
+    async def _on_message(self, sock: SocketBinding, frame: bytes | str) -> None:
+        self.frames_received += 1
+        for effect in sock.session.receive_frame(frame):
+            match effect:
+                case Reply(message=message):
+                    await self._reply(sock, message)
+                case Submit(request=request):
+                    error = self._jobs.submit(sock, request)
+                    if error is not None:
+                        await self._reply(sock, error)
+                case Abort(job_id=job_id):
+                    self._jobs.abort(sock.app_id, job_id)
+                case Rejected(reason=reason, job_id=job_id, message_type=kind, frame=raw):
+                    logger.warning("localnet: rejected a client frame: %s", reason)
+                    self.rejected_frames.append(RejectedFrame(reason, job_id, kind, raw))
+        self._changes.notify()
+
+    async def _reply(self, sock: SocketBinding, message: ServerMessage) -> None:
+        await sock.driver.outbox.put(OutFrame(encode_server_message(message)))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _lifetime(
+        self,
+        listeners: list[trio.SocketListener],
+        workers: Iterable[Worker],
+        shutdown_timeout: float,
+    ) -> AsyncGenerator[None]:
+        """Own the network's nursery: register ``workers``, serve ``listeners``, and shut down
+        (shielded, bounded by ``shutdown_timeout``) on exit. A lone exception (from the block,
+        or a crash inside localnet) propagates unwrapped, not as an ``ExceptionGroup``."""
+        try:
+            async with _unwrap_single(), trio.open_nursery() as nursery:
+                self._nursery = self._jobs.nursery = nursery
+                for worker in workers:
+                    self.add_worker(worker)
+                if listeners:
+                    nursery.start_soon(self._serve_listeners, list(listeners))
+                    listeners.clear()
+                try:
+                    yield
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._shutdown(shutdown_timeout)
+                    nursery.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _serve_listeners(self, listeners: list[trio.SocketListener]) -> None:
+        assert self._nursery is not None
+        with self._listen_scope:
+            await trio.serve_listeners(
+                self._handle_stream, listeners, handler_nursery=self._nursery
+            )
+
+    async def _shutdown(self, grace: float) -> None:
+        """Stop listening, fail every live job with ``server_restarting``, close every socket
+        with 1001 and wait (at most ``grace`` seconds) for connections to end."""
+        self._closing = self._jobs.closing = True
+        self._listen_scope.cancel()
+        self._jobs.scheduler.closed = True
+        self._jobs.end_all("server_restarting", "server_restarting", RESTART_MESSAGE)
+        for sock in list(self._sockets):
+            sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
+        for conn in list(self._connections):
+            if not conn.websocket:
+                conn.scope.cancel()
+        with trio.move_on_after(grace):
+            await self.wait_until(lambda: not self._connections)

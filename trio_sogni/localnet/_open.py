@@ -1,0 +1,167 @@
+"""Starting and stopping a local network: :func:`open_local_network`, :func:`serve_local_network`."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Final, TypedDict, Unpack
+
+import trio
+
+from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
+from ._network import LocalNetwork
+from ._script import ScriptFunction
+from ._workers import SimulatedWorker, Worker
+
+__all__ = ["LocalNetworkOptions", "open_local_network", "serve_local_network"]
+
+logger = logging.getLogger("trio_sogni.localnet")
+
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class LocalNetworkOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`open_local_network`, for :func:`serve_local_network`."""
+
+    host: str
+    port: int
+    listen: bool
+    api_key: str | None
+    models: Sequence[str | ModelSpec]
+    workers: int | Sequence[Worker]
+    tokens_per_second: float | None
+    capacity: int
+    start_latency: float
+    script: ScriptFunction | None
+    rebind_grace: float
+    account: Account | None
+    price_per_million_tokens: Decimal | str | int | None
+    pricing: Pricing | None
+    authenticator: Callable[[Mapping[str, str]], Account | None] | None
+    max_message_size: int
+    max_body_size: int
+    outbox_limit: int
+    close_timeout: float
+    shutdown_timeout: float
+    record_limit: int
+
+
+def _model_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
+    specs = [m if isinstance(m, ModelSpec) else ModelSpec(name=m) for m in models]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("model names must be unique")
+    return specs
+
+
+@asynccontextmanager
+async def open_local_network(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    listen: bool = True,
+    api_key: str | None = None,
+    models: Sequence[str | ModelSpec] = (DEFAULT_MODEL,),
+    workers: int | Sequence[Worker] = 1,
+    tokens_per_second: float | None = None,
+    capacity: int = 1,
+    start_latency: float = 0.0,
+    script: ScriptFunction | None = None,
+    rebind_grace: float = 30.0,
+    account: Account | None = None,
+    price_per_million_tokens: Decimal | str | int | None = None,
+    pricing: Pricing | None = None,
+    authenticator: Callable[[Mapping[str, str]], Account | None] | None = None,
+    max_message_size: int = 16 * 1024 * 1024,
+    max_body_size: int = 16 * 1024 * 1024,
+    outbox_limit: int = 256,
+    close_timeout: float = 2.0,
+    shutdown_timeout: float = 5.0,
+    record_limit: int = 10_000,
+) -> AsyncGenerator[LocalNetwork]:
+    """Run a local Supernet (REST + WebSocket on one port) for the duration of the block.
+
+    Entering binds ``host:port`` (loopback by default; ``port=0`` picks a free port) and starts
+    serving before the block runs, so ``net.rest_url`` / ``net.socket_url`` work at once. With
+    ``listen=False`` nothing is bound and clients connect through
+    :meth:`LocalNetwork.connect_in_memory` (handy under ``MockClock``).
+
+    ``workers`` is a list of workers, or a count of :class:`SimulatedWorker` test doubles named
+    ``localnet-worker-1``, ... that serve every model, each with ``capacity``,
+    ``tokens_per_second`` and ``start_latency``. ``script`` chooses simulated output per request.
+    ``api_key`` defaults to a fresh random key (``net.api_key``). ``rebind_grace`` is how many
+    seconds a disconnected app's jobs keep running, waiting for a socket with the same ``appId``.
+    ``price_per_million_tokens`` (USD) is a shortcut for ``pricing=Pricing(...)``.
+    ``authenticator`` replaces the API-key check (see :meth:`LocalNetwork.authenticate`).
+
+    Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
+    every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
+    then all of the network's tasks are cancelled. Exceptions from the block propagate.
+    """
+    if listen and host not in LOOPBACK_HOSTS:
+        logger.warning("localnet: listening on non-loopback host %s", host)
+    if pricing is None:
+        pricing = (
+            Pricing(usd_per_million_tokens=Decimal(price_per_million_tokens))
+            if price_per_million_tokens is not None
+            else Pricing()
+        )
+    net = LocalNetwork(
+        api_key=api_key if api_key is not None else secrets.token_urlsafe(24),
+        models=_model_specs(models),
+        account=account if account is not None else Account(),
+        pricing=pricing,
+        script=script,
+        rebind_grace=rebind_grace,
+        authenticator=authenticator,
+        max_message_size=max_message_size,
+        max_body_size=max_body_size,
+        outbox_limit=outbox_limit,
+        close_timeout=close_timeout,
+        record_limit=record_limit,
+    )
+    worker_list: list[Worker] = (
+        [
+            SimulatedWorker(
+                f"localnet-worker-{i + 1}",
+                capacity=capacity,
+                tokens_per_second=tokens_per_second,
+                start_latency=start_latency,
+            )
+            for i in range(workers)
+        ]
+        if isinstance(workers, int)
+        else list(workers)
+    )
+    listeners: list[trio.SocketListener] = []
+    if listen:
+        opened = await trio.open_tcp_listeners(port, host=host)
+        first_port: int = opened[0].socket.getsockname()[1]
+        for listener in opened:
+            if listener.socket.getsockname()[1] == first_port:
+                listeners.append(listener)
+            else:  # e.g. "localhost" with port 0: keep one port only
+                await trio.aclose_forcefully(listener)
+        net.set_address(host, first_port)
+    async with net._lifetime(listeners, worker_list, shutdown_timeout):  # pyright: ignore[reportPrivateUsage]
+        yield net
+
+
+async def serve_local_network(
+    *,
+    task_status: trio.TaskStatus[LocalNetwork] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[LocalNetworkOptions],
+) -> None:
+    """Run a local network until cancelled: ``net = await nursery.start(serve_local_network)``.
+
+    Takes the keyword arguments of :func:`open_local_network` (use ``functools.partial`` with
+    ``nursery.start``) and reports the running :class:`LocalNetwork` through ``task_status`` once
+    it accepts connections. Cancelling it shuts the network down as leaving
+    :func:`open_local_network` does.
+    """
+    async with open_local_network(**options) as net:
+        task_status.started(net)
+        await trio.sleep_forever()

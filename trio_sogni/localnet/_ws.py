@@ -1,0 +1,279 @@
+"""The WebSocket driver: wsproto over a Trio stream, one reader loop and one writer task.
+
+Every server-to-client frame goes through the connection's :class:`Outbox`, a FIFO drained by a
+single writer task, so job tasks never touch the stream (cancelling a job can never leave half a
+frame on the wire). Pongs and close replies bypass the outbox; a lock serialises all writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import trio
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError
+
+if TYPE_CHECKING:
+    from ._scheduler import Job
+
+__all__ = ["OutClose", "OutDrop", "OutFrame", "OutItem", "Outbox", "WebSocketDriver"]
+
+logger = logging.getLogger("trio_sogni.localnet")
+
+RECEIVE_SIZE: Final = 65_536
+
+
+@dataclass(frozen=True, eq=False)
+class OutFrame:
+    """One message for the client: ``bytes`` go as a binary message, ``str`` as a text message.
+
+    A frame tied to a ``job`` is skipped if that job has been silenced (aborted) meanwhile.
+    """
+
+    payload: bytes | str
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
+class OutClose:
+    """Send a close frame (after everything queued before it), then wait for the reply."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutDrop:
+    """Drop the TCP connection without a close frame (after everything queued before it)."""
+
+    reset: bool = False
+
+
+OutItem: TypeAlias = OutFrame | OutClose | OutDrop
+
+
+class Outbox:
+    """The outgoing FIFO of one socket.
+
+    :meth:`put` waits while ``limit`` items are queued (backpressure for job output) and is always
+    a checkpoint; :meth:`put_nowait` never waits (control messages). Both return ``False`` and drop
+    the item once the outbox is closed.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[OutItem] = deque()
+        self._limit = limit
+        self._closed = False
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put_nowait(self, item: OutItem) -> bool:
+        if self._closed:
+            return False
+        self._items.append(item)
+        self._readers.unpark_all()
+        return True
+
+    async def put(self, item: OutItem) -> bool:
+        await trio.lowlevel.checkpoint()
+        while not self._closed and len(self._items) >= self._limit:
+            await self._writers.park()
+        return self.put_nowait(item)
+
+    async def get(self) -> OutItem | None:
+        """The next item, or ``None`` once closed. A checkpoint only when it has to wait."""
+        while not self._items:
+            if self._closed:
+                return None
+            await self._readers.park()
+        item = self._items.popleft()
+        self._writers.unpark()
+        return item
+
+    def close(self) -> None:
+        """Refuse further items, discard queued ones and wake everyone."""
+        self._closed = True
+        self._items.clear()
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+
+def _reset_on_close(stream: trio.abc.Stream) -> None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:  # pragma: no cover - platform dependent
+            pass
+
+
+class WebSocketDriver:
+    """One accepted WebSocket (the 101 response already sent) and its two loops.
+
+    :meth:`run` returns when the connection is over: the client closed it, the TCP connection
+    died, a queued :class:`OutClose` finished (or timed out after ``close_timeout`` seconds
+    waiting for the client's reply), or an :class:`OutDrop` cut it. The stream is closed on return.
+    Incoming messages larger than ``max_message_size`` bytes close the socket with 1009.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        *,
+        max_message_size: int,
+        outbox_limit: int,
+        close_timeout: float,
+    ) -> None:
+        self.stream = stream
+        self.ws = ws
+        self.outbox = Outbox(outbox_limit)
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.sent_close: int | None = None
+        """The close code this server sent, if any."""
+        self.received_close: int | None = None
+        """The close code the client sent (1006 when the TCP connection ended without one)."""
+        self.dropped = False
+        self._send_lock = trio.Lock()
+        self._peer_gone = trio.Event()
+
+    async def run(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
+        """Serve the socket until it is over. ``on_message`` gets each complete client message
+        (``bytes`` for binary, ``str`` for text); it may block, which pauses reading."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                await self._reader(on_message)
+                self._peer_gone.set()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.outbox.close()
+            await trio.aclose_forcefully(self.stream)
+
+    async def _send(self, event: Event) -> bool:
+        async with self._send_lock:
+            try:
+                data = self.ws.send(event)
+            except LocalProtocolError:
+                return False
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._peer_gone.set()
+                return False
+            return True
+
+    async def _reader(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
+        parts: list[bytes | str] = []
+        size = 0
+        discarding = False
+        while True:
+            for event in self.ws.events():
+                match event:
+                    case Ping():
+                        await self._send(event.response())
+                    case TextMessage() | BytesMessage():
+                        data = bytes(event.data) if isinstance(event, BytesMessage) else event.data
+                        if discarding or self.sent_close is not None:
+                            discarding = not event.message_finished
+                            continue
+                        size += len(data)
+                        if size > self.max_message_size:
+                            logger.warning(
+                                "closing a socket: incoming message over %d bytes",
+                                self.max_message_size,
+                            )
+                            parts, size, discarding = [], 0, not event.message_finished
+                            self.outbox.put_nowait(OutClose(1009, "Message too big"))
+                            continue
+                        parts.append(data)
+                        if event.message_finished:
+                            if isinstance(event, TextMessage):
+                                message: bytes | str = "".join(
+                                    p for p in parts if isinstance(p, str)
+                                )
+                            else:
+                                message = b"".join(p for p in parts if isinstance(p, bytes))
+                            parts, size = [], 0
+                            await on_message(message)
+                    case CloseConnection(code=code, reason=reason):
+                        if self.ws.state is ConnectionState.OPEN:
+                            # wsproto reports a protocol violation (e.g. invalid UTF-8, 1007)
+                            # as a close event without changing state: answer with that code.
+                            logger.info("localnet: closing a socket: %s", reason)
+                            self.sent_close = code
+                            await self._send(CloseConnection(code=code, reason=reason))
+                            return
+                        self.received_close = code
+                        if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                            await self._send(event.response())
+                        return
+                    case _:
+                        pass
+            try:
+                data_in = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data_in = b""
+            if not data_in:
+                if self.received_close is None:
+                    self.received_close = 1006
+                return
+            try:
+                self.ws.receive_data(bytes(data_in))
+            except LocalProtocolError:  # data after the close handshake
+                return
+
+    async def _writer(self) -> None:
+        while True:
+            item = await self.outbox.get()
+            match item:
+                case None:
+                    return
+                case OutFrame(payload=payload, job=job):
+                    if job is not None and job.silenced:
+                        continue
+                    event = (
+                        BytesMessage(data=payload)
+                        if isinstance(payload, bytes)
+                        else TextMessage(data=payload)
+                    )
+                    if not await self._send(event):
+                        self.outbox.close()
+                        await trio.aclose_forcefully(self.stream)
+                        return
+                case OutClose(code=code, reason=reason):
+                    self.outbox.close()
+                    self.sent_close = code
+                    if await self._send(CloseConnection(code=code, reason=reason)):
+                        with trio.move_on_after(self.close_timeout):
+                            await self._peer_gone.wait()
+                    await trio.aclose_forcefully(self.stream)
+                    return
+                case OutDrop(reset=reset):
+                    self.outbox.close()
+                    self.dropped = True
+                    if reset:
+                        _reset_on_close(self.stream)
+                    await trio.aclose_forcefully(self.stream)
+                    return
