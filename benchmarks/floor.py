@@ -54,7 +54,14 @@ def _client_frame(payload: bytes) -> bytes:
 
 
 async def run_floor(
-    host: str, port: int, api_key: str, model: str, prompts: Sequence[str], *, stream: bool = True
+    host: str,
+    port: int,
+    api_key: str,
+    model: str,
+    prompts: Sequence[str],
+    *,
+    chunks: int,
+    stream: bool = True,
 ) -> dict[str, int]:
     """Send one job per prompt at once and read until every job has its result.
 
@@ -76,7 +83,7 @@ async def run_floor(
     buf = buf[buf.index(b"\r\n\r\n") + 4 :]
 
     pending = len(prompts)
-    chunks = chars = 0
+    received = chars = 0
     authenticated = False
     while True:
         pos = 0
@@ -105,7 +112,7 @@ async def run_floor(
             env = _envelope.decode(payload)
             kind = env.type
             if kind == "jobTokens":
-                chunks += 1
+                received += 1
                 content = _tokens.decode(env.data).content
                 if content:
                     chars += len(content)
@@ -121,11 +128,12 @@ async def run_floor(
                         "model": model,
                         "messages": [{"role": "user", "content": prompt}],
                         "stream": stream,
+                        "max_tokens": chunks,
                     }
                     frame = _encoder.encode(
                         {
                             "type": "llmJobRequest",
-                            "data": base64.b64encode(_encoder.encode(request)),
+                            "data": base64.b64encode(_encoder.encode(request)).decode(),
                         }
                     )
                     await sock.send_all(_client_frame(frame))
@@ -137,4 +145,4 @@ async def run_floor(
             raise ConnectionError("the server closed the connection")
         buf += data
     await sock.aclose()
-    return {"chunks": chunks, "chars": chars, "results": len(prompts)}
+    return {"chunks": received, "chars": chars, "results": len(prompts)}

@@ -1,0 +1,102 @@
+"""Benchmark server: a localnet in its own process.
+
+    python benchmarks/server.py --mode firehose|paced|latency [--tokens-per-second R]
+
+Prints one JSON line ``{"host", "port", "api_key", "model"}`` when ready and serves until its
+standard input closes (the harness closes it to stop the server) or it is interrupted.
+
+Modes (all workers are test doubles, not inference):
+
+* ``firehose``: `FirehoseWorker`: each job streams ``max_tokens`` pre-encoded chunks as fast as
+  the socket takes them (falls back to a scripted `SimulatedWorker` if unavailable).
+* ``paced``: `SimulatedWorker` at ``--tokens-per-second`` per job, unbounded capacity: used to
+  hold thousands of slow jobs open.
+* ``latency``: `TimestampWorker` (below): every chunk carries the server's ``time.monotonic_ns()``
+  at send time, paced, so clients can compute send-to-consumer latency (CLOCK_MONOTONIC is
+  shared by processes on one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from trio_sogni import localnet
+
+MODEL = "bench-model"
+CAPACITY = 100_000
+
+
+class TimestampWorker:
+    """A TEST DOUBLE for latency measurements: each chunk's content is the send time in ns."""
+
+    def __init__(self, tokens_per_second: float) -> None:
+        self._interval = 1.0 / tokens_per_second
+
+    @property
+    def name(self) -> str:
+        return "timestamp-worker"
+
+    @property
+    def models(self) -> Sequence[str] | None:
+        return None
+
+    @property
+    def capacity(self) -> int:
+        return CAPACITY
+
+    async def run(self, job: Any) -> None:
+        deadline = trio.current_time()
+        for _ in range(job.max_tokens):
+            deadline += self._interval
+            await trio.sleep_until(deadline)
+            await job.send_chunk(f"{time.monotonic_ns()} ")
+        await job.send_chunk(None, finish_reason="stop")
+
+
+def _workers(mode: str, tokens_per_second: float) -> list[Any]:
+    if mode == "latency":
+        return [TimestampWorker(tokens_per_second)]
+    if mode == "paced":
+        return [localnet.SimulatedWorker(capacity=CAPACITY, tokens_per_second=tokens_per_second)]
+    firehose = getattr(localnet, "FirehoseWorker", None)
+    if firehose is not None:
+        return [firehose(capacity=CAPACITY)]
+
+    def script(request: Any) -> list[Any]:
+        return [localnet.Text("tok " * int(request.max_tokens or 100))]
+
+    return [localnet.SimulatedWorker(capacity=CAPACITY, script=script)]
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with localnet.open_local_network(
+        models=[localnet.ModelSpec(name=MODEL, max_output_tokens=10_000_000)],
+        workers=_workers(args.mode, args.tokens_per_second),
+        rebind_grace=0,
+        record_limit=16,
+    ) as net:
+        print(
+            json.dumps(
+                {"host": "127.0.0.1", "port": net.port, "api_key": net.api_key, "model": MODEL}
+            ),
+            flush=True,
+        )
+        # Serve until the harness closes our stdin.
+        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["firehose", "paced", "latency"], default="firehose")
+    parser.add_argument("--tokens-per-second", type=float, default=1.0)
+    try:
+        trio.run(main, parser.parse_args())
+    except KeyboardInterrupt:
+        pass
