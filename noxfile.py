@@ -34,3 +34,10 @@ def typecheck(session: nox.Session) -> None:
     session.install("-e", ".", "pyright>=1.1.380")
     python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
     session.run("pyright", "--pythonpath", str(python).strip())
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Regenerate docs/benchmarks.md (``-- --quick`` for a < 2 minute variant)."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/run.py", *session.posargs)
