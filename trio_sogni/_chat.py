@@ -68,7 +68,16 @@ class _JobRef(msgspec.Struct):
     jobID: str | None = None
 
 
+class _Envelope(msgspec.Struct):
+    type: str
+    data: bytes
+
+
 _job_ref_decoder: Final = msgspec.json.Decoder(_JobRef)
+# The hot path: ``jobTokens`` frames are decoded here directly (envelope, then the chunk struct),
+# skipping the generic dispatch of `decode_server_message`.
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_chunk_decoder: Final = msgspec.json.Decoder(ChatCompletionChunk)
 
 
 class ChatStatistics(msgspec.Struct, kw_only=True, frozen=True):
@@ -137,7 +146,6 @@ class ChatAPI:
         self.completions = ChatCompletions(self)
         self.tools = ChatTools()
         self._handlers: dict[type, Any] = {
-            ChatCompletionChunk: self._on_tokens,
             JobState: self._on_job_state,
             LLMJobResult: self._on_result,
             LLMJobError: self._on_error,
@@ -160,8 +168,20 @@ class ChatAPI:
     def feed(self, frame: bytes | str) -> None:
         self._frames += 1
         try:
+            envelope = _envelope_decoder.decode(frame)
+            if envelope.type == "jobTokens":
+                chunk = _chunk_decoder.decode(envelope.data)
+                slot = self._jobs.get(chunk.job_id)
+                if slot is None:
+                    slot = self._slot(chunk.job_id)
+                    if slot is None:
+                        return
+                slot.push(chunk)
+                if "token" in self._hub.listening:
+                    self._hub.emit(TokenEvent(chunk))
+                return
             message = decode_server_message(frame)
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, RecursionError) as exc:
             self._on_malformed(frame, exc)
             return
         handler = self._handlers.get(type(message))
@@ -203,13 +223,6 @@ class ChatAPI:
             if slot is None:
                 self._late += 1
         return slot
-
-    def _on_tokens(self, chunk: ChatCompletionChunk) -> None:
-        slot = self._slot(chunk.job_id)
-        if slot is not None:
-            slot.push(chunk)
-            if "token" in self._hub.listening:
-                self._hub.emit(TokenEvent(chunk))
 
     def _on_job_state(self, state: JobState) -> None:
         slot = self._slot(state.job_id)

@@ -195,6 +195,7 @@ class _JobSlot:
         "time_taken",
         "tools",
         "usage",
+        "waiting",
         "worker_name",
     )
 
@@ -218,6 +219,7 @@ class _JobSlot:
         self.closed = False
         self.sent = False
         self.since_yield = 0
+        self.waiting = 0
         self.received = 0
         self.delivered = 0
         self.coalesced = 0
@@ -258,7 +260,7 @@ class _JobSlot:
                 buffer[-1] = merged
                 self.coalesced += 1
             self.coalesced += 1
-        if self.lot:
+        if self.waiting:
             self.lot.unpark_all()
 
     def set_worker(self, worker_name: str | None) -> None:
@@ -290,7 +292,7 @@ class _JobSlot:
     def _finish(self) -> None:
         self.done = True
         self.done_event.set()
-        if self.lot:
+        if self.waiting:
             self.lot.unpark_all()
 
     # --- derived state ----------------------------------------------------------------------------
@@ -397,7 +399,11 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             if slot.done:
                 raise trio.EndOfChannel
             slot.since_yield = 0
-            await slot.lot.park()
+            slot.waiting += 1
+            try:
+                await slot.lot.park()
+            finally:
+                slot.waiting -= 1
 
     @override
     async def aclose(self) -> None:
@@ -412,7 +418,8 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             return
         slot.closed = True
         slot.buffer.clear()
-        slot.lot.unpark_all()
+        if slot.waiting:
+            slot.lot.unpark_all()
         await self._owner.release(slot)
 
     def __del__(self) -> None:
