@@ -1,10 +1,10 @@
-"""Development sessions: ``nox -s tests lint typecheck`` is what CI runs."""
+"""Development sessions: ``nox -s tests lint typecheck docs`` is what CI runs."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -41,3 +41,12 @@ def bench(session: nox.Session) -> None:
     """Regenerate docs/benchmarks.md (``-- --quick`` for a < 2 minute variant)."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation with Sphinx; any warning fails the build."""
+    session.install("-e", ".", "sphinx>=7", "myst-parser>=2")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"
+    )
