@@ -8,7 +8,7 @@ standard input closes (the harness closes it to stop the server) or it is interr
 Modes (all workers are test doubles, not inference):
 
 * ``firehose``: `FirehoseWorker`: each job streams ``max_tokens`` pre-encoded chunks as fast as
-  the socket takes them (falls back to a scripted `SimulatedWorker` if unavailable).
+  the socket takes them, many frames per ``send_all``.
 * ``paced``: `SimulatedWorker` at ``--tokens-per-second`` per job, unbounded capacity: used to
   hold thousands of slow jobs open.
 * ``latency``: `TimestampWorker` (below): every chunk carries the server's ``time.monotonic_ns()``
@@ -65,14 +65,7 @@ def _workers(mode: str, tokens_per_second: float) -> list[Any]:
         return [TimestampWorker(tokens_per_second)]
     if mode == "paced":
         return [localnet.SimulatedWorker(capacity=CAPACITY, tokens_per_second=tokens_per_second)]
-    firehose = getattr(localnet, "FirehoseWorker", None)
-    if firehose is not None:
-        return [firehose(capacity=CAPACITY)]
-
-    def script(request: Any) -> list[Any]:
-        return [localnet.Text("tok " * int(request.max_tokens or 100))]
-
-    return [localnet.SimulatedWorker(capacity=CAPACITY, script=script)]
+    return [localnet.FirehoseWorker(capacity=CAPACITY)]
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -7,7 +7,8 @@ One Trio server speaks the Supernet's REST API and its WebSocket protocol on a s
 
 Jobs are run by workers. The bundled :class:`SimulatedWorker` is a **test double**: it produces
 scripted text (by default ``"Simulated reply to: <last user message>"``, one word per chunk), it
-does not run a model. A *script* (``script=`` on the network or on a worker: a function from the
+does not run a model. :class:`FirehoseWorker` is another test double, a load source for benchmarks:
+it streams pre-encoded chunks as fast as the socket takes them. A *script* (``script=`` on the network or on a worker: a function from the
 :class:`~trio_sogni.protocol.LLMJobRequest` to a list of steps, or ``None`` for the default reply)
 chooses other output. Steps:
 
@@ -67,12 +68,17 @@ from ._script import (
     split_deltas as split_deltas,
 )
 from ._workers import (
+    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
+    FirehoseWorker as FirehoseWorker,
     JobContext as JobContext,
+    PreparedChunk as PreparedChunk,
     SimulatedWorker as SimulatedWorker,
     Worker as Worker,
+    firehose_text as firehose_text,
 )
 
 __all__ = [
+    "DEFAULT_FIREHOSE_WORDS",
     "DEFAULT_MODEL",
     "Account",
     "Delta",
@@ -80,6 +86,7 @@ __all__ = [
     "ExpectedOutput",
     "Fail",
     "Finish",
+    "FirehoseWorker",
     "HTTPRequest",
     "HTTPRequestRecord",
     "HTTPResponse",
@@ -92,6 +99,7 @@ __all__ = [
     "ModelSpec",
     "NetworkStatistics",
     "Pause",
+    "PreparedChunk",
     "Pricing",
     "RejectedFrame",
     "Router",
@@ -106,6 +114,7 @@ __all__ = [
     "count_prompt_tokens",
     "default_reply_text",
     "expected_output",
+    "firehose_text",
     "open_local_network",
     "serve_local_network",
     "split_deltas",

@@ -13,8 +13,9 @@ import json
 
 import trio
 
-from ._config import DEFAULT_MODEL
+from ._config import DEFAULT_MODEL, ModelSpec
 from ._open import open_local_network
+from ._workers import FirehoseWorker, Worker
 
 __all__ = ["add_serve_arguments", "serve_from_args"]
 
@@ -47,6 +48,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="pace of the simulated output (default: as fast as possible)",
     )
     parser.add_argument(
+        "--firehose",
+        action="store_true",
+        help="use FirehoseWorker load sources (test doubles for benchmarks: max_tokens "
+        "pre-encoded chunks per job, unpaced) instead of simulated workers",
+    )
+    parser.add_argument(
+        "--max-output-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the models' max_tokens limit (default: 32768)",
+    )
+    parser.add_argument(
         "--rebind-grace",
         type=float,
         default=30.0,
@@ -56,13 +70,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve_from_args(args: argparse.Namespace) -> None:
     """Run the network described by ``args`` (from :func:`add_serve_arguments`) until cancelled."""
-    models: list[str] = args.models or [DEFAULT_MODEL]
+    names: list[str] = args.models or [DEFAULT_MODEL]
+    models: list[str | ModelSpec] = (
+        [ModelSpec(name=name, max_output_tokens=args.max_output_tokens) for name in names]
+        if args.max_output_tokens is not None
+        else list(names)
+    )
+    workers: int | list[Worker] = (
+        [
+            FirehoseWorker(f"localnet-firehose-{i + 1}", capacity=args.capacity)
+            for i in range(args.workers)
+        ]
+        if args.firehose
+        else args.workers
+    )
     async with open_local_network(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
         models=models,
-        workers=args.workers,
+        workers=workers,
         capacity=args.capacity,
         tokens_per_second=args.tokens_per_second,
         rebind_grace=args.rebind_grace,

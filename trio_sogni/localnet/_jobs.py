@@ -34,7 +34,7 @@ from ._scheduler import Job, JobOutcome, Scheduler
 from ._script import ScriptFunction, count_prompt_tokens
 from ._session import Session
 from ._workers import JobContext, Worker
-from ._ws import OutDrop, OutFrame, WebSocketDriver
+from ._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
 
 __all__ = ["RESTART_MESSAGE", "Changes", "JobManager", "SocketBinding"]
 
@@ -302,6 +302,15 @@ class JobManager:
     async def _emit_chunk(self, job: Job, chunk: ChatCompletionChunk) -> None:
         await self._emit(job, chunk)
 
+    async def _emit_encoded(self, job: Job, data: bytes) -> None:
+        app = self.apps.get(job.app_id)
+        sock = app.socket if app is not None else None
+        if sock is None:
+            self.frames_dropped += 1
+            await trio.lowlevel.checkpoint()
+            return
+        await sock.driver.outbox.put(OutEncoded(data, job))
+
     async def _drop_for(self, job: Job, reset: bool) -> None:
         app = self.apps.get(job.app_id)
         if app is None or app.socket is None:
@@ -352,6 +361,7 @@ class JobManager:
                     max_tokens=job.max_tokens,
                     network_script=self.script,
                     send=partial(self._emit_chunk, job),
+                    send_encoded=partial(self._emit_encoded, job),
                     drop=partial(self._drop_for, job),
                 )
                 await slot.worker.run(context)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import trio
 
-from ..protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ToolCallDelta, Usage
+from ..protocol import (
+    ChatCompletionChunk,
+    LLMJobError,
+    LLMJobRequest,
+    ToolCallDelta,
+    Usage,
+    encode_server_message,
+)
 from ._script import (
     DropConnection,
     Emit,
@@ -25,8 +33,17 @@ from ._script import (
     compile_script,
     default_reply_text,
 )
+from ._ws import encode_frame
 
-__all__ = ["JobContext", "SimulatedWorker", "Worker"]
+__all__ = [
+    "DEFAULT_FIREHOSE_WORDS",
+    "FirehoseWorker",
+    "JobContext",
+    "PreparedChunk",
+    "SimulatedWorker",
+    "Worker",
+    "firehose_text",
+]
 
 _names: Final = itertools.count(1)
 
@@ -52,6 +69,7 @@ class JobContext:
         network_script: ScriptFunction | None,
         send: Callable[[ChatCompletionChunk], Awaitable[None]],
         drop: Callable[[bool], Awaitable[None]],
+        send_encoded: Callable[[bytes], Awaitable[None]],
     ) -> None:
         self.request = request
         self.job_id = request.job_id
@@ -67,6 +85,7 @@ class JobContext:
         self.error: LLMJobError | None = None
         self._send = send
         self._drop = drop
+        self._send_encoded = send_encoded
 
     @property
     def usage(self) -> Usage:
@@ -101,6 +120,35 @@ class JobContext:
             )
         )
 
+    def prepare_chunk(self, content: str) -> PreparedChunk:
+        """Encode a ``jobTokens`` chunk of ``content`` for this job once, to be sent many times
+        with :meth:`send_prepared`. Synchronous; the cost of encoding is paid here, not per send.
+        """
+        chunk = ChatCompletionChunk(job_id=self.job_id, content=content)
+        return PreparedChunk(self.job_id, encode_frame(encode_server_message(chunk)), bool(content))
+
+    async def send_prepared(self, chunks: Sequence[PreparedChunk], *, repeat: int = 1) -> None:
+        """Send ``chunks`` in order, the whole sequence ``repeat`` times, as one write to the
+        socket: the cheapest way to produce many chunks (the socket's writer never decodes or
+        re-encodes them). Counts toward :attr:`usage` like :meth:`send_chunk`. A checkpoint; may
+        block on backpressure like :meth:`send_chunk`.
+
+        Raises:
+            RuntimeError: the job already failed, or a chunk was prepared for another job.
+            ValueError: ``repeat`` is negative.
+        """
+        if self.error is not None:
+            raise RuntimeError("send_prepared() after fail()")
+        if repeat < 0:
+            raise ValueError("repeat must not be negative")
+        if any(chunk.job_id != self.job_id for chunk in chunks):
+            raise RuntimeError("a prepared chunk belongs to another job")
+        if not chunks or not repeat:
+            await trio.lowlevel.checkpoint()
+            return
+        self.completion_tokens += repeat * sum(chunk.counts for chunk in chunks)
+        await self._send_encoded(b"".join(chunk.frame for chunk in chunks) * repeat)
+
     def fail(
         self,
         error: str,
@@ -132,6 +180,17 @@ class JobContext:
         (the app is then detached, so later frames are dropped until a rebind). A checkpoint.
         """
         await self._drop(reset)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedChunk:
+    """One ``jobTokens`` message already encoded as a WebSocket frame
+    (:meth:`JobContext.prepare_chunk`)."""
+
+    job_id: str
+    frame: bytes = field(repr=False)
+    counts: int
+    """1 if the chunk carries text (it counts toward ``completion_tokens``), else 0."""
 
 
 class Worker(Protocol):
@@ -244,3 +303,81 @@ class SimulatedWorker:
                     return
                 case Stall():
                     await trio.sleep_forever()
+
+
+DEFAULT_FIREHOSE_WORDS: Final = (
+    " the",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    " over",
+    " a",
+    " dog.",
+)
+"""Deltas of a few characters, like a real model's tokens."""
+
+
+def firehose_text(max_tokens: int, words: Sequence[str] = DEFAULT_FIREHOSE_WORDS) -> str:
+    """The exact text a :class:`FirehoseWorker` job streams: ``words`` cycled ``max_tokens`` times."""
+    full, rest = divmod(max_tokens, len(words))
+    return "".join(words) * full + "".join(words[:rest])
+
+
+class FirehoseWorker:
+    """A TEST DOUBLE load source for benchmarks and load tests: it runs no model.
+
+    Every job streams exactly ``max_tokens`` (the request's, or the model default) ``jobTokens``
+    chunks of ``words`` cycled (:func:`firehose_text` gives the text), then one chunk with
+    ``finish_reason`` ``"length"`` and usage, then ``llmJobResult``. It does not pace itself: its
+    chunks are encoded once per job (:meth:`JobContext.prepare_chunk`) and written ``batch``
+    chunks per outbox item, so the socket (and the client reading it) is the only limit. Jobs
+    sharing a socket take turns in the socket's FIFO outbox, one batch each, so they progress
+    fairly; the outbox's bound is the backpressure.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        models: Sequence[str] | None = None,
+        capacity: int = 1,
+        words: Sequence[str] = DEFAULT_FIREHOSE_WORDS,
+        batch: int = 64,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        if not words or not all(words):
+            raise ValueError("words must be non-empty strings")
+        self._name = name if name is not None else f"firehose-worker-{next(_names)}"
+        self._models = tuple(models) if models is not None else None
+        self._capacity = capacity
+        self.words = tuple(words)
+        self.batch = batch
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def models(self) -> Sequence[str] | None:
+        return self._models
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    async def run(self, job: JobContext) -> None:
+        """Stream the job's chunks as fast as the socket takes them."""
+        prepared = [job.prepare_chunk(word) for word in self.words]
+        # A block is a whole number of word cycles, so consecutive blocks continue the cycle.
+        cycles = max(1, self.batch // len(prepared))
+        block = prepared * cycles
+        full, rest = divmod(job.max_tokens, len(block))
+        for _ in range(full):
+            await job.send_prepared(block)
+        if rest:
+            await job.send_prepared(block[:rest])
+        await job.send_chunk(None, finish_reason="length")

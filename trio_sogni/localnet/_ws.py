@@ -3,6 +3,11 @@
 Every server-to-client frame goes through the connection's :class:`Outbox`, a FIFO drained by a
 single writer task, so job tasks never touch the stream (cancelling a job can never leave half a
 frame on the wire). Pongs and close replies bypass the outbox; a lock serialises all writes.
+
+The writer takes every queued item at once and writes all the data frames among them with one
+``send_all`` (up to :data:`WRITE_BATCH_BYTES`); it frames data messages itself
+(:func:`encode_frame`: unmasked, unfragmented, no extensions are ever negotiated), and leaves
+control frames and the close handshake to wsproto.
 """
 
 from __future__ import annotations
@@ -30,11 +35,40 @@ from wsproto.utilities import LocalProtocolError
 if TYPE_CHECKING:
     from ._scheduler import Job
 
-__all__ = ["OutClose", "OutDrop", "OutFrame", "OutItem", "Outbox", "WebSocketDriver"]
+__all__ = [
+    "OutClose",
+    "OutDrop",
+    "OutEncoded",
+    "OutFrame",
+    "OutItem",
+    "Outbox",
+    "WebSocketDriver",
+    "encode_frame",
+]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
 RECEIVE_SIZE: Final = 65_536
+WRITE_BATCH_BYTES: Final = 262_144
+"""The writer flushes once this many bytes of frames are pending (and whenever the outbox is
+empty)."""
+
+
+def encode_frame(payload: bytes | str) -> bytes:
+    """One complete server-to-client WebSocket data frame (RFC 6455 §5.2): FIN set, unmasked,
+    opcode text for ``str`` and binary for ``bytes``."""
+    if isinstance(payload, str):
+        data, opcode = payload.encode(), 0x81
+    else:
+        data, opcode = payload, 0x82
+    n = len(data)
+    if n < 126:
+        header = bytes((opcode, n))
+    elif n < 65_536:
+        header = struct.pack("!BBH", opcode, 126, n)
+    else:
+        header = struct.pack("!BBQ", opcode, 127, n)
+    return header + data
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +97,18 @@ class OutDrop:
     reset: bool = False
 
 
-OutItem: TypeAlias = OutFrame | OutClose | OutDrop
+@dataclass(frozen=True, eq=False)
+class OutEncoded:
+    """Complete WebSocket data frames, already encoded (:func:`encode_frame`), written as they are.
+
+    Skipped, like :class:`OutFrame`, if its ``job`` has been silenced meanwhile.
+    """
+
+    data: bytes
+    job: Job | None = None
+
+
+OutItem: TypeAlias = OutFrame | OutEncoded | OutClose | OutDrop
 
 
 class Outbox:
@@ -101,15 +146,17 @@ class Outbox:
             await self._writers.park()
         return self.put_nowait(item)
 
-    async def get(self) -> OutItem | None:
-        """The next item, or ``None`` once closed. A checkpoint only when it has to wait."""
+    async def get_all(self) -> list[OutItem]:
+        """Every queued item (at least one), or ``[]`` once closed. A checkpoint only when it has
+        to wait. Wakes as many blocked :meth:`put` callers as items were taken."""
         while not self._items:
             if self._closed:
-                return None
+                return []
             await self._readers.park()
-        item = self._items.popleft()
-        self._writers.unpark()
-        return item
+        items = list(self._items)
+        self._items.clear()
+        self._writers.unpark(count=len(items))
+        return items
 
     def close(self) -> None:
         """Refuse further items, discard queued ones and wake everyone."""
@@ -244,36 +291,68 @@ class WebSocketDriver:
             except LocalProtocolError:  # data after the close handshake
                 return
 
+    async def _write_data(self, data: bytes) -> bool:
+        """Write already-encoded data frames, unless the close handshake has begun."""
+        async with self._send_lock:
+            if self.ws.state is not ConnectionState.OPEN:
+                return False
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._peer_gone.set()
+                return False
+            return True
+
     async def _writer(self) -> None:
+        pending: list[bytes] = []
+        size = 0
         while True:
-            item = await self.outbox.get()
-            match item:
-                case None:
-                    return
-                case OutFrame(payload=payload, job=job):
-                    if job is not None and job.silenced:
-                        continue
-                    event = (
-                        BytesMessage(data=payload)
-                        if isinstance(payload, bytes)
-                        else TextMessage(data=payload)
-                    )
-                    if not await self._send(event):
-                        self.outbox.close()
-                        await trio.aclose_forcefully(self.stream)
+            items = await self.outbox.get_all()
+            if not items:
+                return
+            for item in items:
+                match item:
+                    case OutFrame(payload=payload, job=job):
+                        if job is not None and job.silenced:
+                            continue
+                        frame = encode_frame(payload)
+                    case OutEncoded(data=frame, job=job):
+                        if job is not None and job.silenced:
+                            continue
+                    case OutClose() | OutDrop():
+                        if pending and not await self._write_data(b"".join(pending)):
+                            await self._abandon()
+                            return
+                        pending, size = [], 0
+                        await self._finish(item)
                         return
-                case OutClose(code=code, reason=reason):
-                    self.outbox.close()
-                    self.sent_close = code
-                    if await self._send(CloseConnection(code=code, reason=reason)):
-                        with trio.move_on_after(self.close_timeout):
-                            await self._peer_gone.wait()
-                    await trio.aclose_forcefully(self.stream)
+                pending.append(frame)
+                size += len(frame)
+                if size >= WRITE_BATCH_BYTES:
+                    if not await self._write_data(b"".join(pending)):
+                        await self._abandon()
+                        return
+                    pending, size = [], 0
+            if pending:
+                if not await self._write_data(b"".join(pending)):
+                    await self._abandon()
                     return
-                case OutDrop(reset=reset):
-                    self.outbox.close()
-                    self.dropped = True
-                    if reset:
-                        _reset_on_close(self.stream)
-                    await trio.aclose_forcefully(self.stream)
-                    return
+                pending, size = [], 0
+
+    async def _abandon(self) -> None:
+        self.outbox.close()
+        await trio.aclose_forcefully(self.stream)
+
+    async def _finish(self, item: OutClose | OutDrop) -> None:
+        self.outbox.close()
+        match item:
+            case OutClose(code=code, reason=reason):
+                self.sent_close = code
+                if await self._send(CloseConnection(code=code, reason=reason)):
+                    with trio.move_on_after(self.close_timeout):
+                        await self._peer_gone.wait()
+            case OutDrop(reset=reset):
+                self.dropped = True
+                if reset:
+                    _reset_on_close(self.stream)
+        await trio.aclose_forcefully(self.stream)
