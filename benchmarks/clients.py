@@ -2,7 +2,8 @@
 
     python benchmarks/clients.py CLIENT SCENARIO --port P --api-key K --model M [--jobs J] [--chunks C]
 
-CLIENT: ``floor`` | ``trio_sogni`` | ``trio_sogni_tws`` (trio_sogni over trio-websocket) |
+CLIENT: ``floor`` | ``trio_sogni`` | ``trio_sogni_every`` (a per-job buffer so large that every
+chunk is delivered to the consumer, none coalesced) | ``trio_sogni_tws`` (over trio-websocket) |
 ``official`` (the official Python SDK, ``sogni-client``).
 SCENARIO: ``stream`` (J concurrent streaming jobs of C chunks), ``hold`` (J jobs held open: memory
 per in-flight job), ``fanout`` (J short non-streaming jobs, all at once: jobs/s), ``latency``
@@ -297,7 +298,9 @@ async def run_floor_client(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("client", choices=["floor", "trio_sogni", "trio_sogni_tws", "official"])
+    parser.add_argument(
+        "client", choices=["floor", "trio_sogni", "trio_sogni_every", "trio_sogni_tws", "official"]
+    )
     parser.add_argument("scenario", choices=["stream", "hold", "fanout", "latency", "sequence"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--api-key", required=True)
@@ -311,7 +314,9 @@ def main() -> None:
     elif args.client == "floor":
         result = trio.run(run_floor_client, args)
     else:
-        engine = "fast" if args.client == "trio_sogni" else "trio-websocket"
+        engine = "trio-websocket" if args.client == "trio_sogni_tws" else "fast"
+        if args.client == "trio_sogni_every":  # a buffer no job fills: nothing is coalesced
+            args.buffer = 10_000_000
         result = trio.run(run_trio_sogni, args, engine)
     result["max_rss"] = rss_bytes()
     print(json.dumps(result))

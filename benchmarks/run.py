@@ -28,6 +28,7 @@ ROOT = HERE.parent
 NAMES = {
     "floor": "floor (minimal parser + msgspec)",
     "trio_sogni": "trio_sogni (fast engine)",
+    "trio_sogni_every": "trio_sogni, no coalescing (every chunk delivered)",
     "trio_sogni_tws": "trio_sogni over trio-websocket",
     "official": "official Python SDK (sogni-client)",
 }
@@ -51,11 +52,11 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("a", "(a) one job, 100,000 chunks", "firehose", "stream",
-             ["floor", "trio_sogni", "trio_sogni_tws", "official"], 1, 100_000, 1, 20_000),
+             ["floor", "trio_sogni", "trio_sogni_every", "trio_sogni_tws", "official"], 1, 100_000, 1, 20_000),
     Scenario("b1", "(b) 40 jobs x 2,500 chunks on one connection", "firehose", "stream",
-             ["floor", "trio_sogni", "trio_sogni_tws", "official"], 40, 2_500, 40, 500),
+             ["floor", "trio_sogni", "trio_sogni_every", "trio_sogni_tws", "official"], 40, 2_500, 40, 500),
     Scenario("b2", "(b) 400 jobs x 250 chunks on one connection", "firehose", "stream",
-             ["floor", "trio_sogni", "trio_sogni_tws", "official"], 400, 250, 400, 50),
+             ["floor", "trio_sogni", "trio_sogni_every", "trio_sogni_tws", "official"], 400, 250, 400, 50),
     Scenario("c", "(c) 10,000 concurrent jobs held open (paced, slow)", "paced", "hold",
              ["trio_sogni", "trio_sogni_tws", "official"], 10_000, 1_000, 2_000, 1_000,
              tokens_per_second=0.05, reps=3),
@@ -94,7 +95,7 @@ def run_client(
 ) -> dict[str, Any]:
     cmd = [
         sys.executable, str(HERE / "clients.py"), client, scenario.kind,
-        "--port", str(server.info["port"]), "--api-key", server.info["api_key"],
+        "--port", str(server.info["port"]), f"--api-key={server.info['api_key']}",
         "--model", server.info["model"], "--jobs", str(jobs), "--chunks", str(chunks),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=HERE)

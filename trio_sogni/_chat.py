@@ -166,27 +166,42 @@ class ChatAPI:
     # --- FrameSink ------------------------------------------------------------------------------
 
     def feed(self, frame: bytes | str) -> None:
-        self._frames += 1
-        try:
-            envelope = _envelope_decoder.decode(frame)
-            if envelope.type == "jobTokens":
-                chunk = _chunk_decoder.decode(envelope.data)
-                slot = self._jobs.get(chunk.job_id)
-                if slot is None:
-                    slot = self._slot(chunk.job_id)
+        self.feed_batch((frame,))
+
+    def feed_batch(self, frames: Sequence[bytes | str]) -> None:
+        """Route every frame of one socket read, in order. Never raises.
+
+        ``jobTokens`` take a fast path (two decodes, one dict lookup, one push); everything else
+        is decoded tolerantly and dispatched by type. A frame that does not decode fails the job
+        it names (if any) and is skipped; a bug in a handler is logged and the frame skipped.
+        """
+        self._frames += len(frames)
+        jobs = self._jobs
+        listening = self._hub.listening
+        decode_envelope_ = _envelope_decoder.decode
+        decode_chunk = _chunk_decoder.decode
+        for frame in frames:
+            try:
+                envelope = decode_envelope_(frame)
+                if envelope.type == "jobTokens":
+                    chunk = decode_chunk(envelope.data)
+                    slot = jobs.get(chunk.job_id)
                     if slot is None:
-                        return
-                slot.push(chunk)
-                if "token" in self._hub.listening:
-                    self._hub.emit(TokenEvent(chunk))
-                return
-            message = decode_server_message(frame)
-        except (msgspec.MsgspecError, RecursionError) as exc:
-            self._on_malformed(frame, exc)
-            return
-        handler = self._handlers.get(type(message))
-        if handler is not None:
-            handler(message)
+                        slot = self._slot(chunk.job_id)
+                        if slot is None:
+                            continue
+                    slot.push(chunk)
+                    if "token" in listening:
+                        self._hub.emit(TokenEvent(chunk))
+                    continue
+                message = decode_server_message(frame)
+                handler = self._handlers.get(type(message))
+                if handler is not None:
+                    handler(message)
+            except (msgspec.MsgspecError, RecursionError) as exc:
+                self._on_malformed(frame, exc)
+            except Exception:
+                logger.exception("error while handling a server frame; frame skipped")
 
     def connected(self, authenticated: Authenticated) -> None:
         self.authenticated = authenticated

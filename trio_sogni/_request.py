@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, TypedDict
 
@@ -83,8 +83,12 @@ _ATTRIBUTION_BY_WIRE: Final = {wire: name for name, wire in _ATTRIBUTION_FIELDS.
 
 
 def new_job_id() -> str:
-    """A fresh job id: an upper-case UUID4, as the official SDKs mint them."""
-    return str(uuid.uuid4()).upper()
+    """A fresh job id: an upper-case random UUID (version 4), as the official SDKs mint them."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex().upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _fail(message: str) -> InvalidRequestError:

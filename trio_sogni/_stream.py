@@ -180,13 +180,14 @@ class _JobSlot:
         "cost",
         "delivered",
         "done",
-        "done_event",
+        "done_lot",
         "error",
         "finish_reason",
         "job_id",
         "lot",
         "max_buffer",
         "model",
+        "parked",
         "parts",
         "received",
         "role",
@@ -195,7 +196,6 @@ class _JobSlot:
         "time_taken",
         "tools",
         "usage",
-        "waiting",
         "worker_name",
     )
 
@@ -204,8 +204,12 @@ class _JobSlot:
         self.model = model
         self.max_buffer = max_buffer
         self.buffer: deque[ChatCompletionChunk | _Coalesced] = deque()
-        self.lot = trio.lowlevel.ParkingLot()
-        self.done_event = trio.Event()
+        # Parking lots are made on first use: most jobs never need the second one, and idle
+        # jobs held by the thousand should cost as little memory as possible.
+        self.lot: trio.lowlevel.ParkingLot | None = None
+        """Consumers waiting for a chunk."""
+        self.done_lot: trio.lowlevel.ParkingLot | None = None
+        """Tasks in `ChatStream.wait`."""
         self.parts: list[str] = []
         self.role: str | None = None
         self.finish_reason: str | None = None
@@ -219,7 +223,10 @@ class _JobSlot:
         self.closed = False
         self.sent = False
         self.since_yield = 0
-        self.waiting = 0
+        self.parked = False
+        """A hint for `push`: set by a consumer before it parks, cleared when woken. It may be
+        left set by a consumer cancelled while parked (then one wake-up is a no-op); it is never
+        clear while a consumer is parked."""
         self.received = 0
         self.delivered = 0
         self.coalesced = 0
@@ -260,7 +267,9 @@ class _JobSlot:
                 buffer[-1] = merged
                 self.coalesced += 1
             self.coalesced += 1
-        if self.waiting:
+        if self.parked:
+            self.parked = False
+            assert self.lot is not None
             self.lot.unpark_all()
 
     def set_worker(self, worker_name: str | None) -> None:
@@ -291,8 +300,11 @@ class _JobSlot:
 
     def _finish(self) -> None:
         self.done = True
-        self.done_event.set()
-        if self.waiting:
+        if self.done_lot is not None:
+            self.done_lot.unpark_all()
+        if self.parked:
+            self.parked = False
+            assert self.lot is not None
             self.lot.unpark_all()
 
     # --- derived state ----------------------------------------------------------------------------
@@ -380,6 +392,18 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             trio.ClosedResourceError: this stream was closed.
             SogniError: the job failed (after every chunk that arrived before the failure).
         """
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    @override
+    async def __anext__(self) -> ChatCompletionChunk:
+        """`receive` for ``async for`` (it ends the loop instead of raising `trio.EndOfChannel`).
+
+        This is the hot path: a cancel point on every call, a schedule point only when it waits
+        or after every 64 chunks taken without waiting.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         slot = self._slot
         while True:
@@ -397,13 +421,12 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             if slot.error is not None:
                 raise slot.error
             if slot.done:
-                raise trio.EndOfChannel
+                raise StopAsyncIteration
             slot.since_yield = 0
-            slot.waiting += 1
-            try:
-                await slot.lot.park()
-            finally:
-                slot.waiting -= 1
+            if slot.lot is None:
+                slot.lot = trio.lowlevel.ParkingLot()
+            slot.parked = True
+            await slot.lot.park()
 
     @override
     async def aclose(self) -> None:
@@ -418,7 +441,9 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             return
         slot.closed = True
         slot.buffer.clear()
-        if slot.waiting:
+        if slot.parked:
+            slot.parked = False
+            assert slot.lot is not None
             slot.lot.unpark_all()
         await self._owner.release(slot)
 
@@ -498,7 +523,13 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
         Raises the job's error if it failed. Cancel-safe; cancelling it does not close the stream.
         """
         slot = self._slot
-        await slot.done_event.wait()
+        if slot.done:
+            await trio.lowlevel.checkpoint()
+        else:
+            if slot.done_lot is None:
+                slot.done_lot = trio.lowlevel.ParkingLot()
+            while not slot.done:
+                await slot.done_lot.park()
         if slot.error is not None:
             raise slot.error
         return slot.result()

@@ -27,6 +27,7 @@ __all__ = [
     "EngineName",
     "FastConnection",
     "HandshakeFailed",
+    "SendTimedOut",
     "SocketClosed",
     "TrioWebSocketConnection",
     "connect",
@@ -45,6 +46,14 @@ class SocketClosed(Exception):
         self.reason = reason
 
 
+class SendTimedOut(SocketClosed):
+    """A write did not finish within the send timeout; the connection was dropped."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(1006, f"a write did not finish in {timeout:.1f} s")
+        self.timeout = timeout
+
+
 class HandshakeFailed(Exception):
     """The WebSocket upgrade was refused or malformed (``status`` is the HTTP status, if any)."""
 
@@ -61,7 +70,13 @@ class Connection(Protocol):
         ...
 
     async def send_text(self, text: str) -> None:
-        """Send one text message. Raises `SocketClosed`."""
+        """Send one text message, whole.
+
+        The write is shielded from cancellation and bounded by the engine's ``send_timeout``:
+        if it cannot finish in time the connection is dropped and `SendTimedOut` is raised. A
+        caller cancelled while its message waits behind another write may still have it sent.
+        Raises `SocketClosed`.
+        """
         ...
 
     async def ping(self) -> None:
@@ -89,18 +104,36 @@ def _nodelay(stream: trio.abc.Stream) -> None:
 class FastConnection:
     """A client WebSocket connection over a Trio stream using the `_wire` codec.
 
-    Not safe for concurrent `receive_batch` calls (the transport has one receive loop); sends are
-    serialised by a lock and may run concurrently with receiving.
+    Not safe for concurrent `receive_batch` calls (the transport has one receive loop). Sends
+    may run concurrently with receiving and with each other: outgoing frames are queued whole and
+    written by whichever sender finds no write in progress, every queued frame in one
+    ``send_all`` (group commit), so a burst of job requests costs one system call, not one each.
     """
 
-    def __init__(self, stream: trio.abc.Stream, max_message_size: int, leftover: bytes) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        max_message_size: int,
+        leftover: bytes,
+        send_timeout: float = 30.0,
+    ) -> None:
         self._stream = stream
         self._parser = _wire.FrameParser(max_message_size)
         self._pending = leftover
-        self._send_lock = trio.Lock()
+        self._send_timeout = send_timeout
         self._closed: SocketClosed | None = None
+        """Set once the connection is over: no new frame is accepted (except a close reply)."""
+        self._write_error: SocketClosed | None = None
+        """Set once a write failed: queued frames will never be written."""
         self._close_sent = False
         self._pong = trio.Event()
+        self._queue: list[bytes] = []
+        self._queued = 0
+        """Frames ever queued; a frame's sequence number is the count before it."""
+        self._written = 0
+        """Frames ever written."""
+        self._flushing = False
+        self._flushed = trio.Event()
 
     @classmethod
     async def connect(
@@ -112,6 +145,7 @@ class FastConnection:
         ssl_context: ssl.SSLContext | None,
         headers: list[tuple[bytes, bytes]],
         max_message_size: int,
+        send_timeout: float = 30.0,
     ) -> FastConnection:
         """Open TCP (TLS when ``ssl_context``), send the upgrade, check the answer."""
         tcp = await trio.open_tcp_stream(host, port)
@@ -142,7 +176,7 @@ class FastConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
             raise
-        return cls(stream, max_message_size, parsed[2])
+        return cls(stream, max_message_size, parsed[2], send_timeout)
 
     async def receive_batch(self) -> Sequence[bytes | str]:
         while True:
@@ -209,18 +243,52 @@ class FastConnection:
             raise self._closed
 
     async def _send_frame(self, opcode: int, payload: bytes, *, closing: bool = False) -> None:
-        frame = _wire.encode_frame(opcode, payload)
-        async with self._send_lock:
-            if self._close_sent or (self._closed is not None and not closing):
-                raise self._closed or SocketClosed(1000, "closing")
-            if opcode == _wire.OP_CLOSE:
-                self._close_sent = True
-            try:
-                await self._stream.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                if self._closed is None:
-                    self._closed = SocketClosed(1006, "the connection broke while sending")
-                raise self._closed from None
+        """Queue one frame and return once it is written (by this task or another).
+
+        ``closing``: the frame is the reply to a close already recorded in ``_closed``.
+        """
+        if self._close_sent or (self._closed is not None and not closing):
+            raise self._closed or SocketClosed(1000, "closing")
+        if opcode == _wire.OP_CLOSE:
+            self._close_sent = True
+        seq = self._queued
+        self._queued += 1
+        self._queue.append(_wire.encode_frame(opcode, payload))
+        while self._written <= seq:
+            if self._write_error is not None:
+                raise self._write_error
+            if self._flushing:
+                await self._flushed.wait()
+            else:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        """Write every queued frame, round after round until none is left. Each write is
+        shielded and bounded by ``send_timeout``; a failed or late write fails the connection."""
+        self._flushing = True
+        try:
+            while self._queue and self._write_error is None:
+                batch, self._queue = self._queue, []
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                with trio.CancelScope(shield=True) as scope:
+                    scope.relative_deadline = self._send_timeout
+                    try:
+                        await self._stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._write_error = SocketClosed(1006, "the connection broke while sending")
+                if scope.cancelled_caught:
+                    self._write_error = SendTimedOut(self._send_timeout)
+                if self._write_error is not None:
+                    if self._closed is None:
+                        self._closed = self._write_error
+                    self._queue.clear()
+                    await self.abort()
+                    break
+                self._written += len(batch)
+        finally:
+            self._flushing = False
+            flushed, self._flushed = self._flushed, trio.Event()
+            flushed.set()
 
     async def send_text(self, text: str) -> None:
         await self._send_frame(_wire.OP_TEXT, text.encode())
@@ -245,8 +313,9 @@ class TrioWebSocketConnection:
     """The reference engine: trio-websocket. Its reader task runs in the nursery given to
     `connect`, one message per `receive_batch`."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, send_timeout: float = 30.0) -> None:
         self._ws = ws
+        self._send_timeout = send_timeout
 
     @staticmethod
     def _closed(exc: trio_websocket.ConnectionClosed) -> SocketClosed:
@@ -262,10 +331,15 @@ class TrioWebSocketConnection:
             raise self._closed(exc) from None
 
     async def send_text(self, text: str) -> None:
-        try:
-            await self._ws.send_message(text)
-        except trio_websocket.ConnectionClosed as exc:
-            raise self._closed(exc) from None
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = self._send_timeout
+            try:
+                await self._ws.send_message(text)
+            except trio_websocket.ConnectionClosed as exc:
+                raise self._closed(exc) from None
+        if scope.cancelled_caught:
+            await self.abort()
+            raise SendTimedOut(self._send_timeout)
 
     async def ping(self) -> None:
         try:
@@ -292,6 +366,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None,
     headers: list[tuple[bytes, bytes]],
     max_message_size: int,
+    send_timeout: float = 30.0,
 ) -> Connection:
     """Open a connection with the chosen engine.
 
@@ -307,6 +382,7 @@ async def connect(
             ssl_context=ssl_context,
             headers=headers,
             max_message_size=max_message_size,
+            send_timeout=send_timeout,
         )
     try:
         ws = await trio_websocket.connect_websocket(
@@ -324,4 +400,4 @@ async def connect(
         raise HandshakeFailed(f"the server rejected the upgrade: {exc}", exc.status_code) from exc
     except trio_websocket.HandshakeError as exc:
         raise HandshakeFailed(f"the upgrade failed: {exc}") from exc
-    return TrioWebSocketConnection(ws)
+    return TrioWebSocketConnection(ws, send_timeout)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
@@ -26,7 +26,14 @@ from typing_extensions import override
 from .._errors import AuthenticationError, ClientClosedError, ConnectError, ConnectionLost
 from .._version import __version__
 from ..protocol import Authenticated, decode_envelope, decode_server_message
-from ._engines import Connection, EngineName, HandshakeFailed, SocketClosed, connect
+from ._engines import (
+    Connection,
+    EngineName,
+    HandshakeFailed,
+    SendTimedOut,
+    SocketClosed,
+    connect,
+)
 
 __all__ = ["FrameSink", "SocketOptions", "SocketTransport", "build_socket_url"]
 
@@ -50,6 +57,9 @@ class FrameSink(Protocol):
 
     def feed(self, frame: bytes | str) -> None:
         """One received message."""
+
+    def feed_batch(self, frames: Sequence[bytes | str]) -> None:
+        """Every message of one socket read, in order (must handle each like `feed`)."""
 
     def connected(self, authenticated: Authenticated) -> None:
         """A connection finished its handshake (``authenticated`` received)."""
@@ -208,6 +218,7 @@ class SocketTransport:
                         ssl_context=ssl_context,
                         headers=headers,
                         max_message_size=options.max_message_size,
+                        send_timeout=options.send_timeout,
                     )
             except trio.TooSlowError as exc:
                 raise ConnectError(f"connecting to {self._host}:{self._port} timed out") from exc
@@ -270,7 +281,7 @@ class SocketTransport:
             ) from None
 
     async def _receive_loop(self, ws: Connection) -> ConnectionLost | None:
-        feed = self._sink.feed
+        feed_batch = self._sink.feed_batch
         while True:
             try:
                 batch = await ws.receive_batch()
@@ -281,11 +292,10 @@ class SocketTransport:
                 self._notify_lost(lost)
                 return lost
             self.frames_received += len(batch)
-            for frame in batch:
-                try:
-                    feed(frame)
-                except Exception:
-                    logger.exception("error while handling a server frame; frame skipped")
+            try:
+                feed_batch(batch)
+            except Exception:  # a sink bug: the receive loop survives it
+                logger.exception("error while handling server frames; the rest of a batch skipped")
 
     def _feed(self, frame: bytes | str) -> None:
         try:
@@ -349,11 +359,16 @@ class SocketTransport:
         Raises:
             ConnectionLost: the connection died before or while sending.
         """
-        while True:
-            await self.wait_connected()
-            ws = self._ws
-            if ws is not None:
-                break
+        ws = self._ws
+        if ws is not None and self._ready.is_set() and self._terminal is None:
+            # Connected: the write below is the schedule point; only honour a pending cancel here.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            while True:
+                await self.wait_connected()
+                ws = self._ws
+                if ws is not None:
+                    break
         await self._write(ws, frame)
 
     async def send_if_connected(self, frame: bytes) -> bool:
@@ -370,19 +385,13 @@ class SocketTransport:
 
     async def _write(self, ws: Connection, frame: bytes) -> None:
         text = frame.decode("ascii")  # envelopes are ASCII; text frames, as the official SDKs send
-        with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = self._options.send_timeout
-            try:
-                await ws.send_text(text)
-            except SocketClosed as exc:
-                raise _close_error(exc.code, exc.reason) from None
-        if scope.cancelled_caught:
-            logger.warning(
-                "a send did not finish in %.1f s; dropping the connection",
-                self._options.send_timeout,
-            )
-            await ws.abort()
-            raise ConnectionLost("sending timed out; the connection was dropped")
+        try:
+            await ws.send_text(text)
+        except SendTimedOut as exc:
+            logger.warning("%s; the connection was dropped", exc.reason)
+            raise ConnectionLost("sending timed out; the connection was dropped") from None
+        except SocketClosed as exc:
+            raise _close_error(exc.code, exc.reason) from None
 
     # --- keep-alive -----------------------------------------------------------------------------
 
