@@ -53,7 +53,7 @@ from .protocol import (
     SwarmLLMModels,
     UnknownMessage,
     decode_envelope,
-    decode_server_message,
+    decode_server_payload,
     encode_client_message,
 )
 
@@ -68,7 +68,7 @@ class _JobRef(msgspec.Struct):
     jobID: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     type: str
     data: bytes
 
@@ -194,7 +194,7 @@ class ChatAPI:
                     if "token" in listening:
                         self._hub.emit(TokenEvent(chunk))
                     continue
-                message = decode_server_message(frame)
+                message = decode_server_payload(envelope.type, envelope.data)
                 handler = self._handlers.get(type(message))
                 if handler is not None:
                     handler(message)

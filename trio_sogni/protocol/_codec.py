@@ -44,6 +44,7 @@ __all__ = [
     "decode_client_message",
     "decode_envelope",
     "decode_server_message",
+    "decode_server_payload",
     "encode_client_message",
     "encode_envelope",
     "encode_server_message",
@@ -74,7 +75,7 @@ class UnknownMessage(msgspec.Struct, frozen=True):
     data: bytes
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     type: str
     data: bytes
 
@@ -150,11 +151,17 @@ def decode_server_message(frame: bytes | str) -> ServerMessage | UnknownMessage:
         msgspec.ValidationError: a known message has a field of the wrong type.
     """
     env = _envelope_decoder.decode(frame)
-    decode = _SERVER_DECODERS.get(env.type)
+    return decode_server_payload(env.type, env.data)
+
+
+def decode_server_payload(message_type: str, payload: bytes) -> ServerMessage | UnknownMessage:
+    """Decode the payload of a server frame whose envelope is already split
+    (:func:`decode_envelope`); the same rules as :func:`decode_server_message`."""
+    decode = _SERVER_DECODERS.get(message_type)
     if decode is None:
-        return UnknownMessage(env.type, env.data)
+        return UnknownMessage(message_type, payload)
     try:
-        message: ServerMessage = decode(env.data)
+        message: ServerMessage = decode(payload)
     except RecursionError:
         raise msgspec.DecodeError("JSON is nested too deeply") from None
     return message
