@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ChatAPI as ChatAPI,
         ChatCompletions as ChatCompletions,
         ChatStatistics as ChatStatistics,
+        StreamScope as StreamScope,
     )
     from ._client import (
         AccountAPI as AccountAPI,
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "ChatAPI": "._chat",
     "ChatCompletions": "._chat",
+    "StreamScope": "._chat",
     "ChatStatistics": "._chat",
     "AccountAPI": "._client",
     "AccountInfo": "._client",
@@ -173,6 +175,7 @@ __all__ = [
     "SocketOptions",
     "SogniClient",
     "SogniError",
+    "StreamScope",
     "TokenEvent",
     "ToolLoopError",
     "ToolResult",

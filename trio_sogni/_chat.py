@@ -443,6 +443,28 @@ class ChatAPI:
         )
 
 
+class StreamScope:
+    """What `ChatCompletions.stream` returns: an async context manager that sends the job on
+    entry and closes its `ChatStream` on exit (aborting the job if it is still running)."""
+
+    __slots__ = ("_chat", "_request", "_stream")
+
+    def __init__(self, chat: ChatAPI, request: LLMJobRequest) -> None:
+        self._chat = chat
+        self._request = request
+        self._stream: ChatStream | None = None
+
+    async def __aenter__(self) -> ChatStream:
+        if self._stream is not None:
+            raise RuntimeError("this stream scope was already entered")
+        self._stream = await self._chat.start_job(self._request)
+        return self._stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._stream is not None
+        await self._stream.aclose()
+
+
 class ChatCompletions:
     """``sogni.chat.completions``."""
 
@@ -527,20 +549,20 @@ class ChatCompletions:
         async with job:
             return await job.wait()
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         *,
         model: str,
         messages: Sequence[MessageInput],
         **params: Unpack[CompletionParams],
-    ) -> AsyncGenerator[ChatStream]:
+    ) -> StreamScope:
         """``async with sogni.chat.completions.stream(...) as s:`` — a streaming job whose scope is
-        the block: leaving it for any reason aborts the job if it is still running."""
-        request = self._build(model, messages, True, params)
-        job = await self._chat.start_job(request)
-        async with job:
-            yield job
+        the block: leaving it for any reason aborts the job if it is still running.
+
+        The arguments are checked here, before the ``async with`` starts (`InvalidRequestError`);
+        entering the block sends the job.
+        """
+        return StreamScope(self._chat, self._build(model, messages, True, params))
 
     async def _run_tool_loop(
         self,

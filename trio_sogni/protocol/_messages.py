@@ -7,6 +7,11 @@ Attributes are snake_case; wire names are kept with ``msgspec.field(name=...)``.
 Server-to-client payloads ignore unknown fields and give every field a default, so servers can add
 fields freely. Client-to-server payloads forbid unknown fields: localnet decodes them strictly to
 catch client bugs.
+
+The frozen payloads a client receives by the thousand (``jobTokens``, ``jobState``,
+``llmJobResult`` and their parts) are declared ``gc=False``: decoded JSON cannot form reference
+cycles and frozen structs cannot be made to, so the cyclic garbage collector need not track them
+(fewer collections on the token path).
 """
 
 from __future__ import annotations
@@ -249,7 +254,7 @@ class SocketEventSubscriptionsUpdated(msgspec.Struct, kw_only=True, frozen=True)
     )
 
 
-class JobState(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class JobState(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
     """``jobState``: a job moved through its lifecycle (``pending``, ``queued``, ``assigned``,
     ``initiatingModel``, ``jobStarted``, ``jobCompleted``)."""
 
@@ -280,7 +285,7 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True, frozen=True, omit_defaul
     tool_calls: list[ToolCallDelta] | None = None
 
 
-class LLMJobCost(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class LLMJobCost(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
     """The settled cost of a job. Currency values are decimal strings on the real network."""
 
     cost_in_usd: str | Number | None = field(default=None, name="costInUSD")
@@ -291,7 +296,7 @@ class LLMJobCost(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     output_tokens: int | None = field(default=None, name="outputTokens")
 
 
-class LLMJobResult(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class LLMJobResult(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
     """``llmJobResult``: the job finished. ``time_taken`` is in seconds."""
 
     message_type: ClassVar[str] = "llmJobResult"

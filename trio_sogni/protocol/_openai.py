@@ -179,7 +179,7 @@ ResponseFormat: TypeAlias = ResponseFormatText | ResponseFormatJSONObject | Resp
 # --- response side (tolerant) -------------------------------------------------------------------
 
 
-class Usage(msgspec.Struct, kw_only=True, frozen=True):
+class Usage(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """Token counts of a job. ``total_tokens`` is filled in when the server omits it."""
 
     prompt_tokens: int = 0
