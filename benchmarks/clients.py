@@ -76,7 +76,7 @@ async def run_trio_sogni(args: argparse.Namespace, engine: str) -> dict[str, Any
         await sogni.chat.wait_for_models()
         model = args.model
         # Warm-up: one short job, so lazy imports and first-use costs are not measured.
-        await sogni.chat.completions.create(model=model, messages=prompt(-1), max_tokens=2)
+        await sogni.chat.completions.create(model=model, messages=prompt(-1), max_tokens=1)
 
         if args.scenario == "stream":
 
@@ -201,7 +201,7 @@ async def run_official(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await client.chat.wait_for_models(30)
         model = args.model
-        await client.chat.completions.create(model=model, messages=prompt(-1), max_tokens=2)
+        await client.chat.completions.create(model=model, messages=prompt(-1), max_tokens=1)
 
         if args.scenario == "stream":
             gc.collect()
@@ -280,7 +280,7 @@ async def run_floor_client(args: argparse.Namespace) -> dict[str, Any]:
     from floor import run_floor
 
     # Warm-up job (not measured), on its own connection.
-    await run_floor("127.0.0.1", args.port, args.api_key, args.model, ["warm-up"], chunks=2)
+    await run_floor("127.0.0.1", args.port, args.api_key, args.model, ["warm-up"], chunks=1)
     gc.collect()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     counts = await run_floor(

@@ -47,6 +47,7 @@ class Scenario:
     quick_chunks: int
     tokens_per_second: float = 1.0
     reps: int | None = None
+    elapsed: float = 0.0
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -318,6 +319,7 @@ def main() -> None:
         jobs, chunks = (s.quick_jobs, s.quick_chunks) if args.quick else (s.jobs, s.chunks)
         server = Server(s.mode, s.tokens_per_second)
         try:
+            scenario_started = time.perf_counter()
             for rep in range(reps):
                 order = s.clients[rep % len(s.clients) :] + s.clients[: rep % len(s.clients)]
                 for client in order:
@@ -329,6 +331,8 @@ def main() -> None:
                     )
         finally:
             server.close()
+        s.elapsed = time.perf_counter() - scenario_started
+        print(f"{s.key}: {s.elapsed:.0f} s", flush=True)
         for client in s.clients:  # stable column order
             s.results[client] = s.results.pop(client)
     elapsed = time.perf_counter() - started

@@ -9,8 +9,8 @@ Modes (all workers are test doubles, not inference):
 
 * ``firehose``: `FirehoseWorker`: each job streams ``max_tokens`` pre-encoded chunks as fast as
   the socket takes them, many frames per ``send_all``.
-* ``paced``: `SimulatedWorker` at ``--tokens-per-second`` per job, unbounded capacity: used to
-  hold thousands of slow jobs open.
+* ``paced``: `PacedWorker` (below): the first chunk at once, then ``--tokens-per-second`` per
+  job, unbounded capacity: used to hold thousands of slow jobs open.
 * ``latency``: `TimestampWorker` (below): every chunk carries the server's ``time.monotonic_ns()``
   at send time, paced, so clients can compute send-to-consumer latency (CLOCK_MONOTONIC is
   shared by processes on one machine).
@@ -60,11 +60,37 @@ class TimestampWorker:
         await job.send_chunk(None, finish_reason="stop")
 
 
+class PacedWorker:
+    """A TEST DOUBLE that holds jobs open: one chunk at once, then one every 1/R seconds."""
+
+    def __init__(self, tokens_per_second: float) -> None:
+        self._interval = 1.0 / tokens_per_second
+
+    @property
+    def name(self) -> str:
+        return "paced-worker"
+
+    @property
+    def models(self) -> Sequence[str] | None:
+        return None
+
+    @property
+    def capacity(self) -> int:
+        return CAPACITY
+
+    async def run(self, job: Any) -> None:
+        for i in range(job.max_tokens):
+            if i:
+                await trio.sleep(self._interval)
+            await job.send_chunk(" tok")
+        await job.send_chunk(None, finish_reason="length")
+
+
 def _workers(mode: str, tokens_per_second: float) -> list[Any]:
     if mode == "latency":
         return [TimestampWorker(tokens_per_second)]
     if mode == "paced":
-        return [localnet.SimulatedWorker(capacity=CAPACITY, tokens_per_second=tokens_per_second)]
+        return [PacedWorker(tokens_per_second)]
     return [localnet.FirehoseWorker(capacity=CAPACITY)]
 
 

@@ -192,7 +192,6 @@ class _JobSlot:
         "received",
         "role",
         "sent",
-        "since_yield",
         "time_taken",
         "tools",
         "usage",
@@ -222,7 +221,6 @@ class _JobSlot:
         self.error: BaseException | None = None
         self.closed = False
         self.sent = False
-        self.since_yield = 0
         self.parked = False
         """A hint for `push`: set by a consumer before it parks, cleared when woken. It may be
         left set by a consumer cancelled while parked (then one wake-up is a no-op); it is never
@@ -238,25 +236,19 @@ class _JobSlot:
         if self.done:
             return
         self.received += 1
-        if chunk.content:
-            self.parts.append(chunk.content)
-        if chunk.role:
-            self.role = chunk.role
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.tool_calls:
-            if self.tools is None:
-                self.tools = _ToolCallMerger()
-            self.tools.add(chunk.tool_calls)
+        content = chunk.content
+        if content:
+            self.parts.append(content)
+        if chunk.role or chunk.finish_reason or chunk.usage is not None or chunk.tool_calls:
+            self._note(chunk)
         if self.closed:
             return
         buffer = self.buffer
-        if len(buffer) < self.max_buffer:
+        size = len(buffer)
+        if size < self.max_buffer:
             buffer.append(chunk)
-            if len(buffer) > self.buffer_peak:
-                self.buffer_peak = len(buffer)
+            if size >= self.buffer_peak:
+                self.buffer_peak = size + 1
         else:
             tail = buffer[-1]
             if isinstance(tail, _Coalesced):
@@ -271,6 +263,19 @@ class _JobSlot:
             self.parked = False
             assert self.lot is not None
             self.lot.unpark_all()
+
+    def _note(self, chunk: ChatCompletionChunk) -> None:
+        """The rarer fields of a chunk: role, finish reason, usage, tool-call deltas."""
+        if chunk.role:
+            self.role = chunk.role
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.tool_calls:
+            if self.tools is None:
+                self.tools = _ToolCallMerger()
+            self.tools.add(chunk.tool_calls)
 
     def set_worker(self, worker_name: str | None) -> None:
         if worker_name:
@@ -402,7 +407,7 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
         """`receive` for ``async for`` (it ends the loop instead of raising `trio.EndOfChannel`).
 
         This is the hot path: a cancel point on every call, a schedule point only when it waits
-        or after every 64 chunks taken without waiting.
+        and on every 64th chunk it delivers.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         slot = self._slot
@@ -411,18 +416,15 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
                 raise trio.ClosedResourceError("this ChatStream was closed")
             if slot.buffer:
                 item = slot.buffer.popleft()
-                slot.delivered += 1
+                delivered = slot.delivered = slot.delivered + 1
                 chunk = item.build() if isinstance(item, _Coalesced) else item
-                slot.since_yield += 1
-                if slot.since_yield >= YIELD_EVERY:
-                    slot.since_yield = 0
+                if not delivered % YIELD_EVERY:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return chunk
             if slot.error is not None:
                 raise slot.error
             if slot.done:
                 raise StopAsyncIteration
-            slot.since_yield = 0
             if slot.lot is None:
                 slot.lot = trio.lowlevel.ParkingLot()
             slot.parked = True
