@@ -330,6 +330,7 @@ async def test_invalid_requests_are_refused_before_sending(
     sogni: SogniClient, net: LocalNetwork
 ) -> None:
     before = net.statistics()
+    requests_before = len(net.job_requests)
     for bad in (
         {"messages": []},
         {"messages": user("x"), "max_tokens": -5},
@@ -342,7 +343,19 @@ async def test_invalid_requests_are_refused_before_sending(
         await sogni.chat.completions.create(
             model=MODEL, messages=user("x"), stream=True, auto_execute_tools=True
         )
+    # stream() checks its arguments when called, before its block is entered.
+    with pytest.raises(InvalidRequestError):
+        sogni.chat.completions.stream(model=MODEL, messages=user("x"), temperature=9)
     assert net.statistics() == before
+    assert len(net.job_requests) == requests_before
+    scope = sogni.chat.completions.stream(model=MODEL, messages=user("x"), max_tokens=1)
+    async with scope as stream:
+        async for _ in stream:
+            pass
+    with pytest.raises(RuntimeError, match="already entered"):
+        async with scope:
+            pass
+    assert len(net.job_requests) == requests_before + 1
     assert not net.rejected_frames
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import trio
+from helpers import MODEL, client_for, local_network
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
-from helpers import MODEL, client_for, local_network
-from trio_sogni import ChatCompletionChunk, ChatJobError
+from trio_sogni import ChatJobError
 from trio_sogni.localnet import (
     DEFAULT_FIREHOSE_WORDS,
     FirehoseWorker,
@@ -107,7 +107,8 @@ async def test_firehose_job_streams_exact_text(max_tokens: int) -> None:
                     pass
             assert stream.content == firehose_text(max_tokens)
             assert stream.finish_reason == "length"
-            assert stream.usage is not None and stream.usage.completion_tokens == max_tokens
+            assert stream.usage is not None
+            assert stream.usage.completion_tokens == max_tokens
             assert stream.statistics().chunks_received == max_tokens + 1
             await net.wait_until(lambda: net.live_jobs == 0)
 
@@ -127,10 +128,10 @@ async def test_firehose_jobs_on_one_socket_progress_together() -> None:
                 async with sogni.chat.completions.stream(
                     model=MODEL, messages=[{"role": "user", "content": name}], max_tokens=max_tokens
                 ) as stream:
-                    chunk: ChatCompletionChunk
+                    # Appended as chunks arrive: the order across tasks is what is checked.
                     async for chunk in stream:
                         if chunk.content:
-                            order.append(name)
+                            order.append(name)  # noqa: PERF401
                     contents[name] = stream.content
 
             async with trio.open_nursery() as nursery:
@@ -193,8 +194,7 @@ async def test_send_prepared_checks_its_arguments() -> None:
             stream = await sogni.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "go"}], stream=True
             )
-            with pytest.raises(ChatJobError, match="done"):
-                async with stream:
-                    async for _ in stream:
-                        pass
+            async with stream:
+                with pytest.raises(ChatJobError, match="done"):
+                    await stream.wait()
             assert checked == ["ok"]

@@ -101,5 +101,6 @@ async def test_cli_firehose_streams_unpaced_chunks_beyond_the_default_limit() ->
                         break
             assert "".join(parts) == firehose_text(50_000)
             assert len(parts) == 50_001
-            assert message.usage is not None and message.usage.completion_tokens == 50_000
+            assert message.usage is not None
+            assert message.usage.completion_tokens == 50_000
             process.terminate()
