@@ -16,6 +16,7 @@ import msgspec
 import trio
 from typing_extensions import override
 
+from ._eip712 import EIP712Helper
 from ._errors import (
     ChatJobError,
     ClientClosedError,
@@ -40,6 +41,7 @@ from ._stream import ChatCompletionResult, ChatStream, _JobSlot  # pyright: igno
 from ._tools import ChatTools, OnToolCall, ToolRound
 from ._transport import SocketTransport
 from .protocol import (
+    MAX_JSON_DEPTH,
     AbortJob,
     Authenticated,
     BalanceUpdate,
@@ -52,6 +54,7 @@ from .protocol import (
     LLMModelInfo,
     SwarmLLMModels,
     UnknownMessage,
+    check_json_depth,
     decode_envelope,
     decode_server_payload,
     encode_client_message,
@@ -62,6 +65,8 @@ __all__ = ["ChatAPI", "ChatCompletions", "ChatStatistics"]
 logger = logging.getLogger("trio_sogni.chat")
 
 MAX_PENDING_ABORTS: Final = 10_000
+_SHALLOW: Final = 2 * MAX_JSON_DEPTH
+"""Frames no longer than this cannot nest deeply enough to matter: no depth check for them."""
 
 
 class _JobRef(msgspec.Struct):
@@ -137,6 +142,8 @@ class ChatAPI:
         self._abandoned: set[str] = set()
         self._closed: BaseException | None = None
         self.balance: BalanceUpdate | None = None
+        self.eip712: EIP712Helper | None = None
+        """The client's `EIP712Helper` (set by `open_sogni_client`)."""
         self.authenticated: Authenticated | None = None
         self._frames = 0
         self._malformed = 0
@@ -182,9 +189,14 @@ class ChatAPI:
         decode_chunk = _chunk_decoder.decode
         for frame in frames:
             try:
+                if len(frame) > _SHALLOW:
+                    check_json_depth(frame)
                 envelope = decode_envelope_(frame)
                 if envelope.type == "jobTokens":
-                    chunk = decode_chunk(envelope.data)
+                    data = envelope.data
+                    if len(data) > _SHALLOW:
+                        check_json_depth(data)
+                    chunk = decode_chunk(data)
                     slot = jobs.get(chunk.job_id)
                     if slot is None:
                         slot = self._slot(chunk.job_id)

@@ -14,11 +14,13 @@ import msgspec
 import trio
 from typing_extensions import override
 
+from ._auth import Session, SessionTokens, derive_wallet
 from ._chat import ChatAPI
+from ._eip712 import EIP712Helper, Signer, as_local_account
 from ._errors import ClientClosedError, InvalidRequestError
 from ._stream import check_buffer_size
 from ._transport import RestClient, SocketOptions, SocketTransport, build_socket_url
-from .protocol import AbortJob, Authenticated, BalanceUpdate, encode_client_message
+from .protocol import AbortJob, Authenticated, Balance, BalanceUpdate, encode_client_message
 
 __all__ = ["AccountAPI", "AccountInfo", "SogniClient", "open_sogni_client"]
 
@@ -40,25 +42,122 @@ class _MeResponse(msgspec.Struct):
     data: AccountInfo
 
 
+class AccountBalance(msgspec.Struct, kw_only=True, frozen=True):
+    """``GET /v4/account/balance``: the account's balance per token."""
+
+    sogni: Balance | None = None
+    spark: Balance | None = None
+
+
+class _BalanceResponse(msgspec.Struct):
+    data: AccountBalance
+
+
 class AccountAPI:
     """``sogni.account``: the signed-in account."""
 
-    def __init__(self, client: SogniClient) -> None:
+    def __init__(self, client: SogniClient, session: Session) -> None:
         self._client = client
+        self._session = session
 
     async def me(self) -> AccountInfo:
         """Fetch the account (``GET /v1/account/me``).
 
         Raises:
             APIStatusError: e.g. 401 when the credentials are not accepted.
+            AuthenticationError: the session could not be refreshed.
         """
         body = await self._client.rest.request("GET", "/v1/account/me")
         return msgspec.convert(body, _MeResponse).data
 
+    async def balance(self) -> AccountBalance:
+        """Fetch the balances (``GET /v4/account/balance``). `latest_balance` is kept current by
+        the server's ``balanceUpdate`` frames without a request.
+
+        Raises:
+            APIStatusError, AuthenticationError: as for `me`.
+        """
+        body = await self._client.rest.request("GET", "/v4/account/balance")
+        return msgspec.convert(body, _BalanceResponse).data
+
     @property
-    def balance(self) -> BalanceUpdate | None:
-        """The latest ``balanceUpdate`` the server pushed, if any."""
+    def latest_balance(self) -> BalanceUpdate | None:
+        """The latest ``balanceUpdate`` the server pushed (after each settled job), if any."""
         return self._client.chat.balance
+
+    @property
+    def tokens(self) -> SessionTokens | None:
+        """The session's current tokens (``None`` for API-key clients). Save them to resume the
+        session later with ``open_sogni_client(tokens=...)``; they change at every refresh."""
+        return self._session.tokens
+
+    @property
+    def auth_mode(self) -> str:
+        """``"api_key"`` or ``"session"`` (username/password, wallet or tokens)."""
+        return self._session.mode
+
+    async def refresh(self) -> None:
+        """Refresh the session now (it is also refreshed automatically before it expires).
+
+        Raises:
+            AuthenticationError: the refresh was refused; the session has ended.
+            InvalidRequestError: this client uses an API key.
+        """
+        if self._session.mode == "api_key":
+            raise InvalidRequestError("an API-key client has no session to refresh")
+        await self._session.refresh()
+
+    async def logout(self) -> None:
+        """End the session (``POST /v1/account/logout``) and forget its tokens. Later calls that
+        need authentication raise `AuthenticationError`; close the client afterwards. A no-op
+        for API-key clients."""
+        await self._session.logout()
+
+    async def create_account(
+        self,
+        *,
+        username: str,
+        email: str,
+        password: str | None = None,
+        wallet_private_key: Signer | None = None,
+        subscribe: bool = False,
+        turnstile_token: str = "",
+        referral_code: str | None = None,
+        remember_me: bool = True,
+    ) -> SessionTokens:
+        """Create a new account (``POST /v1/account/create``, signed with the EIP-712 ``Signup``
+        type) and return its session tokens. The wallet is derived from ``username`` and
+        ``password`` as the official SDKs do, or given as ``wallet_private_key``.
+
+        This client stays signed in as before; open another client with ``tokens=`` (or the new
+        username and password) to act as the new account.
+
+        Raises:
+            InvalidRequestError: bad arguments (nothing was sent).
+            AuthenticationError: the server refused (e.g. the name or wallet is taken).
+        """
+        if not username or not isinstance(username, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidRequestError("username must be a non-empty string")
+        if not isinstance(email, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidRequestError("email must be a string")
+        if (password is None) == (wallet_private_key is None):
+            raise InvalidRequestError("give exactly one of password and wallet_private_key")
+        wallet = (
+            derive_wallet(username, password)
+            if password is not None
+            else as_local_account(cast("Signer", wallet_private_key))
+        )
+        return await self._session.signup(
+            wallet,
+            app_id=self._client.app_id,
+            username=username,
+            email=email,
+            subscribe=subscribe,
+            turnstile_token=turnstile_token,
+            referral_code=referral_code,
+            app_source=self._client.chat._app_source,  # pyright: ignore[reportPrivateUsage]
+            remember_me=remember_me,
+        )
 
 
 def _socket_host(socket_endpoint: str) -> str:
@@ -88,6 +187,7 @@ class SogniClient:
         chat: ChatAPI,
         transport: SocketTransport,
         rest: RestClient,
+        session: Session,
     ) -> None:
         self.app_id = app_id
         self.network = network
@@ -95,7 +195,9 @@ class SogniClient:
         self.socket_endpoint = socket_endpoint
         self.chat = chat
         self.rest = rest
-        self.account = AccountAPI(self)
+        self.account = AccountAPI(self, session)
+        self.eip712: EIP712Helper = session.eip712
+        """EIP-712 signing in this client's domain (with its wallet, if it signed in with one)."""
         self._transport = transport
 
     @override
@@ -143,6 +245,11 @@ async def open_sogni_client(
     *,
     app_id: str | None = None,
     api_key: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    wallet_private_key: Signer | None = None,
+    tokens: SessionTokens | dict[str, str] | None = None,
+    testnet: bool = False,
     rest_endpoint: str = DEFAULT_REST_ENDPOINT,
     socket_endpoint: str = DEFAULT_SOCKET_ENDPOINT,
     network: Literal["fast", "relaxed"] = "fast",
@@ -155,9 +262,13 @@ async def open_sogni_client(
 ) -> AsyncGenerator[SogniClient]:
     """Connect to a Sogni Supernet and yield a `SogniClient`; disconnect on exit.
 
-    Entering connects the socket with the official handshake (query parameters and the
-    ``api-key`` header) and waits, bounded by ``socket_options.authenticated_timeout``, for the
-    server's ``authenticated`` frame: no work is ever sent before it. The client owns one nursery,
+    Sign in with exactly one of: ``api_key``; ``username`` + ``password``; ``wallet_private_key``;
+    ``tokens`` (resume a session). A username/password or wallet login runs first over REST (nonce,
+    EIP-712 ``authentication`` signature, login) and yields JWTs that are refreshed before they
+    expire; the password never leaves this process. Entering then connects the socket with the
+    official handshake (query parameters, and the ``api-key`` or ``Authorization`` header) and
+    waits, bounded by ``socket_options.authenticated_timeout``, for the server's
+    ``authenticated`` frame: no work is ever sent before it. The client owns one nursery,
     which runs the receive loop, the keep-alive ping and the abort sender, and nothing else.
 
     Exiting (a checkpoint) aborts every job still running on the server, fails their streams with
@@ -169,6 +280,11 @@ async def open_sogni_client(
         app_id: identifies this app to the server; keep it stable across restarts (the server
             rebinds live jobs to a reconnecting socket of the same app id). Default: a random id.
         api_key: the API key (sent as the ``api-key`` header; never logged or shown in reprs).
+        username, password: sign in with the wallet the official SDKs derive from them.
+        wallet_private_key: sign in with this wallet (hex key, 32 bytes or an eth-account
+            ``LocalAccount``).
+        tokens: resume a session: `SessionTokens` or ``{"token", "refresh_token"}``.
+        testnet: use the testnet EIP-712 domain (``Sogni-testnet``, chain 84532).
         rest_endpoint, socket_endpoint: the Supernet to talk to (localnet's ``net.rest_url`` and
             ``net.socket_url`` for a local one).
         network: ``"fast"`` or ``"relaxed"`` worker pool.
@@ -182,26 +298,49 @@ async def open_sogni_client(
 
     Raises:
         InvalidRequestError: bad arguments.
-        AuthenticationError: the credentials were rejected (close code 4021).
+        AuthenticationError: the credentials were rejected (login refused, or close code 4021).
         ConnectError: the server could not be reached or did not authenticate the socket in time.
     """
     if network not in ("fast", "relaxed"):
         raise InvalidRequestError("network must be 'fast' or 'relaxed'")
-    if not api_key:
-        raise InvalidRequestError("api_key is required (other sign-in modes come later)")
+    modes = [
+        name
+        for name, given in (
+            ("api_key", api_key is not None),
+            ("username/password", username is not None or password is not None),
+            ("wallet_private_key", wallet_private_key is not None),
+            ("tokens", tokens is not None),
+        )
+        if given
+    ]
+    if len(modes) != 1:
+        raise InvalidRequestError(
+            "give exactly one way to sign in: api_key, username + password, wallet_private_key "
+            f"or tokens (got {', '.join(modes) or 'none'})"
+        )
+    if api_key is not None and (not isinstance(api_key, str) or not api_key):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidRequestError("api_key must be a non-empty string")
+    wallet = None
+    if username is not None or password is not None:
+        if not username or not password:
+            raise InvalidRequestError("username and password go together")
+        wallet = derive_wallet(username, password)
+    elif wallet_private_key is not None:
+        wallet = as_local_account(wallet_private_key)
+    session = Session(
+        api_key=api_key,
+        tokens=SessionTokens.coerce(tokens) if tokens is not None else None,
+        eip712=EIP712Helper(testnet=testnet, signer=wallet),
+    )
     try:
         max_buffered_chunks = check_buffer_size(max_buffered_chunks)
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from None
     app_id = (app_id or f"trio-sogni-{uuid.uuid4()}").strip()
     options = socket_options or SocketOptions()
-    secret = api_key
-
-    async def socket_headers() -> list[tuple[bytes, bytes]]:
-        return [(b"api-key", secret.encode())]
 
     async def rest_headers() -> dict[str, str]:
-        headers = {"api-key": secret}
+        headers = await session.rest_headers()
         if app_source:
             headers["X-App-Source"] = app_source
         return headers
@@ -216,11 +355,13 @@ async def open_sogni_client(
     chat = ChatAPI(
         max_buffered_chunks=max_buffered_chunks, abort_grace=abort_grace, app_source=app_source
     )
-    transport = SocketTransport(url, socket_headers, chat, options)
+    transport = SocketTransport(url, session.socket_headers, chat, options)
     chat.bind(transport)
     owns_http = http_client is None
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0))
     rest = RestClient(rest_endpoint, _socket_host(socket_endpoint), rest_headers, http)
+    session.bind(rest)
+    chat.eip712 = session.eip712
     client = SogniClient(
         app_id=app_id,
         network=network,
@@ -229,8 +370,11 @@ async def open_sogni_client(
         chat=chat,
         transport=transport,
         rest=rest,
+        session=session,
     )
     try:
+        if wallet is not None:
+            await session.login(wallet, app_source=app_source)
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(transport.run)

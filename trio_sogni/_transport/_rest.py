@@ -85,15 +85,17 @@ class RestClient:
         base: str = "rest",
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        auth: bool = True,
     ) -> Any:
-        """Send one request and return the decoded JSON body.
+        """Send one request and return the decoded JSON body. ``auth=False`` sends no
+        credentials (login, nonce and refresh calls).
 
         Raises:
             APIStatusError: a non-2xx status (``status_code``, ``error_code``, ``payload``).
             ConnectError / TransportError: the request could not be completed.
         """
         url = self._bases[base] + path
-        all_headers = dict(await self._headers())
+        all_headers = dict(await self._headers()) if auth else {}
         if headers:
             all_headers.update(headers)
         content = None

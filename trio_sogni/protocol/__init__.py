@@ -5,9 +5,11 @@ any Sogni implementation — a client, a server, a replay tool — can share it.
 """
 
 from ._codec import (
+    MAX_JSON_DEPTH as MAX_JSON_DEPTH,
     ClientMessage as ClientMessage,
     ServerMessage as ServerMessage,
     UnknownMessage as UnknownMessage,
+    check_json_depth as check_json_depth,
     decode_client_message as decode_client_message,
     decode_envelope as decode_envelope,
     decode_server_message as decode_server_message,
@@ -62,6 +64,7 @@ from ._openai import (
 )
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "AbortJob",
     "Authenticated",
     "Balance",
@@ -105,6 +108,7 @@ __all__ = [
     "ToolDefinition",
     "UnknownMessage",
     "Usage",
+    "check_json_depth",
     "decode_client_message",
     "decode_envelope",
     "decode_server_message",

@@ -15,6 +15,7 @@ This module raises only msgspec errors; callers translate them at their own boun
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeAlias
 
@@ -38,9 +39,11 @@ from ._messages import (
 )
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "ClientMessage",
     "ServerMessage",
     "UnknownMessage",
+    "check_json_depth",
     "decode_client_message",
     "decode_envelope",
     "decode_server_message",
@@ -83,6 +86,41 @@ class _Envelope(msgspec.Struct, gc=False):
 class _StrictEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     type: str
     data: bytes
+
+
+MAX_JSON_DEPTH: Final = 512
+"""Deeper JSON is refused before msgspec sees it (see :func:`check_json_depth`)."""
+
+_SHALLOW_LENGTH: Final = 2 * MAX_JSON_DEPTH
+_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def check_json_depth(data: bytes | str) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` before it is decoded.
+
+    msgspec recurses on nested values and relies on the interpreter's recursion limit to stop;
+    some libraries (eth-account's dependencies among them) raise that limit to 100,000, which lets
+    hostile input overflow the C stack. This check does not depend on the limit. It costs one
+    length comparison for any document shorter than ``2 * MAX_JSON_DEPTH`` bytes (every token
+    frame), and a bracket count (and, rarely, a scan) for longer ones.
+
+    Raises:
+        msgspec.DecodeError: the document nests deeper than the limit.
+    """
+    if len(data) <= _SHALLOW_LENGTH:
+        return
+    raw = data.encode() if isinstance(data, str) else data
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for match in _JSON_TOKENS.finditer(raw):
+        token = match.group()
+        if token == b"{" or token == b"[":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise msgspec.DecodeError("JSON is nested too deeply")
+        elif token == b"}" or token == b"]":
+            depth -= 1
 
 
 _encoder: Final = msgspec.json.Encoder()
@@ -139,6 +177,7 @@ _CLIENT_DECODERS[ChangeNetwork.message_type] = _client_network
 
 def decode_envelope(frame: bytes | str) -> tuple[str, bytes]:
     """Split a frame into its message type and raw (base64-decoded) JSON payload."""
+    check_json_depth(frame)
     env = _envelope_decoder.decode(frame)
     return env.type, env.data
 
@@ -150,6 +189,7 @@ def decode_server_message(frame: bytes | str) -> ServerMessage | UnknownMessage:
         msgspec.DecodeError: the frame or its payload is not valid JSON / base64.
         msgspec.ValidationError: a known message has a field of the wrong type.
     """
+    check_json_depth(frame)
     env = _envelope_decoder.decode(frame)
     return decode_server_payload(env.type, env.data)
 
@@ -160,6 +200,7 @@ def decode_server_payload(message_type: str, payload: bytes) -> ServerMessage | 
     decode = _SERVER_DECODERS.get(message_type)
     if decode is None:
         return UnknownMessage(message_type, payload)
+    check_json_depth(payload)
     try:
         message: ServerMessage = decode(payload)
     except RecursionError:
@@ -174,10 +215,12 @@ def decode_client_message(frame: bytes | str) -> ClientMessage:
         msgspec.DecodeError: the frame or its payload is not valid JSON / base64.
         msgspec.ValidationError: unknown type, unknown field, or a field of the wrong type.
     """
+    check_json_depth(frame)
     env = _strict_envelope_decoder.decode(frame)
     decode = _CLIENT_DECODERS.get(env.type)
     if decode is None:
         raise msgspec.ValidationError(f"unknown client message type {env.type!r}")
+    check_json_depth(env.data)
     try:
         message: ClientMessage = decode(env.data)
     except RecursionError:
