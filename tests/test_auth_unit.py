@@ -111,9 +111,10 @@ def test_authentication_signature_regression_vector() -> None:
     helper = EIP712Helper(signer=KEY)
     data = {"walletAddress": helper.wallet_address, "nonce": "n-123"}
     assert helper.sign_typed_data("authentication", data) == REGRESSION_SIGNATURE
-    assert _sign(
-        (_domain_separator(False), _authentication_hash(str(helper.wallet_address), "n-123"))
-    ) == REGRESSION_SIGNATURE
+    assert (
+        _sign((_domain_separator(False), _authentication_hash(str(helper.wallet_address), "n-123")))
+        == REGRESSION_SIGNATURE
+    )
 
 
 def test_signup_signature_ignores_untyped_fields() -> None:
