@@ -27,6 +27,7 @@ This package depends only on trio, h11, wsproto, msgspec and :mod:`trio_sogni.pr
 the client, so the two implementations check each other.
 """
 
+from ._accounts import TokenPair as TokenPair
 from ._config import (
     DEFAULT_MODEL as DEFAULT_MODEL,
     Account as Account,
@@ -67,6 +68,12 @@ from ._script import (
     expected_output as expected_output,
     split_deltas as split_deltas,
 )
+from ._store import (
+    AccountRecord as AccountRecord,
+    DuplicateAccount as DuplicateAccount,
+    TokenType as TokenType,
+)
+from ._wallets import PasswordWallet as PasswordWallet, wallet_from_password as wallet_from_password
 from ._workers import (
     DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
     FirehoseWorker as FirehoseWorker,
@@ -81,8 +88,10 @@ __all__ = [
     "DEFAULT_FIREHOSE_WORDS",
     "DEFAULT_MODEL",
     "Account",
+    "AccountRecord",
     "Delta",
     "DropConnection",
+    "DuplicateAccount",
     "ExpectedOutput",
     "Fail",
     "Finish",
@@ -98,6 +107,7 @@ __all__ = [
     "LocalNetworkOptions",
     "ModelSpec",
     "NetworkStatistics",
+    "PasswordWallet",
     "Pause",
     "PreparedChunk",
     "Pricing",
@@ -109,6 +119,8 @@ __all__ = [
     "Stall",
     "Step",
     "Text",
+    "TokenPair",
+    "TokenType",
     "ToolCall",
     "Worker",
     "count_prompt_tokens",
@@ -118,4 +130,5 @@ __all__ = [
     "open_local_network",
     "serve_local_network",
     "split_deltas",
+    "wallet_from_password",
 ]

@@ -55,17 +55,25 @@ class ModelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Account:
-    """The account every valid credential maps to (``/v1/account/me``, ``authenticated``)."""
+    """An account's profile and balances (``/v1/account/me``, ``authenticated``).
+
+    Given to :func:`~trio_sogni.localnet.open_local_network` it is the *default account*, the
+    one ``net.api_key`` belongs to; its balances are then the initial ones (a billion of each by
+    default, so tests and benchmarks never run out). :meth:`LocalNetwork.authenticate
+    <trio_sogni.localnet.LocalNetwork.authenticate>` returns stored accounts in this form, with
+    their settled balances at that moment.
+    """
 
     id: str = "localnet-account"
     username: str = "localnet"
     email: str = "localnet@example.invalid"
     wallet_address: str = "0x000000000000000000000000000000000000dEaD"
-    sogni_balance: str = "1000"
-    spark_balance: str = "1000"
+    sogni_balance: str = "1000000000"
+    spark_balance: str = "1000000000"
 
     def balances(self) -> dict[str, Balance]:
-        """The ``tokens`` map of ``authenticated`` (decimal strings, as on the real network)."""
+        """The ``tokens`` map of ``authenticated`` for these balances (decimal strings, as on
+        the real network, nothing held)."""
         return {
             "sogni": Balance(
                 settled=self.sogni_balance, credit="0", debit="0", net=self.sogni_balance

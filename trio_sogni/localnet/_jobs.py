@@ -13,6 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from typing import Final
 
@@ -29,6 +30,7 @@ from ..protocol import (
     encode_server_message,
 )
 from ._config import Account, ModelSpec, Pricing
+from ._ledger import InsufficientBalance, Ledger
 from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
 from ._script import ScriptFunction, count_prompt_tokens
@@ -92,6 +94,12 @@ class JobManager:
 
     Job ids are compared case-insensitively (the official SDKs upper-case them) but echoed
     exactly as the client sent them.
+
+    Billing (with a ``ledger``): an accepted job reserves its estimated cost from its socket's
+    account, and a job the account cannot cover is refused with ``insufficient_balance`` before
+    it is queued. A completed job's actual cost is debited after its ``llmJobResult`` is queued,
+    then ``on_settled(account_id)`` runs (the network pushes ``balanceUpdate``); a job that ends
+    any other way releases its reservation without charge.
     """
 
     def __init__(
@@ -104,8 +112,12 @@ class JobManager:
         changes: Changes,
         errors: deque[str],
         record_limit: int,
+        ledger: Ledger | None = None,
+        on_settled: Callable[[str], None] | None = None,
     ) -> None:
         self.models = models
+        self.ledger = ledger
+        self._on_settled = on_settled
         self.pricing = pricing
         self.script = script
         self.rebind_grace = rebind_grace
@@ -228,6 +240,13 @@ class JobManager:
             else spec.default_output_tokens
         )
         token_type = request.token_type if isinstance(request.token_type, str) else "sogni"
+        estimate = self.pricing.estimate(prompt_tokens, max_tokens, token_type)
+        hold = None
+        if self.ledger is not None:
+            try:
+                hold = self.ledger.reserve(sock.account.id, token_type, Decimal(estimate))
+            except InsufficientBalance as exc:
+                return _error(request.job_id, "insufficient_balance", str(exc))
         self._seq += 1
         job = Job(
             request=request,
@@ -235,8 +254,9 @@ class JobManager:
             seq=self._seq,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
-            estimated_cost=self.pricing.estimate(prompt_tokens, max_tokens, token_type),
+            estimated_cost=estimate,
         )
+        job.hold = hold
         self.jobs[key] = job
         self.apps[sock.app_id].jobs[key] = job
         assert self.nursery is not None
@@ -272,6 +292,8 @@ class JobManager:
             self.end_job(job, outcome, _error(job.job_id, error, message))
 
     def _forget(self, job: Job) -> None:
+        if job.hold is not None and self.ledger is not None:
+            self.ledger.release(job.hold)  # no-op once settled
         if self.jobs.get(job.key) is not job:
             return
         del self.jobs[job.key]
@@ -379,7 +401,16 @@ class JobManager:
                         cost=cost,
                         worker_name=slot.name,
                     )
-                    await self._emit(job, result)
+                    hold = job.hold
+                    if hold is not None and self.ledger is not None:
+                        tokens = job.prompt_tokens + context.completion_tokens
+                        charge = self.pricing.in_token(self.pricing.usd(tokens), job.token_type)
+                        self.ledger.settle(hold, charge)
+                    try:
+                        await self._emit(job, result)
+                    finally:
+                        if hold is not None and self._on_settled is not None:
+                            self._on_settled(hold.account_id)
                     job.outcome = job.outcome or "completed"
         except Exception as exc:
             logger.exception("localnet: a job failed inside localnet (script or worker bug?)")

@@ -7,13 +7,13 @@ owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from typing import Final
 
@@ -25,14 +25,18 @@ from wsproto.utilities import RemoteProtocolError
 
 from ..protocol import (
     Authenticated,
+    BalanceUpdate,
     LLMJobRequest,
     ServerMessage,
     SwarmLLMModels,
     encode_server_message,
 )
+from ._account_api import AccountRoutes
+from ._accounts import AccountRef, Accounts, TokenPair
 from ._config import Account, ModelSpec, Pricing
 from ._http import HTTPRequest, HTTPResponse, error_response, serve_http
 from ._jobs import RESTART_MESSAGE, Changes, JobManager, SocketBinding
+from ._ledger import Amount, to_amount
 from ._records import (
     HandshakeRecord,
     HTTPRequestRecord,
@@ -44,6 +48,7 @@ from ._records import (
 from ._rest import RestAPI
 from ._script import ScriptFunction
 from ._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
+from ._store import AccountRecord, TokenType
 from ._workers import Worker
 from ._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
 
@@ -91,6 +96,7 @@ class LocalNetwork:
         api_key: str,
         models: Sequence[ModelSpec],
         account: Account,
+        accounts: Accounts,
         pricing: Pricing,
         script: ScriptFunction | None,
         rebind_grace: float,
@@ -102,11 +108,14 @@ class LocalNetwork:
         record_limit: int,
     ) -> None:
         self.api_key: Final = api_key
-        """The API key clients must send (``api-key`` header). Never logged."""
+        """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
         self.account = account
-        """The account every valid credential maps to."""
+        """The default account, which :attr:`api_key` belongs to (its balances as configured;
+        the live ones are in the store, see :meth:`balance`)."""
+        self._accounts = accounts
         self.rest = RestAPI(self.authenticate)
         """The REST router; add routes with ``net.rest.router.add(method, pattern, handler)``."""
+        AccountRoutes(self.rest.router, accounts, self.authenticate)
         self._authenticator = authenticator
         self._max_message_size = max_message_size
         self._max_body_size = max_body_size
@@ -123,6 +132,8 @@ class LocalNetwork:
             changes=self._changes,
             errors=self.errors,
             record_limit=record_limit,
+            ledger=accounts.ledger,
+            on_settled=self._push_balance,
         )
         self._sockets: set[SocketBinding] = set()
         self._connections: set[_Connection] = set()
@@ -194,13 +205,141 @@ class LocalNetwork:
 
     def authenticate(self, headers: Mapping[str, str]) -> Account | None:
         """Map request headers (lower-case names) to an account, or ``None`` when they carry no
-        valid credentials. Default: the ``api-key`` header must equal :attr:`api_key`."""
+        valid credentials (REST: 401; WebSocket: close 4021).
+
+        Default: an ``api-key`` header holding a key of a stored account (:attr:`api_key`, keys
+        from :meth:`create_api_key`), or else an ``Authorization`` header holding a valid,
+        unexpired access token this network issued (a raw JWT; a ``Bearer`` prefix is ignored).
+        An ``authenticator=`` given to :func:`open_local_network` replaces all of this.
+        """
         if self._authenticator is not None:
             return self._authenticator(headers)
-        key = headers.get("api-key")
-        if key is not None and hmac.compare_digest(key.encode(), self.api_key.encode()):
-            return self.account
-        return None
+        record = self._accounts.authenticate(headers)
+        return None if record is None else self._accounts.to_account(record)
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    @property
+    def testnet(self) -> bool:
+        """Whether logins and signups must be signed on the testnet EIP-712 domain."""
+        return self._accounts.testnet
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock (seconds since the epoch) for token and nonce times; assign a
+        function to move time in tests. Job timing uses Trio's clock, not this."""
+        return self._accounts.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self._accounts.clock = value
+
+    def add_account(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        wallet_address: str | None = None,
+        email: str | None = None,
+        balance: Mapping[TokenType, Amount] | Amount | None = None,
+    ) -> AccountRecord:
+        """Create an account that can log in (synchronous).
+
+        Give ``password`` to derive its wallet exactly as the official SDKs do for a
+        username/password login, or the ``wallet_address`` whose key will sign. ``balance`` is a
+        sogni amount or a ``{"sogni": ..., "spark": ...}`` map (default: the network's
+        ``signup_balance``); ``email`` defaults to ``<username>@localnet.invalid``.
+
+        Raises:
+            ValueError: a bad username, email, wallet or amount, or not exactly one of
+                ``password`` and ``wallet_address``; a
+                :class:`~trio_sogni.localnet.DuplicateAccount` (a ``ValueError``) when the
+                username (any case) or wallet is taken.
+        """
+        return self._accounts.add_account(
+            username,
+            password=password,
+            wallet_address=wallet_address,
+            email=email,
+            balance=balance,
+        )
+
+    def get_account(self, ref: AccountRef) -> AccountRecord:
+        """The stored account named by ``ref`` (a record, an id, a username in any case or a
+        wallet address).
+
+        Raises:
+            KeyError: no such account.
+        """
+        return self._accounts.resolve(ref)
+
+    def accounts(self) -> list[AccountRecord]:
+        """Every stored account, oldest first."""
+        return self._accounts.store.accounts()
+
+    def balance(self, ref: AccountRef, token_type: TokenType = "sogni") -> Decimal:
+        """The settled ``token_type`` balance of an account (live jobs' reservations are not
+        subtracted).
+
+        Raises:
+            KeyError: no such account.
+        """
+        return self._accounts.ledger.settled(self._accounts.resolve(ref).id, token_type)
+
+    def fund(self, ref: AccountRef, amount: Amount, token_type: TokenType = "sogni") -> Decimal:
+        """Add ``amount`` (negative: take away) to an account's settled ``token_type`` balance
+        and push ``balanceUpdate`` to its connected sockets. Returns the new balance.
+
+        Raises:
+            KeyError: no such account.
+            ValueError: a bad amount or token type, or the balance would fall below zero.
+        """
+        if token_type not in ("sogni", "spark"):
+            raise ValueError(f"unknown token type {token_type!r}")
+        record = self._accounts.resolve(ref)
+        new = self._accounts.ledger.adjust(record.id, token_type, to_amount(amount))
+        self._push_balance(record.id)
+        return new
+
+    def create_api_key(self, ref: AccountRef) -> str:
+        """A new random API key for an account (stored as its SHA-256 digest only).
+
+        Raises:
+            KeyError: no such account.
+        """
+        return self._accounts.create_api_key(ref)
+
+    def issue_tokens(self, ref: AccountRef) -> TokenPair:
+        """A new session for an account, as a login would return it (access and refresh
+        token), without the signature dance.
+
+        Raises:
+            KeyError: no such account.
+        """
+        return self._accounts.issue_tokens(ref)
+
+    def revoke_refresh_tokens(self, ref: AccountRef) -> int:
+        """Revoke every live refresh token of an account (access tokens stay valid until they
+        expire). Returns how many were revoked.
+
+        Raises:
+            KeyError: no such account.
+        """
+        return self._accounts.revoke_refresh_tokens(ref)
+
+    def _push_balance(self, account_id: str) -> None:
+        """Queue ``balanceUpdate`` (the account's balances now) to its connected sockets."""
+        balances = self._accounts.ledger.balances(account_id)
+        if balances is None:
+            return
+        targets = [s for s in self._sockets if s.account.id == account_id]
+        if not targets:
+            return
+        frame = encode_server_message(
+            BalanceUpdate(sogni=balances["sogni"], spark=balances["spark"])
+        )
+        for sock in targets:
+            sock.driver.outbox.put_nowait(OutFrame(frame))
 
     # -- models and workers ---------------------------------------------------------------------
 
@@ -476,7 +615,7 @@ class LocalNetwork:
             address=sock.account.wallet_address,
             active_llm_job_ids=active,
             subscription_entitlement={"active": False, "subscription": None},
-            tokens=sock.account.balances(),
+            tokens=self._accounts.ledger.balances(sock.account.id) or sock.account.balances(),
         )
         sock.driver.outbox.put_nowait(OutFrame(encode_server_message(authenticated)))
         if sock.session.wants("modelAvailability"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -11,9 +13,12 @@ from typing import Final, TypedDict, Unpack
 
 import trio
 
+from ._accounts import Accounts
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
+from ._ledger import Amount
 from ._network import LocalNetwork
 from ._script import ScriptFunction
+from ._store import Store, TokenType
 from ._workers import SimulatedWorker, Worker
 
 __all__ = ["LocalNetworkOptions", "open_local_network", "serve_local_network"]
@@ -41,6 +46,14 @@ class LocalNetworkOptions(TypedDict, total=False):
     price_per_million_tokens: Decimal | str | int | None
     pricing: Pricing | None
     authenticator: Callable[[Mapping[str, str]], Account | None] | None
+    database: str | os.PathLike[str]
+    testnet: bool
+    clock: Callable[[], float]
+    access_token_ttl: float
+    refresh_token_ttl: float
+    nonce_ttl: float
+    signup_balance: Mapping[TokenType, Amount] | None
+    meter_default_account: bool
     max_message_size: int
     max_body_size: int
     outbox_limit: int
@@ -75,6 +88,14 @@ async def open_local_network(
     price_per_million_tokens: Decimal | str | int | None = None,
     pricing: Pricing | None = None,
     authenticator: Callable[[Mapping[str, str]], Account | None] | None = None,
+    database: str | os.PathLike[str] = ":memory:",
+    testnet: bool = False,
+    clock: Callable[[], float] = time.time,
+    access_token_ttl: float = 3600.0,
+    refresh_token_ttl: float = 30 * 24 * 3600.0,
+    nonce_ttl: float = 300.0,
+    signup_balance: Mapping[TokenType, Amount] | None = None,
+    meter_default_account: bool = False,
     max_message_size: int = 16 * 1024 * 1024,
     max_body_size: int = 16 * 1024 * 1024,
     outbox_limit: int = 256,
@@ -95,7 +116,22 @@ async def open_local_network(
     ``api_key`` defaults to a fresh random key (``net.api_key``). ``rebind_grace`` is how many
     seconds a disconnected app's jobs keep running, waiting for a socket with the same ``appId``.
     ``price_per_million_tokens`` (USD) is a shortcut for ``pricing=Pricing(...)``.
-    ``authenticator`` replaces the API-key check (see :meth:`LocalNetwork.authenticate`).
+    ``authenticator`` replaces the credential checks (see :meth:`LocalNetwork.authenticate`).
+
+    Accounts live in an SQLite ``database`` (``":memory:"``, the default, or a file that keeps
+    accounts, API keys, balances and sessions across runs). ``account`` (default
+    :class:`Account`) is stored as the default account and ``api_key`` (default: a fresh random
+    key, ``net.api_key``) is added to its keys; an existing default account keeps its stored
+    balances. Wallet login and signup (``/v1/account/nonce``, ``/login``, ``/create``) check
+    EIP-712 signatures on the mainnet domain, or the testnet one with ``testnet=True``. Tokens:
+    access tokens live ``access_token_ttl`` seconds, refresh tokens ``refresh_token_ttl``,
+    nonces ``nonce_ttl``, all measured with ``clock`` (wall-clock seconds; inject one to move
+    time in tests). ``signup_balance`` (``{token type: amount}``, default 100 sogni and 0 spark)
+    funds accounts created by signup or :meth:`LocalNetwork.add_account`. Jobs are billed to
+    their socket's account: refused with ``insufficient_balance`` when it cannot cover the
+    estimate, charged on completion, then ``balanceUpdate`` (see :meth:`LocalNetwork.fund`). The
+    default account is not metered (as before accounts existed: never refused, charged or sent
+    ``balanceUpdate``) unless ``meter_default_account``.
 
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
@@ -109,20 +145,72 @@ async def open_local_network(
             if price_per_million_tokens is not None
             else Pricing()
         )
-    net = LocalNetwork(
-        api_key=api_key if api_key is not None else secrets.token_urlsafe(24),
-        models=_model_specs(models),
-        account=account if account is not None else Account(),
-        pricing=pricing,
-        script=script,
-        rebind_grace=rebind_grace,
-        authenticator=authenticator,
-        max_message_size=max_message_size,
-        max_body_size=max_body_size,
-        outbox_limit=outbox_limit,
-        close_timeout=close_timeout,
-        record_limit=record_limit,
-    )
+    account = account if account is not None else Account()
+    api_key = api_key if api_key is not None else secrets.token_urlsafe(24)
+    specs = _model_specs(models)
+    store = Store(database)
+    try:
+        accounts = Accounts(
+            store,
+            testnet=testnet,
+            clock=clock,
+            access_token_ttl=access_token_ttl,
+            refresh_token_ttl=refresh_token_ttl,
+            nonce_ttl=nonce_ttl,
+            signup_balance=signup_balance,
+        )
+        accounts.ensure_account(account)
+        accounts.create_api_key(account.id, api_key)
+        if not meter_default_account:
+            accounts.ledger.unmetered.add(account.id)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        async with _serve_network(
+            LocalNetwork(
+                api_key=api_key,
+                models=specs,
+                account=account,
+                accounts=accounts,
+                pricing=pricing,
+                script=script,
+                rebind_grace=rebind_grace,
+                authenticator=authenticator,
+                max_message_size=max_message_size,
+                max_body_size=max_body_size,
+                outbox_limit=outbox_limit,
+                close_timeout=close_timeout,
+                record_limit=record_limit,
+            ),
+            host=host,
+            port=port,
+            listen=listen,
+            workers=workers,
+            capacity=capacity,
+            tokens_per_second=tokens_per_second,
+            start_latency=start_latency,
+            shutdown_timeout=shutdown_timeout,
+        ) as net:
+            yield net
+    finally:
+        store.close()
+
+
+@asynccontextmanager
+async def _serve_network(
+    net: LocalNetwork,
+    *,
+    host: str,
+    port: int,
+    listen: bool,
+    workers: int | Sequence[Worker],
+    capacity: int,
+    tokens_per_second: float | None,
+    start_latency: float,
+    shutdown_timeout: float,
+) -> AsyncGenerator[LocalNetwork]:
+    """Bind (when ``listen``), register the workers and run ``net`` for the block."""
     worker_list: list[Worker] = (
         [
             SimulatedWorker(

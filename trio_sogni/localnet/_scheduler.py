@@ -17,6 +17,7 @@ import trio
 from ..protocol import LLMJobRequest
 
 if TYPE_CHECKING:
+    from ._ledger import Hold
     from ._workers import Worker
 
 __all__ = ["Job", "JobOutcome", "Scheduler", "WorkerSlot"]
@@ -70,6 +71,8 @@ class Job:
         self.queued = False
         self.silenced = False
         self.outcome: JobOutcome | None = None
+        self.hold: Hold | None = None
+        """The balance reserved for this job (``None``: its account is not billed)."""
         self._wake: trio.Event | None = None
 
     def wake(self) -> None:
