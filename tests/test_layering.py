@@ -52,3 +52,15 @@ def test_public_names_are_exported(name: str) -> None:
 def test_all_is_sorted() -> None:
     names = [n for n in trio_sogni.__all__ if n != "__version__"]
     assert names == sorted(names, key=lambda n: (not n.isupper(), n))
+
+
+def test_eth_account_is_imported_only_when_signing() -> None:
+    """eth-account takes ~0.4 s to import and raises the recursion limit; API-key users skip it."""
+    code = (
+        "import sys, trio_sogni\n"
+        "trio_sogni.open_sogni_client, trio_sogni.ChatStream, trio_sogni.SogniClient\n"
+        "import trio_sogni._client, trio_sogni._chat, trio_sogni._auth, trio_sogni._eip712\n"
+        "assert 'eth_account' not in sys.modules, 'eth_account was imported'\n"
+        "assert sys.getrecursionlimit() == 1000\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import msgspec
 import trio
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from typing_extensions import override
 
 from ._eip712 import EIP712Helper
 from ._errors import APIStatusError, AuthenticationError, InvalidRequestError
 
 if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
     from ._transport import RestClient
 
 __all__ = [
@@ -62,6 +62,8 @@ def derive_wallet(username: str, password: str) -> LocalAccount:
     """
     if not username or not password:
         raise InvalidRequestError("username and password must not be empty")
+    from eth_account import Account
+
     key = hashlib.pbkdf2_hmac(
         "sha256", (username.lower() + password).encode(), PBKDF2_SALT, PBKDF2_ITERATIONS, 32
     )

@@ -3,23 +3,26 @@
 Signatures are 65 bytes ``r || s || v`` (``v`` 27 or 28, low ``s``) as ``0x``-prefixed lower-case
 hex: the same string ethers v6 ``Wallet.signTypedData`` returns for the same key and data (both
 use deterministic RFC 6979 nonces).
+
+eth-account is imported on first use only: it takes ~0.4 s to import, and it raises the
+interpreter's recursion limit to 100,000 as a side effect, which API-key clients need not pay.
 """
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
-from eth_account.signers.local import LocalAccount
 from typing_extensions import override
 
 from ._errors import AuthenticationError, InvalidRequestError
 from .protocol._eip712 import EIP712_TYPES, TypedDataKind, eip712_domain, eip712_message
 
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
 __all__ = ["EIP712Helper", "Signer", "TypedDataKind", "as_local_account"]
 
-Signer = LocalAccount | str | bytes
+Signer: TypeAlias = "LocalAccount | str | bytes"
 """A wallet: an eth-account ``LocalAccount``, or a private key (hex string or 32 bytes)."""
 
 
@@ -29,6 +32,9 @@ def as_local_account(signer: Signer) -> LocalAccount:
     Raises:
         InvalidRequestError: not a valid private key (the key itself is never shown).
     """
+    from eth_account import Account
+    from eth_account.signers.local import LocalAccount
+
     if isinstance(signer, LocalAccount):
         return signer
     try:
@@ -96,6 +102,8 @@ class EIP712Helper:
                 "signing needs a wallet: this client signed in with an API key"
             )
         message = self.typed_data(kind, data)
+        from eth_account.messages import encode_typed_data
+
         try:
             signed = account.sign_message(encode_typed_data(full_message=message))
         except (TypeError, ValueError) as exc:
@@ -109,6 +117,9 @@ class EIP712Helper:
             InvalidRequestError: a malformed message or signature.
         """
         message = self.typed_data(kind, data)
+        from eth_account import Account
+        from eth_account.messages import encode_typed_data
+
         try:
             return Account.recover_message(
                 encode_typed_data(full_message=message), signature=signature
