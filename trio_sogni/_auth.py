@@ -199,6 +199,8 @@ class Session:
         self._rest: RestClient | None = None
         self._flight: _Flight | None = None
         self._ended: AuthenticationError | None = None
+        self._skew = 0.0
+        """Server clock minus ours, estimated from the latest access token's ``iat``."""
         self.username: str | None = None
         self.refreshes = 0
         """How many refreshes succeeded (for tests and statistics)."""
@@ -263,7 +265,7 @@ class Session:
                 raise self._ended or AuthenticationError("not signed in")
             exp, issued = _expiry(tokens.token)
             margin = self._margin if issued is None else min(self._margin, (exp - issued) / 2)
-            if exp - margin > self._clock():
+            if exp - self._skew - margin > self._clock():
                 return tokens.token
             await self.refresh(tokens)
 
@@ -356,8 +358,20 @@ class Session:
         return nonce
 
     def _accept(self, data: dict[str, Any]) -> None:
-        self._tokens = _tokens_from(data)
+        tokens = _tokens_from(data)
+        self._estimate_skew(tokens.token)
+        self._tokens = tokens
         self._ended = None
+
+    def _estimate_skew(self, token: str) -> None:
+        """A token the server just issued carries its clock in ``iat``: judge expiry on the
+        server's clock from now on (resumed tokens say nothing about the server's clock)."""
+        try:
+            _, issued = _expiry(token)
+        except AuthenticationError:
+            return
+        if issued is not None:
+            self._skew = issued - self._clock()
 
     async def refresh(self, seen: SessionTokens | None = None) -> None:
         """Refresh the session now. Concurrent calls share one request; a call made with the

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from typing import Literal, cast, final
 from urllib.parse import urlsplit, urlunsplit
@@ -250,6 +251,7 @@ async def open_sogni_client(
     wallet_private_key: Signer | None = None,
     tokens: SessionTokens | dict[str, str] | None = None,
     testnet: bool = False,
+    wall_clock: Callable[[], float] = time.time,
     rest_endpoint: str = DEFAULT_REST_ENDPOINT,
     socket_endpoint: str = DEFAULT_SOCKET_ENDPOINT,
     network: Literal["fast", "relaxed"] = "fast",
@@ -285,6 +287,8 @@ async def open_sogni_client(
             ``LocalAccount``).
         tokens: resume a session: `SessionTokens` or ``{"token", "refresh_token"}``.
         testnet: use the testnet EIP-712 domain (``Sogni-testnet``, chain 84532).
+        wall_clock: the clock token expiry is judged by (seconds since the epoch; corrected by
+            the skew each freshly issued token reveals). Replace it only to simulate time.
         rest_endpoint, socket_endpoint: the Supernet to talk to (localnet's ``net.rest_url`` and
             ``net.socket_url`` for a local one).
         network: ``"fast"`` or ``"relaxed"`` worker pool.
@@ -331,6 +335,7 @@ async def open_sogni_client(
         api_key=api_key,
         tokens=SessionTokens.coerce(tokens) if tokens is not None else None,
         eip712=EIP712Helper(testnet=testnet, signer=wallet),
+        clock=wall_clock,
     )
     try:
         max_buffered_chunks = check_buffer_size(max_buffered_chunks)
