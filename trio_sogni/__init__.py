@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._auth import SessionTokens as SessionTokens, derive_wallet as derive_wallet
     from ._chat import (
         ChatAPI as ChatAPI,
         ChatCompletions as ChatCompletions,
@@ -25,10 +26,12 @@ if TYPE_CHECKING:
     )
     from ._client import (
         AccountAPI as AccountAPI,
+        AccountBalance as AccountBalance,
         AccountInfo as AccountInfo,
         SogniClient as SogniClient,
         open_sogni_client as open_sogni_client,
     )
+    from ._eip712 import EIP712Helper as EIP712Helper
     from ._errors import (
         RETRYABLE_CHAT_ERROR_TYPES as RETRYABLE_CHAT_ERROR_TYPES,
         SUBSCRIPTION_ERROR_CODES as SUBSCRIPTION_ERROR_CODES,
@@ -79,6 +82,10 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "ChatAPI": "._chat",
     "ChatCompletions": "._chat",
+    "SessionTokens": "._auth",
+    "derive_wallet": "._auth",
+    "AccountBalance": "._client",
+    "EIP712Helper": "._eip712",
     "StreamScope": "._chat",
     "ChatStatistics": "._chat",
     "AccountAPI": "._client",
@@ -145,6 +152,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "AccountAPI",
+    "AccountBalance",
     "AccountInfo",
     "AuthenticationError",
     "ChatAPI",
@@ -163,6 +171,7 @@ __all__ = [
     "CompletionParams",
     "ConnectError",
     "ConnectionLost",
+    "EIP712Helper",
     "ErrorEvent",
     "EventKind",
     "EventSubscription",
@@ -172,6 +181,7 @@ __all__ = [
     "ModelsUpdatedEvent",
     "OnToolCall",
     "ProtocolError",
+    "SessionTokens",
     "SocketOptions",
     "SogniClient",
     "SogniError",
@@ -182,6 +192,7 @@ __all__ = [
     "ToolRound",
     "TransportError",
     "__version__",
+    "derive_wallet",
     "hosted_tool_names",
     "is_sogni_tool_call",
     "open_sogni_client",
