@@ -88,3 +88,55 @@ async def test_unparsable_success_body_and_transport_failures() -> None:
     with pytest.raises(TransportError) as info:
         await client(httpx.MockTransport(broken)).request("GET", "/v1/x")
     assert isinstance(info.value.__cause__, httpx.ReadError)
+
+
+async def test_a_401_is_retried_once_after_reauthenticating() -> None:
+    calls: list[str] = []
+    renewals: list[bool] = []
+    token = ["old"]
+
+    async def session_headers() -> dict[str, str]:
+        return {"Authorization": token[0]}
+
+    async def reauthenticate() -> bool:
+        renewals.append(True)
+        token[0] = "new"
+        return True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.headers.get("authorization", "-"))
+        if calls[-1] == "new" and request.url.path == "/ok":
+            return httpx.Response(200, json={"status": "success", "data": {}})
+        return httpx.Response(401, json={"status": "error", "message": "expired", "errorCode": 4})
+
+    rest = RestClient(
+        "http://rest.test",
+        "http://socket.test",
+        session_headers,
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        reauthenticate,
+    )
+    assert await rest.request("GET", "/ok") == {"status": "success", "data": {}}
+    assert calls == ["old", "new"]
+    calls.clear()
+    with pytest.raises(APIStatusError) as info:  # still 401 after renewing: no loop
+        await rest.request("GET", "/never")
+    assert info.value.status_code == 401
+    assert len(calls) == 2
+    assert len(renewals) == 2
+    with pytest.raises(APIStatusError):  # unauthenticated calls are never retried
+        await rest.request("GET", "/never", auth=False)
+    assert len(renewals) == 2
+
+
+async def test_absurdly_nested_bodies_are_refused_not_fatal() -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+
+    def deep(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200 if request.url.path == "/ok" else 500, content=nested)
+
+    with pytest.raises(TransportError, match="parse"):
+        await client(httpx.MockTransport(deep)).request("GET", "/ok")
+    with pytest.raises(APIStatusError) as info:
+        await client(httpx.MockTransport(deep)).request("GET", "/bad")
+    assert info.value.status_code == 500

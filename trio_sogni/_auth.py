@@ -425,6 +425,19 @@ class Session:
         logger.warning("%s", message)
         return self._ended
 
+    async def reauthenticate(self) -> bool:
+        """The server refused our access token (401): refresh once. Returns whether a retry
+        makes sense (``False`` for API keys, or when the session already ended).
+
+        Raises:
+            AuthenticationError: the refresh itself was refused.
+        """
+        if self._api_key is not None or self._tokens is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        await self.refresh(self._tokens)
+        return True
+
     async def logout(self) -> None:
         """End the session on the server (``POST /v1/account/logout``; a 401 there is fine) and
         drop the tokens. A no-op for API keys."""

@@ -364,7 +364,9 @@ async def open_sogni_client(
     chat.bind(transport)
     owns_http = http_client is None
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0))
-    rest = RestClient(rest_endpoint, _socket_host(socket_endpoint), rest_headers, http)
+    rest = RestClient(
+        rest_endpoint, _socket_host(socket_endpoint), rest_headers, http, session.reauthenticate
+    )
     session.bind(rest)
     chat.eip712 = session.eip712
     client = SogniClient(

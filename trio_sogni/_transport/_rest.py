@@ -12,6 +12,7 @@ import msgspec
 from typing_extensions import override
 
 from .._errors import APIStatusError, ConnectError, TransportError
+from ..protocol import check_json_depth
 
 __all__ = ["RestClient"]
 
@@ -23,6 +24,7 @@ HeaderFactory = Callable[[], Awaitable[dict[str, str]]]
 def _error_from_response(response: httpx.Response) -> APIStatusError:
     payload: Any = None
     try:
+        check_json_depth(response.content)
         payload = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
         payload = None
@@ -68,10 +70,12 @@ class RestClient:
         socket_base: str,
         headers: HeaderFactory,
         http: httpx.AsyncClient,
+        reauthenticate: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._bases = {"rest": rest_base.rstrip("/"), "socket": socket_base.rstrip("/")}
         self._headers = headers
         self._http = http
+        self._reauthenticate = reauthenticate
 
     @override
     def __repr__(self) -> str:
@@ -88,12 +92,40 @@ class RestClient:
         auth: bool = True,
     ) -> Any:
         """Send one request and return the decoded JSON body. ``auth=False`` sends no
-        credentials (login, nonce and refresh calls).
+        credentials (login, nonce and refresh calls). A 401 to an authenticated request is
+        retried once if the credentials could be renewed (a session refresh); never more.
 
         Raises:
             APIStatusError: a non-2xx status (``status_code``, ``error_code``, ``payload``).
             ConnectError / TransportError: the request could not be completed.
         """
+        response = await self._send(method, path, base, json, headers, auth)
+        if (
+            response.status_code == 401
+            and auth
+            and self._reauthenticate is not None
+            and await self._reauthenticate()
+        ):
+            response = await self._send(method, path, base, json, headers, auth)
+        if not response.is_success:
+            raise _error_from_response(response)
+        try:
+            check_json_depth(response.content)
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise TransportError(
+                f"failed to parse response body (HTTP {response.status_code})"
+            ) from exc
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        base: str,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        auth: bool,
+    ) -> httpx.Response:
         url = self._bases[base] + path
         all_headers = dict(await self._headers()) if auth else {}
         if headers:
@@ -108,11 +140,4 @@ class RestClient:
             raise ConnectError(f"cannot connect to {url}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
-        if not response.is_success:
-            raise _error_from_response(response)
-        try:
-            return msgspec.json.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise TransportError(
-                f"failed to parse response body (HTTP {response.status_code})"
-            ) from exc
+        return response
