@@ -23,8 +23,14 @@ chooses other output. Steps:
 Network-level faults: :meth:`LocalNetwork.send_raw_to_clients`,
 :meth:`LocalNetwork.drop_all_connections`, :meth:`LocalNetwork.close_all_connections`.
 
-This package depends only on trio, h11, wsproto, msgspec and :mod:`trio_sogni.protocol`, never on
-the client, so the two implementations check each other.
+Accounts (an SQLite store, ``database=``): API keys, wallet login and signup with EIP-712
+signatures and nonces, JWT sessions with refresh rotation, balances, and billing of jobs
+(``insufficient_balance``, ``balanceUpdate``); see :meth:`LocalNetwork.add_account`,
+:meth:`LocalNetwork.fund`, :meth:`LocalNetwork.create_api_key`.
+
+This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3) and
+:mod:`trio_sogni.protocol`, plus eth-account for wallet signatures (imported on first use), never
+on the client, so the two implementations check each other.
 """
 
 from ._accounts import TokenPair as TokenPair

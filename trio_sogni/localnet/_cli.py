@@ -2,22 +2,87 @@
 
 :func:`add_serve_arguments` declares the options on a parser; :func:`serve_from_args` runs the
 network. When it accepts connections it prints exactly one JSON line to stdout,
-``{"rest_url": ..., "socket_url": ..., "api_key": ...}``, flushes, and serves until cancelled
-(Ctrl-C in the CLI). It never prints anything else to stdout.
+``{"rest_url": ..., "socket_url": ..., "api_key": ...}`` (the API key of the default account),
+flushes, and serves until cancelled (Ctrl-C in the CLI). It never prints anything else to stdout.
+
+Accounts: ``--database PATH`` keeps them (and balances, API keys, sessions) in an SQLite file
+across runs; ``--user NAME:PASSWORD[:BALANCE]`` (repeatable) makes sure a user exists who can log
+in with that username and password (the wallet derived as the official SDKs derive it), funded
+with BALANCE sogni (default 100) when created; a user already in the database keeps its balance.
+``--testnet`` makes logins and signups use the testnet EIP-712 domain.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 import trio
 
 from ._config import DEFAULT_MODEL, ModelSpec
+from ._ledger import to_amount
+from ._network import LocalNetwork
 from ._open import open_local_network
+from ._wallets import wallet_from_password
 from ._workers import FirehoseWorker, Worker
 
-__all__ = ["add_serve_arguments", "serve_from_args"]
+__all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One ``--user`` option: a username, its password and the sogni balance to create it with
+    (``None``: the network's signup balance)."""
+
+    username: str
+    password: str = field(repr=False)
+    balance: Decimal | None = None
+
+
+def parse_user(value: str) -> UserSpec:
+    """Parse ``NAME:PASSWORD[:BALANCE]``. The password runs to the last ``:``, so a password
+    containing ``:`` needs an explicit ``:BALANCE``.
+
+    Raises:
+        argparse.ArgumentTypeError: no password, an empty name or password, a bad balance.
+    """
+    name, colon, rest = value.partition(":")
+    if not colon or not name or not rest:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD[:BALANCE]")
+    password, balance = rest, None
+    if ":" in rest:
+        password, _, text = rest.rpartition(":")
+        try:
+            balance = to_amount(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                "BALANCE must be a decimal number (a password containing ':' needs an "
+                "explicit :BALANCE)"
+            ) from None
+        if balance < 0:
+            raise argparse.ArgumentTypeError("BALANCE must not be negative")
+        if not password:
+            raise argparse.ArgumentTypeError("expected NAME:PASSWORD[:BALANCE]")
+    return UserSpec(name, password, balance)
+
+
+def ensure_user(net: LocalNetwork, user: UserSpec) -> None:
+    """Create ``user`` unless an account with that username and the same password-derived
+    wallet exists already (then leave it as it is).
+
+    Raises:
+        ValueError: the username or the wallet belongs to a different account, or a bad name.
+    """
+    wallet = wallet_from_password(user.username, user.password).address
+    try:
+        existing = net.get_account(user.username)
+    except KeyError:
+        net.add_account(user.username, wallet_address=wallet, balance=user.balance)
+        return
+    if existing.wallet_address != wallet:
+        raise ValueError(f"user {user.username!r} exists with another password")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +126,27 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="the models' max_tokens limit (default: 32768)",
     )
     parser.add_argument(
+        "--database",
+        default=":memory:",
+        metavar="PATH",
+        help="SQLite file for accounts, API keys, balances and sessions (default: in memory)",
+    )
+    parser.add_argument(
+        "--testnet",
+        action="store_true",
+        help="verify login and signup signatures on the testnet EIP-712 domain",
+    )
+    parser.add_argument(
+        "--user",
+        dest="users",
+        action="append",
+        type=parse_user,
+        default=None,
+        metavar="NAME:PASSWORD[:BALANCE]",
+        help="an account that can log in with this username and password, created with "
+        "BALANCE sogni (default 100) unless it exists; repeatable",
+    )
+    parser.add_argument(
         "--rebind-grace",
         type=float,
         default=30.0,
@@ -93,7 +179,12 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         capacity=args.capacity,
         tokens_per_second=args.tokens_per_second,
         rebind_grace=args.rebind_grace,
+        database=args.database,
+        testnet=args.testnet,
     ) as net:
+        users: list[UserSpec] = args.users or []
+        for user in users:
+            ensure_user(net, user)
         line = json.dumps(
             {"rest_url": net.rest_url, "socket_url": net.socket_url, "api_key": net.api_key}
         )
