@@ -208,7 +208,7 @@ def build_llm_request(
     Raises:
         InvalidRequestError: any field is invalid; nothing has been sent.
     """
-    unknown = set(params) - set(CompletionParams.__annotations__)
+    unknown = params.keys() - _ALLOWED_PARAMS
     if unknown:
         raise _fail(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if not isinstance(model, str) or not model.strip():
@@ -272,35 +272,55 @@ def build_llm_request(
         "model": model,
         "messages": converted,
         "stream": bool(stream),
-        "app_source": app_source if app_source else UNSET,
-        "max_tokens": _number(params, "max_tokens", low=1, integer=True),
-        "temperature": _number(params, "temperature", low=0, high=2),
-        "top_p": _number(params, "top_p", low=0, high=1, low_open=True),
-        "top_k": _number(params, "top_k", low=-1, integer=True),
-        "min_p": _number(params, "min_p", low=0, high=1),
-        "repetition_penalty": _number(params, "repetition_penalty", low=0, low_open=True),
-        "frequency_penalty": _number(params, "frequency_penalty", low=-2, high=2),
-        "presence_penalty": _number(params, "presence_penalty", low=-2, high=2),
+    }
+    if app_source:
+        fields["app_source"] = app_source
+    for name, low, high, low_open, integer in _NUMBERS:
+        if params.get(name) is not None:
+            fields[name] = _number(
+                params, name, low=low, high=high, low_open=low_open, integer=integer
+            )
+    optional: dict[str, Any] = {
         "stop": stop,
         "tools": tools,
         "tool_choice": tool_choice,
         "chat_template_kwargs": template or UNSET,
         "sogni_tools": sogni_tools if sogni_tools is not None else UNSET,
-        **attribution,
     }
-    for name in ("token_type", "task_profile", "billing_mode", "response_format"):
-        if params.get(name) is not None:
-            fields[name] = params[name]
+    fields.update((k, v) for k, v in optional.items() if v is not UNSET)
+    fields.update(attribution)
+    for name, type_ in _PASSTHROUGH.items():
+        value = params.get(name)
+        if value is not None:
+            fields[name] = _convert(value, type_, name)
     for name in ("safe_content_filter", "sogni_tool_execution"):
         if params.get(name) is not None:
             if not isinstance(params[name], bool):
                 raise _fail(f"{name} must be True or False")
             fields[name] = params[name]
-    if "operation_id" in attribution or attribution:
+    if attribution:
         fields.setdefault("operation_id", fields["job_id"])
-    wire = {_WIRE_NAMES[k]: v for k, v in fields.items() if v is not UNSET}
-    request: LLMJobRequest = _convert(wire, LLMJobRequest, "request")
-    return request
+    if "sogni_tools" in fields and not isinstance(fields["sogni_tools"], bool | str):
+        raise _fail("sogni_tools must be True, False or a tool-set name")
+    # Every field was checked above: build the struct directly (no second validation pass).
+    return LLMJobRequest(**fields)
 
 
-_WIRE_NAMES: Final = {f.name: f.encode_name for f in msgspec.structs.fields(LLMJobRequest)}
+_ALLOWED_PARAMS: Final = frozenset(CompletionParams.__annotations__)
+_NUMBERS: Final[tuple[tuple[str, float | None, float | None, bool, bool], ...]] = (
+    # name, low, high, low_open, integer
+    ("max_tokens", 1, None, False, True),
+    ("temperature", 0, 2, False, False),
+    ("top_p", 0, 1, True, False),
+    ("top_k", -1, None, False, True),
+    ("min_p", 0, 1, False, False),
+    ("repetition_penalty", 0, None, True, False),
+    ("frequency_penalty", -2, 2, False, False),
+    ("presence_penalty", -2, 2, False, False),
+)
+_PASSTHROUGH: Final[dict[str, Any]] = {
+    "token_type": Literal["sogni", "spark"],
+    "task_profile": Literal["general", "coding", "reasoning"],
+    "billing_mode": Literal["auto", "subscription", "tokens"],
+    "response_format": ResponseFormat,
+}
