@@ -35,6 +35,8 @@ from trio_sogni.localnet import (
     JobContext,
     LocalNetwork,
     SimulatedWorker,
+    Stall,
+    Step,
     TokenPair,
     open_local_network,
     wallet_from_password,
@@ -42,6 +44,7 @@ from trio_sogni.localnet import (
 from trio_sogni.localnet._jwt import InvalidToken, decode_jwt, encode_jwt
 from trio_sogni.localnet._wallets import recover_typed_data_signer
 from trio_sogni.protocol import (
+    AbortJob,
     Authenticated,
     BalanceUpdate,
     ChatMessage,
@@ -725,6 +728,27 @@ async def test_live_jobs_hold_their_estimate() -> None:
     assert isinstance(second, LLMJobError)
     assert second.error == "insufficient_balance"
     assert isinstance(first, LLMJobResult)
+
+
+def stall(request: LLMJobRequest) -> list[Step]:
+    return [Stall()]
+
+
+async def test_an_aborted_job_releases_its_hold_without_charge() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with network(script=stall) as (net, http):
+            record = net.add_account("quitter", wallet_address=ADDRESS, balance=1)
+            key = net.create_api_key(record)
+            async with socket_with(net, [(b"api-key", key.encode())]) as (ws, _auth):
+                await send(ws, job("stalled", max_tokens=5000))
+                await net.wait_until(lambda: net.statistics().running_jobs == 1)
+                held = (await http.get("/v4/account/balance", headers={"api-key": key})).json()
+                await send(ws, AbortJob(job_id="stalled", error="artistCanceled"))
+                await net.wait_until(lambda: net.live_jobs == 0)
+                after = (await http.get("/v4/account/balance", headers={"api-key": key})).json()
+                assert net.balance(record) == 1
+    assert Decimal(held["data"]["sogni"]["debit"]) > 0
+    assert after["data"]["sogni"] == {"settled": "1", "credit": "0", "debit": "0", "net": "1"}
 
 
 async def test_default_account_is_unmetered_unless_asked() -> None:

@@ -29,7 +29,7 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._config import Account, ModelSpec, Pricing
+from ._config import Account, ModelSpec, Pricing, format_decimal
 from ._ledger import InsufficientBalance, Ledger
 from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
@@ -97,9 +97,10 @@ class JobManager:
 
     Billing (with a ``ledger``): an accepted job reserves its estimated cost from its socket's
     account, and a job the account cannot cover is refused with ``insufficient_balance`` before
-    it is queued. A completed job's actual cost is debited after its ``llmJobResult`` is queued,
-    then ``on_settled(account_id)`` runs (the network pushes ``balanceUpdate``); a job that ends
-    any other way releases its reservation without charge.
+    it is queued. A completed job is charged exactly the ``costInToken`` of its ``llmJobResult``
+    just before that result is queued, and ``on_settled(account_id)`` runs after it (the network
+    pushes ``balanceUpdate``); a job that ends any other way releases its reservation without
+    charge.
     """
 
     def __init__(
@@ -405,7 +406,7 @@ class JobManager:
                     if hold is not None and self.ledger is not None:
                         tokens = job.prompt_tokens + context.completion_tokens
                         charge = self.pricing.in_token(self.pricing.usd(tokens), job.token_type)
-                        self.ledger.settle(hold, charge)
+                        self.ledger.settle(hold, Decimal(format_decimal(charge)))
                     try:
                         await self._emit(job, result)
                     finally:
