@@ -885,6 +885,21 @@ async def test_cli_user_option_creates_accounts_that_can_log_in(tmp_path: Path) 
     assert again.status_code == 200
 
 
+async def test_cli_user_with_another_password_is_a_clear_error(tmp_path: Path) -> None:
+    database = str(tmp_path / "cli.sqlite")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            process, _ = await cli_start(nursery, ["--database", database, "--user", "zoe:one"])
+            process.terminate()
+        args = [sys.executable, "-c", CLI_CODE, "--database", database, "--user", "zoe:two"]
+        result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert b"--user: user 'zoe' exists with another password" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"two" not in result.stderr.replace(b"zoe", b"")
+
+
 def test_eth_account_is_imported_on_first_use_and_pulls_in_no_client_code() -> None:
     code = (
         "import sys, trio_sogni.localnet as ln\n"

@@ -184,7 +184,10 @@ async def serve_from_args(args: argparse.Namespace) -> None:
     ) as net:
         users: list[UserSpec] = args.users or []
         for user in users:
-            ensure_user(net, user)
+            try:
+                ensure_user(net, user)
+            except ValueError as exc:  # a clear message, not a traceback
+                raise SystemExit(f"trio-sogni localnet serve: --user: {exc}") from None
         line = json.dumps(
             {"rest_url": net.rest_url, "socket_url": net.socket_url, "api_key": net.api_key}
         )
