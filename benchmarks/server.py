@@ -33,15 +33,17 @@ MODEL = "bench-model"
 CAPACITY = 100_000
 
 
-class TimestampWorker:
-    """A TEST DOUBLE for latency measurements: each chunk's content is the send time in ns."""
+class _BenchWorker:
+    """A paced TEST DOUBLE serving every model with practically unlimited capacity."""
+
+    worker_name = "bench-worker"
 
     def __init__(self, tokens_per_second: float) -> None:
         self._interval = 1.0 / tokens_per_second
 
     @property
     def name(self) -> str:
-        return "timestamp-worker"
+        return self.worker_name
 
     @property
     def models(self) -> Sequence[str] | None:
@@ -50,6 +52,12 @@ class TimestampWorker:
     @property
     def capacity(self) -> int:
         return CAPACITY
+
+
+class TimestampWorker(_BenchWorker):
+    """A TEST DOUBLE for latency measurements: each chunk's content is the send time in ns."""
+
+    worker_name = "timestamp-worker"
 
     async def run(self, job: Any) -> None:
         deadline = trio.current_time()
@@ -60,23 +68,10 @@ class TimestampWorker:
         await job.send_chunk(None, finish_reason="stop")
 
 
-class PacedWorker:
+class PacedWorker(_BenchWorker):
     """A TEST DOUBLE that holds jobs open: one chunk at once, then one every 1/R seconds."""
 
-    def __init__(self, tokens_per_second: float) -> None:
-        self._interval = 1.0 / tokens_per_second
-
-    @property
-    def name(self) -> str:
-        return "paced-worker"
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return None
-
-    @property
-    def capacity(self) -> int:
-        return CAPACITY
+    worker_name = "paced-worker"
 
     async def run(self, job: Any) -> None:
         for i in range(job.max_tokens):

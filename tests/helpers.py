@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
+
+import trio
 
 import trio_sogni
 from trio_sogni import SocketOptions
@@ -38,3 +44,33 @@ async def client_for(
         **kwargs,
     ) as client:
         yield client
+
+
+LOCALNET_CLI = """
+import argparse, trio
+from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args
+parser = argparse.ArgumentParser()
+add_serve_arguments(parser)
+trio.run(serve_from_args, parser.parse_args())
+"""
+"""``trio-sogni localnet serve`` as a ``python -c`` program (no console script needed)."""
+
+
+async def start_localnet_cli(
+    nursery: trio.Nursery, options: list[str]
+) -> tuple[trio.Process, dict[str, Any]]:
+    """Start ``localnet serve`` with ``options``; return the process and its one JSON line
+    (checked to be the only output so far)."""
+    args = [sys.executable, "-c", LOCALNET_CLI, *options]
+    process: trio.Process = await nursery.start(
+        partial(trio.run_process, args, stdout=subprocess.PIPE, check=False)
+    )
+    assert process.stdout is not None
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = await process.stdout.receive_some()
+        assert chunk, "the CLI exited before printing its line"
+        buffer += chunk
+    line, _, rest = buffer.partition(b"\n")
+    assert rest == b""
+    return process, json.loads(line)

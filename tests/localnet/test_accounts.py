@@ -9,14 +9,12 @@ Token time is moved with an injected clock, never by sleeping.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import trio
 import trio_websocket
 from eth_account import Account as EthAccount
 from eth_account.messages import encode_typed_data
+from helpers import LOCALNET_CLI, start_localnet_cli
 from typing_extensions import override
 
 from trio_sogni.localnet import (
@@ -830,39 +829,13 @@ async def test_a_conflicting_default_account_is_refused(tmp_path: Path) -> None:
 # -- the CLI ----------------------------------------------------------------------------------
 
 
-CLI_CODE = """
-import argparse, trio
-from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args
-parser = argparse.ArgumentParser()
-add_serve_arguments(parser)
-trio.run(serve_from_args, parser.parse_args())
-"""
-
-
-async def cli_start(nursery: trio.Nursery, options: list[str]) -> tuple[trio.Process, Any]:
-    """Start ``localnet serve``; the process and its one JSON line (checked to be alone)."""
-    args = [sys.executable, "-c", CLI_CODE, *options]
-    process: trio.Process = await nursery.start(
-        partial(trio.run_process, args, stdout=subprocess.PIPE, check=False)
-    )
-    assert process.stdout is not None
-    buffer = b""
-    while b"\n" not in buffer:
-        chunk = await process.stdout.receive_some()
-        assert chunk, "the CLI exited before printing its line"
-        buffer += chunk
-    line, _, rest = buffer.partition(b"\n")
-    assert rest == b""
-    return process, json.loads(line)
-
-
 async def test_cli_user_option_creates_accounts_that_can_log_in(tmp_path: Path) -> None:
     database = str(tmp_path / "cli.sqlite")
     options = ["--database", database, "--user", "Alice:pa:ss:42", "--user", "bob:pw", "--testnet"]
     key = hashlib.pbkdf2_hmac("sha256", b"alicepa:ss", b"sogni-salt-value", 10_000, 32)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            process, info = await cli_start(nursery, options)
+            process, info = await start_localnet_cli(nursery, options)
             assert set(info) == {"rest_url", "socket_url", "api_key"}
             async with httpx.AsyncClient(base_url=info["rest_url"]) as http:
                 mainnet = await login(http, "0x" + key.hex())
@@ -873,7 +846,7 @@ async def test_cli_user_option_creates_accounts_that_can_log_in(tmp_path: Path) 
             process.terminate()
         # A second run on the same database keeps both users (and does not re-create them).
         async with trio.open_nursery() as nursery:
-            process, info = await cli_start(nursery, options)
+            process, info = await start_localnet_cli(nursery, options)
             async with httpx.AsyncClient(base_url=info["rest_url"]) as http:
                 again = await login(http, "0x" + key.hex(), testnet=True)
             process.terminate()
@@ -889,9 +862,11 @@ async def test_cli_user_with_another_password_is_a_clear_error(tmp_path: Path) -
     database = str(tmp_path / "cli.sqlite")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            process, _ = await cli_start(nursery, ["--database", database, "--user", "zoe:one"])
+            process, _ = await start_localnet_cli(
+                nursery, ["--database", database, "--user", "zoe:one"]
+            )
             process.terminate()
-        args = [sys.executable, "-c", CLI_CODE, "--database", database, "--user", "zoe:two"]
+        args = [sys.executable, "-c", LOCALNET_CLI, "--database", database, "--user", "zoe:two"]
         result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     assert result.returncode == 1
     assert result.stdout == b""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from functools import partial
-
 import httpx
 import trio
 import trio_websocket
+from helpers import start_localnet_cli
 
 from trio_sogni.localnet import DEFAULT_MODEL, firehose_text
 from trio_sogni.protocol import (
@@ -22,38 +18,13 @@ from trio_sogni.protocol import (
     encode_client_message,
 )
 
-CODE = """
-import argparse, trio
-from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args
-parser = argparse.ArgumentParser()
-add_serve_arguments(parser)
-trio.run(serve_from_args, parser.parse_args())
-"""
-
-
-async def _start(nursery: trio.Nursery, options: list[str]) -> tuple[trio.Process, dict[str, str]]:
-    """Start the CLI; return the process and its one JSON line (checked to be the only output)."""
-    args = [sys.executable, "-c", CODE, *options]
-    process: trio.Process = await nursery.start(
-        partial(trio.run_process, args, stdout=subprocess.PIPE, check=False)
-    )
-    assert process.stdout is not None
-    buffer = b""
-    while b"\n" not in buffer:
-        chunk = await process.stdout.receive_some()
-        assert chunk, "the CLI exited before printing its line"
-        buffer += chunk
-    line, _, rest = buffer.partition(b"\n")
-    assert rest == b""
-    return process, json.loads(line)
-
 
 async def test_cli_prints_one_json_line_and_serves() -> None:
     options = ["--api-key", "cli-key", "--model", "m-a", "--model", "m-b"]
     options += ["--workers", "2", "--tokens-per-second", "100"]
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            process, info = await _start(nursery, options)
+            process, info = await start_localnet_cli(nursery, options)
             assert set(info) == {"rest_url", "socket_url", "api_key"}
             assert info["api_key"] == "cli-key"
             assert info["rest_url"].startswith("http://127.0.0.1:")
@@ -76,7 +47,7 @@ async def test_cli_firehose_streams_unpaced_chunks_beyond_the_default_limit() ->
     options = ["--api-key", "k", "--firehose", "--capacity", "4", "--max-output-tokens", "100000"]
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            process, info = await _start(nursery, options)
+            process, info = await start_localnet_cli(nursery, options)
             url = info["socket_url"] + "?appId=fh"
             async with trio_websocket.open_websocket_url(
                 url, extra_headers=[(b"api-key", b"k")], message_queue_size=100_000

@@ -313,26 +313,25 @@ class JobManager:
 
     # -- the job task ---------------------------------------------------------------------------
 
-    async def _emit(self, job: Job, message: ServerMessage) -> None:
+    async def _put(self, job: Job, item: OutFrame | OutEncoded) -> None:
+        """Queue ``item`` on the socket holding the job's app (dropped, and counted, while the
+        app has none). A checkpoint; waits while that socket's outbox is full."""
         app = self.apps.get(job.app_id)
         sock = app.socket if app is not None else None
         if sock is None:
             self.frames_dropped += 1
             await trio.lowlevel.checkpoint()
             return
-        await sock.driver.outbox.put(OutFrame(encode_server_message(message), job))
+        await sock.driver.outbox.put(item)
+
+    async def _emit(self, job: Job, message: ServerMessage) -> None:
+        await self._put(job, OutFrame(encode_server_message(message), job))
 
     async def _emit_chunk(self, job: Job, chunk: ChatCompletionChunk) -> None:
         await self._emit(job, chunk)
 
     async def _emit_encoded(self, job: Job, data: bytes) -> None:
-        app = self.apps.get(job.app_id)
-        sock = app.socket if app is not None else None
-        if sock is None:
-            self.frames_dropped += 1
-            await trio.lowlevel.checkpoint()
-            return
-        await sock.driver.outbox.put(OutEncoded(data, job))
+        await self._put(job, OutEncoded(data, job))
 
     async def _drop_for(self, job: Job, reset: bool) -> None:
         app = self.apps.get(job.app_id)

@@ -212,7 +212,32 @@ class Worker(Protocol):
     async def run(self, job: JobContext) -> None: ...
 
 
-class SimulatedWorker:
+class _WorkerIdentity:
+    """Name, models and capacity: what every bundled worker shares (see :class:`Worker`)."""
+
+    def __init__(
+        self, name: str | None, default_prefix: str, models: Sequence[str] | None, capacity: int
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._name = name if name is not None else f"{default_prefix}-{next(_names)}"
+        self._models = tuple(models) if models is not None else None
+        self._capacity = capacity
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def models(self) -> Sequence[str] | None:
+        return self._models
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+
+class SimulatedWorker(_WorkerIdentity):
     """A TEST DOUBLE worker: it produces scripted text, it does not run any model.
 
     Without a script a job gets the deterministic default reply
@@ -239,30 +264,14 @@ class SimulatedWorker:
         start_latency: float = 0.0,
         script: ScriptFunction | None = None,
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        super().__init__(name, "simulated-worker", models, capacity)
         if tokens_per_second is not None and tokens_per_second < 0:
             raise ValueError("tokens_per_second must not be negative")
         if start_latency < 0:
             raise ValueError("start_latency must not be negative")
-        self._name = name if name is not None else f"simulated-worker-{next(_names)}"
-        self._models = tuple(models) if models is not None else None
-        self._capacity = capacity
         self.tokens_per_second = tokens_per_second
         self.start_latency = start_latency
         self.script = script
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return self._models
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
 
     async def run(self, job: JobContext) -> None:
         """Play the job's script. Returns when it ends; never returns for a stalled script."""
@@ -324,7 +333,7 @@ def firehose_text(max_tokens: int, words: Sequence[str] = DEFAULT_FIREHOSE_WORDS
     return "".join(words) * full + "".join(words[:rest])
 
 
-class FirehoseWorker:
+class FirehoseWorker(_WorkerIdentity):
     """A TEST DOUBLE load source for benchmarks and load tests: it runs no model.
 
     Every job streams exactly ``max_tokens`` (the request's, or the model default) ``jobTokens``
@@ -345,29 +354,13 @@ class FirehoseWorker:
         words: Sequence[str] = DEFAULT_FIREHOSE_WORDS,
         batch: int = 64,
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        super().__init__(name, "firehose-worker", models, capacity)
         if batch < 1:
             raise ValueError("batch must be at least 1")
         if not words or not all(words):
             raise ValueError("words must be non-empty strings")
-        self._name = name if name is not None else f"firehose-worker-{next(_names)}"
-        self._models = tuple(models) if models is not None else None
-        self._capacity = capacity
         self.words = tuple(words)
         self.batch = batch
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return self._models
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
 
     async def run(self, job: JobContext) -> None:
         """Stream the job's chunks as fast as the socket takes them."""
