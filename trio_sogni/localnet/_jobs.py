@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -38,7 +38,14 @@ from ._session import Session
 from ._workers import JobContext, Worker
 from ._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
 
-__all__ = ["RESTART_MESSAGE", "Changes", "JobManager", "SocketBinding"]
+__all__ = [
+    "INTERNAL_APP_ID",
+    "RESTART_MESSAGE",
+    "Changes",
+    "InternalJob",
+    "JobManager",
+    "SocketBinding",
+]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
@@ -83,6 +90,24 @@ class _App:
 
     def __post_init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+
+
+INTERNAL_APP_ID: Final = "localnet-internal"
+"""The ``appId`` of jobs started by :meth:`JobManager.run_internal` (no socket ever holds it)."""
+
+
+class InternalJob(Job):
+    """A job of :meth:`JobManager.run_internal`: its messages go to ``on_message``, not a socket."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_message: Callable[[ServerMessage], Awaitable[None]] = _discard
+        self.final: LLMJobResult | LLMJobError | None = None
+        self.finished = trio.Event()
+
+
+async def _discard(message: ServerMessage) -> None:
+    await trio.lowlevel.checkpoint()
 
 
 def _error(job_id: str, error: str, message: str, worker_name: str | None = None) -> LLMJobError:
@@ -222,6 +247,23 @@ class JobManager:
     def submit(self, sock: SocketBinding, request: LLMJobRequest) -> LLMJobError | None:
         """Accept ``request`` (its task starts soon) or return the error to answer it with."""
         self.job_requests.append(request)
+        admitted = self._admit(request, sock.account.id, sock.app_id, Job)
+        if isinstance(admitted, LLMJobError):
+            return admitted
+        self.apps[sock.app_id].jobs[admitted.key] = admitted
+        assert self.nursery is not None
+        self.nursery.start_soon(self._run_job, admitted)
+        return None
+
+    def _admit(
+        self,
+        request: LLMJobRequest,
+        account_id: str | None,
+        app_id: str,
+        make: Callable[..., Job],
+    ) -> Job | LLMJobError:
+        """Check ``request``, reserve its estimate from ``account_id`` (``None``: not billed) and
+        register the job built by ``make``, or return the error that refuses it."""
         key = request.job_id.upper()
         spec = self.models.get(request.model)
         if self.closing:
@@ -243,15 +285,15 @@ class JobManager:
         token_type = request.token_type if isinstance(request.token_type, str) else "sogni"
         estimate = self.pricing.estimate(prompt_tokens, max_tokens, token_type)
         hold = None
-        if self.ledger is not None:
+        if self.ledger is not None and account_id is not None:
             try:
-                hold = self.ledger.reserve(sock.account.id, token_type, Decimal(estimate))
+                hold = self.ledger.reserve(account_id, token_type, Decimal(estimate))
             except InsufficientBalance as exc:
                 return _error(request.job_id, "insufficient_balance", str(exc))
         self._seq += 1
-        job = Job(
+        job = make(
             request=request,
-            app_id=sock.app_id,
+            app_id=app_id,
             seq=self._seq,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
@@ -259,10 +301,42 @@ class JobManager:
         )
         job.hold = hold
         self.jobs[key] = job
-        self.apps[sock.app_id].jobs[key] = job
+        return job
+
+    async def run_internal(
+        self,
+        request: LLMJobRequest,
+        *,
+        account_id: str | None,
+        on_message: Callable[[ServerMessage], Awaitable[None]],
+    ) -> LLMJobResult | LLMJobError:
+        """Run ``request`` as a job that belongs to no socket (e.g. a durable run's LLM round)
+        and return its final ``llmJobResult`` or ``llmJobError``.
+
+        Admission, queueing, workers and billing (to ``account_id``; ``None``: not billed) are
+        exactly those of a socket job. Every message the job produces (``jobState``, chunks, the
+        final message) is awaited through ``on_message`` in order, which is the job's
+        backpressure. Cancelling the caller aborts the job (outcome ``aborted``, hold released).
+        A worker that sends pre-encoded frames (:class:`FirehoseWorker`) cannot serve such a job:
+        it ends with ``internal_error``.
+        """
+        self.job_requests.append(request)
+        admitted = self._admit(request, account_id, INTERNAL_APP_ID, InternalJob)
+        if isinstance(admitted, LLMJobError):
+            return admitted
+        assert isinstance(admitted, InternalJob)
+        admitted.on_message = on_message
         assert self.nursery is not None
-        self.nursery.start_soon(self._run_job, job)
-        return None
+        self.nursery.start_soon(self._run_job, admitted)
+        try:
+            await admitted.finished.wait()
+        finally:
+            if not admitted.finished.is_set():
+                self.end_job(admitted, "aborted", None)
+        final = admitted.final
+        if final is None:  # pragma: no cover - every ending records its final message
+            final = _error(request.job_id, "internal_error", "the job ended without a result")
+        return final
 
     def abort(self, app_id: str, job_id: str) -> None:
         """A client of ``app_id`` aborted ``job_id``: stop it wherever it is, send nothing more."""
@@ -279,6 +353,8 @@ class JobManager:
         and free its queue entry or worker capacity at once (the next job may start)."""
         if job.silenced:
             return
+        if isinstance(job, InternalJob) and job.final is None:
+            job.final = error or _error(job.job_id, outcome, f"The job ended ({outcome}).")
         if error is not None:
             app = self.apps.get(job.app_id)
             if app is not None and app.socket is not None:
@@ -325,12 +401,19 @@ class JobManager:
         await sock.driver.outbox.put(item)
 
     async def _emit(self, job: Job, message: ServerMessage) -> None:
+        if isinstance(job, InternalJob):
+            if isinstance(message, LLMJobResult | LLMJobError):
+                job.final = message
+            await job.on_message(message)
+            return
         await self._put(job, OutFrame(encode_server_message(message), job))
 
     async def _emit_chunk(self, job: Job, chunk: ChatCompletionChunk) -> None:
         await self._emit(job, chunk)
 
     async def _emit_encoded(self, job: Job, data: bytes) -> None:
+        if isinstance(job, InternalJob):
+            raise RuntimeError("pre-encoded frames cannot be delivered to an internal job")
         await self._put(job, OutEncoded(data, job))
 
     async def _drop_for(self, job: Job, reset: bool) -> None:
@@ -420,3 +503,5 @@ class JobManager:
         finally:
             self.scheduler.discard(job)
             self._forget(job)
+            if isinstance(job, InternalJob):
+                job.finished.set()
