@@ -36,10 +36,18 @@ from ._events import (
     ModelsUpdatedEvent,
     TokenEvent,
 )
+from ._hosted import (
+    ChatHosted,
+    LLMCostEstimate,
+    estimate_input_tokens,
+    request_estimate,
+    resolve_max_output_tokens,
+)
 from ._request import CompletionParams, MessageInput, build_llm_request, validate_messages
+from ._runs import ChatRuns
 from ._stream import ChatCompletionResult, ChatStream, _JobSlot  # pyright: ignore[reportPrivateUsage]
 from ._tools import ChatTools, OnToolCall, ToolRound
-from ._transport import SocketTransport
+from ._transport import RestClient, SocketTransport
 from .protocol import (
     MAX_JSON_DEPTH,
     AbortJob,
@@ -152,6 +160,9 @@ class ChatAPI:
         self._aborts_sent = 0
         self.completions = ChatCompletions(self)
         self.tools = ChatTools()
+        self._rest: RestClient | None = None
+        self._hosted: ChatHosted | None = None
+        self._runs: ChatRuns | None = None
         self._handlers: dict[type, Any] = {
             JobState: self._on_job_state,
             LLMJobResult: self._on_result,
@@ -165,6 +176,70 @@ class ChatAPI:
     @override
     def __repr__(self) -> str:
         return f"<ChatAPI live_jobs={len(self._jobs)} models={len(self._models)}>"
+
+    def bind_rest(self, rest: RestClient) -> None:
+        """Attach the REST client (done once by the client): enables `hosted`, `runs` and
+        `estimate_cost`."""
+        self._rest = rest
+        self._hosted = ChatHosted(rest, app_source=self._app_source)
+        self._runs = ChatRuns(rest, app_source=self._app_source)
+
+    @property
+    def hosted(self) -> ChatHosted:
+        """``sogni.chat.hosted``: OpenAI-style completions and synchronous tools over REST."""
+        if self._hosted is None:
+            raise ClientClosedError("this ChatAPI has no REST client")
+        return self._hosted
+
+    @property
+    def runs(self) -> ChatRuns:
+        """``sogni.chat.runs``: durable runs that survive disconnects and restarts."""
+        if self._runs is None:
+            raise ClientClosedError("this ChatAPI has no REST client")
+        return self._runs
+
+    async def estimate_cost(
+        self,
+        *,
+        model: str,
+        messages: Sequence[MessageInput],
+        max_tokens: int | None = None,
+        token_type: Literal["sogni", "spark"] = "sogni",
+        think: bool | None = None,
+        task_profile: Literal["general", "coding", "reasoning"] | None = None,
+    ) -> LLMCostEstimate:
+        """Quote a job before running it (``GET {socket host}/api/v1/job-llm/estimate/...``).
+
+        Input tokens are counted as the official SDKs count them (`estimate_input_tokens`); the
+        output budget is ``max_tokens``, else the model's default from `models` (its thinking
+        default for ``think=True`` with a coding or reasoning profile), else 4096.
+
+        Raises:
+            InvalidRequestError: bad arguments (nothing was sent).
+            ChatJobError, APIStatusError: the server could not quote (unknown model, ...).
+        """
+        if not isinstance(model, str) or not model.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidRequestError("model must be a non-empty string")
+        if token_type not in ("sogni", "spark"):
+            raise InvalidRequestError("token_type must be 'sogni' or 'spark'")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise InvalidRequestError("max_tokens must be a positive integer")
+        validate_messages(messages)
+        input_tokens = estimate_input_tokens(messages)
+        output_tokens = resolve_max_output_tokens(
+            self._models.get(model), max_tokens=max_tokens, think=think, task_profile=task_profile
+        )
+        if self._rest is None:
+            raise ClientClosedError("this ChatAPI has no REST client")
+        return await request_estimate(
+            self._rest,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=output_tokens,
+            token_type=token_type,
+        )
 
     def bind(self, transport: SocketTransport) -> None:
         """Attach the transport this router sends through (done once by the client)."""

@@ -368,6 +368,7 @@ async def open_sogni_client(
         rest_endpoint, _socket_host(socket_endpoint), rest_headers, http, session.reauthenticate
     )
     session.bind(rest)
+    chat.bind_rest(rest)
     chat.eip712 = session.eip712
     client = SogniClient(
         app_id=app_id,

@@ -10,6 +10,7 @@
     │   └── ConnectionLost         the socket died; ``close_code``, ``reason``; retryable
     ├── APIError                   the server said no
     │   ├── APIStatusError         a REST call failed: ``status_code``, ``error_code``, ``payload``
+    │   │   └── RunStateError      a durable run refused the request in its state (HTTP 409)
     │   └── ChatJobError           a chat job failed: ``code``, ``error_type``, ``job_id``, ``payload``
     ├── ProtocolError              a frame could not be decoded (a server bug); ``frame`` excerpt
     ├── ClientClosedError          the client was closed while the operation was pending
@@ -36,9 +37,12 @@ __all__ = [
     "ConnectionLost",
     "InvalidRequestError",
     "ProtocolError",
+    "RunStateError",
     "SogniError",
     "ToolLoopError",
     "TransportError",
+    "as_chat_error",
+    "chat_error_from_payload",
 ]
 
 SUBSCRIPTION_ERROR_CODES: Final[dict[str, int]] = {
@@ -186,6 +190,86 @@ class ChatJobError(APIError):
     def is_subscription_limit(self) -> bool:
         """True for a subscription limit (``subscriptionLimit`` or code 4081)."""
         return self.subscription_limit is True or self.code == "4081"
+
+
+def chat_error_from_payload(
+    payload: object, *, status: int | None = None, fallback: str = ""
+) -> ChatJobError | None:
+    """A `ChatJobError` for an error body in one of the two shapes the official SDKs recognise
+    (protocol.md §3.8), or ``None`` when the body is neither:
+
+    1. ``{error: {message?, type?, code?, subscription?}}`` with a string ``code`` or ``type``,
+       or ``subscription.subscriptionLimit`` true;
+    2. ``{error, error_code?, error_message?, subscriptionLimit?, requiredPlans?, feature?,
+       limitation?}`` with ``error_code``, or both ``error`` and ``error_message``, or
+       ``subscriptionLimit`` true.
+    """
+    if not isinstance(payload, dict):
+        return None
+    body: dict[str, Any] = payload  # pyright: ignore[reportUnknownVariableType]
+    nested = body.get("error")
+    if isinstance(nested, dict):
+        err: dict[str, Any] = nested  # pyright: ignore[reportUnknownVariableType]
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        kind = err.get("type") if isinstance(err.get("type"), str) else None
+        raw_sub = err.get("subscription")
+        sub: dict[str, Any] = raw_sub if isinstance(raw_sub, dict) else {}  # pyright: ignore[reportUnknownVariableType]
+        if code is None and kind is None and sub.get("subscriptionLimit") is not True:
+            return None
+        message = err.get("message")
+        return ChatJobError(
+            message if isinstance(message, str) and message else (kind or code or fallback),
+            code=code,
+            error_type=kind,
+            status=status,
+            payload=payload,
+            subscription_limit=_opt_bool(sub.get("subscriptionLimit")),
+            required_plans=_opt_str_list(sub.get("requiredPlans")),
+            feature=sub.get("feature") if isinstance(sub.get("feature"), str) else None,
+            limitation=sub.get("limitation"),
+        )
+    error = body.get("error")
+    code = body.get("error_code")
+    message = body.get("error_message")
+    limit = body.get("subscriptionLimit") is True
+    if code is None and not (error is not None and message is not None) and not limit:
+        return None
+    return ChatJobError(
+        str(message) if message else str(error or fallback),
+        code=None if code is None else str(code),
+        error_type=None if error is None else str(error),
+        status=status,
+        payload=payload,
+        subscription_limit=_opt_bool(body.get("subscriptionLimit")),
+        required_plans=_opt_str_list(body.get("requiredPlans")),
+        feature=body.get("feature") if isinstance(body.get("feature"), str) else None,
+        limitation=body.get("limitation"),
+    )
+
+
+def _opt_bool(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _opt_str_list(value: object) -> list[str] | None:
+    if isinstance(value, list):
+        items: list[object] = value  # pyright: ignore[reportUnknownVariableType]
+        return [str(v) for v in items]
+    return None
+
+
+def as_chat_error(exc: APIStatusError) -> APIStatusError | ChatJobError:
+    """``exc`` as a `ChatJobError` when its body is a recognised chat error, else itself."""
+    mapped = chat_error_from_payload(exc.payload, status=exc.status_code, fallback=str(exc))
+    if mapped is None:
+        return exc
+    mapped.__cause__ = exc
+    return mapped
+
+
+class RunStateError(APIStatusError):
+    """A durable run refused the request in its current state (HTTP 409): e.g. confirming the
+    cost of a run that is not waiting for it, or with a stale cost preview."""
 
 
 class ProtocolError(SogniError):

@@ -4,7 +4,8 @@ typed errors. Two bases: the REST endpoint and the "socket host" (the socket end
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -116,6 +117,56 @@ class RestClient:
             raise TransportError(
                 f"failed to parse response body (HTTP {response.status_code})"
             ) from exc
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        base: str = "rest",
+        headers: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> AsyncGenerator[httpx.Response]:
+        """Open a streaming request (e.g. server-sent events) and yield the response once its
+        status is 2xx; the body is read by the caller (``response.aiter_bytes()``). The response
+        is closed when the block exits. A 401 is retried once after renewing credentials.
+
+        Raises:
+            APIStatusError: a non-2xx status (the error body is read first).
+            ConnectError / TransportError: the request could not be completed.
+        """
+        url = self._bases[base] + path
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        for attempt in (1, 2):
+            all_headers = dict(await self._headers())
+            if headers:
+                all_headers.update(headers)
+            request = self._http.build_request(method, url, headers=all_headers, timeout=timeout)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+            except httpx.HTTPError as exc:
+                raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+            try:
+                if response.is_success:
+                    yield response
+                    return
+                try:
+                    await response.aread()
+                except httpx.HTTPError as exc:
+                    raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+                if (
+                    attempt == 1
+                    and response.status_code == 401
+                    and self._reauthenticate is not None
+                    and await self._reauthenticate()
+                ):
+                    continue
+                raise _error_from_response(response)
+            finally:
+                await response.aclose()
 
     async def _send(
         self,
