@@ -12,14 +12,15 @@ Modes (all workers are test doubles, not inference):
 * ``paced``: `PacedWorker` (below): the first chunk at once, then ``--tokens-per-second`` per
   job, unbounded capacity: used to hold thousands of slow jobs open.
 * ``latency``: `TimestampWorker` (below): every chunk carries the server's ``time.monotonic_ns()``
-  at send time, paced, so clients can compute send-to-consumer latency (CLOCK_MONOTONIC is
-  shared by processes on one machine).
+  at send time, paced, each job with a random phase, so clients can compute send-to-consumer
+  latency (CLOCK_MONOTONIC is shared by processes on one machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -60,7 +61,9 @@ class TimestampWorker(_BenchWorker):
     worker_name = "timestamp-worker"
 
     async def run(self, job: Any) -> None:
-        deadline = trio.current_time()
+        # A random phase per job: jobs that start in one burst would otherwise tick in lockstep
+        # and measure the server's own queueing of 200 simultaneous chunks, not delivery.
+        deadline = trio.current_time() + random.uniform(0, self._interval)
         for _ in range(job.max_tokens):
             deadline += self._interval
             await trio.sleep_until(deadline)
