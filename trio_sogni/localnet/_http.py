@@ -9,7 +9,7 @@ there; any other request goes to ``on_request`` and its :class:`HTTPResponse` is
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final, cast
@@ -20,6 +20,7 @@ import msgspec
 import trio
 
 __all__ = [
+    "AbortConnection",
     "HTTPRequest",
     "HTTPResponse",
     "error_response",
@@ -84,6 +85,11 @@ class HTTPResponse:
     content_type: str = "application/json"
     headers: Sequence[tuple[str, str]] = ()
     stream: Callable[[], AsyncIterator[bytes]] | None = None
+
+
+class AbortConnection(Exception):
+    """Raised by a streamed body (``HTTPResponse.stream``) to cut the connection at once,
+    leaving the body unfinished, as a network fault would (used for fault injection)."""
 
 
 _json: Final = msgspec.json.Encoder()
@@ -178,9 +184,14 @@ async def _send_response(
         if response.body:
             await stream.send_all(conn.send(h11.Data(data=response.body)))
     else:
-        async for chunk in response.stream():
-            if chunk:
-                await stream.send_all(conn.send(h11.Data(data=chunk)))
+        chunks = response.stream()
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()  # run its cleanup now, not when it is collected
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
@@ -246,7 +257,7 @@ async def serve_http(
                 )
             except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, AbortConnection):
         return
 
 

@@ -46,6 +46,9 @@ from ._records import (
     redact,
 )
 from ._rest import RestAPI
+from ._runs import RunManager
+from ._runs_api import RunRoutes
+from ._runs_store import RunStore
 from ._script import ScriptFunction
 from ._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._store import AccountRecord, TokenType
@@ -135,6 +138,18 @@ class LocalNetwork:
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
+        self.runs = RunManager(
+            store=RunStore(accounts.store.connection),
+            jobs=self._jobs,
+            ledger=accounts.ledger,
+            clock=lambda: self._accounts.clock(),
+            base_url=self._asset_base_url,
+            errors=self.errors,
+            on_settled=self._push_balance,
+        )
+        """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
+        docs/localnet.md, "Durable runs"."""
+        RunRoutes(self.rest.router, self.runs, self.authenticate)
         self._sockets: set[SocketBinding] = set()
         self._connections: set[_Connection] = set()
         self._closing = False
@@ -183,6 +198,9 @@ class LocalNetwork:
         if ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{port}"
+
+    def _asset_base_url(self) -> str:
+        return self.rest_url if self._address is not None else "http://localnet.invalid"
 
     @property
     def port(self) -> int:
@@ -466,6 +484,11 @@ class LocalNetwork:
         await self.wait_until(lambda: not any(s in self._sockets for s in sockets))
         return len(sockets)
 
+    async def drop_event_streams(self) -> int:
+        """Cut every open chat-run event stream (SSE) mid-body, without finishing the chunked
+        response, and wait until they are gone. The runs go on. Returns how many were cut."""
+        return await self.runs.drop_streams()
+
     async def close_all_connections(self, code: int = 1001, reason: str = "") -> int:
         """Close every authenticated socket with ``code`` and wait until they are gone (each
         waits at most ``close_timeout`` for the client's reply). Returns the number closed."""
@@ -660,6 +683,7 @@ class LocalNetwork:
                 self._nursery = self._jobs.nursery = nursery
                 for worker in workers:
                     self.add_worker(worker)
+                self.runs.start(nursery)
                 if listeners:
                     nursery.start_soon(self._serve_listeners, list(listeners))
                     listeners.clear()
@@ -685,6 +709,7 @@ class LocalNetwork:
         with 1001 and wait (at most ``grace`` seconds) for connections to end."""
         self._closing = self._jobs.closing = True
         self._listen_scope.cancel()
+        await self.runs.aclose(grace)
         self._jobs.scheduler.closed = True
         self._jobs.end_all("server_restarting", "server_restarting", RESTART_MESSAGE)
         for sock in list(self._sockets):

@@ -152,6 +152,12 @@ class Store:
         """Close the database (idempotent)."""
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection (autocommit mode), for sibling tables kept in the same database
+        (e.g. durable chat runs, see :mod:`trio_sogni.localnet._runs_store`)."""
+        return self._db
+
     @contextmanager
     def _transaction(self) -> Generator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
