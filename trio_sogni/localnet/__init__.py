@@ -37,8 +37,10 @@ from ._accounts import TokenPair as TokenPair
 from ._config import (
     DEFAULT_MODEL as DEFAULT_MODEL,
     Account as Account,
+    ModelPrice as ModelPrice,
     ModelSpec as ModelSpec,
     Pricing as Pricing,
+    Quote as Quote,
 )
 from ._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
 from ._network import LocalNetwork as LocalNetwork
@@ -47,6 +49,7 @@ from ._open import (
     open_local_network as open_local_network,
     serve_local_network as serve_local_network,
 )
+from ._prices import load_prices as load_prices, parse_prices as parse_prices
 from ._records import (
     HandshakeRecord as HandshakeRecord,
     HTTPRequestRecord as HTTPRequestRecord,
@@ -71,6 +74,7 @@ from ._script import (
     ToolCall as ToolCall,
     count_prompt_tokens as count_prompt_tokens,
     default_reply_text as default_reply_text,
+    default_script as default_script,
     expected_output as expected_output,
     split_deltas as split_deltas,
 )
@@ -111,12 +115,14 @@ __all__ = [
     "JobRecord",
     "LocalNetwork",
     "LocalNetworkOptions",
+    "ModelPrice",
     "ModelSpec",
     "NetworkStatistics",
     "PasswordWallet",
     "Pause",
     "PreparedChunk",
     "Pricing",
+    "Quote",
     "RejectedFrame",
     "Router",
     "Script",
@@ -131,9 +137,12 @@ __all__ = [
     "Worker",
     "count_prompt_tokens",
     "default_reply_text",
+    "default_script",
     "expected_output",
     "firehose_text",
+    "load_prices",
     "open_local_network",
+    "parse_prices",
     "serve_local_network",
     "split_deltas",
     "wallet_from_password",

@@ -5,7 +5,10 @@
 * an ``api-key`` header: the SHA-256 digest of the key must be stored for an account;
 * an ``Authorization`` header holding an access token (a raw JWT, as the official SDKs send it;
   a ``Bearer`` prefix is accepted and ignored) that localnet issued, that has not expired and
-  whose account exists.
+  whose account exists;
+* ``Authorization: Bearer <api key>`` (as the ``openai`` package and other OpenAI-compatible
+  clients send a key): a bearer value that is not a valid access token is looked up as an API
+  key.
 
 When an ``api-key`` header is present it alone decides. Access tokens are HS256 JWTs signed with
 a random secret kept in the store (so sessions survive a restart on a file database). Claims:
@@ -307,9 +310,13 @@ class Accounts:
         if authorization is None:
             return None
         token = authorization.strip()
-        if token[:7].lower() == "bearer ":
-            token = token[7:].strip()
-        return self.verify_access_token(token)
+        if token[:7].lower() != "bearer ":
+            return self.verify_access_token(token)
+        token = token[7:].strip()
+        record = self.verify_access_token(token)
+        if record is None and token:  # ``Bearer <api key>``, as OpenAI-compatible clients send
+            record = self.store.account_for_api_key(hash_api_key(token))
+        return record
 
     def _claims(self, token: str) -> dict[str, Any] | None:
         try:

@@ -9,7 +9,8 @@ Accounts: ``--database PATH`` keeps them (and balances, API keys, sessions) in a
 across runs; ``--user NAME:PASSWORD[:BALANCE]`` (repeatable) makes sure a user exists who can log
 in with that username and password (the wallet derived as the official SDKs derive it), funded
 with BALANCE sogni (default 100) when created; a user already in the database keeps its balance.
-``--testnet`` makes logins and signups use the testnet EIP-712 domain.
+``--testnet`` makes logins and signups use the testnet EIP-712 domain. ``--prices FILE.json``
+loads the price table (format in :mod:`trio_sogni.localnet._prices`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from decimal import Decimal
 
 import trio
 
-from ._config import DEFAULT_MODEL, ModelSpec
+from ._config import DEFAULT_MODEL, ModelSpec, Pricing
 from ._ledger import to_amount
 from ._network import LocalNetwork
 from ._open import open_local_network
+from ._prices import load_prices
 from ._wallets import wallet_from_password
 from ._workers import FirehoseWorker, Worker
 
@@ -147,6 +149,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "BALANCE sogni (default 100) unless it exists; repeatable",
     )
     parser.add_argument(
+        "--prices",
+        default=None,
+        metavar="FILE.json",
+        help="price table: per-model USD per million input/output tokens and the exchange "
+        "rates (format: docs/localnet.md, 'Prices and cost estimates')",
+    )
+    parser.add_argument(
         "--rebind-grace",
         type=float,
         default=30.0,
@@ -170,7 +179,14 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         if args.firehose
         else args.workers
     )
+    pricing: Pricing | None = None
+    if args.prices is not None:
+        try:
+            pricing = load_prices(args.prices)
+        except (OSError, ValueError) as exc:  # a clear message, not a traceback
+            raise SystemExit(f"trio-sogni localnet serve: --prices: {exc}") from None
     async with open_local_network(
+        pricing=pricing,
         host=args.host,
         port=args.port,
         api_key=args.api_key,

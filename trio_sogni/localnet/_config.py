@@ -5,8 +5,11 @@ Everything here is plain immutable data; nothing does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
+from types import MappingProxyType
 from typing import Final, Literal
 
 from ..protocol import Balance, LLMJobCost, LLMModelInfo, LLMParamConstraint
@@ -14,8 +17,10 @@ from ..protocol import Balance, LLMJobCost, LLMModelInfo, LLMParamConstraint
 __all__ = [
     "DEFAULT_MODEL",
     "Account",
+    "ModelPrice",
     "ModelSpec",
     "Pricing",
+    "Quote",
     "format_decimal",
 ]
 
@@ -92,42 +97,172 @@ def format_decimal(value: Decimal) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pricing:
-    """A flat price: ``usd_per_million_tokens`` for input and output tokens alike.
+class ModelPrice:
+    """The price of one model: USD per million input (prompt) and output (completion) tokens."""
 
-    Token-denominated costs use fixed exchange rates (``sogni_per_usd``, ``spark_per_usd``).
-    Currency values go on the wire as decimal strings.
+    input_usd_per_million_tokens: Decimal
+    output_usd_per_million_tokens: Decimal
+
+    def __post_init__(self) -> None:
+        for name in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+            object.__setattr__(self, name, _price(getattr(self, name), name))
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What ``input_tokens`` in and ``output_tokens`` out cost, in USD and in every token type
+    (``token`` is the amount in the token type that was asked for). Each amount is rounded once,
+    to 12 decimal places, so a quote, a job's ``cost`` and the amount debited agree exactly."""
+
+    usd: Decimal
+    sogni: Decimal
+    spark: Decimal
+    token: Decimal
+    input_tokens: int
+    output_tokens: int
+
+
+def _price(value: object, name: str, *, positive: bool = False) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise ValueError(f"{name} must be a decimal number")
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise ValueError(f"{name} must be a decimal number") from None
+    if not amount.is_finite() or amount < 0 or (positive and amount == 0):
+        raise ValueError(
+            f"{name} must be a finite {'positive' if positive else 'non-negative'} number"
+        )
+    return amount
+
+
+_MILLION: Final = Decimal(1_000_000)
+_ROUND: Final = Decimal("1e-12")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pricing:
+    """localnet's price table (every amount a :class:`~decimal.Decimal`; no float anywhere).
+
+    * ``models``: per-model :class:`ModelPrice` (USD per million input / output tokens);
+    * a model not in ``models`` costs ``input_usd_per_million_tokens`` /
+      ``output_usd_per_million_tokens``, which both default to ``usd_per_million_tokens`` (the
+      older flat price, 1 USD);
+    * exchange rates: ``usd_per_sogni`` / ``usd_per_spark`` (USD per token unit), or, when those
+      are not given, ``sogni_per_usd`` / ``spark_per_usd`` (token units per USD, 100 each).
+
+    :meth:`quote` is the one cost function: the estimate endpoint, a job's reservation
+    (``estimatedCost``) and its settled ``llmJobResult.cost`` (and thus the amount debited) all
+    come from it. Amounts are rounded to 12 decimal places (half-even) after each conversion.
     """
 
     usd_per_million_tokens: Decimal = field(default_factory=lambda: Decimal("1"))
+    input_usd_per_million_tokens: Decimal | None = None
+    output_usd_per_million_tokens: Decimal | None = None
+    models: Mapping[str, ModelPrice] = field(default_factory=dict[str, ModelPrice])
     sogni_per_usd: Decimal = field(default_factory=lambda: Decimal("100"))
     spark_per_usd: Decimal = field(default_factory=lambda: Decimal("100"))
+    usd_per_sogni: Decimal | None = None
+    usd_per_spark: Decimal | None = None
 
-    def usd(self, tokens: int) -> Decimal:
-        """The price of ``tokens`` tokens in USD."""
-        return self.usd_per_million_tokens * tokens / Decimal(1_000_000)
+    def __post_init__(self) -> None:
+        set_ = partial(object.__setattr__, self)
+        set_(
+            "usd_per_million_tokens", _price(self.usd_per_million_tokens, "usd_per_million_tokens")
+        )
+        for name in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+            value = getattr(self, name)
+            set_(name, self.usd_per_million_tokens if value is None else _price(value, name))
+        for name in ("sogni_per_usd", "spark_per_usd"):
+            set_(name, _price(getattr(self, name), name, positive=True))
+        for name in ("usd_per_sogni", "usd_per_spark"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(name, _price(value, name, positive=True))
+        models = dict(self.models)
+        for name, price in models.items():
+            if not isinstance(price, ModelPrice):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ValueError(f"the price of model {name!r} must be a ModelPrice")
+        set_("models", MappingProxyType(models))
+
+    def model_price(self, model: str | None) -> ModelPrice:
+        """The price of ``model`` (the default price for ``None`` or a model not in the table)."""
+        price = self.models.get(model) if model is not None else None
+        if price is not None:
+            return price
+        assert self.input_usd_per_million_tokens is not None
+        assert self.output_usd_per_million_tokens is not None
+        return ModelPrice(
+            input_usd_per_million_tokens=self.input_usd_per_million_tokens,
+            output_usd_per_million_tokens=self.output_usd_per_million_tokens,
+        )
+
+    def usd(self, tokens: int, *, model: str | None = None, output_tokens: int = 0) -> Decimal:
+        """The unrounded USD price of ``tokens`` input tokens plus ``output_tokens`` output tokens
+        of ``model`` (default price when ``None``)."""
+        price = self.model_price(model)
+        return (
+            price.input_usd_per_million_tokens * tokens
+            + price.output_usd_per_million_tokens * output_tokens
+        ) / _MILLION
 
     def in_token(self, usd: Decimal, token_type: Literal["sogni", "spark"]) -> Decimal:
-        """Convert a USD amount into ``token_type`` units."""
-        rate = self.sogni_per_usd if token_type == "sogni" else self.spark_per_usd
-        return usd * rate
+        """Convert a USD amount into ``token_type`` units (unrounded)."""
+        if token_type == "sogni":
+            per = self.usd_per_sogni
+            return usd / per if per is not None else usd * self.sogni_per_usd
+        per = self.usd_per_spark
+        return usd / per if per is not None else usd * self.spark_per_usd
+
+    def quote(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        token_type: Literal["sogni", "spark"],
+        *,
+        model: str | None = None,
+    ) -> Quote:
+        """The cost of ``input_tokens`` in and ``output_tokens`` out on ``model``."""
+        usd = self.usd(input_tokens, model=model, output_tokens=output_tokens)
+        sogni = self.in_token(usd, "sogni").quantize(_ROUND)
+        spark = self.in_token(usd, "spark").quantize(_ROUND)
+        return Quote(
+            usd=usd.quantize(_ROUND),
+            sogni=sogni,
+            spark=spark,
+            token=sogni if token_type == "sogni" else spark,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
 
     def estimate(
-        self, input_tokens: int, max_output_tokens: int, token_type: Literal["sogni", "spark"]
+        self,
+        input_tokens: int,
+        max_output_tokens: int,
+        token_type: Literal["sogni", "spark"],
+        *,
+        model: str | None = None,
     ) -> str:
         """The ``estimatedCost`` of ``jobState pending``: the worst case, in ``token_type``."""
-        return format_decimal(self.in_token(self.usd(input_tokens + max_output_tokens), token_type))
+        return format_decimal(
+            self.quote(input_tokens, max_output_tokens, token_type, model=model).token
+        )
 
     def cost(
-        self, input_tokens: int, output_tokens: int, token_type: Literal["sogni", "spark"]
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        token_type: Literal["sogni", "spark"],
+        *,
+        model: str | None = None,
     ) -> LLMJobCost:
-        """The settled cost of a job, as sent in ``llmJobResult.cost``."""
-        usd = self.usd(input_tokens + output_tokens)
+        """The settled cost of a job, as sent in ``llmJobResult.cost`` (decimal strings)."""
+        quote = self.quote(input_tokens, output_tokens, token_type, model=model)
         return LLMJobCost(
-            cost_in_usd=format_decimal(usd),
-            cost_in_token=format_decimal(self.in_token(usd, token_type)),
-            cost_in_sogni=format_decimal(self.in_token(usd, "sogni")),
-            cost_in_spark=format_decimal(self.in_token(usd, "spark")),
+            cost_in_usd=format_decimal(quote.usd),
+            cost_in_token=format_decimal(quote.token),
+            cost_in_sogni=format_decimal(quote.sogni),
+            cost_in_spark=format_decimal(quote.spark),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
         )

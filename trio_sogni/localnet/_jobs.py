@@ -29,7 +29,7 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._config import Account, ModelSpec, Pricing, format_decimal
+from ._config import Account, ModelSpec, Pricing
 from ._ledger import InsufficientBalance, Ledger
 from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
@@ -283,7 +283,7 @@ class JobManager:
             else spec.default_output_tokens
         )
         token_type = request.token_type if isinstance(request.token_type, str) else "sogni"
-        estimate = self.pricing.estimate(prompt_tokens, max_tokens, token_type)
+        estimate = self.pricing.estimate(prompt_tokens, max_tokens, token_type, model=request.model)
         hold = None
         if self.ledger is not None and account_id is not None:
             try:
@@ -475,7 +475,10 @@ class JobManager:
                     job.outcome = job.outcome or "failed"
                 else:
                     cost = self.pricing.cost(
-                        job.prompt_tokens, context.completion_tokens, job.token_type
+                        job.prompt_tokens,
+                        context.completion_tokens,
+                        job.token_type,
+                        model=job.model,
                     )
                     result = LLMJobResult(
                         job_id=job.job_id,
@@ -486,9 +489,7 @@ class JobManager:
                     )
                     hold = job.hold
                     if hold is not None and self.ledger is not None:
-                        tokens = job.prompt_tokens + context.completion_tokens
-                        charge = self.pricing.in_token(self.pricing.usd(tokens), job.token_type)
-                        self.ledger.settle(hold, Decimal(format_decimal(charge)))
+                        self.ledger.settle(hold, Decimal(str(cost.cost_in_token)))
                     try:
                         await self._emit(job, result)
                     finally:

@@ -115,7 +115,10 @@ async def open_local_network(
     ``tokens_per_second`` and ``start_latency``. ``script`` chooses simulated output per request.
     ``api_key`` defaults to a fresh random key (``net.api_key``). ``rebind_grace`` is how many
     seconds a disconnected app's jobs keep running, waiting for a socket with the same ``appId``.
-    ``price_per_million_tokens`` (USD) is a shortcut for ``pricing=Pricing(...)``.
+    ``pricing`` is the price table (:class:`Pricing`: per-model USD per million input and output
+    tokens, a default for other models, the exchange rates); it prices the cost estimate
+    endpoint, each job's reservation and its settled cost. ``price_per_million_tokens`` (USD)
+    is a shortcut for ``pricing=Pricing(usd_per_million_tokens=...)``, a flat price.
     ``authenticator`` replaces the credential checks (see :meth:`LocalNetwork.authenticate`).
 
     Accounts live in an SQLite ``database`` (``":memory:"``, the default, or a file that keeps

@@ -11,6 +11,7 @@ Without a script, a job produces the *default reply*: ``"Simulated reply to: <la
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +25,13 @@ from ..protocol import (
     FunctionCall,
     FunctionCallDelta,
     LLMJobRequest,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
     TextPart,
     ToolCall as WireToolCall,
     ToolCallDelta,
 )
+from ._jsonschema import example
 
 __all__ = [
     "Action",
@@ -47,6 +51,7 @@ __all__ = [
     "compile_script",
     "count_prompt_tokens",
     "default_reply_text",
+    "default_script",
     "expected_output",
     "split_deltas",
 ]
@@ -216,6 +221,31 @@ def default_reply_text(
     messages = _as_messages(source)
     last_user = next((m for m in reversed(messages) if m.role == "user"), None)
     return DEFAULT_REPLY_PREFIX + (_message_text(last_user) if last_user else "")
+
+
+def default_script(request: LLMJobRequest) -> Script:
+    """The script of a job when no script function chooses one.
+
+    * ``response_format`` ``json_schema`` (with a schema): one JSON object that validates against
+      that schema, built deterministically by :func:`~trio_sogni.localnet._jsonschema.example`
+      (required properties only, the first ``enum`` value, ``"Simulated <property>."`` for
+      strings, the smallest allowed number, ``minItems`` array items...);
+    * ``json_object`` (or ``json_schema`` without a schema): ``{"reply": <default reply text>}``;
+    * otherwise the default reply text (:func:`default_reply_text`).
+
+    JSON is written with ``", "`` and ``": "`` separators, so it streams in word-sized chunks
+    like any text (and ``max_tokens`` can cut it short, leaving invalid JSON, as a real model's
+    output would be).
+    """
+    response_format = request.response_format
+    if isinstance(response_format, ResponseFormatJSONSchema):
+        schema = response_format.json_schema.schema
+        if schema is not None:
+            return [Text(json.dumps(example(schema), ensure_ascii=False))]
+    if isinstance(response_format, ResponseFormatJSONSchema | ResponseFormatJSONObject):
+        reply = {"reply": default_reply_text(request)}
+        return [Text(json.dumps(reply, ensure_ascii=False))]
+    return [Text(default_reply_text(request))]
 
 
 def count_prompt_tokens(
@@ -407,10 +437,11 @@ def expected_output(
     *,
     default_max_tokens: int | None = None,
 ) -> ExpectedOutput:
-    """Predict what a simulated worker sends for ``request`` running ``script`` (default reply
-    when ``None``). ``default_max_tokens`` stands for the model's default output limit, used when
-    the request sets no ``max_tokens``."""
-    steps: Script = script if script is not None else [Text(default_reply_text(request))]
+    """Predict what a simulated worker sends for ``request`` running ``script`` (when ``None``:
+    :func:`default_script`, i.e. the default reply, or a JSON instance for a JSON
+    ``response_format``). ``default_max_tokens`` stands for the model's default output limit,
+    used when the request sets no ``max_tokens``."""
+    steps: Script = script if script is not None else default_script(request)
     limit = request.max_tokens if isinstance(request.max_tokens, int) else default_max_tokens
     stop = request.stop if isinstance(request.stop, str | list) else None
     actions = compile_script(steps, max_tokens=limit, stop=stop)

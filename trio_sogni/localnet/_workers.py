@@ -29,9 +29,8 @@ from ._script import (
     Pause,
     ScriptFunction,
     Stall,
-    Text,
     compile_script,
-    default_reply_text,
+    default_script,
 )
 from ._ws import encode_frame
 
@@ -244,6 +243,11 @@ class SimulatedWorker(_WorkerIdentity):
     ``"Simulated reply to: <last user message text>"`` (:func:`default_reply_text`), one word per
     ``jobTokens`` chunk, cut by the request's ``stop`` sequences and ``max_tokens``
     (:func:`compile_script` gives the exact rules; :func:`expected_output` predicts the result).
+    A request with ``response_format`` ``json_schema`` instead gets one deterministic JSON
+    instance that validates against the schema (required properties, first enum values,
+    ``"Simulated <property>."`` strings, smallest allowed numbers, ``minItems`` items), and
+    ``json_object`` gets ``{"reply": <default reply text>}``; both stream in word-sized chunks
+    (:func:`~trio_sogni.localnet._script.default_script`).
     A script chooses other output, including faults. The worker's own ``script`` wins over the
     network's; either may return ``None`` for the default reply.
 
@@ -278,7 +282,7 @@ class SimulatedWorker(_WorkerIdentity):
         chooser = self.script if self.script is not None else job.network_script
         steps = chooser(job.request) if chooser is not None else None
         if steps is None:
-            steps = [Text(default_reply_text(job.request))]
+            steps = default_script(job.request)
         stop = job.request.stop if isinstance(job.request.stop, str | list) else None
         actions = compile_script(steps, max_tokens=job.max_tokens, stop=stop)
         interval = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0

@@ -1,0 +1,440 @@
+"""Hosted REST: ``POST /v1/chat/completions`` and ``POST /v1/creative-agent/tools/execute``
+(protocol.md §3.2, §3.3, §3.8).
+
+Both run their LLM work as ordinary localnet jobs (:meth:`JobManager.run_internal`): the same
+admission checks, queues, workers and billing as socket jobs (the estimate is reserved from the
+caller's account and the actual cost debited on completion).
+
+**Completions** answer the raw OpenAI object ``{id, object: "chat.completion", created, model,
+choices: [{index: 0, message: {role: "assistant", content, tool_calls?}, finish_reason}],
+usage: {prompt_tokens, completion_tokens, total_tokens}}``, non-streaming only.
+
+**Tools** answer ``{status: "success", data: {toolCallId, tool, result, message: null}}``; see
+:mod:`._composition` for how a call becomes a job.
+
+**Errors**, on both routes and for every failure (bad request, credentials, admission and job
+failures alike), use the OpenAI-style shape that ChatJobError recognises, with the Sogni REST
+envelope's keys beside it so the official SDKs' ``ApiError`` has a message::
+
+    {"status": "error", "message": M, "errorCode": <HTTP status>,
+     "error": {"message": M, "type": T, "code": C, "subscription"?: {...}}}
+
+====  ===================================  ==========================================
+HTTP  type / code                          when
+====  ===================================  ==========================================
+400   ``invalid_request_error`` /          malformed body, unknown field, ``stream:
+      ``invalid_request``                  true``, bad tool arguments, ``max_tokens``
+                                           above the model's limit
+401   ``authentication_error`` /           missing or invalid credentials
+      ``invalid_api_key``
+402   ``insufficient_balance``             the account cannot cover the estimate
+404   ``model_not_found`` /                a model the network does not know, a tool
+      ``tool_not_found``                   localnet does not run
+503   the job's tag (``model_unavailable``,  no worker serves the model, the server is
+      ``server_restarting``,               restarting, the worker went away
+      ``worker_disconnected``)
+502   ``tool_output_invalid``              the model's tool output is not JSON or does
+                                           not match the result schema
+====  ===================================  ==========================================
+
+A job refused or failed (``llmJobError``) gives ``type`` = its ``error`` tag (but
+``invalid_request_error`` for ``invalid_request``) and ``code`` = its ``error_code`` (else the tag), with subscription fields under ``error.subscription``; the
+status is 402 for a subscription denial (``subscriptionLimit`` or codes 4078-4081), 400 for
+``invalid_request``, 500 for ``internal_error``, 503 as above, else 502.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import msgspec
+
+from ..protocol import (
+    ChatCompletionChunk,
+    LLMJobError,
+    LLMJobRequest,
+    LLMJobResult,
+    ServerMessage,
+)
+from ._composition import composition_tool
+from ._config import Account
+from ._http import HTTPRequest, HTTPResponse, json_response
+from ._jobs import JobManager
+from ._rest import Router
+
+__all__ = ["HostedRoutes", "openai_error"]
+
+COMPLETIONS_PATH: Final = "/v1/chat/completions"
+TOOLS_PATH: Final = "/v1/creative-agent/tools/execute"
+
+_BODY_TO_WIRE: Final[Mapping[str, str]] = {
+    "model": "model",
+    "messages": "messages",
+    "app_source": "appSource",
+    "max_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "stop": "stop",
+    "token_type": "tokenType",
+    "billingMode": "billingMode",
+    "tools": "tools",
+    "tool_choice": "tool_choice",
+    "sogni_tools": "sogni_tools",
+    "sogni_tool_execution": "sogni_tool_execution",
+    "task_profile": "taskProfile",
+    "safe_content_filter": "safeContentFilter",
+    "chat_template_kwargs": "chat_template_kwargs",
+    "response_format": "response_format",
+}
+"""Hosted body field (snake_case, except ``billingMode``) → ``llmJobRequest`` field."""
+
+_WIRE_TO_BODY: Final = {wire: body for body, wire in _BODY_TO_WIRE.items()}
+
+_MEDIA_FIELDS: Final = ("media_references", "api_media_references")
+
+_ATTRIBUTION_HEADERS: Final[Mapping[str, str]] = {
+    "x-sogni-workload-kind": "workloadKind",
+    "x-sogni-agent-framework": "agentFramework",
+    "x-sogni-agent-framework-version": "agentFrameworkVersion",
+    "x-sogni-agent-surface": "agentSurface",
+    "x-sogni-agent-surface-version": "agentSurfaceVersion",
+    "x-sogni-execution-mode": "executionMode",
+    "x-sogni-operation-scope": "operationScope",
+    "x-sogni-operation-id": "operationId",
+    "x-sogni-root-operation-id": "rootOperationId",
+    "x-sogni-parent-operation-id": "parentOperationId",
+}
+"""Attribution headers (protocol.md §3.9) copied into the job request's wire fields."""
+
+_TOOL_FIELDS: Final = frozenset(
+    {"tool", "arguments", "app_source", "token_type", "safe_content_filter"}
+)
+_SUBSCRIPTION_CODES: Final = frozenset({"4078", "4079", "4080", "4081"})
+_UNAVAILABLE: Final = frozenset({"model_unavailable", "server_restarting", "worker_disconnected"})
+
+
+def openai_error(
+    status: int,
+    message: str,
+    error_type: str,
+    code: str,
+    *,
+    subscription: Mapping[str, Any] | None = None,
+) -> HTTPResponse:
+    """An error response in the shape described in the module docstring."""
+    error: dict[str, Any] = {"message": message, "type": error_type, "code": code}
+    if subscription:
+        error["subscription"] = dict(subscription)
+    body = {"status": "error", "message": message, "errorCode": status, "error": error}
+    return json_response(status, body)
+
+
+def _invalid(message: str) -> HTTPResponse:
+    return openai_error(400, message, "invalid_request_error", "invalid_request")
+
+
+def _unauthorized() -> HTTPResponse:
+    return openai_error(
+        401, "Invalid or missing credentials", "authentication_error", "invalid_api_key"
+    )
+
+
+def job_error_response(error: LLMJobError) -> HTTPResponse:
+    """The HTTP answer for a job refused at admission or failed while running."""
+    subscription = {
+        key: value
+        for key, value in (
+            ("subscriptionLimit", error.subscription_limit),
+            ("requiredPlans", error.required_plans),
+            ("feature", error.feature),
+            ("limitation", error.limitation),
+        )
+        if value is not None
+    }
+    tag = str(error.error)
+    code = str(error.error_code) if error.error_code is not None else tag
+    if (
+        error.error == "insufficient_balance"
+        or error.subscription_limit
+        or code in _SUBSCRIPTION_CODES
+    ):
+        status = 402
+    elif tag == "invalid_request":
+        status = 400
+    elif tag in _UNAVAILABLE:
+        status = 503
+    elif tag == "internal_error":
+        status = 500
+    else:
+        status = 502
+    message = error.error_message or tag
+    error_type = "invalid_request_error" if tag == "invalid_request" else tag
+    return openai_error(status, message, error_type, code, subscription=subscription)
+
+
+def _json_body(request: HTTPRequest) -> dict[str, Any] | HTTPResponse:
+    try:
+        body = json.loads(request.body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _invalid("The request body must be a JSON object")
+    if not isinstance(body, dict):
+        return _invalid("The request body must be a JSON object")
+    return body  # pyright: ignore[reportUnknownVariableType]
+
+
+def _new_job_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def completion_request(
+    body: Mapping[str, Any], headers: Mapping[str, str], job_id: str
+) -> LLMJobRequest | str:
+    """The ``llmJobRequest`` for a hosted completion body, or the reason it is invalid.
+
+    ``null`` fields count as absent; ``stream`` may only be ``false``; ``media_references`` and
+    ``api_media_references`` may only be empty (localnet serves no media); any other field not in
+    protocol.md §3.2 is refused. ``app_source`` defaults to the ``X-App-Source`` header, and the
+    ``X-Sogni-*`` attribution headers become the request's attribution fields.
+    """
+    wire: dict[str, Any] = {"jobID": job_id, "type": "llm"}
+    for name, value in body.items():
+        if value is None:
+            continue
+        if name == "stream":
+            if value is not False:
+                return "stream must be false: this endpoint answers non-streaming requests only"
+            continue
+        if name in _MEDIA_FIELDS:
+            if value != []:
+                return f"{name} is not supported by localnet (it serves no media)"
+            continue
+        target = _BODY_TO_WIRE.get(name)
+        if target is None:
+            return f"Unknown field {name!r}"
+        wire[target] = value
+    if "appSource" not in wire and "x-app-source" in headers:
+        wire["appSource"] = headers["x-app-source"]
+    for header, target in _ATTRIBUTION_HEADERS.items():
+        if header in headers:
+            wire[target] = headers[header]
+    for required in ("model", "messages"):
+        if required not in wire:
+            return f"Missing required field {required!r}"
+    try:
+        return msgspec.convert(wire, LLMJobRequest)
+    except (msgspec.ValidationError, ValueError) as exc:
+        message = str(exc)
+        for wire_name, body_name in _WIRE_TO_BODY.items():
+            message = message.replace(f"`$.{wire_name}", f"`$.{body_name}")
+        return f"Invalid request: {message}"
+
+
+class _Collector:
+    """Accumulates a job's chunks into one assistant message."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+
+    async def on_message(self, message: ServerMessage) -> None:
+        if not isinstance(message, ChatCompletionChunk):
+            return
+        if message.content:
+            self.content.append(message.content)
+        for delta in message.tool_calls or ():
+            entry = self.tool_calls.setdefault(
+                delta.index,
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if delta.id:
+                entry["id"] = delta.id
+            if delta.function is not None:
+                if delta.function.name:
+                    entry["function"]["name"] = delta.function.name
+                entry["function"]["arguments"] += delta.function.arguments or ""
+        if message.finish_reason is not None:
+            self.finish_reason = message.finish_reason
+
+    def message(self) -> dict[str, Any]:
+        text = "".join(self.content)
+        out: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not self.tool_calls else None,
+        }
+        if self.tool_calls:
+            out["tool_calls"] = [call for _, call in sorted(self.tool_calls.items())]
+        return out
+
+
+class HostedRoutes:
+    """Registers the hosted completion and tool routes on ``router``."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        jobs: JobManager,
+        authenticate: Callable[[Mapping[str, str]], Account | None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._jobs = jobs
+        self._authenticate = authenticate
+        self._clock = clock
+        router.add("POST", COMPLETIONS_PATH, self._completions)
+        router.add("POST", TOOLS_PATH, self._execute_tool)
+
+    async def _run(
+        self, request: LLMJobRequest, account: Account
+    ) -> tuple[LLMJobResult | LLMJobError, _Collector]:
+        collector = _Collector()
+        final = await self._jobs.run_internal(
+            request, account_id=account.id, on_message=collector.on_message
+        )
+        return final, collector
+
+    async def _completions(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
+        account = self._authenticate(request.headers)
+        if account is None:
+            return _unauthorized()
+        body = _json_body(request)
+        if isinstance(body, HTTPResponse):
+            return body
+        job_id = _new_job_id()
+        job_request = completion_request(body, request.headers, job_id)
+        if isinstance(job_request, str):
+            return _invalid(job_request)
+        if job_request.model not in self._jobs.models:
+            return openai_error(
+                404,
+                f"The model {job_request.model!r} does not exist on this network",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        final, collector = await self._run(job_request, account)
+        if isinstance(final, LLMJobError):
+            return job_error_response(final)
+        usage = final.usage
+        prompt = usage.prompt_tokens if usage is not None else 0
+        completion = usage.completion_tokens if usage is not None else 0
+        return json_response(
+            200,
+            {
+                "id": f"chatcmpl-{job_id}",
+                "object": "chat.completion",
+                "created": int(self._clock()),
+                "model": job_request.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": collector.message(),
+                        "finish_reason": collector.finish_reason or "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            },
+        )
+
+    def _tool_model(self) -> str | None:
+        """The model tool jobs run on: the first model the network knows that a worker serves."""
+        return next((m for m in self._jobs.models if self._jobs.scheduler.serves(m)), None)
+
+    async def _execute_tool(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
+        account = self._authenticate(request.headers)
+        if account is None:
+            return _unauthorized()
+        body = _json_body(request)
+        if isinstance(body, HTTPResponse):
+            return body
+        unknown = sorted(set(body) - _TOOL_FIELDS)
+        if unknown:
+            return _invalid(f"Unknown field {unknown[0]!r}")
+        name = body.get("tool")
+        if not isinstance(name, str) or not name:
+            return _invalid("tool must be a non-empty string")
+        tool = composition_tool(name)
+        if tool is None:
+            return openai_error(
+                404,
+                f"Unknown tool {name!r}: localnet runs enhance_prompt, compose_script, "
+                "compose_lyrics and compose_instrumental",
+                "invalid_request_error",
+                "tool_not_found",
+            )
+        arguments = body.get("arguments")
+        problems = tool.check_arguments(arguments)
+        if problems:
+            return _invalid(f"Invalid arguments for {name}: " + "; ".join(problems[:5]))
+        assert isinstance(arguments, dict)
+        options: dict[str, Any] = {}
+        for field_name, wire_name in (
+            ("app_source", "appSource"),
+            ("token_type", "tokenType"),
+            ("safe_content_filter", "safeContentFilter"),
+        ):
+            if body.get(field_name) is not None:
+                options[wire_name] = body[field_name]
+        model = self._tool_model()
+        if model is None:
+            return openai_error(
+                503, "No worker is available to run tools", "model_unavailable", "model_unavailable"
+            )
+        wire: dict[str, Any] = {
+            "jobID": _new_job_id(),
+            "type": "llm",
+            "model": model,
+            "messages": msgspec.to_builtins(tool.messages(arguments)),  # pyright: ignore[reportUnknownArgumentType]
+            "stream": False,
+            "response_format": msgspec.to_builtins(tool.response_format()),
+            **options,
+        }
+        try:
+            job_request = msgspec.convert(wire, LLMJobRequest)
+        except msgspec.ValidationError as exc:
+            return _invalid(f"Invalid request: {exc}")
+        final, collector = await self._run(job_request, account)
+        if isinstance(final, LLMJobError):
+            return job_error_response(final)
+        output = "".join(collector.content)
+        try:
+            result = json.loads(output)
+        except json.JSONDecodeError:
+            return openai_error(
+                502,
+                f"The model's output for {name} is not valid JSON",
+                "tool_output_invalid",
+                "tool_output_invalid",
+            )
+        problems = tool.check_result(result)
+        if problems:
+            return openai_error(
+                502,
+                f"The model's output for {name} does not match its result schema: "
+                + "; ".join(problems[:5]),
+                "tool_output_invalid",
+                "tool_output_invalid",
+            )
+        return json_response(
+            200,
+            {
+                "status": "success",
+                "data": {
+                    "toolCallId": f"call_{uuid.uuid4().hex[:24]}",
+                    "tool": name,
+                    "result": result,
+                    "message": None,
+                },
+            },
+        )
