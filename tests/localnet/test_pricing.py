@@ -68,6 +68,7 @@ def test_per_model_prices_and_rates_are_exact_decimals() -> None:
     assert quote.sogni == Decimal("0.00016")  # / 0.03
     assert quote.spark == Decimal("0.00048")
     assert quote.token == quote.sogni
+    assert hash(PRICES) == hash(PRICES)  # still usable as a key, as before per-model prices
     other = PRICES.quote(1_000_000, 1_000_000, "spark", model="unknown")
     assert (other.usd, other.token) == (Decimal(2), Decimal(200))
 

@@ -159,7 +159,7 @@ class Pricing:
     usd_per_million_tokens: Decimal = field(default_factory=lambda: Decimal("1"))
     input_usd_per_million_tokens: Decimal | None = None
     output_usd_per_million_tokens: Decimal | None = None
-    models: Mapping[str, ModelPrice] = field(default_factory=dict[str, ModelPrice])
+    models: Mapping[str, ModelPrice] = field(default_factory=dict[str, ModelPrice], hash=False)
     sogni_per_usd: Decimal = field(default_factory=lambda: Decimal("100"))
     spark_per_usd: Decimal = field(default_factory=lambda: Decimal("100"))
     usd_per_sogni: Decimal | None = None
