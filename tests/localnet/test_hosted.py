@@ -525,3 +525,61 @@ async def test_tool_output_that_breaks_the_schema_is_502() -> None:
     assert "not valid JSON" in error["message"]
     error = assert_openai_error(wrong, 502, "tool_output_invalid")
     assert "missing required property 'music_prompt'" in error["message"]
+
+
+# -- the official Python SDK (unmodified, asyncio in a worker thread) ---------------------------
+
+
+async def _official_sdk_calls(rest_url: str, socket_url: str, api_key: str) -> dict[str, Any]:
+    from sogni_client import SogniClient
+
+    client = await SogniClient.create(
+        app_id="hosted-sdk-test",
+        api_key=api_key,
+        rest_endpoint=rest_url,
+        socket_endpoint=socket_url,
+    )
+    try:
+        await client.chat.wait_for_models()
+        messages = [{"role": "user", "content": "Hello hosted SDK"}]
+        estimate = await client.chat.estimate_cost(model=MODEL, messages=messages, max_tokens=10)
+        hosted = await client.chat.hosted.create(model=MODEL, messages=messages)
+        tool = await client.chat.hosted.execute_tool(
+            tool="compose_lyrics", arguments={"prompt": "trains"}
+        )
+        try:
+            await client.chat.hosted.create(model=MODEL, messages=messages, max_tokens=10**9)
+        except Exception as exc:
+            error: Any = exc
+        else:  # pragma: no cover - the request must fail
+            raise AssertionError("expected a ChatJobError")
+        return {"estimate": estimate, "hosted": hosted, "tool": tool, "error": error}
+    finally:
+        await client.aclose()
+
+
+async def test_official_python_sdk_hosted_and_estimate() -> None:
+    import asyncio
+
+    with trio.fail_after(60):
+        async with open_local_network(rebind_grace=0) as net:
+            out = await trio.to_thread.run_sync(
+                asyncio.run, _official_sdk_calls(net.rest_url, net.socket_url, net.api_key)
+            )
+            await net.wait_until(lambda: net.connected_sockets == 0)
+            pricing = net.pricing
+    estimate = out["estimate"]
+    assert estimate["outputTokens"] == 10
+    quote = pricing.quote(estimate["inputTokens"], 10, "sogni", model=MODEL)
+    assert Decimal(str(estimate["costInToken"])) == quote.token
+    assert (
+        out["hosted"]["choices"][0]["message"]["content"] == "Simulated reply to: Hello hosted SDK"
+    )
+    assert out["tool"]["status"] == "success"
+    spec = composition_tool("compose_lyrics")
+    assert spec is not None
+    assert validate(out["tool"]["data"]["result"], spec.result_schema) == []
+    error = out["error"]
+    assert type(error).__name__ == "ChatJobError"
+    assert error.status == 400
+    assert error.code == "invalid_request"
