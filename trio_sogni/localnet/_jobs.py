@@ -170,6 +170,11 @@ class JobManager:
         )
 
     def add_worker(self, worker: Worker) -> None:
+        # A worker may describe its models (e.g. LlamaCppWorker, from the GGUF metadata); a
+        # spec the network was configured with wins.
+        specs: tuple[ModelSpec, ...] = tuple(getattr(worker, "model_specs", ()))
+        for spec in specs:
+            self.models.setdefault(spec.name, spec)
         names = tuple(worker.models) if worker.models is not None else tuple(self.models)
         for name in names:
             self.models.setdefault(name, ModelSpec(name=name))
@@ -475,7 +480,7 @@ class JobManager:
                     job.outcome = job.outcome or "failed"
                 else:
                     cost = self.pricing.cost(
-                        job.prompt_tokens,
+                        context.prompt_tokens,  # a real worker's tokenizer count
                         context.completion_tokens,
                         job.token_type,
                         model=job.model,
