@@ -113,6 +113,11 @@ class SSEReader:
     async def aclose(self) -> None:
         await self._chunks.aclose()
 
+    async def raw_chunk(self) -> str:
+        """The next piece of body text as it arrived (nothing buffered must be pending)."""
+        assert self._buffer == ""
+        return await anext(self._chunks)
+
     async def frame(self) -> str | None:
         while "\n\n" not in self._buffer:
             try:
@@ -578,10 +583,10 @@ async def test_heartbeats_are_separate_comment_frames(
             async with c.stream(run_id, last=events[-1]["sequence"]) as sse:
                 await trio.testing.wait_all_tasks_blocked()
                 mock_clock.jump(5)
-                assert await sse.frame() == ": ping"
+                assert await sse.raw_chunk() == ": ping\n\n"  # a frame of its own
                 await trio.testing.wait_all_tasks_blocked()
                 mock_clock.jump(5)
-                assert await sse.frame() == ": ping"
+                assert await sse.raw_chunk() == ": ping\n\n"  # a frame of its own
                 await c.post(run_id, "cancel", {})
                 frame = await sse.frame()
                 assert frame is not None
