@@ -7,7 +7,9 @@ One Trio server speaks the Supernet's REST API and its WebSocket protocol on a s
 
 Jobs are run by workers. The bundled :class:`SimulatedWorker` is a **test double**: it produces
 scripted text (by default ``"Simulated reply to: <last user message>"``, one word per chunk), it
-does not run a model. :class:`FirehoseWorker` is another test double, a load source for benchmarks:
+does not run a model. :class:`LlamaCppWorker` (llama.cpp on a GGUF file, with the ``local``
+extra) and :class:`OpenAIBridgeWorker` (any OpenAI-compatible server) run REAL inference.
+:class:`FirehoseWorker` is another test double, a load source for benchmarks:
 it streams pre-encoded chunks as fast as the socket takes them. A *script* (``script=`` on the network or on a worker: a function from the
 :class:`~trio_sogni.protocol.LLMJobRequest` to a list of steps, or ``None`` for the default reply)
 chooses other output. Steps:
@@ -33,6 +35,8 @@ This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3) a
 on the client, so the two implementations check each other.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._accounts import TokenPair as TokenPair
 from ._config import (
     DEFAULT_MODEL as DEFAULT_MODEL,
@@ -43,6 +47,11 @@ from ._config import (
     Quote as Quote,
 )
 from ._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
+from ._llama import (
+    DEFAULT_LLAMA_MODEL as DEFAULT_LLAMA_MODEL,
+    LlamaCppWorker as LlamaCppWorker,
+    LlamaWorkerStatistics as LlamaWorkerStatistics,
+)
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
     LocalNetworkOptions as LocalNetworkOptions,
@@ -94,8 +103,22 @@ from ._workers import (
     firehose_text as firehose_text,
 )
 
+if TYPE_CHECKING:
+    from ._bridge import OpenAIBridgeWorker as OpenAIBridgeWorker
+
+
+def __getattr__(name: str) -> Any:
+    # The bridge worker needs httpx; importing trio_sogni.localnet must not load it.
+    if name == "OpenAIBridgeWorker":
+        from ._bridge import OpenAIBridgeWorker
+
+        return OpenAIBridgeWorker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_FIREHOSE_WORDS",
+    "DEFAULT_LLAMA_MODEL",
     "DEFAULT_MODEL",
     "Account",
     "AccountRecord",
@@ -113,11 +136,14 @@ __all__ = [
     "JobContext",
     "JobOutcome",
     "JobRecord",
+    "LlamaCppWorker",
+    "LlamaWorkerStatistics",
     "LocalNetwork",
     "LocalNetworkOptions",
     "ModelPrice",
     "ModelSpec",
     "NetworkStatistics",
+    "OpenAIBridgeWorker",
     "PasswordWallet",
     "Pause",
     "PreparedChunk",
