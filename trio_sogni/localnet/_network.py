@@ -34,6 +34,8 @@ from ..protocol import (
 from ._account_api import AccountRoutes
 from ._accounts import AccountRef, Accounts, TokenPair
 from ._config import Account, ModelSpec, Pricing
+from ._estimate_api import EstimateRoutes
+from ._hosted_api import HostedRoutes
 from ._http import HTTPRequest, HTTPResponse, error_response, serve_http
 from ._jobs import RESTART_MESSAGE, Changes, JobManager, SocketBinding
 from ._ledger import Amount, to_amount
@@ -138,6 +140,19 @@ class LocalNetwork:
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
+        EstimateRoutes(
+            self.rest.router,
+            authenticate=self.authenticate,
+            pricing=lambda: self._jobs.pricing,
+            models=lambda: self._jobs.models,
+            clock=lambda: self._accounts.clock(),
+        )
+        HostedRoutes(
+            self.rest.router,
+            jobs=self._jobs,
+            authenticate=self.authenticate,
+            clock=lambda: self._accounts.clock(),
+        )
         self.runs = RunManager(
             store=RunStore(accounts.store.connection),
             jobs=self._jobs,
@@ -227,7 +242,8 @@ class LocalNetwork:
 
         Default: an ``api-key`` header holding a key of a stored account (:attr:`api_key`, keys
         from :meth:`create_api_key`), or else an ``Authorization`` header holding a valid,
-        unexpired access token this network issued (a raw JWT; a ``Bearer`` prefix is ignored).
+        unexpired access token this network issued (a raw JWT; a ``Bearer`` prefix is ignored),
+        or ``Authorization: Bearer <api key>`` (as OpenAI-compatible clients send a key).
         An ``authenticator=`` given to :func:`open_local_network` replaces all of this.
         """
         if self._authenticator is not None:
