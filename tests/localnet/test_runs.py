@@ -409,6 +409,53 @@ async def test_cost_confirmation_pauses_then_confirm_resumes() -> None:
     assert sequences(rest) == list(range(events[-1]["sequence"] + 1, rest[-1]["sequence"] + 1))
 
 
+async def test_confirm_cost_idempotency_key_and_free_tools_never_pause() -> None:
+    def script(request: LLMJobRequest) -> list[Any]:
+        tools = [m for m in request.messages if m.role == "tool"]
+        if not tools:
+            return [ToolCall("enhance_prompt", {"prompt": "a cat"}, id="call_free")]
+        if len(tools) == 1:
+            return [ToolCall("generate_image", {"prompt": "a cat"}, id="call_img")]
+        return [Text("Ok.")]
+
+    async with open_local_network(script=script) as net, client_for(net) as c:
+        with trio.fail_after(TIMEOUT):
+            run_id = await c.run_id({**user("cat"), "confirm_cost": True})
+            events = await c.until(run_id, {"run_awaiting_cost_confirmation"})
+            free = [e for e in events if e["type"] == "tool_call_resolved"]
+            assert [e["payload"]["toolCallId"] for e in free] == ["call_free"]
+            assert free[0]["payload"]["result"]["prompt"].startswith("a cat, ")
+            preview = (await c.run(run_id))["billingPreview"]
+            body = {
+                "tool_call_id": "call_img",
+                "decision": "confirm",
+                "acceptedCostPreview": preview,
+            }
+            headers = {**c.headers, "Idempotency-Key": "confirm-1"}
+            url = f"/v1/chat/runs/{run_id}/confirm-cost"
+            first = await c.http.post(url, json=body, headers=headers)
+            repeat = await c.http.post(url, json=body, headers=headers)
+            done = await c.all_events(run_id)
+    assert first.status_code == 200
+    assert "idempotent" not in first.json()["data"]
+    assert repeat.status_code == 200
+    assert repeat.json()["data"]["idempotent"] is True
+    types = [e["type"] for e in done]
+    assert types.count("run_cost_confirmation_resolved") == 1
+    assert types[-1] == "run_completed"
+
+
+async def test_a_run_that_never_stops_calling_tools_fails_at_max_rounds() -> None:
+    script = lambda request: [ToolCall("enhance_prompt", {"prompt": "again"})]  # noqa: E731
+    async with open_local_network(script=script) as net, client_for(net) as c:
+        net.runs.max_rounds = 3
+        with trio.fail_after(TIMEOUT):
+            events = await c.all_events(await c.run_id(user("loop")))
+    assert [e["type"] for e in events].count("llm_round_started") == 3
+    assert events[-1]["type"] == "run_failed"
+    assert events[-1]["payload"]["error"]["code"] == "max_rounds_exceeded"
+
+
 async def test_paid_tool_is_billed_to_the_owner() -> None:
     script = tool_then_text("generate_image", {"prompt": "a cat"}, "Ok.")
     async with open_local_network(script=script, meter_default_account=True) as net:
@@ -541,7 +588,7 @@ async def test_another_owner_cannot_see_a_run(net: LocalNetwork) -> None:
 
 
 async def test_dropped_stream_resumes_with_last_event_id() -> None:
-    worker = SimulatedWorker("slow", tokens_per_second=200)
+    worker = SimulatedWorker("slow", tokens_per_second=50)
     script = lambda request: [Text(" ".join(f"w{i}" for i in range(30)))]  # noqa: E731
     async with open_local_network(workers=[worker], script=script) as net:
         net.runs.chunks_per_delta = 1
