@@ -30,6 +30,10 @@ signatures and nonces, JWT sessions with refresh rotation, balances, and billing
 (``insufficient_balance``, ``balanceUpdate``); see :meth:`LocalNetwork.add_account`,
 :meth:`LocalNetwork.fund`, :meth:`LocalNetwork.create_api_key`.
 
+Durable chat runs (``/v1/chat/runs``, :attr:`LocalNetwork.runs`, a :class:`RunManager`): stored
+in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST DOUBLES, cost
+confirmation), streamed as SSE with ``Last-Event-ID`` replay, resumed after a restart.
+
 This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3) and
 :mod:`trio_sogni.protocol`, plus eth-account for wallet signatures (imported on first use), never
 on the client, so the two implementations check each other.
@@ -67,6 +71,7 @@ from ._records import (
     RejectedFrame as RejectedFrame,
 )
 from ._rest import Router as Router
+from ._runs import RunManager as RunManager
 from ._scheduler import JobOutcome as JobOutcome
 from ._script import (
     Delta as Delta,
@@ -151,6 +156,7 @@ __all__ = [
     "Quote",
     "RejectedFrame",
     "Router",
+    "RunManager",
     "Script",
     "ScriptFunction",
     "SimulatedWorker",
