@@ -522,6 +522,7 @@ async def test_cancel_while_running_aborts_the_llm_job() -> None:
     assert events[-1]["type"] == "run_cancelled"
     assert net.job_records[-1].outcome == "aborted"
     assert net.runs.active_runs == 0
+    assert not net.errors
 
 
 async def test_idempotent_create(net: LocalNetwork) -> None:
@@ -700,3 +701,4 @@ async def test_stream_ends_cleanly_on_shutdown_and_restart_resumes(tmp_path: Pat
             assert ok.status_code == 200
             done = await c.all_events(waiting, last=before[-1]["sequence"])
             assert done[-1]["type"] == "run_completed"
+            assert not net.errors

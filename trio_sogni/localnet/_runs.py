@@ -712,9 +712,13 @@ class RunManager:
             chunks = 0
 
         async def on_message(message: ServerMessage) -> None:
+            # Runs in the job's task: once the run was cancelled (or the network is closing)
+            # under it, the rest of the job's output is dropped here rather than raised there.
             nonlocal finish, chunks
             await trio.lowlevel.checkpoint()
-            if not isinstance(message, ChatCompletionChunk):
+            if not isinstance(message, ChatCompletionChunk) or run.scope is None:
+                return
+            if run.scope.cancel_called or run.status in TERMINAL_STATUSES:
                 return
             if message.content:
                 content.append(message.content)
