@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
-from typing import Any, Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, cast, final
 from urllib.parse import quote
 
 import httpx
@@ -488,7 +488,8 @@ class RunEventStream:
                 failure = exc
             else:
                 self._stack = stack
-                self._chunks = await stack.enter_async_context(aclosing(response.aiter_bytes()))
+                chunks = cast("AsyncGenerator[bytes]", response.aiter_bytes())  # an async generator
+                self._chunks = await stack.enter_async_context(aclosing(chunks))
                 self._parser = SSEParser()
                 return
             now = trio.current_time()
