@@ -10,8 +10,8 @@
     │   └── ConnectionLost         the socket died; ``close_code``, ``reason``; retryable
     ├── APIError                   the server said no
     │   ├── APIStatusError         a REST call failed: ``status_code``, ``error_code``, ``payload``
-    │   │   └── RunStateError      a durable run refused the request in its state (HTTP 409)
     │   └── ChatJobError           a chat job failed: ``code``, ``error_type``, ``job_id``, ``payload``
+    │       └── RunStateError      a durable run refused the request in its state (HTTP 409)
     ├── ProtocolError              a frame could not be decoded (a server bug); ``frame`` excerpt
     ├── ClientClosedError          the client was closed while the operation was pending
     └── ToolLoopError              the automatic tool loop ran out of rounds
@@ -267,9 +267,11 @@ def as_chat_error(exc: APIStatusError) -> APIStatusError | ChatJobError:
     return mapped
 
 
-class RunStateError(APIStatusError):
+class RunStateError(ChatJobError):
     """A durable run refused the request in its current state (HTTP 409): e.g. confirming the
-    cost of a run that is not waiting for it, or with a stale cost preview."""
+    cost of a run that is not waiting for it, with a stale cost preview, or cancelling a run that
+    has ended. ``code`` / ``error_type`` say which when the server told (e.g.
+    ``cost_preview_stale``); ``status`` is 409."""
 
 
 class ProtocolError(SogniError):

@@ -179,8 +179,8 @@ class ChatRuns:
     """``sogni.chat.runs``: create, inspect, cancel and follow durable runs.
 
     Every call is a REST request (cancellable; no timeout of its own: use ``trio.fail_after``).
-    Error bodies in the recognised chat-error shapes raise `ChatJobError`; HTTP 409 raises
-    `RunStateError`; anything else `APIStatusError`.
+    HTTP 409 raises `RunStateError` (a `ChatJobError`); other error bodies in the recognised
+    chat-error shapes raise `ChatJobError`; anything else `APIStatusError`.
     """
 
     def __init__(self, rest: RestClient, *, app_source: str | None) -> None:
@@ -358,18 +358,24 @@ def _segment(value: str) -> str:
 
 
 def _run_error(exc: APIStatusError) -> APIStatusError | ChatJobError:
+    """Runs endpoints: 409 is a `RunStateError`; other recognised chat-error bodies are
+    `ChatJobError`; anything else stays an `APIStatusError`."""
     mapped = as_chat_error(exc)
-    if mapped is exc and exc.status_code == 409:
+    if exc.status_code != 409:
+        return mapped
+    if isinstance(mapped, ChatJobError):
         conflict = RunStateError(
-            str(exc),
-            status_code=409,
-            error_code=exc.error_code,
+            str(mapped),
+            code=mapped.code,
+            error_type=mapped.error_type,
+            status=409,
             payload=exc.payload,
-            retry_after=exc.retry_after,
         )
-        conflict.__cause__ = exc
-        return conflict
-    return mapped
+    else:
+        code = None if exc.error_code == 409 else str(exc.error_code)
+        conflict = RunStateError(str(exc), code=code, status=409, payload=exc.payload)
+    conflict.__cause__ = exc
+    return conflict
 
 
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -209,6 +209,8 @@ class RunManager:
     * ``preview_ttl``: seconds a cost preview stays acceptable;
     * ``max_rounds``: LLM rounds a run may take before it fails with ``max_rounds_exceeded``;
     * ``chunks_per_delta``: job chunks coalesced into one ``assistant_message_delta``;
+    * ``delta_interval``: seconds a chunk may wait for others before its delta goes out anyway
+      (a slow or stalled model's text is never held back longer than this);
     * ``tools``: the hosted tool doubles by name (:mod:`._run_tools`).
     """
 
@@ -234,6 +236,7 @@ class RunManager:
         self.preview_ttl = 600.0
         self.max_rounds = 8
         self.chunks_per_delta = 4
+        self.delta_interval = 0.05
         self.tools: dict[str, HostedToolDouble] = default_tool_doubles()
         self._loaded: dict[str, _Run] = {}
         self._streams: set[_Stream] = set()
@@ -698,9 +701,12 @@ class RunManager:
         finish = "stop"
         pending: list[str] = []
         chunks = 0
+        waiting = trio.Event()  # set while chunks wait for their delta
 
         def flush() -> None:
-            nonlocal chunks
+            nonlocal chunks, waiting
+            if waiting.is_set():
+                waiting = trio.Event()
             if pending:
                 self._driver_emit(
                     run,
@@ -724,6 +730,7 @@ class RunManager:
                 content.append(message.content)
                 pending.append(message.content)
                 chunks += 1
+                waiting.set()
             for delta in message.tool_calls or ():
                 entry = calls.setdefault(
                     delta.index,
@@ -740,9 +747,18 @@ class RunManager:
             if chunks >= self.chunks_per_delta or message.finish_reason:
                 flush()
 
-        result = await self._jobs.run_internal(
-            llm_request, account_id=run.row.owner_id, on_message=on_message
-        )
+        async def flush_late() -> None:
+            while True:
+                await waiting.wait()
+                await trio.sleep(self.delta_interval)
+                flush()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flush_late)
+            result = await self._jobs.run_internal(
+                llm_request, account_id=run.row.owner_id, on_message=on_message
+            )
+            nursery.cancel_scope.cancel()
         flush()
         if isinstance(result, LLMJobError):
             return result
