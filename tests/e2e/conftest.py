@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server(model_path: Path) -> Iterator[str]:
+def llama_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` on a free loopback port serving SmolLM2 as ``MODEL``;
     yields its base URL (``.../v1``) once ``GET /v1/models`` answers."""
     port = _free_port()
@@ -90,15 +90,17 @@ def llama_server(model_path: Path) -> Iterator[str]:
         "2048",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    output = log.open("wb")  # a file, not a pipe: llama.cpp's load log would fill a pipe
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {process.stderr.read()!r}")  # type: ignore[union-attr]
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/models", timeout=1, trust_env=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -113,5 +115,4 @@ def llama_server(model_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        output.close()
