@@ -4,6 +4,8 @@ cost confirmation."""
 
 from __future__ import annotations
 
+import signal
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import MODEL
+from helpers import MODEL, start_localnet_cli
 
 import trio_sogni
 from trio_sogni import ChatRunEvent, InvalidRequestError, RunStateError, SogniClient
@@ -256,3 +258,40 @@ async def test_cost_confirmation_with_a_stale_then_the_right_preview() -> None:
             final = await sogni.chat.runs.get(run.run_id)
             assert final.final_response is not None
             assert final.final_response["content"] == "Here it is."
+
+
+async def test_sigkill_of_the_server_mid_run_then_restart(tmp_path: Path) -> None:
+    """The localnet process is killed outright (no shutdown at all) while a run streams; a new
+    process on the same port and database resumes the run, and the client's event stream carries
+    on by itself: every event once, in order, to the end."""
+    with socket.socket() as probe:  # a free loopback port for both server processes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = ["--port", str(port), "--database", str(tmp_path / "k.sqlite"), "--api-key", KEY]
+    options += ["--model", MODEL, "--tokens-per-second", "40"]
+    seen: list[ChatRunEvent] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            first, info = await start_localnet_cli(nursery, options)
+            async with trio_sogni.open_sogni_client(
+                api_key=KEY,
+                socket_endpoint=info["socket_url"],
+                rest_endpoint=info["rest_url"],
+                socket_options=trio_sogni.SocketOptions(
+                    reconnect_initial_delay=0.05, reconnect_max_delay=0.2
+                ),
+            ) as sogni:
+                run = await sogni.chat.runs.create(messages=user("word " * 40), model=MODEL)
+                async with sogni.chat.runs.stream_events(run.run_id) as events:
+                    async for event in events:
+                        seen.append(event)
+                        if event.type == "assistant_message_delta" and first.returncode is None:
+                            first.kill()  # SIGKILL: no cleanup, no close frames
+                            await first.wait()
+                            second, _ = await start_localnet_cli(nursery, options)
+                second.terminate()
+    check_order(seen)
+    types = [e.type for e in seen]
+    assert "run_resumed" in types
+    assert types[-1] == "run_completed"
+    assert first.returncode == -signal.SIGKILL

@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import msgspec
@@ -66,6 +66,19 @@ class FrameSink(Protocol):
 
     def connection_lost(self, error: ConnectionLost) -> None:
         """The current connection died. Jobs that depended on it must fail now."""
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The only exception inside ``group`` (however nested), or ``group`` itself."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(cast("BaseExceptionGroup[BaseException]", exc).exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -174,7 +187,11 @@ class SocketTransport:
         attempt = 0
         while not self._closing:
             try:
-                lost = await self._connect_and_receive(task_status if first else None)
+                try:
+                    lost = await self._connect_and_receive(task_status if first else None)
+                except BaseExceptionGroup as group:
+                    # The connection's nursery wraps what its body raised: one error is that error.
+                    raise _single(group) from None
                 attempt = 0
             except (ConnectError, AuthenticationError) as exc:
                 if first:
