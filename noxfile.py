@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests lint typecheck docs`` is what CI runs."""
+"""Development sessions: ``nox -s tests lint typecheck docs e2e`` is what CI runs."""
 
 from __future__ import annotations
 

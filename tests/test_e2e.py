@@ -388,6 +388,36 @@ async def test_tool_loop_with_a_client_side_tool(engine: str) -> None:
     assert result.tool_history[0].tool_results[0].content == "sunny"
 
 
+@pytest.mark.parametrize(
+    "forced", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+async def test_a_forced_tool_choice_applies_to_the_first_round_only(forced: Any) -> None:
+    def script(request: Any) -> Any:
+        if request.messages[-1].role == "tool":
+            return [Text("done")]
+        return [ToolCall("get_weather", {"city": "Oslo"})]
+
+    async def on_tool_call(call: Any) -> str:
+        await trio.lowlevel.checkpoint()
+        return "sunny"
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    async with local_network(script=script) as net, client_for(net) as sogni:
+        with trio.fail_after(10):
+            result = await sogni.chat.completions.create(
+                model=MODEL,
+                messages=user("weather?"),
+                tools=tools,
+                tool_choice=forced,
+                auto_execute_tools=True,
+                on_tool_call=on_tool_call,
+            )
+    assert result.content == "done"
+    choices = [r.tool_choice for r in net.job_requests]
+    assert choices[-1] == "auto"
+    assert choices[0] != "auto"
+
+
 async def test_tool_calls_are_merged_and_sogni_tools_need_the_hosted_api(engine: str) -> None:
     async with (
         local_network(script=lambda r: [ToolCall("generate_image", {"prompt": "a cat"})]) as net,

@@ -61,6 +61,7 @@ from .protocol import (
     LLMJobResult,
     LLMModelInfo,
     SwarmLLMModels,
+    ToolChoiceFunction,
     UnknownMessage,
     check_json_depth,
     decode_envelope,
@@ -663,8 +664,14 @@ class ChatCompletions:
             raise InvalidRequestError("max_tool_rounds must be a positive integer")
         history: list[ChatMessage] = validate_messages(messages)
         rounds: list[ToolRound] = []
+        # A forced call ("required" or a named function) applies to the first round only: forcing
+        # every round would make the model call tools forever and never answer.
+        forced = params.get("tool_choice") == "required" or isinstance(
+            params.get("tool_choice"), Mapping | ToolChoiceFunction
+        )
+        later = {**params, "tool_choice": "auto"} if forced else params
         for round_number in range(max_rounds):
-            request = self._build(model, history, False, params)
+            request = self._build(model, history, False, params if round_number == 0 else later)
             job = await self._chat.start_job(request)
             async with job:
                 result = await job.wait()

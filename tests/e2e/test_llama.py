@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
 from llama_cpp import Llama
 
-from trio_sogni import ChatJobError
+from trio_sogni import ChatJobError, ToolLoopError
 from trio_sogni.localnet import LlamaCppWorker
 from trio_sogni.localnet._jsonschema import validate
 
@@ -311,3 +312,42 @@ async def test_think_and_bad_requests(llama: LlamaCppWorker, serve: Any, client:
     assert "image" in str(refused)
     assert too_long is not None
     assert "context" in str(too_long)
+
+
+async def test_auto_tool_loop_with_a_client_side_tool(
+    llama: LlamaCppWorker, serve: Any, client: Any
+) -> None:
+    """The official ``autoExecuteTools`` flow on a real model: the forced first round calls the
+    client-side tool with parseable arguments, and its result goes back to the model as a
+    ``tool`` message. SmolLM2-135M then calls the tool again every round (it is too small to
+    use a tool result), so the loop ends at ``max_tool_rounds`` with `ToolLoopError` — the
+    documented bound that keeps a looping model from running forever."""
+    seen: list[dict[str, Any]] = []
+
+    async def on_tool_call(call: Any) -> str:
+        seen.append(json.loads(call.function.arguments))
+        await trio.lowlevel.checkpoint()
+        return json.dumps({"temperature_c": 21, "sky": "sunny"})
+
+    with trio.fail_after(60):
+        async with serve(llama) as net, client(net) as sogni:
+            with pytest.raises(ToolLoopError):
+                await sogni.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                    tools=[WEATHER],
+                    tool_choice="required",
+                    temperature=0,
+                    max_tokens=60,
+                    auto_execute_tools=True,
+                    on_tool_call=on_tool_call,
+                    max_tool_rounds=2,
+                )
+            requests = list(net.job_requests)[-2:]
+    assert len(seen) == 2
+    assert all(isinstance(args["city"], str) for args in seen)
+    first, second = requests
+    assert first.tool_choice == "required"
+    assert second.tool_choice == "auto"  # forcing applies to the first round only
+    assert [m.role for m in second.messages][-2:] == ["assistant", "tool"]
+    assert json.loads(str(second.messages[-1].content)) == {"temperature_c": 21, "sky": "sunny"}
