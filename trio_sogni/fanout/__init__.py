@@ -1,6 +1,23 @@
 """Fan-out for research harnesses: bounded, rate-limited, budgeted, resumable batch runs of chat
 completions with streaming metrics. See ``docs/fanout.md``."""
 
+from ._limits import (
+    AdaptiveConcurrency as AdaptiveConcurrency,
+    Limiter as Limiter,
+    Permit as Permit,
+    TokenBucket as TokenBucket,
+)
+from ._metrics import LogHistogram as LogHistogram, RunStats as RunStats
+from ._retry import (
+    RETRY_TABLE as RETRY_TABLE,
+    RETRYABLE_JOB_ERROR_TYPES as RETRYABLE_JOB_ERROR_TYPES,
+    CircuitBreaker as CircuitBreaker,
+    Classification as Classification,
+    RetryBudget as RetryBudget,
+    backoff_delay as backoff_delay,
+    classify as classify,
+)
+from ._runner import FanoutRun as FanoutRun, open_fanout as open_fanout
 from ._types import (
     MAX_CHUNK_TIMES as MAX_CHUNK_TIMES,
     CacheProtocol as CacheProtocol,
@@ -21,18 +38,33 @@ from ._types import (
 
 __all__ = [
     "MAX_CHUNK_TIMES",
+    "RETRYABLE_JOB_ERROR_TYPES",
+    "RETRY_TABLE",
+    "AdaptiveConcurrency",
     "CacheProtocol",
+    "CircuitBreaker",
+    "Classification",
     "Deadline",
     "ErrorInfo",
     "FanoutItem",
     "FanoutOptions",
     "FanoutResult",
+    "FanoutRun",
     "ItemMetrics",
     "JournalProtocol",
     "LatencySummary",
+    "Limiter",
+    "LogHistogram",
+    "Permit",
     "ResultStatus",
+    "RetryBudget",
     "RunReport",
     "RunSnapshot",
+    "RunStats",
+    "TokenBucket",
     "TokenUsage",
+    "backoff_delay",
+    "classify",
     "content_key",
+    "open_fanout",
 ]
