@@ -265,12 +265,13 @@ class ChatAPI:
         decode_chunk = _chunk_decoder.decode
         for frame in frames:
             try:
-                if len(frame) > _SHALLOW:
+                long = len(frame) > _SHALLOW  # a short frame's payload is shorter still
+                if long:
                     check_json_depth(frame)
                 envelope = decode_envelope_(frame)
                 if envelope.type == "jobTokens":
                     data = envelope.data
-                    if len(data) > _SHALLOW:
+                    if long:
                         check_json_depth(data)
                     chunk = decode_chunk(data)
                     slot = jobs.get(chunk.job_id)
