@@ -1,4 +1,4 @@
-"""The ``trio-sogni`` command: ``chat`` and ``localnet serve``.
+"""The ``trio-sogni`` command: ``chat``, ``batch`` (`trio_sogni._batch_cli`), ``localnet serve``.
 
 ``trio.run`` appears only here. Ctrl-C exits with status 130 after the running job is aborted.
 """
@@ -79,6 +79,21 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
     )
+
+    batch = commands.add_parser(
+        "batch",
+        help="run a JSON Lines file of chat requests (fan-out with limits, budget, resume)",
+        description=(
+            "Run every request of a JSON Lines file (OpenAI / Sogni chat shape, one per line) "
+            "with bounded concurrency, rate limits, a budget, retries and a resumable journal; "
+            "write one result line per request to --output and run_report.json. Runs on an "
+            "embedded local Supernet (the llama.cpp worker, or --simulated test doubles) unless "
+            "--endpoint is given. Exit status: 0 all ok, 1 some failed, 2 usage, 130 interrupted."
+        ),
+    )
+    from . import _batch_cli
+
+    _batch_cli.add_batch_arguments(batch)
 
     localnet = commands.add_parser("localnet", help="run a local Supernet")
     localnet_commands = localnet.add_subparsers(dest="localnet_command", required=True)
@@ -239,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return trio.run(_chat, args)
+        if args.command == "batch":
+            from . import _batch_cli
+
+            return trio.run(_batch_cli.batch, args)
         from .localnet import _cli as localnet_cli
 
         trio.run(localnet_cli.serve_from_args, args)
