@@ -13,8 +13,9 @@ import msgspec
 from msgspec import UNSET
 from typing_extensions import override
 
-from ._errors import APIStatusError, InvalidRequestError, ProtocolError, as_chat_error
+from ._errors import InvalidRequestError
 from ._request import CompletionParams, MessageInput, build_llm_request
+from ._rest_calls import typed_call
 from ._transport import RestClient
 from .protocol import LLMJobRequest, LLMModelInfo, ToolCall, Usage
 
@@ -185,14 +186,8 @@ async def request_estimate(
     path = "/api/v1/job-llm/estimate/" + "/".join(
         _component(str(part)) for part in (token_type, model, input_tokens, max_output_tokens)
     )
-    try:
-        body = await rest.request("GET", path, base="socket")
-    except APIStatusError as exc:
-        raise as_chat_error(exc) from None
-    try:
-        return msgspec.convert(body, _EstimateResponse).quote
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(f"unexpected estimate response: {exc}") from None
+    answer = await typed_call(rest, "GET", path, _EstimateResponse, what="estimate", base="socket")
+    return answer.quote
 
 
 _HOSTED_SKIP: Final = frozenset(
@@ -274,19 +269,15 @@ class ChatHosted:
             default_app_source=self._app_source,
         )
         body = hosted_body(request)
-        try:
-            raw = await self._rest.request(
-                "POST",
-                "/v1/chat/completions",
-                json=body,
-                headers=self._headers(body.get("app_source")),
-            )
-        except APIStatusError as exc:
-            raise as_chat_error(exc) from None
-        try:
-            return msgspec.convert(raw, HostedChatCompletion)
-        except msgspec.ValidationError as exc:
-            raise ProtocolError(f"unexpected completion response: {exc}") from None
+        return await typed_call(
+            self._rest,
+            "POST",
+            "/v1/chat/completions",
+            HostedChatCompletion,
+            what="completion",
+            json=body,
+            headers=self._headers(body.get("app_source")),
+        )
 
     async def execute_tool(
         self,
@@ -325,16 +316,13 @@ class ChatHosted:
             msgspec.json.encode(body)
         except (TypeError, msgspec.EncodeError) as exc:
             raise InvalidRequestError(f"tool arguments are not JSON-serialisable: {exc}") from None
-        try:
-            raw = await self._rest.request(
-                "POST",
-                "/v1/creative-agent/tools/execute",
-                json=body,
-                headers=self._headers(body.get("app_source")),
-            )
-        except APIStatusError as exc:
-            raise as_chat_error(exc) from None
-        try:
-            return msgspec.convert(raw, _ToolEnvelope).data
-        except msgspec.ValidationError as exc:
-            raise ProtocolError(f"unexpected tool response: {exc}") from None
+        answer = await typed_call(
+            self._rest,
+            "POST",
+            "/v1/creative-agent/tools/execute",
+            _ToolEnvelope,
+            what="tool",
+            json=body,
+            headers=self._headers(body.get("app_source")),
+        )
+        return answer.data

@@ -32,6 +32,7 @@ from ._errors import (
     TransportError,
     as_chat_error,
 )
+from ._rest_calls import typed_call
 from ._transport import RestClient
 from ._transport._sse import SSEParser
 from .protocol import check_json_depth
@@ -199,14 +200,17 @@ class ChatRuns:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> _RunData:
-        try:
-            body = await self._rest.request(method, path, json=json, headers=headers)
-        except APIStatusError as exc:
-            raise _run_error(exc) from None
-        try:
-            return msgspec.convert(body, _RunEnvelope).data
-        except msgspec.ValidationError as exc:
-            raise ProtocolError(f"unexpected run response: {exc}") from None
+        answer = await typed_call(
+            self._rest,
+            method,
+            path,
+            _RunEnvelope,
+            what="run",
+            json=json,
+            headers=headers,
+            map_error=_run_error,
+        )
+        return answer.data
 
     async def create(
         self,
