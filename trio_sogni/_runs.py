@@ -113,7 +113,6 @@ class _RunData(msgspec.Struct):
     idempotent: bool | None = None
 
 
-_run_decoder: Final = msgspec.json.Decoder(_RunEnvelope)
 _event_decoder: Final = msgspec.json.Decoder(ChatRunEvent)
 
 
