@@ -128,7 +128,30 @@ class _ToolCallMerger:
         ]
 
 
-class _Coalesced:
+class _Accumulator:
+    """The running state two places keep from chunks: role, finish reason, usage, tool calls."""
+
+    __slots__ = ()
+    role: str | None
+    finish_reason: str | None
+    usage: Usage | None
+    tools: _ToolCallMerger | None
+
+    def _note(self, chunk: ChatCompletionChunk) -> None:
+        """The rarer fields of a chunk: role, finish reason, usage, tool-call deltas."""
+        if chunk.role:
+            self.role = chunk.role
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.tool_calls:
+            if self.tools is None:
+                self.tools = _ToolCallMerger()
+            self.tools.add(chunk.tool_calls)
+
+
+class _Coalesced(_Accumulator):
     """Chunks merged while the consumer was behind; materialised when the consumer reaches it."""
 
     __slots__ = ("count", "finish_reason", "job_id", "parts", "role", "tools", "usage")
@@ -147,16 +170,8 @@ class _Coalesced:
         self.count += 1
         if chunk.content:
             self.parts.append(chunk.content)
-        if chunk.role:
-            self.role = chunk.role
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.tool_calls:
-            if self.tools is None:
-                self.tools = _ToolCallMerger()
-            self.tools.add(chunk.tool_calls)
+        if chunk.role or chunk.finish_reason or chunk.usage is not None or chunk.tool_calls:
+            self._note(chunk)
 
     def build(self) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -169,7 +184,7 @@ class _Coalesced:
         )
 
 
-class _JobSlot:
+class _JobSlot(_Accumulator):
     """Everything the client holds for one job. Fed synchronously by the receive loop."""
 
     __slots__ = (
@@ -263,19 +278,6 @@ class _JobSlot:
             self.parked = False
             assert self.lot is not None
             self.lot.unpark_all()
-
-    def _note(self, chunk: ChatCompletionChunk) -> None:
-        """The rarer fields of a chunk: role, finish reason, usage, tool-call deltas."""
-        if chunk.role:
-            self.role = chunk.role
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.tool_calls:
-            if self.tools is None:
-                self.tools = _ToolCallMerger()
-            self.tools.add(chunk.tool_calls)
 
     def set_worker(self, worker_name: str | None) -> None:
         if worker_name:
