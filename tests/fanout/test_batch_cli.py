@@ -1,0 +1,312 @@
+"""``trio-sogni batch`` as a subprocess on its embedded simulated network: validation, a full
+run with its report, SIGKILL then ``--resume``, and the staged Ctrl-C.
+
+The subprocess prints a plain progress line every 0.1 s (stderr is a pipe, not a terminal);
+the tests wait on those lines (events, not sleeps) before killing or interrupting it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from trio_sogni._batch_cli import format_progress
+from trio_sogni.fanout import RunReport, RunSnapshot
+from trio_sogni.localnet import default_reply_text
+
+MODEL = "test-model"
+OK_COUNT = re.compile(r"\| ok (\d+) \|")
+
+
+def write_requests(path: Path, count: int) -> list[str]:
+    ids = [f"req-{i}" for i in range(count)]
+    with path.open("w") as file:
+        for i, ident in enumerate(ids):
+            row = {"id": ident, "messages": [{"role": "user", "content": f"question {i}"}]}
+            file.write(json.dumps(row) + "\n")
+    return ids
+
+
+def batch_command(requests: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trio_sogni",
+        "batch",
+        str(requests),
+        "-o",
+        str(output),
+        "--simulated",
+        "--model",
+        MODEL,
+        "--progress-interval",
+        "0.1",
+        *extra,
+    ]
+
+
+def run_batch(requests: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        batch_command(requests, output, *extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_journal(path: Path) -> list[dict[str, Any]]:
+    """Every line is a complete record; every outcome follows an intent of its index."""
+    records = read_jsonl(path)
+    intents: set[int] = set()
+    for record in records:
+        assert record["kind"] in {"run", "intent", "outcome"}, record
+        if record["kind"] == "intent":
+            intents.add(record["index"])
+        elif record["kind"] == "outcome":
+            assert record["index"] in intents, record
+    return records
+
+
+class StderrLines:
+    """Reads a subprocess's stderr line by line."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.lines: list[str] = []
+
+    async def until(self, predicate: Callable[[str], bool]) -> str:
+        while True:
+            while b"\n" in self.buffer:
+                raw, _, self.buffer = self.buffer.partition(b"\n")
+                line = raw.decode()
+                self.lines.append(line)
+                if predicate(line):
+                    return line
+            chunk = await self.stream.receive_some()
+            if not chunk:
+                raise AssertionError("stderr ended:\n" + "\n".join(self.lines))
+            self.buffer += chunk
+
+    async def rest(self) -> str:
+        while chunk := await self.stream.receive_some():
+            self.buffer += chunk
+        return "\n".join(self.lines) + self.buffer.decode()
+
+
+def ok_at_least(count: int) -> Callable[[str], bool]:
+    def predicate(line: str) -> bool:
+        match = OK_COUNT.search(line)
+        return match is not None and int(match.group(1)) >= count
+
+    return predicate
+
+
+async def start(command: list[str]) -> tuple[trio.Process, StderrLines]:
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    return process, StderrLines(process.stderr)
+
+
+def test_bad_row_exits_2_naming_the_line_before_sending(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 3)
+    with requests.open("a") as file:
+        file.write("\n")  # blank lines are skipped
+        file.write(json.dumps({"messages": [{"role": "user", "content": "x"}], "tempo": 1}))
+        file.write("\n")
+    out = run_batch(requests, output)
+    assert out.returncode == 2, out.stderr
+    assert "line 5:" in out.stderr
+    assert "tempo" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not output.exists()
+    assert not (tmp_path / "results.jsonl.journal.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "line 2: not valid JSON"),
+        ('{"id": "req-0", "messages": [{"role": "user", "content": "x"}]}', "repeats line 1"),
+        ('{"messages": []}', "line 2:"),
+    ],
+)
+def test_other_bad_rows_exit_2(tmp_path: Path, line: str, message: str) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 1)
+    with requests.open("a") as file:
+        file.write(line + "\n")
+    out = run_batch(requests, output)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 1)
+    assert run_batch(requests, output, "--concurrency", "0").returncode == 2
+    assert run_batch(requests, output, "--retry-failed").returncode == 2
+    assert run_batch(tmp_path / "missing.jsonl", output).returncode == 2
+
+
+def test_full_run_writes_results_journal_and_report(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    ids = write_requests(requests, 6)
+    out = run_batch(requests, output, "--concurrency", "3", "--ordered")
+    assert out.returncode == 0, out.stderr
+    assert "simulated" in out.stderr
+    results = read_jsonl(output)
+    assert [r["id"] for r in results] == ids  # --ordered: input order
+    for i, result in enumerate(results):
+        assert result["status"] == "ok"
+        expected = default_reply_text([{"role": "user", "content": f"question {i}"}])
+        assert result["content"] == expected
+    report = msgspec.json.decode((tmp_path / "run_report.json").read_bytes(), type=RunReport)
+    assert report.ok == 6
+    assert report.items_total == 6
+    records = check_journal(tmp_path / "results.jsonl.journal.jsonl")
+    assert Counter(r["kind"] for r in records) == {"run": 1, "intent": 6, "outcome": 6}
+    # a fresh run refuses to reuse the journal
+    again = run_batch(requests, output)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr or "resume" in again.stderr
+
+
+async def test_sigkill_mid_run_then_resume_sends_nothing_twice(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    journal = tmp_path / "journal.jsonl"
+    ids = write_requests(requests, 48)
+    pace = ("--concurrency", "4", "--simulated-tokens-per-second", "10", "--journal", str(journal))
+    process, stderr = await start(batch_command(requests, output, *pace))
+    try:
+        with trio.fail_after(60):
+            await stderr.until(ok_at_least(4))
+    finally:
+        process.kill()
+        await process.wait()
+    before = check_journal(journal)
+    finished = {r["index"] for r in before if r["kind"] == "outcome" and r["status"] == "ok"}
+    assert 4 <= len(finished) < 48  # killed mid-run
+
+    out = run_batch(requests, output, *pace, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"({len(finished)} already done)" in out.stderr
+    results = read_jsonl(output)
+    assert sorted(r["id"] for r in results) == sorted(ids)  # every input id exactly once
+    assert all(r["status"] == "ok" for r in results)
+    after = check_journal(journal)
+    intents = Counter(r["index"] for r in after if r["kind"] == "intent")
+    assert all(intents[i] == 1 for i in finished)  # finished items were not sent again
+    assert set(intents) == set(range(48))
+
+
+async def test_first_ctrl_c_drains_and_exits_130(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    journal = tmp_path / "results.jsonl.journal.jsonl"
+    ids = write_requests(requests, 48)
+    pace = ("--concurrency", "4", "--simulated-tokens-per-second", "10")
+    process, stderr = await start(batch_command(requests, output, *pace))
+    with trio.fail_after(60):
+        try:
+            await stderr.until(ok_at_least(2))
+            process.send_signal(signal.SIGINT)
+            text = await stderr.rest()
+        finally:
+            process.kill()  # no-op when it has exited
+        assert await process.wait() == 130, text
+    assert "waiting for those in flight" in text
+    records = check_journal(journal)
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    intents = [r for r in records if r["kind"] == "intent"]
+    assert len(outcomes) < 48
+    assert len(outcomes) == len(intents)  # everything sent was drained, nothing left open
+    assert all(r["status"] == "ok" for r in outcomes)
+    assert len(read_jsonl(output)) == len(outcomes)
+    msgspec.json.decode((tmp_path / "run_report.json").read_bytes(), type=RunReport)
+
+    out = run_batch(requests, output, *pace, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert sorted(r["id"] for r in read_jsonl(output)) == sorted(ids)
+
+
+async def test_second_ctrl_c_cancels_in_flight(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    journal = tmp_path / "results.jsonl.journal.jsonl"
+    write_requests(requests, 12)
+    pace = ("--concurrency", "4", "--simulated-tokens-per-second", "2")  # ~2 s per answer
+    process, stderr = await start(batch_command(requests, output, *pace))
+    with trio.fail_after(60):
+        try:
+            await stderr.until(lambda line: "in flight 4" in line)
+            process.send_signal(signal.SIGINT)
+            await stderr.until(lambda line: "waiting for those in flight" in line)
+            process.send_signal(signal.SIGINT)
+            text = await stderr.rest()
+        finally:
+            process.kill()
+        assert await process.wait() == 130, text
+    assert "cancelling the items in flight" in text
+    records = check_journal(journal)
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    intents = [r for r in records if r["kind"] == "intent"]
+    assert {r["index"] for r in outcomes} == {r["index"] for r in intents}
+    cancelled = [r for r in outcomes if r["status"] == "cancelled"]
+    assert cancelled
+    assert len(read_jsonl(output)) == len(outcomes)
+
+
+def test_format_progress_line() -> None:
+    snapshot = RunSnapshot(
+        elapsed=10.0,
+        items_total=100,
+        items_done=20,
+        ok=18,
+        failed=2,
+        cancelled=0,
+        budget_exhausted=0,
+        skipped=0,
+        cached=0,
+        in_flight=4,
+        queued=0,
+        output_tokens=2000,
+        output_tokens_per_s=200.0,
+        requests_per_s=2.0,
+        spend_usd=0.5,
+        reserved_usd=0.0,
+        projected_usd=None,
+        errors_by_class={"model_unavailable": 2},
+        retries=0,
+        concurrency_limit=4,
+        breaker_open=False,
+        admitting=False,
+        eta_seconds=None,
+    )
+    line = format_progress(snapshot, total=110, done_before=10)
+    # 30 of 110 done; 80 left x 100 tokens each / 200 tok/s = 40 s
+    assert line.startswith("30/110 (27.3%)")
+    assert "| ok 18 |" in line
+    assert "200.0 tok/s" in line
+    assert "ETA 40s" in line
+    assert "$0.5000" in line
+    assert "errors: model_unavailable 2" in line
+    assert line.endswith("draining")
