@@ -18,12 +18,14 @@ event written without its record update, or the reverse).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Generator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
+
+from ._store import immediate_transaction
 
 __all__ = ["RunRow", "RunStore", "StoredEvent"]
 
@@ -92,15 +94,8 @@ class RunStore:
                 if statement.strip():
                     self._db.execute(statement)
 
-    @contextmanager
-    def _transaction(self) -> Generator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db)
 
     def insert(
         self,

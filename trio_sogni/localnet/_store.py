@@ -17,7 +17,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Generator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Literal, TypeAlias
@@ -116,6 +116,19 @@ def _account(row: tuple[str, str, str, str, float]) -> AccountRecord:
 _ACCOUNT_COLUMNS: Final = "id, username, email, wallet_address, created_at"
 
 
+@contextmanager
+def immediate_transaction(db: sqlite3.Connection) -> Generator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; ``ROLLBACK`` (and re-raise)
+    on any exception, cancellation included."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class Store:
     """An open SQLite database (``":memory:"`` or a file path, created if missing).
 
@@ -158,15 +171,8 @@ class Store:
         (e.g. durable chat runs, see :mod:`trio_sogni.localnet._runs_store`)."""
         return self._db
 
-    @contextmanager
-    def _transaction(self) -> Generator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db)
 
     # -- meta -----------------------------------------------------------------------------------
 
