@@ -23,7 +23,7 @@ from ..protocol import (
     LLMJobRequest,
     ToolCallDelta,
 )
-from ._workers import JobContext
+from ._workers import JobContext, _WorkerIdentity  # pyright: ignore[reportPrivateUsage]
 
 __all__ = [
     "OpenAIBridgeWorker",
@@ -175,7 +175,7 @@ def chunk_deltas(raw: object) -> list[ToolCallDelta]:
     return deltas
 
 
-class OpenAIBridgeWorker:
+class OpenAIBridgeWorker(_WorkerIdentity):
     """A worker that forwards jobs to an OpenAI-compatible server (REAL inference).
 
     Args:
@@ -211,17 +211,13 @@ class OpenAIBridgeWorker:
         timeout: httpx.Timeout = _DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        super().__init__(name, "bridge-worker", models, capacity)
         url = httpx.URL(upstream)
         if url.scheme not in {"http", "https"} or not url.host:
             raise ValueError("upstream must be an http:// or https:// URL")
         self.upstream = upstream.rstrip("/")
-        self._name = name
         self.upstream_model = upstream_model
         self._api_key = api_key
-        self._models = tuple(models) if models is not None else None
-        self._capacity = capacity
         self._timeout = timeout
         self._transport = transport
 
@@ -264,18 +260,6 @@ class OpenAIBridgeWorker:
     @override
     def __repr__(self) -> str:
         return f"OpenAIBridgeWorker({self.upstream!r}, {self._name!r})"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return self._models
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
 
     def _client(self) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
