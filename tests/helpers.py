@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -14,7 +14,8 @@ import trio
 
 import trio_sogni
 from trio_sogni import SocketOptions
-from trio_sogni.localnet import LocalNetwork, open_local_network
+from trio_sogni.localnet import LocalNetwork, ScriptFunction, Text, ToolCall, open_local_network
+from trio_sogni.protocol import LLMJobRequest
 
 MODEL = "test-model"
 
@@ -74,3 +75,15 @@ async def start_localnet_cli(
     line, _, rest = buffer.partition(b"\n")
     assert rest == b""
     return process, json.loads(line)
+
+
+def tool_then_text(tool: str, arguments: Mapping[str, Any], text: str) -> ScriptFunction:
+    """A localnet script: call ``tool`` first (call id ``call_img``), answer ``text`` once the
+    conversation holds a tool result."""
+
+    def script(request: LLMJobRequest) -> list[Any]:
+        if any(m.role == "tool" for m in request.messages):
+            return [Text(text)]
+        return [ToolCall(tool, arguments, id="call_img")]
+
+    return script

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from helpers import MODEL, start_localnet_cli
+from helpers import MODEL, start_localnet_cli, tool_then_text
 
 import trio_sogni
 from trio_sogni import ChatRunEvent, InvalidRequestError, RunStateError, SogniClient
@@ -22,7 +22,6 @@ from trio_sogni.localnet import (
     ScriptFunction,
     Stall,
     Text,
-    ToolCall,
     open_local_network,
 )
 from trio_sogni.protocol import LLMJobRequest
@@ -33,15 +32,6 @@ KEY = "runs-e2e-key"
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-def tool_then_text(tool: str, arguments: Mapping[str, Any], text: str) -> ScriptFunction:
-    def script(request: LLMJobRequest) -> list[Any]:
-        if any(m.role == "tool" for m in request.messages):
-            return [Text(text)]
-        return [ToolCall(tool, arguments, id="call_img")]
-
-    return script
 
 
 @asynccontextmanager

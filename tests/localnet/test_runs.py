@@ -16,10 +16,10 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from helpers import tool_then_text
 
 from trio_sogni.localnet import (
     LocalNetwork,
-    ScriptFunction,
     SimulatedWorker,
     Stall,
     Text,
@@ -223,17 +223,6 @@ async def client_for(net: LocalNetwork, api_key: str | None = None) -> AsyncIter
 
 def user(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
-
-
-def tool_then_text(tool: str, arguments: Mapping[str, Any], text: str) -> ScriptFunction:
-    """A script: call ``tool`` first, answer ``text`` once the conversation has a tool result."""
-
-    def script(request: LLMJobRequest) -> list[Any]:
-        if any(m.role == "tool" for m in request.messages):
-            return [Text(text)]
-        return [ToolCall(tool, arguments, id="call_img")]
-
-    return script
 
 
 CONFIRM = {"runtime_config": {"requireJobConfirmation": True, "jobConfirmationThresholdUsd": 0.01}}
