@@ -38,10 +38,10 @@ import math
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
 
 import msgspec
 import trio
@@ -311,10 +311,23 @@ class _State:
     interrupts: int = 0
 
 
+class _Interruptible(Protocol):
+    def stop_admitting(self) -> None: ...
+
+    def cancel_in_flight(self) -> None: ...
+
+
 async def _watch_interrupts(
-    signals: AsyncIterator[int], run: FanoutRun, state: _State, err: TextIO
+    signals: AsyncIterator[int],
+    run: _Interruptible,
+    state: _State,
+    err: TextIO,
+    *,
+    exit_now: Callable[[int], object] = os._exit,
 ) -> None:
-    """The staged Ctrl-C: drain, then cancel in flight, then exit at once."""
+    """The staged Ctrl-C: the 1st drains (`FanoutRun.stop_admitting`), the 2nd cancels in
+    flight (`FanoutRun.cancel_in_flight`), the 3rd calls ``exit_now(130)`` (``os._exit``: no
+    cleanup; the journal's records are complete lines already on their way to disk)."""
     async for _ in signals:
         state.interrupts += 1
         if state.interrupts == 1:
@@ -332,7 +345,7 @@ async def _watch_interrupts(
             run.cancel_in_flight()
         else:
             _say(err, "\ntrio-sogni batch: exiting now")
-            os._exit(EXIT_INTERRUPTED)
+            exit_now(EXIT_INTERRUPTED)
 
 
 async def _show_progress(

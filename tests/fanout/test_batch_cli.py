@@ -7,13 +7,18 @@ the tests wait on those lines (events, not sleeps) before killing or interruptin
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import msgspec
 import pytest
 import trio
 
-from trio_sogni._batch_cli import format_progress
+from trio_sogni._batch_cli import _State, _watch_interrupts, format_progress
 from trio_sogni.fanout import RunReport, RunSnapshot
 from trio_sogni.localnet import default_reply_text
 
@@ -310,3 +315,138 @@ def test_format_progress_line() -> None:
     assert "$0.5000" in line
     assert "errors: model_unavailable 2" in line
     assert line.endswith("draining")
+
+
+def test_failed_items_exit_1_and_resume_reruns_them_only_when_asked(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    journal = tmp_path / "results.jsonl.journal.jsonl"
+    write_requests(requests, 3)
+    with requests.open("a") as file:
+        bad = {"id": "too-long", "messages": [{"role": "user", "content": "x"}]}
+        file.write(json.dumps({**bad, "max_tokens": 10_000_000}) + "\n")
+    out = run_batch(requests, output)
+    assert out.returncode == 1, out.stderr
+    statuses = {r["id"]: r["status"] for r in read_jsonl(output)}
+    assert statuses == {"req-0": "ok", "req-1": "ok", "req-2": "ok", "too-long": "failed"}
+    failed = next(r for r in read_jsonl(output) if r["id"] == "too-long")
+    assert failed["error"]["type"]
+
+    def intents() -> Counter[int]:
+        return Counter(r["index"] for r in read_jsonl(journal) if r["kind"] == "intent")
+
+    again = run_batch(requests, output, "--resume")  # a final failure is done: nothing re-sent
+    assert again.returncode == 1, again.stderr
+    assert "(4 already done)" in again.stderr
+    assert intents() == {0: 1, 1: 1, 2: 1, 3: 1}
+    retried = run_batch(requests, output, "--resume", "--retry-failed")
+    assert retried.returncode == 1, retried.stderr
+    assert intents() == {0: 1, 1: 1, 2: 1, 3: 2}  # only the failure was sent again
+    assert sorted(r["id"] for r in read_jsonl(output)) == ["req-0", "req-1", "req-2", "too-long"]
+
+
+def test_resume_refuses_changed_input(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 3)
+    assert run_batch(requests, output).returncode == 0
+    lines = requests.read_text().splitlines()
+    lines[1] = json.dumps({"id": "req-1", "messages": [{"role": "user", "content": "edited"}]})
+    requests.write_text("\n".join(lines) + "\n")
+    out = run_batch(requests, output, "--resume")
+    assert out.returncode == 2, out.stderr
+    assert "line 2:" in out.stderr
+    assert "input changed" in out.stderr
+
+
+def test_cache_answers_a_second_run(tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    cache = tmp_path / "cache.jsonl"
+    write_requests(requests, 4)
+    first = run_batch(requests, tmp_path / "a.jsonl", "--cache", str(cache), "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert " | ok " not in first.stderr  # --quiet: no progress lines
+    assert not any(r["cached"] for r in read_jsonl(tmp_path / "a.jsonl"))
+    second = run_batch(requests, tmp_path / "b.jsonl", "--cache", str(cache))
+    assert second.returncode == 0, second.stderr
+    results = read_jsonl(tmp_path / "b.jsonl")
+    assert all(r["cached"] and r["status"] == "ok" for r in results)
+    assert {r["content"] for r in results} == {
+        r["content"] for r in read_jsonl(tmp_path / "a.jsonl")
+    }
+
+
+def test_endpoint_needs_credentials(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 1)
+    command = [a for a in batch_command(requests, output) if a != "--simulated"]
+    out = subprocess.run(
+        [*command, "--endpoint", "ws://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SOGNI_")},
+    )
+    assert out.returncode == 2, out.stderr
+    assert "needs credentials" in out.stderr
+
+
+def test_progress_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 8)
+    master, slave = pty.openpty()
+    command = batch_command(requests, output, "--concurrency", "2")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    data = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(master)
+        process.kill()
+    assert process.wait() == 0, data
+    assert b"\r\x1b[K8/8 (100.0%)" in data
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def stop_admitting(self) -> None:
+        self.calls.append("stop_admitting")
+
+    def cancel_in_flight(self) -> None:
+        self.calls.append("cancel_in_flight")
+
+
+async def test_interrupt_stages() -> None:
+    """1st: stop admitting; 2nd: cancel in flight; 3rd: exit at once with status 130."""
+    run = FakeRun()
+    state = _State()
+    exits: list[int] = []
+    err = io.StringIO()
+    send, receive = trio.open_memory_channel[int](3)
+    for _ in range(3):
+        send.send_nowait(signal.SIGINT)
+    send.close()
+
+    async def signals() -> AsyncIterator[int]:
+        async with receive:
+            async for signum in receive:
+                yield signum
+
+    await _watch_interrupts(signals(), run, state, err, exit_now=exits.append)
+    assert run.calls == ["stop_admitting", "cancel_in_flight"]
+    assert exits == [130]
+    assert state.interrupts == 3
+    assert "exiting now" in err.getvalue()
