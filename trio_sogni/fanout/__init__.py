@@ -1,6 +1,13 @@
 """Fan-out for research harnesses: bounded, rate-limited, budgeted, resumable batch runs of chat
 completions with streaming metrics. See ``docs/fanout.md``."""
 
+from ._cache import ResultCache as ResultCache
+from ._journal import (
+    FINAL_STATUSES as FINAL_STATUSES,
+    Journal as Journal,
+    JournalError as JournalError,
+    ResultsWriter as ResultsWriter,
+)
 from ._limits import (
     AdaptiveConcurrency as AdaptiveConcurrency,
     Limiter as Limiter,
@@ -37,6 +44,7 @@ from ._types import (
 )
 
 __all__ = [
+    "FINAL_STATUSES",
     "MAX_CHUNK_TIMES",
     "RETRYABLE_JOB_ERROR_TYPES",
     "RETRY_TABLE",
@@ -51,12 +59,16 @@ __all__ = [
     "FanoutResult",
     "FanoutRun",
     "ItemMetrics",
+    "Journal",
+    "JournalError",
     "JournalProtocol",
     "LatencySummary",
     "Limiter",
     "LogHistogram",
     "Permit",
+    "ResultCache",
     "ResultStatus",
+    "ResultsWriter",
     "RetryBudget",
     "RunReport",
     "RunSnapshot",

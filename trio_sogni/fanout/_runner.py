@@ -767,9 +767,17 @@ class _Progress(AsyncIterator[RunSnapshot]):
 async def _aiter(
     items: Iterable[FanoutItem] | AsyncIterable[FanoutItem],
 ) -> AsyncGenerator[FanoutItem]:
+    """Iterate ``items``; an async iterator that has ``aclose`` (an async generator) is closed
+    when the run stops reading it, so its cleanup runs inside the run."""
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
+        iterator = aiter(items)
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            close: Any = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
     else:
         for item in items:
             yield item
