@@ -406,7 +406,7 @@ def _check_credentials(args: argparse.Namespace) -> None:
 @asynccontextmanager
 async def _open_client(
     args: argparse.Namespace, worker: Any, models: set[str]
-) -> AsyncGenerator[Any]:
+) -> AsyncGenerator[trio_sogni.SogniClient]:
     """The client: remote with ``--endpoint``, else on an embedded local network."""
     from ._cli import _client_for  # pyright: ignore[reportPrivateUsage]
 
