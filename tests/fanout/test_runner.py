@@ -559,3 +559,18 @@ async def test_100k_items_flat_memory_and_no_task_per_item() -> None:
     # server state) must not grow the process: a per-item leak of 100 bytes would add 9 MB.
     growth = max(samples[1:]) - samples[0]
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth} bytes over 90,000 items: {samples}"
+
+
+async def test_an_item_that_cannot_be_quoted_fails_without_being_sent() -> None:
+    async with fanout_env() as (net, sogni):
+        item = FanoutItem(
+            index=0, id="x", model="no-such-model", messages=[{"role": "user", "content": "q"}]
+        )
+        options = FanoutOptions(budget_usd=1.0)
+        async with open_fanout(sogni, [item], options) as run:
+            (result,) = await collect(run)
+    assert (result.status, result.attempts) == ("failed", 0)
+    assert result.error is not None
+    assert result.error.http_status == 404
+    assert not result.error.retryable
+    assert len(net.job_requests) == 0

@@ -539,7 +539,20 @@ class FanoutRun:
                 try:
                     with pending:
                         if usd_budget:
-                            usd = await self._costs.worst_case(item.model, input_tokens, max_tokens)
+                            try:
+                                usd = await self._costs.worst_case(
+                                    item.model, input_tokens, max_tokens
+                                )
+                            except SogniError as exc:
+                                # No quote, no budget check: the item is not sent.
+                                return FanoutResult(
+                                    index=item.index,
+                                    id=item.id,
+                                    status="failed",
+                                    error=classify(exc).info,
+                                    attempts=attempts,
+                                    metrics=metrics,
+                                )
                         if usd_budget or options.budget_tokens is not None:
                             if not await self._budget.reserve(usd, worst_tokens):
                                 return self._budget_result(item, metrics)
