@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+from helpers import start_localnet_cli
 
 from trio_sogni._batch_cli import _State, _watch_interrupts, format_progress
 from trio_sogni.fanout import RunReport, RunSnapshot
@@ -450,3 +451,23 @@ async def test_interrupt_stages() -> None:
     assert exits == [130]
     assert state.interrupts == 3
     assert "exiting now" in err.getvalue()
+
+
+async def test_remote_supernet_with_an_api_key(tmp_path: Path) -> None:
+    """--endpoint: the same command against a separate `localnet serve` process (loopback)."""
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    ids = write_requests(requests, 5)
+    async with trio.open_nursery() as nursery:
+        server, info = await start_localnet_cli(nursery, ["--model", MODEL, "--capacity", "4"])
+        command = [a for a in batch_command(requests, output) if a != "--simulated"]
+        command += ["--endpoint", info["socket_url"], "--rest-endpoint", info["rest_url"]]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOGNI_")}
+        env["SOGNI_API_KEY"] = info["api_key"]
+        with trio.fail_after(60):
+            out = await trio.run_process(command, capture_stderr=True, check=False, env=env)
+        server.kill()
+    stderr = out.stderr.decode()
+    assert out.returncode == 0, stderr
+    assert f"Supernet at {info['socket_url']}" in stderr
+    assert info["api_key"] not in stderr
+    assert sorted(r["id"] for r in read_jsonl(output)) == sorted(ids)
