@@ -302,7 +302,7 @@ async def test_aimd_shrinks_concurrency_on_queue_cap_errors() -> None:
 
 
 async def test_usd_budget_is_never_exceeded_under_concurrency() -> None:
-    cap = 1.0
+    cap = 3.0  # about six worst-case reservations (0.51 USD each) fit at once
     async with fanout_env(price_per_million_tokens=10_000, meter_default_account=True) as (
         net,
         sogni,
@@ -321,6 +321,7 @@ async def test_usd_budget_is_never_exceeded_under_concurrency() -> None:
     assert statuses["ok"] + statuses["budget_exhausted"] == 60
     assert spent_usd <= Decimal(str(cap))
     report = run.report()
+    assert report.peak_in_flight > 1  # the cap held with several requests in flight
     assert report.spend_usd == pytest.approx(float(spent_usd), abs=1e-9)
     assert report.projected_usd is not None
     assert report.projected_usd >= report.spend_usd
@@ -574,3 +575,14 @@ async def test_an_item_that_cannot_be_quoted_fails_without_being_sent() -> None:
     assert result.error.http_status == 404
     assert not result.error.retryable
     assert len(net.job_requests) == 0
+
+
+async def test_ordered_mode_with_journal_skips() -> None:
+    journal = MemoryJournal({1, 3, 4})
+    async with fanout_env() as (_net, sogni):
+        options = FanoutOptions(concurrency=4, ordered=True, reorder_window=2)
+        async with open_fanout(sogni, make_items(12), options, journal=journal) as run:
+            results = await collect(run)
+    assert [r.index for r in results] == [0, 2, 5, 6, 7, 8, 9, 10, 11]
+    assert run.skipped == 3
+    assert run.reorder_peak <= 2
