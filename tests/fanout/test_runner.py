@@ -27,7 +27,16 @@ from trio_sogni.fanout import (
     content_key,
     open_fanout,
 )
-from trio_sogni.localnet import Fail, FirehoseWorker, LocalNetwork, Pause, Stall, Step, Text
+from trio_sogni.localnet import (
+    DropConnection,
+    Fail,
+    FirehoseWorker,
+    LocalNetwork,
+    Pause,
+    Stall,
+    Step,
+    Text,
+)
 
 
 @asynccontextmanager
@@ -586,3 +595,25 @@ async def test_ordered_mode_with_journal_skips() -> None:
     assert [r.index for r in results] == [0, 2, 5, 6, 7, 8, 9, 10, 11]
     assert run.skipped == 3
     assert run.reorder_peak <= 2
+
+
+async def test_a_lost_connection_is_retried_on_the_next_one() -> None:
+    seen: Counter[str] = Counter()
+
+    def script(request: Any) -> Sequence[Step] | None:
+        key = last_user_text(request)
+        seen[key] += 1
+        if key == "question 0" and seen[key] == 1:
+            return [Text("partial"), DropConnection()]
+        return None
+
+    async with fanout_env(script=script) as (net, sogni):
+        options = FanoutOptions(concurrency=4, backoff_base=0.05)
+        with trio.fail_after(20):
+            async with open_fanout(sogni, make_items(4), options) as run:
+                results = {r.index: r for r in await collect(run)}
+        assert len(net.handshakes) >= 2  # the client reconnected
+    assert {r.status for r in results.values()} == {"ok"}
+    assert results[0].attempts == 2
+    assert results[0].content == "Simulated reply to: question 0"
+    assert run.report().retries >= 1
