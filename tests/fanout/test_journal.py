@@ -237,3 +237,18 @@ def test_content_key_ignores_id_and_index_but_not_params() -> None:
     )
     assert content_key(a) == content_key(b)
     assert content_key(a) != content_key(c)
+
+
+async def test_concurrent_outcomes_share_fsyncs(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal.open(path) as journal:
+        async with trio.open_nursery() as nursery:
+            for index in range(50):
+                nursery.start_soon(journal.record_outcome, result(index))
+        assert journal.outcomes_written == 50
+        assert 1 <= journal.fsyncs < 50  # group commit
+    with Journal.open(path, resume=True) as journal:
+        assert journal.done_indices() == set(range(50))
+    with Journal.open(path, resume=True, fsync_outcomes=False) as journal:
+        await journal.record_outcome(result(50))
+        assert journal.fsyncs == 0

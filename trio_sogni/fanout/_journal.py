@@ -162,6 +162,9 @@ class Journal:
         self._intents = intents
         self.intents_written = 0
         self.outcomes_written = 0
+        self.fsyncs = 0
+        self._synced = 0  # outcome records known to be on disk
+        self._sync_round: trio.Event | None = None  # set when the running fsync ends
 
     @classmethod
     def open(
@@ -276,7 +279,8 @@ class Journal:
     async def record_outcome(self, result: FanoutResult) -> None:
         """Append the outcome record of ``result``, unless its item is already done (then nothing
         is written: a finished item's outcome never changes). The line is written before the
-        first checkpoint; with ``fsync_outcomes`` it is then fsynced in a worker thread."""
+        first checkpoint; with ``fsync_outcomes`` the call then returns once the line is fsynced
+        (concurrent callers share one fsync: see `_sync_through`)."""
         if self.final_status(result.index) is not None:
             await trio.lowlevel.checkpoint()
             return
@@ -288,11 +292,33 @@ class Journal:
             self._ok.add(result.index)
         elif result.status == "failed":
             self._failed.add(result.index)
-        fd = self._fd
-        if self.fsync_outcomes and fd is not None:
-            await trio.to_thread.run_sync(os.fsync, fd)
+        if self.fsync_outcomes:
+            await self._sync_through(self.outcomes_written)
         else:
             await trio.lowlevel.checkpoint()
+
+    async def _sync_through(self, target: int) -> None:
+        """Return once the first ``target`` outcome records are fsynced. Group commit: one
+        fsync at a time, in a worker thread, covering every record written before it started;
+        callers that arrive meanwhile wait for it, then start the next round if still needed."""
+        while self._synced < target:
+            running = self._sync_round
+            if running is not None:
+                await running.wait()
+                continue
+            fd = self._fd
+            if fd is None:
+                await trio.lowlevel.checkpoint()
+                return
+            done = self._sync_round = trio.Event()
+            covered = self.outcomes_written
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+                self.fsyncs += 1
+                self._synced = max(self._synced, covered)
+            finally:
+                self._sync_round = None
+                done.set()
 
     def final_outcomes(self, indices: Collection[int]) -> dict[int, FanoutResult]:
         """The final outcome recorded for each of ``indices`` that is done (re-read from the
