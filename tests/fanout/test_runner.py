@@ -617,3 +617,21 @@ async def test_a_lost_connection_is_retried_on_the_next_one() -> None:
     assert results[0].attempts == 2
     assert results[0].content == "Simulated reply to: question 0"
     assert run.report().retries >= 1
+
+
+async def test_stop_admitting_ends_items_waiting_for_admission_as_stopped() -> None:
+    async with fanout_env(script=lambda r: [Pause(0.2), Text("done")]) as (net, sogni):
+        options = FanoutOptions(concurrency=2, rpm=1)  # the second item waits ~60 s
+        with trio.fail_after(10):
+            async with open_fanout(sogni, make_items(5), options) as run:
+                await net.wait_until(lambda: net.live_jobs == 1)
+                assert run.snapshot().queued == 1
+                run.stop_admitting()
+                results = {r.index: r for r in await collect(run)}
+    assert results[0].status == "ok"
+    assert results[1].status == "cancelled"
+    assert results[1].error is not None
+    assert results[1].error.type == "stopped"
+    assert results[1].attempts == 0
+    assert len(results) == 2
+    assert len(net.job_requests) == 1
