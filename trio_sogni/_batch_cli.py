@@ -78,7 +78,7 @@ class UsageError(Exception):
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``batch`` options to ``parser``."""
-    from ._cli import DEFAULT_MODEL
+    from ._cli import DEFAULT_MODEL, add_connection_arguments
 
     parser.add_argument("requests", help="JSON Lines file of chat requests, one per line")
     parser.add_argument("-o", "--output", required=True, help="results file (JSON Lines)")
@@ -135,29 +135,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between progress lines when stderr is not a terminal (default: 5)",
     )
-    parser.add_argument("--endpoint", help="socket endpoint, e.g. wss://socket.sogni.ai")
-    parser.add_argument("--rest-endpoint", help="REST endpoint (default: derived from --endpoint)")
-    parser.add_argument(
-        "--api-key", default=os.environ.get("SOGNI_API_KEY"), help="API key (env SOGNI_API_KEY)"
-    )
-    parser.add_argument(
-        "--username", default=os.environ.get("SOGNI_USERNAME"), help="username (env SOGNI_USERNAME)"
-    )
-    parser.add_argument(
-        "--password",
-        default=os.environ.get("SOGNI_PASSWORD"),
-        help="password (env SOGNI_PASSWORD; prefer the environment over the command line)",
-    )
-    parser.add_argument("--testnet", action="store_true", help="use the testnet EIP-712 domain")
-    parser.add_argument("--app-id", help="app id (default: random)")
-    parser.add_argument(
-        "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
-    )
-    parser.add_argument(
-        "--simulated",
-        action="store_true",
-        help="embedded network only: simulated test-double workers (scripted text, no model)",
-    )
+    add_connection_arguments(parser)
     parser.add_argument(
         "--simulated-tokens-per-second",
         type=float,
@@ -165,9 +143,6 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="R",
         help="with --simulated: pace each simulated answer at R chunks per second (for tests "
         "and demos; default: as fast as possible)",
-    )
-    parser.add_argument(
-        "--model-path", help="embedded network only: a GGUF model for the llama.cpp worker"
     )
 
 

@@ -22,6 +22,38 @@ from trio_sogni import ChatJobError, SogniError
 DEFAULT_MODEL = "qwen3.6-35b-a3b-gguf-iq4xs"
 
 
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose where requests go (shared by ``chat`` and ``batch``): a remote
+    Supernet (``--endpoint`` and credentials, taken from the environment by default) or the
+    embedded local one (``--simulated``, ``--model-path``)."""
+    parser.add_argument("--endpoint", help="socket endpoint, e.g. wss://socket.sogni.ai")
+    parser.add_argument("--rest-endpoint", help="REST endpoint (default: derived from --endpoint)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("SOGNI_API_KEY"), help="API key (env SOGNI_API_KEY)"
+    )
+    parser.add_argument(
+        "--username", default=os.environ.get("SOGNI_USERNAME"), help="username (env SOGNI_USERNAME)"
+    )
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("SOGNI_PASSWORD"),
+        help="password (env SOGNI_PASSWORD; prefer the environment over the command line)",
+    )
+    parser.add_argument("--testnet", action="store_true", help="use the testnet EIP-712 domain")
+    parser.add_argument("--app-id", help="app id (default: random)")
+    parser.add_argument(
+        "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
+    )
+    parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="embedded network only: simulated test-double workers (scripted text, no model)",
+    )
+    parser.add_argument(
+        "--model-path", help="embedded network only: a GGUF model for the llama.cpp worker"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-sogni", description="Trio client for the Sogni Supernet chat API."
@@ -41,29 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     chat.add_argument("prompt", nargs="?", help="the user message (omit for interactive mode)")
-    chat.add_argument("--endpoint", help="socket endpoint, e.g. wss://socket.sogni.ai")
-    chat.add_argument("--rest-endpoint", help="REST endpoint (default: derived from --endpoint)")
-    chat.add_argument(
-        "--api-key", default=os.environ.get("SOGNI_API_KEY"), help="API key (env SOGNI_API_KEY)"
-    )
-    chat.add_argument(
-        "--username", default=os.environ.get("SOGNI_USERNAME"), help="username (env SOGNI_USERNAME)"
-    )
-    chat.add_argument(
-        "--password",
-        default=os.environ.get("SOGNI_PASSWORD"),
-        help="password (env SOGNI_PASSWORD; prefer the environment over the command line)",
-    )
-    chat.add_argument("--testnet", action="store_true", help="use the testnet EIP-712 domain")
-    chat.add_argument(
-        "--simulated",
-        action="store_true",
-        help="embedded network only: simulated test-double workers (scripted text, no model)",
-    )
-    chat.add_argument(
-        "--model-path", help="embedded network only: a GGUF model for the llama.cpp worker"
-    )
-    chat.add_argument("--app-id", help="app id (default: random)")
+    add_connection_arguments(chat)
     chat.add_argument(
         "--model",
         default=None,
@@ -76,9 +86,6 @@ def _build_parser() -> argparse.ArgumentParser:
     think = chat.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_true", default=None)
     think.add_argument("--no-think", dest="think", action="store_false")
-    chat.add_argument(
-        "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
-    )
 
     batch = commands.add_parser(
         "batch",
