@@ -34,6 +34,7 @@ systemic error stopped the run), 2 for usage errors, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import signal
@@ -187,12 +188,18 @@ def scan_requests(
         OSError: the file cannot be read.
     """
     scan = RequestScan()
-    seen_ids: dict[str, int] = {}
+    # Ids are checked for repeats through 64-bit digests (about 60 bytes per row instead of the
+    # id strings and their line numbers); a repeat is confirmed, and its first line found, by a
+    # second pass, so a digest collision can never reject a valid file.
+    seen: set[int] = set()
     for number, line in _rows(path):
         item = _parse(number, scan.total, line, default_model)
-        first = seen_ids.setdefault(item.id, number)
-        if first != number:
-            raise UsageError(f"line {number}: id {item.id!r} repeats line {first}")
+        digest = _id_digest(item.id)
+        if digest in seen:
+            first = _first_line_with_id(path, item.id, default_model, before=number)
+            if first is not None:
+                raise UsageError(f"line {number}: id {item.id!r} repeats line {first}")
+        seen.add(digest)
         if journal is not None and journal.key_matches(item.index, content_key(item)) is False:
             raise UsageError(
                 f"line {number}: this request differs from the one the journal recorded for row "
@@ -209,6 +216,22 @@ def scan_requests(
                 f"{scan.total} rows: the input changed since the interrupted run"
             )
     return scan
+
+
+def _id_digest(item_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+
+
+def _first_line_with_id(
+    path: str, item_id: str, default_model: str | None, *, before: int
+) -> int | None:
+    """The first line before line ``before`` whose row has ``item_id``, or ``None``."""
+    for index, (number, line) in enumerate(_rows(path)):
+        if number >= before:
+            return None
+        if _parse(number, index, line, default_model).id == item_id:
+            return number
+    return None
 
 
 class JsonlItems:

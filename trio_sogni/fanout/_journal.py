@@ -38,12 +38,14 @@ import datetime
 import os
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
+from itertools import chain
 from typing import Any, Final, Self
 
 import msgspec
 import trio
 
 from .._errors import SogniError
+from ._indexset import IndexSet, KeyPrefixes
 from ._types import FanoutItem, FanoutResult
 
 __all__ = ["FINAL_STATUSES", "Journal", "JournalError", "ResultsWriter"]
@@ -148,9 +150,9 @@ class Journal:
         *,
         retry_failed: bool,
         fsync_outcomes: bool,
-        ok: set[int],
-        failed: set[int],
-        intents: dict[int, int],
+        ok: IndexSet,
+        failed: IndexSet,
+        intents: KeyPrefixes,
     ) -> None:
         """Use `Journal.open`."""
         self.path = path
@@ -190,9 +192,9 @@ class Journal:
             OSError: the file cannot be read or written.
         """
         name = os.fspath(path)
-        ok: set[int] = set()
-        failed: set[int] = set()
-        intents: dict[int, int] = {}
+        ok = IndexSet()
+        failed = IndexSet()
+        intents = KeyPrefixes()
         keep = 0
         exists = os.path.exists(name) and os.path.getsize(name) > 0
         if exists and not resume:
@@ -206,7 +208,7 @@ class Journal:
                 except msgspec.DecodeError:
                     raise JournalError(f"{name}:{number}: not a journal record") from None
                 if head.kind == "intent" and head.index is not None and head.key is not None:
-                    intents[head.index] = _key_prefix(head.key)
+                    intents.set(head.index, _key_prefix(head.key))
                 elif head.kind == "outcome" and head.index is not None:
                     ok.discard(head.index)
                     failed.discard(head.index)
@@ -249,12 +251,12 @@ class Journal:
             return "failed"
         return None
 
-    def done_indices(self) -> set[int]:
-        """The indices of done items (a new set): those whose latest outcome is ``ok``, or
-        ``failed`` unless ``retry_failed``."""
+    def done_indices(self) -> IndexSet:
+        """The indices of done items (a new compact set): those whose latest outcome is ``ok``,
+        or ``failed`` unless ``retry_failed``."""
         if self.retry_failed:
-            return set(self._ok)
-        return self._ok | self._failed
+            return IndexSet(self._ok)
+        return IndexSet(chain(self._ok, self._failed))
 
     def key_matches(self, index: int, key: str) -> bool | None:
         """Whether the journal's intent for ``index`` carries ``key`` (compared on its first 64
@@ -272,7 +274,7 @@ class Journal:
         """
         record = {"kind": "intent", "index": item.index, "id": item.id, "key": key}
         self._write(_encoder.encode(record) + b"\n")
-        self._intents[item.index] = _key_prefix(key)
+        self._intents.set(item.index, _key_prefix(key))
         self.intents_written += 1
         await trio.lowlevel.checkpoint()
 
@@ -357,7 +359,7 @@ class ResultsWriter:
     once. `status_counts` counts the statuses of every line in the file (kept, filled in and new).
     """
 
-    def __init__(self, path: str, fd: int, present: set[int], counts: Counter[str]) -> None:
+    def __init__(self, path: str, fd: int, present: IndexSet, counts: Counter[str]) -> None:
         """Use `ResultsWriter.open`."""
         self.path = path
         self._fd: int | None = fd
@@ -381,7 +383,7 @@ class ResultsWriter:
             OSError: the file cannot be read or written.
         """
         name = os.fspath(path)
-        present: set[int] = set()
+        present = IndexSet()
         counts: Counter[str] = Counter()
         if not resume:
             return cls(name, open_append(name, keep_bytes=None), present, counts)
@@ -441,7 +443,7 @@ class ResultsWriter:
         self.close()
 
 
-def _keep_line(head: _Head, present: set[int], journal: Journal | None) -> bool:
+def _keep_line(head: _Head, present: IndexSet, journal: Journal | None) -> bool:
     """Whether a results line (``head``) is kept on resume: the first line of its index, and
     its status is the journal's final status for the item (no journal: a final status)."""
     if head.index is None or head.index in present or head.status is None:
@@ -455,7 +457,7 @@ def _rewrite_keeping(path: str, journal: Journal | None) -> None:
     """Rewrite ``path`` with only the lines `_keep_line` keeps, through a temporary file that is
     fsynced and renamed over it (a crash leaves either the old file or the new one)."""
     temporary = f"{path}.tmp-{os.getpid()}"
-    present: set[int] = set()
+    present = IndexSet()
     with open(temporary, "wb") as out:
         for _, _, line in complete_lines(path):
             head = _decode_head(line)

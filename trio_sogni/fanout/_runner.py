@@ -17,7 +17,14 @@ Structure (no task per item; memory flat in the number of items):
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Set as AbstractSet,
+    Sized,
+)
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, cast
 
@@ -340,7 +347,9 @@ class FanoutRun:
     # --- the run -------------------------------------------------------------------------------
 
     async def _main(self) -> None:
-        done: set[int] = self._journal.done_indices() if self._journal is not None else set()
+        done: AbstractSet[int] = (
+            self._journal.done_indices() if self._journal is not None else frozenset()
+        )
         try:
             async with trio.open_nursery() as outer:
                 if self.options.ordered:
@@ -358,7 +367,7 @@ class FanoutRun:
             self._finished.set()
 
     async def _produce(
-        self, send: trio.MemorySendChannel[tuple[int, FanoutItem]], done: set[int]
+        self, send: trio.MemorySendChannel[tuple[int, FanoutItem]], done: AbstractSet[int]
     ) -> None:
         seq = 0
         async with send:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, get_type_hints
 
@@ -420,7 +420,7 @@ class JournalProtocol(Protocol):
     run.
     """
 
-    def done_indices(self) -> set[int]:
+    def done_indices(self) -> AbstractSet[int]:
         """Indices of items whose outcome is already final (skipped on resume)."""
         ...
 
