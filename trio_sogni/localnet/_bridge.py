@@ -19,6 +19,7 @@ import msgspec
 from typing_extensions import override
 
 from ..protocol import (
+    SAMPLING_FIELDS,
     FunctionCallDelta,
     LLMJobRequest,
     ToolCallDelta,
@@ -37,15 +38,7 @@ __all__ = [
 _DEFAULT_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)
 
 _PASSED_THROUGH: Final = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "stop",
+    *SAMPLING_FIELDS,
     "tools",
     "tool_choice",
     "response_format",

@@ -60,7 +60,13 @@ from typing import Any, Final, Literal, cast
 import msgspec
 import trio
 
-from ..protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerMessage
+from ..protocol import (
+    SAMPLING_FIELDS,
+    ChatCompletionChunk,
+    LLMJobError,
+    LLMJobRequest,
+    ServerMessage,
+)
 from ._config import DEFAULT_MODEL, Pricing, format_decimal
 from ._http import AbortConnection
 from ._jobs import JobManager
@@ -686,15 +692,7 @@ class RunManager:
             "messages": run.checkpoint["conversation"],
             **cast("dict[str, Any]", request.get("sampling", {})),
         }
-        for wire, key in (
-            ("tools", "tools"),
-            ("tool_choice", "toolChoice"),
-            ("tokenType", "tokenType"),
-            ("appSource", "appSource"),
-            ("billingMode", "billingMode"),
-        ):
-            if key in request:
-                job[wire] = request[key]
+        job.update(_job_fields(request))
         llm_request = msgspec.convert(job, LLMJobRequest)
         content: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
@@ -1016,19 +1014,21 @@ _MEDIA_KEYS: Final = (
     "uploadedVideos",
     "uploadedAudio",
 )
-_SAMPLING_KEYS: Final = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "repetition_penalty",
-        "frequency_penalty",
-        "presence_penalty",
-        "stop",
-    }
+_SAMPLING_KEYS: Final = frozenset(SAMPLING_FIELDS)
+
+_JOB_FIELDS: Final = (
+    ("tools", "tools"),
+    ("tool_choice", "toolChoice"),
+    ("tokenType", "tokenType"),
+    ("appSource", "appSource"),
+    ("billingMode", "billingMode"),
 )
+"""``(llmJobRequest field, run request key)`` copied from a run's request into its LLM jobs."""
+
+
+def _job_fields(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The run request's fields that its LLM jobs carry, under their ``llmJobRequest`` names."""
+    return {wire: request[key] for wire, key in _JOB_FIELDS if key in request}
 
 
 def _external(value: object) -> bool:
@@ -1126,15 +1126,7 @@ def _validate_create(body: Mapping[str, Any], default_model: str) -> dict[str, A
         ):
             raise bad("'runtime_config.jobConfirmationThresholdUsd' must be a number >= 0")
     probe: dict[str, Any] = {"jobID": "probe", "model": model, "messages": messages, **sampling}
-    for wire, key in (
-        ("tools", "tools"),
-        ("tool_choice", "toolChoice"),
-        ("tokenType", "tokenType"),
-        ("appSource", "appSource"),
-        ("billingMode", "billingMode"),
-    ):
-        if key in request:
-            probe[wire] = request[key]
+    probe.update(_job_fields(request))
     try:
         msgspec.convert(probe, LLMJobRequest)
     except msgspec.ValidationError as exc:

@@ -19,6 +19,7 @@ from ._codec import (
     encode_server_message as encode_server_message,
 )
 from ._messages import (
+    SAMPLING_FIELDS as SAMPLING_FIELDS,
     AbortJob as AbortJob,
     Authenticated as Authenticated,
     Balance as Balance,
@@ -65,6 +66,7 @@ from ._openai import (
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "SAMPLING_FIELDS",
     "AbortJob",
     "Authenticated",
     "Balance",

@@ -16,7 +16,7 @@ cycles and frozen structs cannot be made to, so the cyclic garbage collector nee
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType, field
@@ -32,6 +32,7 @@ from ._openai import (
 )
 
 __all__ = [
+    "SAMPLING_FIELDS",
     "AbortJob",
     "Authenticated",
     "Balance",
@@ -57,6 +58,20 @@ Number = int | float
 
 
 # --- client -> server -----------------------------------------------------------------------------
+
+
+SAMPLING_FIELDS: Final = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+)
+"""The sampling fields of ``llmJobRequest`` (attribute and wire names are the same)."""
 
 
 class LLMJobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
