@@ -50,6 +50,7 @@ import trio
 import trio_sogni
 
 from ._errors import InvalidRequestError
+from ._groups import unwrap_group
 from .fanout._cache import ResultCache
 from .fanout._journal import Journal, JournalError, ResultsWriter
 from .fanout._types import FanoutItem, FanoutOptions, RunReport, RunSnapshot, content_key
@@ -457,14 +458,6 @@ def _write_report(path: str, report: RunReport) -> None:
     os.replace(temporary, path)
 
 
-def _single(exc: BaseException) -> BaseException:
-    """The lone leaf of nested one-member exception groups, else ``exc`` itself."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    group = cast("BaseExceptionGroup[BaseException]", exc)
-    return _single(group.exceptions[0]) if len(group.exceptions) == 1 else group
-
-
 async def batch(args: argparse.Namespace) -> int:
     """Run ``trio-sogni batch`` (see the module docstring); returns the exit status."""
     err = sys.stderr
@@ -591,7 +584,7 @@ async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
         with ResultsWriter.open(args.output, resume=args.resume, journal=journal) as writer:
             async with _open_client(args, worker, scan.models) as client:
                 with trio.open_signal_receiver(signal.SIGINT) as signals:
-                    try:
+                    with unwrap_group():
                         async with (
                             open_fanout(
                                 client, items, plan.options, journal=journal, cache=cache
@@ -613,8 +606,6 @@ async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
                                 writer.write(result)
                             report = run.report()
                             nursery.cancel_scope.cancel()
-                    except BaseExceptionGroup as group:
-                        raise _single(group) from None
             counts = dict(writer.status_counts)
             written = len(writer)
     finally:

@@ -19,6 +19,7 @@ from ._auth import Session, SessionTokens, derive_wallet
 from ._chat import ChatAPI
 from ._eip712 import EIP712Helper, Signer, as_local_account
 from ._errors import ClientClosedError, InvalidRequestError
+from ._groups import unwrap_group
 from ._stream import check_buffer_size
 from ._transport import RestClient, SocketOptions, SocketTransport, build_socket_url
 from .protocol import AbortJob, Authenticated, Balance, BalanceUpdate, encode_client_message
@@ -220,27 +221,6 @@ class SogniClient:
         return self._transport.authenticated
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        group = cast("BaseExceptionGroup[BaseException]", exc)
-        return [leaf for inner in group.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Reduce a nursery's group to what a user should see (house style §8.6)."""
-    leaves = _leaves(group)
-    for leaf in leaves:
-        if isinstance(leaf, KeyboardInterrupt):
-            return leaf
-    if len(leaves) == 1:
-        return leaves[0]
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    if len(real) == 1:
-        return real[0]
-    return group
-
-
 @asynccontextmanager
 async def open_sogni_client(
     *,
@@ -383,17 +363,16 @@ async def open_sogni_client(
     try:
         if wallet is not None:
             await session.login(wallet, app_source=app_source)
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(transport.run)
-                nursery.start_soon(transport.keepalive)
-                nursery.start_soon(chat.abort_sender)
-                yield client
-            finally:
-                await _shutdown(chat, transport, abort_grace)
-                nursery.cancel_scope.cancel(reason="the client is closing")
-    except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        with unwrap_group():
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(transport.run)
+                    nursery.start_soon(transport.keepalive)
+                    nursery.start_soon(chat.abort_sender)
+                    yield client
+                finally:
+                    await _shutdown(chat, transport, abort_grace)
+                    nursery.cancel_scope.cancel(reason="the client is closing")
     finally:
         if owns_http:
             with trio.CancelScope(shield=True):

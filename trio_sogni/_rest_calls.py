@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._errors import APIStatusError, ChatJobError, ProtocolError, as_chat_error
+from ._groups import reraise
 from ._transport import RestClient
 
 __all__ = ["typed_call"]
@@ -38,7 +39,11 @@ async def typed_call(
     try:
         body = await rest.request(method, path, base=base, json=json, headers=headers)
     except APIStatusError as exc:
-        raise map_error(exc) from None
+        mapped = map_error(exc)
+        if mapped is exc:
+            raise
+        # Keep the __cause__ the mapper set (the HTTP error behind a chat error).
+        reraise(mapped)
     try:
         return msgspec.convert(body, result_type)
     except msgspec.ValidationError as exc:

@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from ._errors import InvalidRequestError
+from ._groups import unwrap_group
 from .protocol import ToolCall
 
 __all__ = [
@@ -138,12 +139,8 @@ class ChatTools:
         async def run_one(i: int, call: ToolCall) -> None:
             results[i] = await self.execute(call, on_tool_call=on_tool_call)
 
-        try:
+        with unwrap_group():
             async with trio.open_nursery() as nursery:
                 for i, call in enumerate(tool_calls):
                     nursery.start_soon(run_one, i, call)
-        except BaseExceptionGroup as group:
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
         return [r for r in results if r is not None]

@@ -24,6 +24,7 @@ import trio
 from typing_extensions import override
 
 from .._errors import AuthenticationError, ClientClosedError, ConnectError, ConnectionLost
+from .._groups import unwrap_group
 from .._version import __version__
 from ..protocol import Authenticated, decode_envelope, decode_server_message
 from ._engines import (
@@ -66,19 +67,6 @@ class FrameSink(Protocol):
 
     def connection_lost(self, error: ConnectionLost) -> None:
         """The current connection died. Jobs that depended on it must fail now."""
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The only exception inside ``group`` (however nested), or ``group`` itself."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(cast("BaseExceptionGroup[BaseException]", exc).exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -187,11 +175,9 @@ class SocketTransport:
         attempt = 0
         while not self._closing:
             try:
-                try:
+                # The connection's nursery wraps what its body raised: one error is that error.
+                with unwrap_group():
                     lost = await self._connect_and_receive(task_status if first else None)
-                except BaseExceptionGroup as group:
-                    # The connection's nursery wraps what its body raised: one error is that error.
-                    raise _single(group) from None
                 attempt = 0
             except (ConnectError, AuthenticationError) as exc:
                 if first:

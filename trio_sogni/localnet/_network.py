@@ -23,6 +23,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.utilities import RemoteProtocolError
 
+from .._groups import unwrap_group
 from ..protocol import (
     Authenticated,
     BalanceUpdate,
@@ -62,23 +63,6 @@ __all__ = ["LocalNetwork"]
 logger = logging.getLogger("trio_sogni.localnet")
 
 Authenticator = Callable[[Mapping[str, str]], Account | None]
-
-
-@asynccontextmanager
-async def _unwrap_single() -> AsyncGenerator[None]:
-    """Re-raise a one-exception group as that exception (keeping its traceback and context)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        inner = group.exceptions[0]
-        context = inner.__context__
-        try:
-            raise inner
-        finally:
-            inner.__context__ = context
-            del inner, context
 
 
 @dataclass(eq=False)
@@ -695,20 +679,21 @@ class LocalNetwork:
         (shielded, bounded by ``shutdown_timeout``) on exit. A lone exception (from the block,
         or a crash inside localnet) propagates unwrapped, not as an ``ExceptionGroup``."""
         try:
-            async with _unwrap_single(), trio.open_nursery() as nursery:
-                self._nursery = self._jobs.nursery = nursery
-                for worker in workers:
-                    self.add_worker(worker)
-                self.runs.start(nursery)
-                if listeners:
-                    nursery.start_soon(self._serve_listeners, list(listeners))
-                    listeners.clear()
-                try:
-                    yield
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await self._shutdown(shutdown_timeout)
-                    nursery.cancel_scope.cancel()
+            with unwrap_group():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = self._jobs.nursery = nursery
+                    for worker in workers:
+                        self.add_worker(worker)
+                    self.runs.start(nursery)
+                    if listeners:
+                        nursery.start_soon(self._serve_listeners, list(listeners))
+                        listeners.clear()
+                    try:
+                        yield
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._shutdown(shutdown_timeout)
+                        nursery.cancel_scope.cancel()
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
