@@ -15,14 +15,27 @@ from collections.abc import Callable
 
 import trio
 
-from trio_sogni._chat import ChatAPI
-from trio_sogni._stream import ChatStream, _JobSlot
+from trio_sogni._driver import JobDriver
+from trio_sogni._events import EventHub
+from trio_sogni._jobstate import JobSlot
+from trio_sogni._router import JobRouter
+from trio_sogni._stream import ChatStream
 from trio_sogni._transport import _wire
 from trio_sogni.protocol import ChatCompletionChunk, decode_server_message, encode_server_message
 
 N = 200_000
 JOB_ID = "9F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
 FRAME = encode_server_message(ChatCompletionChunk(job_id=JOB_ID, content="tok "))
+
+
+class _NoSocket:
+    """The drain never closes its stream early, so nothing is ever sent."""
+
+    async def send(self, frame: bytes) -> None:
+        raise AssertionError("nothing is sent")
+
+    async def send_if_connected(self, frame: bytes) -> bool:
+        raise AssertionError("nothing is sent")
 
 
 def timed(fn: Callable[[], float | None]) -> float:
@@ -47,23 +60,25 @@ def main() -> None:
         for _ in range(N):
             decode_server_message(FRAME)
 
-    chat = ChatAPI(max_buffered_chunks=N + 1, abort_grace=1, app_source=None)
+    router = JobRouter(max_buffered_chunks=N + 1, events=EventHub())
 
     def feed() -> None:
-        slot = _JobSlot(JOB_ID, "m", N + 1)
-        chat._jobs[JOB_ID] = slot  # pyright: ignore[reportPrivateUsage]
+        slot = router.register(JOB_ID, "m")
         batch = [FRAME] * 400  # about one socket read
         for _ in range(N // 400):
-            chat.feed_batch(batch)
+            router.feed_batch(batch)
+        router.unsent(slot)  # deregister: the next run registers the id again
 
     def receive() -> float:
-        slot = _JobSlot(JOB_ID, "m", N + 1)
+        slot = JobSlot(JOB_ID, "m", N + 1)
         slot.sent = True
         for _ in range(N):
             slot.push(ChatCompletionChunk(job_id=JOB_ID, content="tok "))
 
         async def drain() -> float:
-            stream = ChatStream(slot, chat)
+            stream = ChatStream(
+                slot, JobDriver(router, _NoSocket(), trio.lowlevel.ParkingLot(), abort_grace=1)
+            )
             slot.done = True  # ends the iteration once the buffer is drained
             start = time.perf_counter()
             async for _ in stream:

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import h11
+import httpx
 import trio
 
 import trio_sogni
@@ -44,6 +46,99 @@ async def client_for(
         socket_options=options,
         **kwargs,
     ) as client:
+        yield client
+
+
+IN_MEMORY_SOCKET = "ws://localnet.in-memory"
+IN_MEMORY_REST = "http://localnet.in-memory"
+
+
+class _InMemoryBody(httpx.AsyncByteStream):
+    """A response body read from an in-memory connection as the caller asks for it."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: h11.Connection) -> None:
+        self._stream = stream
+        self._conn = conn
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(await self._stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._stream)
+
+
+class InMemoryHTTP(httpx.AsyncBaseTransport):
+    """httpx over localnet's in-memory connections (one per request): REST with no socket, in
+    virtual time under ``MockClock``."""
+
+    def __init__(self, net: LocalNetwork) -> None:
+        self._net = net
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        stream = self._net.connect_in_memory()
+        conn = h11.Connection(h11.CLIENT)
+        body = await request.aread()
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"connection"]
+        headers.append((b"connection", b"close"))
+        if body and b"content-length" not in {k.lower() for k, _ in headers}:
+            headers.append((b"content-length", str(len(body)).encode()))
+        out = conn.send(
+            h11.Request(method=request.method, target=request.url.raw_path, headers=headers)
+        )
+        if body:
+            out += conn.send(h11.Data(data=body))
+        out += conn.send(h11.EndOfMessage())
+        await stream.send_all(out)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                return httpx.Response(
+                    event.status_code,
+                    headers=[(bytes(k), bytes(v)) for k, v in event.headers],
+                    stream=_InMemoryBody(stream, conn),
+                    request=request,
+                )
+            if isinstance(event, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError("the server closed the connection", request=request)
+
+
+@asynccontextmanager
+async def client_in_memory(
+    net: LocalNetwork, engine: str = "fast", **kwargs: Any
+) -> AsyncIterator[trio_sogni.SogniClient]:
+    """A real client on localnet's in-memory connections (socket and REST): no TCP anywhere,
+    so it runs in virtual time under ``MockClock(autojump_threshold=0)``."""
+
+    async def open_stream(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        return net.connect_in_memory()
+
+    options = kwargs.pop("socket_options", None) or SocketOptions(
+        engine=engine,  # type: ignore[arg-type]
+    )
+    if "api_key" not in kwargs and not {"tokens", "username", "wallet_private_key"} & set(kwargs):
+        kwargs["api_key"] = net.api_key
+    async with (
+        httpx.AsyncClient(transport=InMemoryHTTP(net)) as http,
+        trio_sogni.open_sogni_client(
+            socket_endpoint=IN_MEMORY_SOCKET,
+            rest_endpoint=IN_MEMORY_REST,
+            socket_options=options,
+            open_stream=open_stream,
+            http_client=http,
+            **kwargs,
+        ) as client,
+    ):
         yield client
 
 

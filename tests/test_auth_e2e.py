@@ -11,7 +11,7 @@ from helpers import MODEL, local_network
 
 import trio_sogni
 from trio_sogni import AuthenticationError, InvalidRequestError, SogniClient
-from trio_sogni._auth import SessionTokens, derive_wallet
+from trio_sogni._auth import derive_wallet
 from trio_sogni.localnet import LocalNetwork
 
 TIMEOUT = 20
@@ -89,35 +89,7 @@ async def test_wrong_password_is_a_typed_error_without_secrets() -> None:
             assert "login failed" in str(info.value)
 
 
-async def test_resumed_tokens_refresh_mid_session_while_jobs_stream() -> None:
-    clock = Clock()
-    with trio.fail_after(TIMEOUT):
-        async with local_network(clock=clock, access_token_ttl=600, tokens_per_second=200) as net:
-            net.add_account("dave", password=PASSWORD, balance=1000)
-            pair = net.issue_tokens("dave")
-            tokens = SessionTokens(pair.token, pair.refresh_token)
-            async with client(net, tokens=tokens) as sogni:
-                session = sogni.account
-                results: list[str] = []
-
-                async def job(i: int) -> None:
-                    results.append(await stream_text(sogni, f"job {i} " + "word " * 30))
-
-                async with trio.open_nursery() as nursery:
-                    for i in range(5):
-                        nursery.start_soon(job, i)
-                    await trio.sleep(0.02)
-                    clock.now += 590  # the access token is about to expire
-                    me = await session.me()  # refreshes first, while the jobs stream
-                    assert me.username == "dave"
-                assert len(results) == 5
-                assert session.tokens is not None
-                assert session.tokens != tokens  # rotated
-            # The old refresh token was revoked by the rotation: resuming the old session needs a
-            # refresh (its access token is inside the margin) and fails, clearly, at once.
-            with pytest.raises(AuthenticationError, match="session has ended"):
-                async with client(net, tokens=tokens):
-                    pass
+# A refresh while jobs stream is tested in virtual time: tests/test_virtual_time.py.
 
 
 async def test_concurrent_refreshes_coalesce_into_one_request() -> None:

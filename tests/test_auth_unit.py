@@ -211,9 +211,9 @@ def session_with(rest: FakeRest, clock: list[float]) -> Session:
     session = Session(
         tokens=SessionTokens(first["token"], first["refreshToken"]),
         eip712=EIP712Helper(),
+        rest=rest,  # type: ignore[arg-type]
         clock=lambda: clock[0],
     )
-    session.bind(rest)  # type: ignore[arg-type]
     return session
 
 

@@ -20,7 +20,6 @@ from trio_sogni import (
     SogniClient,
 )
 from trio_sogni.localnet import (
-    DropConnection,
     Fail,
     LocalNetwork,
     Stall,
@@ -147,19 +146,6 @@ async def test_break_mid_stream_aborts_and_frees_the_worker(engine: str) -> None
         assert sogni.chat.statistics().live_jobs == 0
 
 
-async def test_cancel_scope_around_non_streaming_call_aborts(engine: str) -> None:
-    async with (
-        local_network(workers=1, script=lambda r: [Text("partial "), Stall()]) as net,
-        client_for(net, engine) as sogni,
-    ):
-        with trio.move_on_after(0.3):
-            await sogni.chat.completions.create(model=MODEL, messages=user("x"))
-        with trio.fail_after(10):
-            await net.wait_until(lambda: len(net.cancelled_job_ids) == 1)
-            await net.wait_until(lambda: net.statistics().job_state_entries == 0)
-        assert sogni.chat.statistics().live_jobs == 0
-
-
 async def test_close_just_after_completion_sends_no_abort(
     sogni: SogniClient, net: LocalNetwork
 ) -> None:
@@ -261,29 +247,8 @@ async def test_malformed_frame_for_a_live_job_fails_that_job(engine: str) -> Non
         assert "".join(c.content or "" for c in received) == stream.content
 
 
-async def test_disconnect_mid_job_fails_fast_then_reconnects(engine: str) -> None:
-    def script(request: Any) -> Any:
-        return (
-            [Text("one two "), DropConnection()] if "drop" in request.messages[-1].content else None
-        )
-
-    async with local_network(script=script) as net, client_for(net, engine) as sogni:
-        with trio.fail_after(10):
-            stream = await sogni.chat.completions.create(
-                model=MODEL, messages=user("drop"), stream=True
-            )
-            async with stream:
-                with pytest.raises(ChatJobError) as info:
-                    async for _ in stream:
-                        pass
-            assert info.value.error_type == "transport_lost"
-            assert info.value.retryable
-            assert isinstance(info.value.__cause__, trio_sogni.ConnectionLost)
-            assert stream.content == "one two "  # what arrived is kept, not discarded
-            # The client reconnects by itself and new work flows.
-            result = await sogni.chat.completions.create(model=MODEL, messages=user("after"))
-        assert result.content == default_reply_text(user("after"))
-        assert sogni.chat.statistics().live_jobs == 0
+# A dropped connection, reconnect backoff, the ping deadline and deadlines around calls are
+# tested in virtual time: tests/test_virtual_time.py.
 
 
 async def test_server_restart_is_a_retryable_job_error(engine: str) -> None:

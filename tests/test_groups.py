@@ -17,7 +17,8 @@ from trio_sogni._groups import collapse, reraise, unwrap_group
 from trio_sogni._rest_calls import typed_call
 from trio_sogni._tools import ChatTools
 from trio_sogni._transport import RestClient
-from trio_sogni.protocol import ToolCall, FunctionCall
+from trio_sogni.localnet import LocalNetwork
+from trio_sogni.protocol import FunctionCall, ToolCall
 
 
 def _raise_chained() -> None:
@@ -57,11 +58,15 @@ def test_reraise_keeps_cause_context_and_traceback() -> None:
     except ValueError as exc:
         original = exc
     frames_before = len(traceback.extract_tb(original.__traceback__))
-    with pytest.raises(ValueError) as info:
+
+    def rewrap() -> None:
         try:
             raise ExceptionGroup("wrapped", [original])
         except ExceptionGroup as group:
             reraise(group.exceptions[0])
+
+    with pytest.raises(ValueError) as info:
+        rewrap()
     assert info.value is original
     assert isinstance(info.value.__cause__, KeyError)
     assert not isinstance(info.value.__context__, BaseExceptionGroup)
@@ -95,24 +100,26 @@ async def test_keyboard_interrupt_in_the_receive_loop_leaves_the_client_as_itsel
     def interrupt(_event: object) -> None:
         raise KeyboardInterrupt
 
+    async def run(net: LocalNetwork) -> None:
+        async with client_for(net) as sogni:
+            sogni.chat.on("token", interrupt)
+            stream = await sogni.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            async with stream:
+                async for _ in stream:
+                    pass
+            await trio.sleep_forever()
+
     with trio.fail_after(30):
         async with local_network() as net:
             with pytest.raises(KeyboardInterrupt):
-                async with client_for(net) as sogni:
-                    sogni.chat.on("token", interrupt)
-                    stream = await sogni.chat.completions.create(
-                        model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
-                    )
-                    async with stream:
-                        async for _ in stream:
-                            pass
-                    await trio.sleep_forever()
+                await run(net)
 
 
 async def test_keyboard_interrupt_in_a_tool_handler_comes_out_alone() -> None:
     calls = [
-        ToolCall(id=f"c{i}", function=FunctionCall(name="local", arguments="{}"))
-        for i in range(3)
+        ToolCall(id=f"c{i}", function=FunctionCall(name="local", arguments="{}")) for i in range(3)
     ]
 
     async def handler(call: ToolCall) -> str:

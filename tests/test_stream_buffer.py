@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trio_sogni import ChatJobError, ChatStream
-from trio_sogni._stream import _JobSlot, check_buffer_size  # pyright: ignore[reportPrivateUsage]
+from trio_sogni._jobstate import JobSlot, check_buffer_size
 from trio_sogni.protocol import (
     ChatCompletionChunk,
     FunctionCallDelta,
@@ -22,11 +22,11 @@ class Owner:
         self.released: list[str] = []
         self.orphans: list[str] = []
 
-    async def release(self, slot: _JobSlot) -> None:
+    async def release(self, slot: JobSlot) -> None:
         self.released.append(slot.job_id)
         await trio.lowlevel.checkpoint()
 
-    def orphaned(self, slot: _JobSlot) -> None:
+    def orphaned(self, slot: JobSlot) -> None:
         self.orphans.append(slot.job_id)
 
 
@@ -34,9 +34,9 @@ def chunk(text: str | None = None, **kw: object) -> ChatCompletionChunk:
     return ChatCompletionChunk(job_id="J", content=text, **kw)  # type: ignore[arg-type]
 
 
-def make(max_buffer: int = 4) -> tuple[_JobSlot, ChatStream, Owner]:
+def make(max_buffer: int = 4) -> tuple[JobSlot, ChatStream, Owner]:
     owner = Owner()
-    slot = _JobSlot("J", "m", max_buffer)
+    slot = JobSlot("J", "m", max_buffer)
     slot.sent = True
     return slot, ChatStream(slot, owner), owner
 

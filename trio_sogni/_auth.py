@@ -188,6 +188,7 @@ class Session:
         api_key: str | None = None,
         tokens: SessionTokens | None = None,
         eip712: EIP712Helper,
+        rest: RestClient,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = REFRESH_MARGIN,
     ) -> None:
@@ -196,7 +197,8 @@ class Session:
         self.eip712 = eip712
         self._clock = clock
         self._margin = refresh_margin
-        self._rest: RestClient | None = None
+        self._rest = rest
+        """Sends without credentials: login, nonce, signup and refresh carry their own proof."""
         self._flight: _Flight | None = None
         self._ended: AuthenticationError | None = None
         self._skew = 0.0
@@ -208,10 +210,6 @@ class Session:
     @override
     def __repr__(self) -> str:
         return f"<Session mode={self.mode!r} signed_in={self.signed_in}>"
-
-    def bind(self, rest: RestClient) -> None:
-        """Attach the REST client used for login, refresh and logout."""
-        self._rest = rest
 
     @property
     def mode(self) -> str:
@@ -271,11 +269,6 @@ class Session:
 
     # --- login, refresh, logout ---------------------------------------------------------------
 
-    def _require_rest(self) -> RestClient:
-        if self._rest is None:  # pragma: no cover - the client binds it at once
-            raise RuntimeError("the session has no REST client")
-        return self._rest
-
     async def login(
         self, wallet: LocalAccount, *, app_source: str | None = None, remember_me: bool = True
     ) -> None:
@@ -285,7 +278,7 @@ class Session:
             AuthenticationError: the server refused (wrong password, unknown wallet, bad
                 signature); the message is the server's, never a secret.
         """
-        rest = self._require_rest()
+        rest = self._rest
         address = wallet.address
         try:
             nonce = await self._nonce(address)
@@ -325,7 +318,7 @@ class Session:
         Raises:
             AuthenticationError: the server refused (e.g. the name is taken).
         """
-        rest = self._require_rest()
+        rest = self._rest
         address = wallet.address
         try:
             nonce = await self._nonce(address)
@@ -349,7 +342,7 @@ class Session:
         return _tokens_from(data)
 
     async def _nonce(self, address: str) -> str:
-        body = await self._require_rest().request(
+        body = await self._rest.request(
             "POST", "/v1/account/nonce", json={"walletAddress": address}, auth=False
         )
         nonce = _data(body).get("nonce")
@@ -397,7 +390,7 @@ class Session:
         flight = self._flight = _Flight()
         try:
             try:
-                body = await self._require_rest().request(
+                body = await self._rest.request(
                     "POST",
                     "/v1/account/refresh-token",
                     json={"refreshToken": tokens.refresh_token},
@@ -445,7 +438,10 @@ class Session:
             await trio.lowlevel.checkpoint()
             return
         try:
-            await self._require_rest().request("POST", "/v1/account/logout", json={})
+            token = await self.access_token()
+            await self._rest.request(
+                "POST", "/v1/account/logout", json={}, headers={"Authorization": token}
+            )
         except APIStatusError as exc:
             if exc.status_code != 401:
                 raise

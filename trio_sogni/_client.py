@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Literal, cast, final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,12 +18,22 @@ from typing_extensions import override
 
 from ._auth import Session, SessionTokens, derive_wallet
 from ._chat import ChatAPI
+from ._driver import JobDriver
 from ._eip712 import EIP712Helper, Signer, as_local_account
 from ._errors import ClientClosedError, InvalidRequestError
+from ._events import EventHub
 from ._groups import unwrap_group
-from ._stream import check_buffer_size
-from ._transport import RestClient, SocketOptions, SocketTransport, build_socket_url
-from .protocol import AbortJob, Authenticated, Balance, BalanceUpdate, encode_client_message
+from ._jobstate import check_buffer_size
+from ._router import JobRouter
+from ._transport import (
+    RestClient,
+    SocketOptions,
+    SocketTransport,
+    StreamOpener,
+    build_socket_url,
+    open_tcp,
+)
+from .protocol import Authenticated, Balance, BalanceUpdate
 
 __all__ = ["AccountAPI", "AccountInfo", "SogniClient", "open_sogni_client"]
 
@@ -58,9 +69,20 @@ class _BalanceResponse(msgspec.Struct):
 class AccountAPI:
     """``sogni.account``: the signed-in account."""
 
-    def __init__(self, client: SogniClient, session: Session) -> None:
-        self._client = client
+    def __init__(
+        self,
+        *,
+        rest: RestClient,
+        session: Session,
+        router: JobRouter,
+        app_id: str,
+        app_source: str | None,
+    ) -> None:
+        self._rest = rest
         self._session = session
+        self._router = router
+        self._app_id = app_id
+        self._app_source = app_source
 
     async def me(self) -> AccountInfo:
         """Fetch the account (``GET /v1/account/me``).
@@ -69,7 +91,7 @@ class AccountAPI:
             APIStatusError: e.g. 401 when the credentials are not accepted.
             AuthenticationError: the session could not be refreshed.
         """
-        body = await self._client.rest.request("GET", "/v1/account/me")
+        body = await self._rest.request("GET", "/v1/account/me")
         return msgspec.convert(body, _MeResponse).data
 
     async def balance(self) -> AccountBalance:
@@ -79,13 +101,13 @@ class AccountAPI:
         Raises:
             APIStatusError, AuthenticationError: as for `me`.
         """
-        body = await self._client.rest.request("GET", "/v4/account/balance")
+        body = await self._rest.request("GET", "/v4/account/balance")
         return msgspec.convert(body, _BalanceResponse).data
 
     @property
     def latest_balance(self) -> BalanceUpdate | None:
         """The latest ``balanceUpdate`` the server pushed (after each settled job), if any."""
-        return self._client.chat.balance
+        return self._router.balance
 
     @property
     def tokens(self) -> SessionTokens | None:
@@ -151,13 +173,13 @@ class AccountAPI:
         )
         return await self._session.signup(
             wallet,
-            app_id=self._client.app_id,
+            app_id=self._app_id,
             username=username,
             email=email,
             subscribe=subscribe,
             turnstile_token=turnstile_token,
             referral_code=referral_code,
-            app_source=self._client.chat._app_source,  # pyright: ignore[reportPrivateUsage]
+            app_source=self._app_source,
             remember_me=remember_me,
         )
 
@@ -187,9 +209,10 @@ class SogniClient:
         rest_endpoint: str,
         socket_endpoint: str,
         chat: ChatAPI,
+        account: AccountAPI,
         transport: SocketTransport,
         rest: RestClient,
-        session: Session,
+        eip712: EIP712Helper,
     ) -> None:
         self.app_id = app_id
         self.network = network
@@ -197,8 +220,8 @@ class SogniClient:
         self.socket_endpoint = socket_endpoint
         self.chat = chat
         self.rest = rest
-        self.account = AccountAPI(self, session)
-        self.eip712: EIP712Helper = session.eip712
+        self.account = account
+        self.eip712 = eip712
         """EIP-712 signing in this client's domain (with its wallet, if it signed in with one)."""
         self._transport = transport
 
@@ -241,6 +264,7 @@ async def open_sogni_client(
     abort_grace: float = 5.0,
     socket_options: SocketOptions | None = None,
     http_client: httpx.AsyncClient | None = None,
+    open_stream: StreamOpener | None = None,
 ) -> AsyncGenerator[SogniClient]:
     """Connect to a Sogni Supernet and yield a `SogniClient`; disconnect on exit.
 
@@ -279,6 +303,9 @@ async def open_sogni_client(
         abort_grace: the bound on sending an abort when a job is abandoned.
         socket_options: connection limits (timeouts, ping interval, max message size).
         http_client: an ``httpx.AsyncClient`` to use for REST (you keep ownership of it).
+        open_stream: opens the byte stream the WebSocket runs over, ``(host, port, ssl_context)
+            -> trio.abc.Stream``; by default TCP, with TLS for ``wss://``. Tests pass one that
+            returns an in-memory connection to localnet (``net.connect_in_memory()``).
 
     Raises:
         InvalidRequestError: bad arguments.
@@ -311,25 +338,12 @@ async def open_sogni_client(
         wallet = derive_wallet(username, password)
     elif wallet_private_key is not None:
         wallet = as_local_account(wallet_private_key)
-    session = Session(
-        api_key=api_key,
-        tokens=SessionTokens.coerce(tokens) if tokens is not None else None,
-        eip712=EIP712Helper(testnet=testnet, signer=wallet),
-        clock=wall_clock,
-    )
     try:
         max_buffered_chunks = check_buffer_size(max_buffered_chunks)
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from None
     app_id = (app_id or f"trio-sogni-{uuid.uuid4()}").strip()
     options = socket_options or SocketOptions()
-
-    async def rest_headers() -> dict[str, str]:
-        headers = await session.rest_headers()
-        if app_source:
-            headers["X-App-Source"] = app_source
-        return headers
-
     url = build_socket_url(
         socket_endpoint,
         app_id=app_id,
@@ -337,30 +351,62 @@ async def open_sogni_client(
         app_source=app_source,
         socket_event_subscriptions=socket_event_subscriptions,
     )
-    chat = ChatAPI(
-        max_buffered_chunks=max_buffered_chunks, abort_grace=abort_grace, app_source=app_source
-    )
-    transport = SocketTransport(url, session.socket_headers, chat, options)
-    chat.bind(transport)
+    socket_host = _socket_host(socket_endpoint)
     owns_http = http_client is None
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0))
-    rest = RestClient(
-        rest_endpoint, _socket_host(socket_endpoint), rest_headers, http, session.reauthenticate
-    )
-    session.bind(rest)
-    chat.bind_rest(rest)
-    chat.eip712 = session.eip712
-    client = SogniClient(
-        app_id=app_id,
-        network=network,
-        rest_endpoint=rest_endpoint,
-        socket_endpoint=socket_endpoint,
-        chat=chat,
-        transport=transport,
-        rest=rest,
-        session=session,
-    )
     try:
+        # Built bottom-up, each part from the parts it needs: nothing is attached afterwards.
+        eip712 = EIP712Helper(testnet=testnet, signer=wallet)
+        session = Session(
+            api_key=api_key,
+            tokens=SessionTokens.coerce(tokens) if tokens is not None else None,
+            eip712=eip712,
+            rest=RestClient(rest_endpoint, socket_host, _no_headers, http),
+            clock=wall_clock,
+        )
+        rest = RestClient(
+            rest_endpoint,
+            socket_host,
+            partial(_rest_headers, session, app_source),
+            http,
+            session.reauthenticate,
+        )
+        events = EventHub()
+        abort_lot = trio.lowlevel.ParkingLot()
+        models_lot = trio.lowlevel.ParkingLot()
+        router = JobRouter(
+            max_buffered_chunks=max_buffered_chunks,
+            events=events,
+            wake_aborts=abort_lot.unpark_all,
+            wake_models=models_lot.unpark_all,
+        )
+        transport = SocketTransport(
+            url, session.socket_headers, router, options, open_stream or open_tcp
+        )
+        driver = JobDriver(router, transport, abort_lot, abort_grace=abort_grace)
+        chat = ChatAPI(
+            router=router,
+            driver=driver,
+            events=events,
+            models_lot=models_lot,
+            rest=rest,
+            eip712=eip712,
+            app_source=app_source,
+        )
+        account = AccountAPI(
+            rest=rest, session=session, router=router, app_id=app_id, app_source=app_source
+        )
+        client = SogniClient(
+            app_id=app_id,
+            network=network,
+            rest_endpoint=rest_endpoint,
+            socket_endpoint=socket_endpoint,
+            chat=chat,
+            account=account,
+            transport=transport,
+            rest=rest,
+            eip712=eip712,
+        )
         if wallet is not None:
             await session.login(wallet, app_source=app_source)
         with unwrap_group():
@@ -368,10 +414,10 @@ async def open_sogni_client(
                 try:
                     await nursery.start(transport.run)
                     nursery.start_soon(transport.keepalive)
-                    nursery.start_soon(chat.abort_sender)
+                    nursery.start_soon(driver.abort_sender)
                     yield client
                 finally:
-                    await _shutdown(chat, transport, abort_grace)
+                    await _shutdown(driver, events, transport)
                     nursery.cancel_scope.cancel(reason="the client is closing")
     finally:
         if owns_http:
@@ -379,14 +425,21 @@ async def open_sogni_client(
                 await http.aclose()
 
 
-async def _shutdown(chat: ChatAPI, transport: SocketTransport, abort_grace: float) -> None:
-    live = chat.close(ClientClosedError("the client was closed while the job was running"))
-    with trio.move_on_after(abort_grace, shield=True):
-        for slot in live:
-            if slot.sent:
-                await _abort(transport, slot.job_id)
+async def _no_headers() -> dict[str, str]:
+    await trio.lowlevel.checkpoint()
+    return {}
+
+
+async def _rest_headers(session: Session, app_source: str | None) -> dict[str, str]:
+    headers = await session.rest_headers()
+    if app_source:
+        headers["X-App-Source"] = app_source
+    return headers
+
+
+async def _shutdown(driver: JobDriver, events: EventHub, transport: SocketTransport) -> None:
+    """Fail and abort every live job (shielded, bounded), end event subscriptions, close the
+    socket (shielded, bounded by ``close_timeout``)."""
+    await driver.shutdown(ClientClosedError("the client was closed while the job was running"))
+    events.close()
     await transport.close()
-
-
-async def _abort(transport: SocketTransport, job_id: str) -> None:
-    await transport.send_if_connected(encode_client_message(AbortJob(job_id=job_id)))

@@ -10,19 +10,28 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import ClassVar, Final, Literal, TypeAlias, final
+from typing import final
 
-import msgspec
 import trio
 from typing_extensions import override
 
-from ._stream import ChatCompletionResult
-from .protocol import ChatCompletionChunk, JobState, LLMModelInfo
+from ._event_types import (
+    EVENT_KINDS,
+    Callback,
+    ChatEvent,
+    CompletedEvent,
+    ErrorEvent,
+    EventKind,
+    JobStateEvent,
+    ModelsUpdatedEvent,
+    TokenEvent,
+)
 
 __all__ = [
     "ChatEvent",
     "CompletedEvent",
     "ErrorEvent",
+    "EventHub",
     "EventKind",
     "EventSubscription",
     "JobStateEvent",
@@ -31,54 +40,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_sogni.events")
-
-EventKind: TypeAlias = Literal["token", "completed", "error", "jobState", "modelsUpdated"]
-EVENT_KINDS: Final[frozenset[str]] = frozenset(
-    ["token", "completed", "error", "jobState", "modelsUpdated"]
-)
-
-
-class TokenEvent(msgspec.Struct, frozen=True):
-    """A ``jobTokens`` chunk arrived for some job."""
-
-    kind: ClassVar[str] = "token"
-    chunk: ChatCompletionChunk
-
-
-class CompletedEvent(msgspec.Struct, frozen=True):
-    """A job completed; ``result`` is its final result."""
-
-    kind: ClassVar[str] = "completed"
-    result: ChatCompletionResult
-
-
-class ErrorEvent(msgspec.Struct, kw_only=True, frozen=True):
-    """A job failed (``llmJobError``)."""
-
-    kind: ClassVar[str] = "error"
-    job_id: str
-    error: str
-    error_code: str | None
-    message: str
-    worker_name: str | None
-
-
-class JobStateEvent(msgspec.Struct, frozen=True):
-    """A job changed state (``jobState``)."""
-
-    kind: ClassVar[str] = "jobState"
-    state: JobState
-
-
-class ModelsUpdatedEvent(msgspec.Struct, frozen=True):
-    """The LLM model map was replaced (``swarmLLMModels``)."""
-
-    kind: ClassVar[str] = "modelsUpdated"
-    models: dict[str, LLMModelInfo]
-
-
-ChatEvent: TypeAlias = TokenEvent | CompletedEvent | ErrorEvent | JobStateEvent | ModelsUpdatedEvent
-Callback: TypeAlias = Callable[[ChatEvent], object]
 
 
 @final

@@ -11,7 +11,7 @@ Standard library only: the I/O layers of localnet import it too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import NoReturn, cast
 
@@ -45,7 +45,8 @@ def collapse(exc: BaseException) -> BaseException:
     """
     if not isinstance(exc, BaseExceptionGroup):
         return exc
-    leaves = _leaves(exc)
+    group = cast("BaseExceptionGroup[BaseException]", exc)
+    leaves = _leaves(group)
     for leaf in leaves:
         if isinstance(leaf, KeyboardInterrupt):
             return leaf
@@ -54,7 +55,7 @@ def collapse(exc: BaseException) -> BaseException:
     real = [leaf for leaf in leaves if not _is_cancelled(leaf)]
     if len(real) == 1:
         return real[0]
-    return exc
+    return group
 
 
 def reraise(exc: BaseException) -> NoReturn:
@@ -75,7 +76,7 @@ def reraise(exc: BaseException) -> NoReturn:
 
 
 @contextmanager
-def unwrap_group() -> Iterator[None]:
+def unwrap_group() -> Generator[None]:
     """Re-raise a ``BaseExceptionGroup`` escaping the block as `collapse` says (see the module
     docstring). Exceptions that are not groups pass through untouched."""
     try:

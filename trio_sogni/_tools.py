@@ -18,6 +18,7 @@ import trio
 
 from ._errors import InvalidRequestError
 from ._groups import unwrap_group
+from ._jobstate import ToolResult, ToolRound
 from .protocol import ToolCall
 
 __all__ = [
@@ -32,24 +33,6 @@ __all__ = [
 OnToolCall: TypeAlias = Callable[[ToolCall], Awaitable[Any]]
 """An async handler for a client-side tool call. A ``str`` result is used as the tool message
 content as-is; anything else is JSON-encoded."""
-
-
-class ToolResult(msgspec.Struct, kw_only=True, frozen=True):
-    """The outcome of one tool call, as fed back to the model in a ``tool`` message."""
-
-    tool_call_id: str
-    tool_name: str
-    success: bool
-    content: str
-    error: str | None = None
-
-
-class ToolRound(msgspec.Struct, kw_only=True, frozen=True):
-    """One round of the automatic tool loop: the calls the model made and their results."""
-
-    round: int
-    tool_calls: list[ToolCall]
-    tool_results: list[ToolResult]
 
 
 @cache

@@ -1,5 +1,6 @@
 """I/O only: the WebSocket connection and the REST client. No chat semantics live here."""
 
+from ._engines import StreamOpener as StreamOpener, open_tcp as open_tcp
 from ._rest import RestClient as RestClient
 from ._socket import (
     FrameSink as FrameSink,
@@ -8,4 +9,12 @@ from ._socket import (
     build_socket_url as build_socket_url,
 )
 
-__all__ = ["FrameSink", "RestClient", "SocketOptions", "SocketTransport", "build_socket_url"]
+__all__ = [
+    "FrameSink",
+    "RestClient",
+    "SocketOptions",
+    "SocketTransport",
+    "StreamOpener",
+    "build_socket_url",
+    "open_tcp",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 import trio
@@ -29,8 +29,10 @@ __all__ = [
     "HandshakeFailed",
     "SendTimedOut",
     "SocketClosed",
+    "StreamOpener",
     "TrioWebSocketConnection",
     "connect",
+    "open_tcp",
 ]
 
 EngineName: TypeAlias = Literal["fast", "trio-websocket"]
@@ -136,29 +138,22 @@ class FastConnection:
         self._flushed = trio.Event()
 
     @classmethod
-    async def connect(
+    async def handshake(
         cls,
+        stream: trio.abc.Stream,
         host: str,
         port: int,
         resource: str,
         *,
-        ssl_context: ssl.SSLContext | None,
+        secure: bool,
         headers: list[tuple[bytes, bytes]],
         max_message_size: int,
         send_timeout: float = 30.0,
     ) -> FastConnection:
-        """Open TCP (TLS when ``ssl_context``), send the upgrade, check the answer."""
-        tcp = await trio.open_tcp_stream(host, port)
-        _nodelay(tcp)
-        stream: trio.abc.Stream = tcp
+        """Send the upgrade over an open ``stream`` and check the answer. The stream is closed
+        (shielded) if the handshake fails or is cancelled."""
         try:
-            if ssl_context is not None:
-                tls = trio.SSLStream(tcp, ssl_context, server_hostname=host)
-                await tls.do_handshake()
-                stream = tls
-            request, key = _wire.build_handshake_request(
-                host, port, resource, ssl_context is not None, headers
-            )
+            request, key = _wire.build_handshake_request(host, port, resource, secure, headers)
             await stream.send_all(request)
             data = b""
             while True:
@@ -356,48 +351,86 @@ class TrioWebSocketConnection:
             await trio.aclose_forcefully(stream)
 
 
+StreamOpener: TypeAlias = Callable[[str, int, "ssl.SSLContext | None"], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream a WebSocket runs over: ``(host, port, ssl_context) -> stream``.
+
+The default, `open_tcp`, dials TCP (and TLS when ``ssl_context`` is given). Tests pass an opener
+that returns one end of an in-memory stream (e.g. localnet's ``connect_in_memory``), so the real
+client runs with no socket at all, in virtual time if they like.
+"""
+
+
+async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    """Open TCP to ``host:port`` with Nagle off, then TLS over it when ``ssl_context`` is set.
+
+    Raises:
+        OSError: the connection or the TLS handshake failed.
+    """
+    tcp = await trio.open_tcp_stream(host, port)
+    _nodelay(tcp)
+    if ssl_context is None:
+        return tcp
+    tls = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(tcp)
+        raise
+    return tls
+
+
 async def connect(
     engine: EngineName,
     nursery: trio.Nursery,
+    stream: trio.abc.Stream,
     host: str,
     port: int,
     resource: str,
     *,
-    ssl_context: ssl.SSLContext | None,
+    secure: bool,
     headers: list[tuple[bytes, bytes]],
     max_message_size: int,
     send_timeout: float = 30.0,
 ) -> Connection:
-    """Open a connection with the chosen engine.
+    """Run the WebSocket handshake over an open ``stream`` with the chosen engine.
 
     Raises:
-        HandshakeFailed: the upgrade was refused.
-        OSError: TCP / TLS failure.
+        HandshakeFailed: the upgrade was refused or malformed.
+        OSError, trio.BrokenResourceError: the stream broke during the upgrade.
     """
     if engine == "fast":
-        return await FastConnection.connect(
+        return await FastConnection.handshake(
+            stream,
             host,
             port,
             resource,
-            ssl_context=ssl_context,
+            secure=secure,
             headers=headers,
             max_message_size=max_message_size,
             send_timeout=send_timeout,
         )
+    # The Host header names the port when it is not the scheme's default (RFC 9110 §7.2).
+    host_header = host if port == (443 if secure else 80) else f"{host}:{port}"
     try:
-        ws = await trio_websocket.connect_websocket(
+        ws = await trio_websocket.wrap_client_stream(
             nursery,
-            host,
-            port,
+            stream,  # pyright: ignore[reportArgumentType]  # any trio Stream works
+            host_header,
             resource,
-            use_ssl=ssl_context if ssl_context is not None else False,
             extra_headers=headers,
             message_queue_size=64,
             max_message_size=max_message_size,
             receive_buffer_size=65536,
         )
-    except trio_websocket.ConnectionRejected as exc:
-        raise HandshakeFailed(f"the server rejected the upgrade: {exc}", exc.status_code) from exc
-    except trio_websocket.HandshakeError as exc:
-        raise HandshakeFailed(f"the upgrade failed: {exc}") from exc
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            raise HandshakeFailed(
+                f"the server rejected the upgrade: {exc}", exc.status_code
+            ) from exc
+        if isinstance(exc, trio_websocket.HandshakeError):
+            raise HandshakeFailed(f"the upgrade failed: {exc}") from exc
+        raise
     return TrioWebSocketConnection(ws, send_timeout)

@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import msgspec
@@ -33,7 +33,9 @@ from ._engines import (
     HandshakeFailed,
     SendTimedOut,
     SocketClosed,
+    StreamOpener,
     connect,
+    open_tcp,
 )
 
 __all__ = ["FrameSink", "SocketOptions", "SocketTransport", "build_socket_url"]
@@ -127,8 +129,10 @@ class SocketTransport:
         headers: HeaderFactory,
         sink: FrameSink,
         options: SocketOptions,
+        open_stream: StreamOpener = open_tcp,
     ) -> None:
         self._url = url
+        self._open_stream = open_stream
         parts = urlsplit(url)
         self._host = parts.hostname or "localhost"
         self._secure = parts.scheme == "wss"
@@ -212,20 +216,22 @@ class SocketTransport:
             try:
                 headers = await self._headers()
                 with trio.fail_after(options.connect_timeout):
+                    stream = await self._open_stream(self._host, self._port, ssl_context)
                     ws = await connect(
                         options.engine,
                         ws_nursery,
+                        stream,
                         self._host,
                         self._port,
                         self._resource,
-                        ssl_context=ssl_context,
+                        secure=self._secure,
                         headers=headers,
                         max_message_size=options.max_message_size,
                         send_timeout=options.send_timeout,
                     )
             except trio.TooSlowError as exc:
                 raise ConnectError(f"connecting to {self._host}:{self._port} timed out") from exc
-            except (OSError, HandshakeFailed) as exc:
+            except (OSError, trio.BrokenResourceError, HandshakeFailed) as exc:
                 raise ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
             try:
                 early = await self._await_authenticated(ws)

@@ -1,0 +1,192 @@
+"""The job router as the sans-IO state machine it is: frames in, slots / wake-ups / aborts out.
+
+These tests are synchronous: no Trio run, no socket. Waiters are recorded, not parked on.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from trio_sogni import ChatJobError, ClientClosedError, ConnectionLost, InvalidRequestError
+from trio_sogni._event_types import ChatEvent
+from trio_sogni._jobstate import JobSlot
+from trio_sogni._router import JobRouter
+from trio_sogni.protocol import (
+    Authenticated,
+    ChatCompletionChunk,
+    LLMJobError,
+    LLMJobResult,
+    LLMModelInfo,
+    SwarmLLMModels,
+    Usage,
+    encode_server_message,
+)
+
+JOB = "9F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
+
+
+class Events:
+    def __init__(self, *kinds: str) -> None:
+        self.listening = set(kinds)
+        self.seen: list[ChatEvent] = []
+
+    def emit(self, event: ChatEvent) -> None:
+        self.seen.append(event)
+
+
+class Waker:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def unpark_all(self) -> None:
+        self.calls += 1
+
+    async def park(self) -> None:
+        raise AssertionError("nothing parks in these tests")
+
+
+def make(*kinds: str) -> tuple[JobRouter, Events, Waker, Waker]:
+    events, aborts, models = Events(*kinds), Waker(), Waker()
+    router = JobRouter(
+        max_buffered_chunks=4,
+        events=events,
+        wake_aborts=aborts.unpark_all,
+        wake_models=models.unpark_all,
+    )
+    return router, events, aborts, models
+
+
+def sent_job(router: JobRouter, job_id: str = JOB) -> JobSlot:
+    slot = router.register(job_id, "m")
+    router.sent(slot)
+    return slot
+
+
+def chunk(text: str, job_id: str = JOB) -> bytes:
+    return encode_server_message(ChatCompletionChunk(job_id=job_id, content=text))
+
+
+def test_chunks_and_result_fill_the_slot_and_wake_its_consumer() -> None:
+    router, events, _, _ = make("token", "completed")
+    slot = sent_job(router)
+    consumer = Waker()
+    slot.lot, slot.parked = consumer, True
+    router.feed_batch([chunk("a "), chunk("b ")])
+    assert consumer.calls == 1  # woken once for the batch it was parked for
+    result = LLMJobResult(
+        job_id=JOB, usage=Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    )
+    router.feed(encode_server_message(result))
+    assert slot.done
+    assert slot.error is None
+    assert slot.result().content == "a b "
+    assert [type(e).__name__ for e in events.seen] == ["TokenEvent", "TokenEvent", "CompletedEvent"]
+    assert router.statistics().live_jobs == 0
+
+
+def test_job_ids_are_matched_case_insensitively_and_late_frames_counted() -> None:
+    router, _, _, _ = make()
+    slot = sent_job(router)
+    router.feed(chunk("x", job_id=JOB.lower()))
+    assert slot.content() == "x"
+    router.feed(chunk("y", job_id="00000000-0000-4000-8000-000000000000"))
+    assert router.statistics().late_frames == 1
+
+
+def test_an_error_frame_fails_the_job_with_a_typed_error() -> None:
+    router, events, _, _ = make("error")
+    slot = sent_job(router)
+    router.feed(encode_server_message(LLMJobError(job_id=JOB, error="worker_failed")))
+    assert isinstance(slot.error, ChatJobError)
+    assert slot.error.error_type == "worker_failed"
+    assert len(events.seen) == 1
+
+
+def test_a_malformed_frame_for_a_live_job_fails_it_and_queues_an_abort() -> None:
+    router, _, aborts, _ = make()
+    slot = sent_job(router)
+    payload = base64.b64encode(b'{"jobID":"%s","content":5}' % JOB.encode())
+    router.feed(b'{"type":"jobTokens","data":"%s"}' % payload)
+    assert slot.done
+    assert slot.error is not None
+    assert router.statistics().malformed_frames == 1
+    assert aborts.calls == 1
+    assert router.pop_abort() == JOB
+    assert router.pop_abort() is None
+
+
+def test_garbage_never_raises() -> None:
+    router, _, _, _ = make()
+    router.feed_batch([b"", b"{", b"[]", "not json", b'{"type":"x","data":1}', b"\xff" * 3])
+    stats = router.statistics()
+    assert stats.frames == 6
+    assert stats.malformed_frames + stats.unknown_frames >= 5
+
+
+def test_models_wake_waiters_only_when_non_empty() -> None:
+    router, _, _, models = make()
+    router.feed(encode_server_message(SwarmLLMModels(models={})))
+    assert models.calls == 0
+    router.feed(encode_server_message(SwarmLLMModels(models={"m": LLMModelInfo(workers=2)})))
+    assert models.calls == 1
+    assert router.models["m"].workers == 2
+
+
+def test_lost_connection_fails_jobs_and_aborts_them_after_the_reconnect() -> None:
+    router, _, aborts, _ = make()
+    slot = sent_job(router)
+    unsent = router.register("00000000-0000-4000-8000-000000000001", "m")
+    router.connection_lost(ConnectionLost("gone", close_code=1006, reason=""))
+    assert isinstance(slot.error, ChatJobError)
+    assert slot.error.error_type == "transport_lost"
+    assert slot.error.retryable
+    assert isinstance(unsent.error, ChatJobError)
+    # The server still runs the sent job after the reconnect: it is aborted; the unsent one is
+    # not (the server never saw it).
+    router.connected(
+        Authenticated(active_llm_job_ids=[JOB.lower(), "00000000-0000-4000-8000-000000000001"])
+    )
+    assert aborts.calls == 1
+    assert router.pop_abort() == JOB.lower()
+    assert router.pop_abort() is None
+
+
+def test_release_says_whether_an_abort_is_needed() -> None:
+    router, _, _, _ = make()
+    slot = sent_job(router)
+    assert router.release(slot) is True
+    assert isinstance(slot.error, ClientClosedError)
+    assert router.release(slot) is False  # already done
+    router.abort_done(JOB, sent=False)  # could not be sent: aborted after the next reconnect
+    router.connected(Authenticated(active_llm_job_ids=[JOB]))
+    assert router.pop_abort() == JOB
+
+
+def test_registration_rules() -> None:
+    router, _, _, _ = make()
+    sent_job(router)
+    with pytest.raises(InvalidRequestError):
+        router.register(JOB, "m")
+    live = router.close(ClientClosedError("closed"))
+    assert [s.job_id for s in live] == [JOB]
+    with pytest.raises(ClientClosedError):
+        router.register("00000000-0000-4000-8000-000000000002", "m")
+
+
+def test_the_router_loads_no_trio_and_no_io() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trio_sogni._router\n"
+        "bad = {'trio', 'trio_websocket', 'httpx', 'socket', 'ssl', 'h11', 'wsproto'} & set(sys.modules)\n"
+        "ours = sorted(m for m in sys.modules if m.startswith('trio_sogni.'))\n"
+        "print(sorted(bad)); print(ours)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    bad, ours = out.stdout.splitlines()
+    assert bad == "[]"
+    for layer in ("_transport", "_stream", "_driver", "_chat", "_client"):
+        assert f"trio_sogni.{layer}" not in ours

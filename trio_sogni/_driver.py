@@ -1,0 +1,132 @@
+"""The Trio driver of the job router: sends jobs, closes streams, pumps aborts.
+
+`JobDriver` is the only place where the router's decisions meet the socket. It holds no job state
+of its own: the `JobRouter` keeps every slot, the driver only moves frames and waits.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+from typing_extensions import override
+
+from ._jobstate import JobSlot
+from ._router import JobRouter
+from ._stream import ChatStream
+from .protocol import AbortJob, LLMJobRequest, encode_client_message
+
+__all__ = ["FrameSender", "JobDriver"]
+
+
+class FrameSender(Protocol):
+    """What the driver needs from the socket (`trio_sogni._transport.SocketTransport`)."""
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame once connected (waiting for a connection is cancellable)."""
+        ...
+
+    async def send_if_connected(self, frame: bytes) -> bool:
+        """Send one frame only if a connection is up now; return whether it was sent."""
+        ...
+
+
+class JobDriver:
+    """Runs the router's jobs over a socket.
+
+    * `start_job` registers a job with the router, sends its request and returns its stream.
+    * `release` (called when a stream closes) sends the job's abort from a shielded scope bounded
+      by ``abort_grace`` if the router says the job still runs.
+    * `abort_sender` (a task in the client's nursery) sends the aborts the router queued from
+      synchronous code: dropped streams, undecodable frames, jobs abandoned across a reconnect.
+    * `shutdown` closes the router and aborts every job that was still running.
+
+    ``abort_lot`` is the parking lot the router wakes (through its ``wake_aborts`` hook) when the
+    abort queue stops being empty.
+    """
+
+    def __init__(
+        self,
+        router: JobRouter,
+        sender: FrameSender,
+        abort_lot: trio.lowlevel.ParkingLot,
+        *,
+        abort_grace: float,
+    ) -> None:
+        self._router = router
+        self._sender = sender
+        self._abort_lot = abort_lot
+        self._abort_grace = abort_grace
+
+    @override
+    def __repr__(self) -> str:
+        return f"<JobDriver {self._router!r}>"
+
+    async def start_job(self, request: LLMJobRequest) -> ChatStream:
+        """Register a job, send its request, and return its stream.
+
+        The job is registered before the frame is sent, so no reply can race it. If sending fails
+        or is cancelled, the job is deregistered and the error propagates.
+
+        Raises:
+            ClientClosedError: the client is closed (nothing was sent).
+            InvalidRequestError: the job id is already in use (nothing was sent).
+            ConnectionLost: the socket closed for good before the request was sent.
+        """
+        slot = self._router.register(request.job_id, request.model)
+        stream = ChatStream(slot, self)
+        frame = encode_client_message(request)
+        try:
+            await self._sender.send(frame)
+        except BaseException:
+            self._router.unsent(slot)
+            raise
+        self._router.sent(slot)
+        return stream
+
+    async def release(self, slot: JobSlot) -> None:
+        """Deregister a closed stream's job; abort it on the server if it is still running.
+
+        Always a checkpoint. The abort is sent shielded, bounded by ``abort_grace``; if it cannot
+        be sent the job is remembered and aborted after the next reconnect.
+        """
+        if not self._router.release(slot):
+            await trio.lowlevel.checkpoint()
+            return
+        frame = encode_client_message(AbortJob(job_id=slot.job_id))
+        sent = False
+        with trio.move_on_after(self._abort_grace, shield=True):
+            sent = await self._sender.send_if_connected(frame)
+        self._router.abort_done(slot.job_id, sent)
+
+    def orphaned(self, slot: JobSlot) -> None:
+        """A stream was dropped unclosed: the router deregisters it and queues its abort."""
+        self._router.orphaned(slot)
+
+    async def abort_sender(self) -> None:
+        """Send the aborts the router queued, each bounded by ``abort_grace``. Runs in the
+        client's nursery until cancelled; an abort that cannot be sent is dropped (the server
+        fails the job itself when its socket goes)."""
+        router = self._router
+        while True:
+            job_id = router.pop_abort()
+            if job_id is None:
+                await self._abort_lot.park()
+                continue
+            frame = encode_client_message(AbortJob(job_id=job_id))
+            with trio.move_on_after(self._abort_grace):
+                if await self._sender.send_if_connected(frame):
+                    router.abort_done(job_id, True)
+
+    async def shutdown(self, error: BaseException) -> None:
+        """Close the router (every live job fails with ``error``) and abort on the server every
+        job that had been sent: shielded, all of them within one ``abort_grace``."""
+        live = self._router.close(error)
+        with trio.move_on_after(self._abort_grace, shield=True):
+            for slot in live:
+                if slot.sent:
+                    sent = await self._sender.send_if_connected(
+                        encode_client_message(AbortJob(job_id=slot.job_id))
+                    )
+                    if sent:
+                        self._router.abort_done(slot.job_id, True)

@@ -1,0 +1,427 @@
+"""The job router: the client's sans-IO core.
+
+`JobRouter` is a plain state machine, after h11 and hypercorn: server frames go in (`feed_batch`,
+`connected`, `connection_lost`), and what comes out is state — a `JobSlot` per live job, filled
+and woken synchronously — plus a queue of job ids to abort on the server. It performs no I/O,
+makes no Trio call and never blocks; it does not import Trio at all. The Trio side is
+`trio_sogni._driver.JobDriver`, which sends job requests, hands slots to `ChatStream` s, and pumps
+the abort queue to the socket.
+
+Every frame is routed in O(1) (a dict lookup by job id). A malformed frame is counted and fails
+the job it names (if any); it never reaches the caller as an exception.
+
+Media projects will be a second kind of job in this router.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+import msgspec
+from typing_extensions import override
+
+from ._errors import (
+    ChatJobError,
+    ClientClosedError,
+    ConnectionLost,
+    InvalidRequestError,
+    ProtocolError,
+)
+from ._event_types import (
+    ChatEvent,
+    CompletedEvent,
+    ErrorEvent,
+    JobStateEvent,
+    ModelsUpdatedEvent,
+    TokenEvent,
+)
+from ._jobstate import JobSlot
+from .protocol import (
+    MAX_JSON_DEPTH,
+    Authenticated,
+    BalanceUpdate,
+    ChatCompletionChunk,
+    JobState,
+    LLMJobError,
+    LLMJobResult,
+    LLMModelInfo,
+    SwarmLLMModels,
+    UnknownMessage,
+    check_json_depth,
+    decode_envelope,
+    decode_server_payload,
+)
+
+__all__ = ["MAX_PENDING_ABORTS", "ChatStatistics", "EventSink", "JobRouter"]
+
+logger = logging.getLogger("trio_sogni.chat")
+
+MAX_PENDING_ABORTS: Final = 10_000
+"""The abort queue and the set of abandoned job ids never hold more than this."""
+_SHALLOW: Final = 2 * MAX_JSON_DEPTH
+"""Frames no longer than this cannot nest deeply enough to matter: no depth check for them."""
+
+
+class _JobRef(msgspec.Struct):
+    jobID: str | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    type: str
+    data: bytes
+
+
+_job_ref_decoder: Final = msgspec.json.Decoder(_JobRef)
+# The hot path: ``jobTokens`` frames are decoded here directly (envelope, then the chunk struct),
+# skipping the generic dispatch of `decode_server_message`.
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_chunk_decoder: Final = msgspec.json.Decoder(ChatCompletionChunk)
+
+
+class ChatStatistics(msgspec.Struct, kw_only=True, frozen=True):
+    """Counters of the chat frame router (see ``sogni.chat.statistics()``)."""
+
+    live_jobs: int
+    frames: int
+    malformed_frames: int
+    unknown_frames: int
+    late_frames: int
+    pending_aborts: int
+    aborts_sent: int
+
+
+class EventSink(Protocol):
+    """Where the router sends job events (`trio_sogni._events.EventHub`)."""
+
+    @property
+    def listening(self) -> set[str]:
+        """The event kinds somebody listens to; events of other kinds are never built."""
+        ...
+
+    def emit(self, event: ChatEvent) -> None:
+        """Deliver one event. Must not block or raise."""
+        ...
+
+
+def _job_error(message: LLMJobError) -> ChatJobError:
+    error_type = str(message.error)
+    text = message.error_message or error_type
+    return ChatJobError(
+        text,
+        code=None if message.error_code is None else str(message.error_code),
+        error_type=error_type,
+        job_id=message.job_id,
+        payload=message,
+        worker_name=message.worker_name,
+        subscription_limit=message.subscription_limit,
+        required_plans=message.required_plans,
+        feature=message.feature,
+        limitation=message.limitation,
+    )
+
+
+def _nothing() -> None:
+    return None
+
+
+class JobRouter:
+    """Routes server frames to jobs and keeps the abort queue. No I/O, no Trio, never blocks.
+
+    Outputs: each job's `JobSlot` (chunks, result or error; its waiting consumers are woken
+    through the slot), job events through ``events``, the latest models / balance /
+    ``authenticated`` frame, and `pop_abort` for the job ids the driver must abort.
+    ``wake_aborts`` is called whenever the abort queue goes from empty to non-empty, and
+    ``wake_models`` whenever a non-empty model map arrives.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_buffered_chunks: int,
+        events: EventSink,
+        wake_aborts: Callable[[], object] = _nothing,
+        wake_models: Callable[[], object] = _nothing,
+    ) -> None:
+        self._jobs: dict[str, JobSlot] = {}
+        self._max_buffer = max_buffered_chunks
+        self._events = events
+        self._wake_aborts = wake_aborts
+        self._wake_models = wake_models
+        self._aborts: deque[str] = deque(maxlen=MAX_PENDING_ABORTS)
+        self._abandoned: set[str] = set()
+        self._closed: BaseException | None = None
+        self.models: dict[str, LLMModelInfo] = {}
+        """The latest LLM model map (replaced, never mutated, by each ``swarmLLMModels``)."""
+        self.balance: BalanceUpdate | None = None
+        """The latest ``balanceUpdate``."""
+        self.authenticated: Authenticated | None = None
+        """The latest ``authenticated`` frame."""
+        self._frames = 0
+        self._malformed = 0
+        self._unknown = 0
+        self._late = 0
+        self._aborts_sent = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            JobState: self._on_job_state,
+            LLMJobResult: self._on_result,
+            LLMJobError: self._on_error,
+            SwarmLLMModels: self._on_models,
+            BalanceUpdate: self._on_balance,
+            Authenticated: self._on_authenticated,
+            UnknownMessage: self._on_unknown,
+        }
+
+    @override
+    def __repr__(self) -> str:
+        return f"<JobRouter live_jobs={len(self._jobs)} models={len(self.models)}>"
+
+    @property
+    def closed(self) -> BaseException | None:
+        """The error the router was closed with, or ``None`` while it is open."""
+        return self._closed
+
+    # --- frames in (the transport's FrameSink) ----------------------------------------------------
+
+    def feed(self, frame: bytes | str) -> None:
+        """Route one frame (see `feed_batch`)."""
+        self.feed_batch((frame,))
+
+    def feed_batch(self, frames: Sequence[bytes | str]) -> None:
+        """Route every frame of one socket read, in order. Never raises.
+
+        ``jobTokens`` take a fast path (two decodes, one dict lookup, one push); everything else
+        is decoded tolerantly and dispatched by type. A frame that does not decode fails the job
+        it names (if any) and is skipped; a bug in a handler is logged and the frame skipped.
+        """
+        self._frames += len(frames)
+        jobs = self._jobs
+        events = self._events
+        listening = events.listening
+        decode_envelope_ = _envelope_decoder.decode
+        decode_chunk = _chunk_decoder.decode
+        for frame in frames:
+            try:
+                long = len(frame) > _SHALLOW  # a short frame's payload is shorter still
+                if long:
+                    check_json_depth(frame)
+                envelope = decode_envelope_(frame)
+                if envelope.type == "jobTokens":
+                    data = envelope.data
+                    if long:
+                        check_json_depth(data)
+                    chunk = decode_chunk(data)
+                    slot = jobs.get(chunk.job_id)
+                    if slot is None:
+                        slot = self._slot(chunk.job_id)
+                        if slot is None:
+                            continue
+                    slot.push(chunk)
+                    if "token" in listening:
+                        events.emit(TokenEvent(chunk))
+                    continue
+                message = decode_server_payload(envelope.type, envelope.data)
+                handler = self._handlers.get(type(message))
+                if handler is not None:
+                    handler(message)
+            except (msgspec.MsgspecError, RecursionError) as exc:
+                self._on_malformed(frame, exc)
+            except Exception:
+                logger.exception("error while handling a server frame; frame skipped")
+
+    def connected(self, authenticated: Authenticated) -> None:
+        """A connection authenticated: queue aborts for jobs this client gave up on when the last
+        connection died but that the server still runs (``activeLLMJobIDs``)."""
+        self.authenticated = authenticated
+        for job_id in authenticated.active_llm_job_ids:
+            key = job_id.upper()
+            if key in self._abandoned and key not in self._jobs:
+                self._queue_abort(job_id)
+        self._abandoned.clear()
+
+    def connection_lost(self, error: ConnectionLost) -> None:
+        """The connection died: every live job fails now with a retryable ``transport_lost``
+        `ChatJobError` (caused by ``error``); those already sent are remembered as abandoned."""
+        jobs = list(self._jobs.values())
+        self._jobs.clear()
+        for slot in jobs:
+            job_error = ChatJobError(
+                f"the connection was lost while the job was running ({error})",
+                error_type="transport_lost",
+                job_id=slot.job_id,
+                payload=None,
+            )
+            job_error.__cause__ = error
+            slot.fail(job_error)
+            if slot.sent:
+                self._abandoned.add(slot.job_id)
+        if len(self._abandoned) > MAX_PENDING_ABORTS:
+            self._abandoned.clear()
+
+    # --- frame handlers -------------------------------------------------------------------------
+
+    def _slot(self, job_id: str) -> JobSlot | None:
+        slot = self._jobs.get(job_id)
+        if slot is None:
+            slot = self._jobs.get(job_id.upper())
+            if slot is None:
+                self._late += 1
+        return slot
+
+    def _on_job_state(self, state: JobState) -> None:
+        slot = self._slot(state.job_id)
+        if slot is not None:
+            slot.set_worker(state.worker_name)
+            if "jobState" in self._events.listening:
+                self._events.emit(JobStateEvent(state))
+
+    def _on_result(self, result: LLMJobResult) -> None:
+        slot = self._slot(result.job_id)
+        if slot is None:
+            return
+        del self._jobs[slot.job_id]
+        time_taken = None if result.time_taken is None else float(result.time_taken)
+        slot.complete(result.usage, time_taken, result.cost, result.worker_name)
+        if "completed" in self._events.listening:
+            self._events.emit(CompletedEvent(slot.result()))
+
+    def _on_error(self, message: LLMJobError) -> None:
+        slot = self._slot(message.job_id)
+        if slot is None:
+            return
+        del self._jobs[slot.job_id]
+        slot.set_worker(message.worker_name)
+        slot.fail(_job_error(message))
+        if "error" in self._events.listening:
+            self._events.emit(
+                ErrorEvent(
+                    job_id=slot.job_id,
+                    error=str(message.error),
+                    error_code=None if message.error_code is None else str(message.error_code),
+                    message=message.error_message or str(message.error),
+                    worker_name=message.worker_name,
+                )
+            )
+
+    def _on_models(self, message: SwarmLLMModels) -> None:
+        self.models = message.models
+        if message.models:
+            self._wake_models()
+        if "modelsUpdated" in self._events.listening:
+            self._events.emit(ModelsUpdatedEvent(dict(message.models)))
+
+    def _on_balance(self, message: BalanceUpdate) -> None:
+        self.balance = message
+
+    def _on_authenticated(self, message: Authenticated) -> None:
+        self.authenticated = message
+
+    def _on_unknown(self, message: UnknownMessage) -> None:
+        self._unknown += 1
+        logger.debug("ignored a %r frame (unknown type)", message.type)
+
+    def _on_malformed(self, frame: bytes | str, exc: Exception) -> None:
+        self._malformed += 1
+        raw = frame.encode() if isinstance(frame, str) else frame
+        logger.warning("malformed server frame skipped: %s (frame starts %r)", exc, raw[:80])
+        try:
+            _, payload = decode_envelope(frame)
+            job_id = _job_ref_decoder.decode(payload).jobID
+        except msgspec.MsgspecError:
+            return
+        if job_id is None:
+            return
+        slot = self._slot(job_id)
+        if slot is not None:
+            # Never lose data silently: the job this frame belonged to fails loudly.
+            del self._jobs[slot.job_id]
+            error = ProtocolError(f"undecodable frame for job {slot.job_id}: {exc}", frame=raw)
+            error.__cause__ = exc
+            slot.fail(error)
+            self._queue_abort(slot.job_id)
+
+    # --- job lifecycle (driven by the JobDriver) ------------------------------------------------
+
+    def register(self, job_id: str, model: str) -> JobSlot:
+        """Create and register the slot of a job about to be sent, so that no reply can race it.
+
+        Raises:
+            ClientClosedError: the router was closed.
+            InvalidRequestError: a live job already has this id.
+        """
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        if job_id in self._jobs:
+            raise InvalidRequestError(f"job id {job_id!r} is already in use")
+        slot = JobSlot(job_id, model, self._max_buffer)
+        self._jobs[job_id] = slot
+        return slot
+
+    def sent(self, slot: JobSlot) -> None:
+        """The job's request is on the wire: from now on, giving up on it needs an abort."""
+        slot.sent = True
+
+    def unsent(self, slot: JobSlot) -> None:
+        """Sending the job's request failed or was cancelled: forget the job."""
+        self._jobs.pop(slot.job_id, None)
+        slot.closed = True
+
+    def release(self, slot: JobSlot) -> bool:
+        """A consumer closed the job's stream. Deregister it; returns whether the job still runs
+        on the server (then it is failed locally with `ClientClosedError` and the caller should
+        send an abort, reporting the outcome with `abort_done`)."""
+        self._jobs.pop(slot.job_id, None)
+        if slot.done or not slot.sent:
+            return False
+        slot.fail(ClientClosedError("the stream was closed before the job finished"))
+        return True
+
+    def abort_done(self, job_id: str, sent: bool) -> None:
+        """Report an abort the driver tried to send: counted if sent, else the job is remembered
+        as abandoned (and aborted after the next reconnect if the server still runs it)."""
+        if sent:
+            self._aborts_sent += 1
+        else:
+            self._abandoned.add(job_id)
+            if len(self._abandoned) > MAX_PENDING_ABORTS:
+                self._abandoned.clear()
+
+    def orphaned(self, slot: JobSlot) -> None:
+        """A stream was dropped unclosed (garbage-collected): deregister it now and queue an
+        abort if the job was sent."""
+        if self._jobs.pop(slot.job_id, None) is not None and slot.sent:
+            self._queue_abort(slot.job_id)
+
+    def _queue_abort(self, job_id: str) -> None:
+        empty = not self._aborts
+        self._aborts.append(job_id)
+        if empty:
+            self._wake_aborts()
+
+    def pop_abort(self) -> str | None:
+        """The next job id to abort on the server, or ``None`` if the queue is empty."""
+        return self._aborts.popleft() if self._aborts else None
+
+    def close(self, error: BaseException) -> list[JobSlot]:
+        """Fail every live job with ``error`` and refuse new ones. Returns the jobs that were
+        live (the caller aborts those that were sent)."""
+        self._closed = error
+        jobs = list(self._jobs.values())
+        self._jobs.clear()
+        for slot in jobs:
+            slot.fail(error)
+        return jobs
+
+    def statistics(self) -> ChatStatistics:
+        """Router counters: malformed / unknown / late frames are counted, never silently lost."""
+        return ChatStatistics(
+            live_jobs=len(self._jobs),
+            frames=self._frames,
+            malformed_frames=self._malformed,
+            unknown_frames=self._unknown,
+            late_frames=self._late,
+            pending_aborts=len(self._aborts),
+            aborts_sent=self._aborts_sent,
+        )
