@@ -49,14 +49,14 @@ import trio
 
 import trio_sogni
 
-from ._errors import InvalidRequestError
-from ._groups import unwrap_group
-from .fanout._cache import ResultCache
-from .fanout._journal import Journal, JournalError, ResultsWriter
-from .fanout._types import FanoutItem, FanoutOptions, RunReport, RunSnapshot, content_key
+from .._errors import InvalidRequestError
+from .._groups import unwrap_group
+from ..fanout._cache import ResultCache
+from ..fanout._journal import Journal, JournalError, ResultsWriter
+from ..fanout._types import FanoutItem, FanoutOptions, RunReport, RunSnapshot, content_key
 
 if TYPE_CHECKING:
-    from .fanout._runner import FanoutRun
+    from ..fanout._runner import FanoutRun
 
 __all__ = [
     "JsonlItems",
@@ -80,7 +80,7 @@ class UsageError(Exception):
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``batch`` options to ``parser``."""
-    from ._cli import DEFAULT_MODEL, add_connection_arguments
+    from ._main import DEFAULT_MODEL, add_connection_arguments
 
     parser.add_argument("requests", help="JSON Lines file of chat requests, one per line")
     parser.add_argument("-o", "--output", required=True, help="results file (JSON Lines)")
@@ -407,13 +407,13 @@ async def _open_client(
     args: argparse.Namespace, worker: Any, models: set[str]
 ) -> AsyncGenerator[trio_sogni.SogniClient]:
     """The client: remote with ``--endpoint``, else on an embedded local network."""
-    from ._cli import _client_for  # pyright: ignore[reportPrivateUsage]
+    from ._main import _client_for  # pyright: ignore[reportPrivateUsage]
 
     if args.endpoint:
         async with _client_for(args) as (client, _model):
             yield client
         return
-    from .localnet import open_local_network
+    from ..localnet import open_local_network
 
     if worker is None:
         network = open_local_network(
@@ -438,13 +438,13 @@ async def _open_client(
 
 
 def _default_model(args: argparse.Namespace) -> str:
-    from ._cli import DEFAULT_MODEL
+    from ._main import DEFAULT_MODEL
 
     if args.model:
         return str(args.model)
     if args.endpoint or args.simulated:
         return DEFAULT_MODEL
-    from .localnet import DEFAULT_LLAMA_MODEL
+    from ..localnet import DEFAULT_LLAMA_MODEL
 
     return DEFAULT_LLAMA_MODEL
 
@@ -492,7 +492,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     """Check the options, validate the input and open the journal (synchronously: nothing else
     runs yet). A fresh run validates before creating its journal, so a bad input leaves no file
     behind; a resumed run reads the journal first to check the input against it."""
-    from ._cli import _local_worker  # pyright: ignore[reportPrivateUsage]
+    from ._main import _local_worker  # pyright: ignore[reportPrivateUsage]
 
     _check_credentials(args)
     if args.retry_failed and not args.resume:
@@ -563,7 +563,7 @@ def _open_journal(args: argparse.Namespace, path: str, options: FanoutOptions) -
 
 async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
     """Run the prepared batch; returns the exit status."""
-    from .fanout._runner import open_fanout
+    from ..fanout._runner import open_fanout
 
     scan, journal, worker = plan.scan, plan.journal, plan.worker
     done_before = len(journal.done_indices())

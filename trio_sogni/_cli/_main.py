@@ -1,4 +1,4 @@
-"""The ``trio-sogni`` command: ``chat``, ``batch`` (`trio_sogni._batch_cli`), ``localnet serve``.
+"""The ``trio-sogni`` command: ``chat``, ``batch`` (`trio_sogni._cli._batch`), ``localnet serve``.
 
 ``trio.run`` appears only here. Ctrl-C exits with status 130 after the running job is aborted.
 """
@@ -98,9 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "--endpoint is given. Exit status: 0 all ok, 1 some failed, 2 usage, 130 interrupted."
         ),
     )
-    from . import _batch_cli
+    from . import _batch
 
-    _batch_cli.add_batch_arguments(batch)
+    _batch.add_batch_arguments(batch)
 
     localnet = commands.add_parser("localnet", help="run a local Supernet")
     localnet_commands = localnet.add_subparsers(dest="localnet_command", required=True)
@@ -112,9 +112,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "workers. Prints one JSON line {rest_url, socket_url, api_key} when ready."
         ),
     )
-    from .localnet import _cli as localnet_cli
+    from . import _localnet
 
-    localnet_cli.add_serve_arguments(serve)
+    _localnet.add_serve_arguments(serve)
     return parser
 
 
@@ -148,7 +148,7 @@ async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[Any, str
         ) as client:
             yield client, args.model or DEFAULT_MODEL
         return
-    from .localnet import open_local_network
+    from ..localnet import open_local_network
 
     workers: Any
     if args.simulated:
@@ -179,7 +179,7 @@ async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[Any, str
 
 def _local_worker(args: argparse.Namespace) -> Any:
     """The real-model worker for the embedded network, or a clear exit if it cannot run."""
-    from . import localnet
+    from .. import localnet
 
     factory: Any = getattr(localnet, "LlamaCppWorker", None)
     try:
@@ -262,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             return trio.run(_chat, args)
         if args.command == "batch":
-            from . import _batch_cli
+            from . import _batch
 
-            return trio.run(_batch_cli.batch, args)
-        from .localnet import _cli as localnet_cli
+            return trio.run(_batch.batch, args)
+        from . import _localnet
 
-        trio.run(localnet_cli.serve_from_args, args)
+        trio.run(_localnet.serve_from_args, args)
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -27,13 +27,13 @@ from decimal import Decimal
 
 import trio
 
-from ._config import DEFAULT_MODEL, ModelSpec, Pricing
-from ._ledger import to_amount
-from ._network import LocalNetwork
-from ._open import open_local_network
-from ._prices import load_prices
-from ._wallets import wallet_from_password
-from ._workers import FirehoseWorker, Worker
+from ..localnet._config import DEFAULT_MODEL, ModelSpec, Pricing
+from ..localnet._ledger import to_amount
+from ..localnet._network import LocalNetwork
+from ..localnet._open import open_local_network
+from ..localnet._prices import load_prices
+from ..localnet._wallets import wallet_from_password
+from ..localnet._workers import FirehoseWorker, Worker
 
 __all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
 
@@ -211,7 +211,7 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
     workers: list[Worker] = []
     models: list[str | ModelSpec] = []
     if args.llama:
-        from ._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
+        from ..localnet._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
 
         try:
             llama = LlamaCppWorker(
@@ -229,7 +229,7 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
         workers.append(llama)
         models.extend(llama.model_specs)
     if args.upstream:
-        from ._bridge import OpenAIBridgeWorker, UpstreamError
+        from ..localnet._bridge import OpenAIBridgeWorker, UpstreamError
 
         try:
             bridge = await OpenAIBridgeWorker.connect(
