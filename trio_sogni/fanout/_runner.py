@@ -32,9 +32,7 @@ import msgspec
 import trio
 from typing_extensions import override
 
-from .._client import SogniClient
-from .._errors import SogniError
-from .._hosted import estimate_input_tokens
+from .. import SogniClient, SogniError, estimate_input_tokens
 from ._limits import AdaptiveConcurrency, Limiter, Permit
 from ._metrics import RunStats
 from ._retry import CircuitBreaker, Classification, RetryBudget, backoff_delay, classify
