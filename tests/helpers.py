@@ -144,7 +144,7 @@ async def client_in_memory(
 
 LOCALNET_CLI = """
 import argparse, trio
-from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args
+from trio_sogni._cli._localnet import add_serve_arguments, serve_from_args
 parser = argparse.ArgumentParser()
 add_serve_arguments(parser)
 trio.run(serve_from_args, parser.parse_args())

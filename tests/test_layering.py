@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,92 @@ def test_eth_account_is_imported_only_when_signing() -> None:
         "assert sys.getrecursionlimit() == 1000\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+PACKAGE_ROOT = Path(trio_sogni.__file__).parent
+CLIENT_USERS = ("fanout", "_cli")
+"""Sub-packages built on the client that may use only its public names."""
+ALLOWED_PRIVATE = ("trio_sogni._cli", "trio_sogni.fanout", "trio_sogni._groups")
+"""Private ``trio_sogni._x`` modules they may import anyway: themselves, and the stdlib-only
+exception-group helper."""
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, module: str, *, is_package: bool) -> Iterator[tuple[int, str]]:
+    """``(line, absolute module name)`` of every import in ``source`` (the text of ``module``),
+    at any depth (under ``if TYPE_CHECKING:`` and inside functions too). ``from X import y``
+    yields ``X`` and, when ``y`` is private (``_y``, possibly a module), ``X._y``."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            yield node.lineno, target
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    yield node.lineno, f"{target}.{alias.name}"
+
+
+def private_client_imports(source: str, module: str, *, is_package: bool) -> list[str]:
+    """The imports of private client modules (``trio_sogni._x`` outside `ALLOWED_PRIVATE`)."""
+    found: list[str] = []
+    for line, name in imported_modules(source, module, is_package=is_package):
+        parts = name.split(".")
+        if len(parts) < 2 or parts[0] != "trio_sogni" or not parts[1].startswith("_"):
+            continue
+        if name == "trio_sogni.__version__":
+            continue
+        if not any(name == a or name.startswith(a + ".") for a in ALLOWED_PRIVATE):
+            found.append(f"{module}:{line}: {name}")
+    return found
+
+
+CLIENT_USER_MODULES = sorted(
+    path for package in CLIENT_USERS for path in (PACKAGE_ROOT / package).rglob("*.py")
+)
+
+
+def test_the_client_users_are_found() -> None:
+    names = {module_name(p) for p in CLIENT_USER_MODULES}
+    assert {"trio_sogni.fanout._runner", "trio_sogni._cli", "trio_sogni._cli._batch"} <= names
+
+
+@pytest.mark.parametrize("path", CLIENT_USER_MODULES, ids=module_name)
+def test_fanout_and_the_cli_use_only_public_client_names(path: Path) -> None:
+    found = private_client_imports(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not found, "import these from `trio_sogni` (public names) instead: " + ", ".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from .._errors import SogniError", ["trio_sogni.fanout._x:1: trio_sogni._errors"]),
+        ("from .. import _chat", ["trio_sogni.fanout._x:1: trio_sogni._chat"]),
+        ("import trio_sogni._stream", ["trio_sogni.fanout._x:1: trio_sogni._stream"]),
+        (
+            "if TYPE_CHECKING:\n    from trio_sogni._client import SogniClient",
+            ["trio_sogni.fanout._x:2: trio_sogni._client"],
+        ),
+        ("from .. import SogniClient, SogniError", []),
+        ("from ._types import FanoutItem", []),
+        ("from .._groups import unwrap_group", []),
+        ("from ..localnet import open_local_network", []),
+        ("from trio_sogni._cli._connect import DEFAULT_MODEL", []),
+        ("import trio_sogni.protocol", []),
+    ],
+)
+def test_the_private_import_check_itself(source: str, expected: list[str]) -> None:
+    assert private_client_imports(source, "trio_sogni.fanout._x", is_package=False) == expected

@@ -66,7 +66,11 @@ if TYPE_CHECKING:
         LLMCostEstimate as LLMCostEstimate,
         estimate_input_tokens as estimate_input_tokens,
     )
-    from ._request import CompletionParams as CompletionParams, MessageInput as MessageInput
+    from ._request import (
+        CompletionParams as CompletionParams,
+        MessageInput as MessageInput,
+        validate_messages as validate_messages,
+    )
     from ._runs import (
         ChatRunEvent as ChatRunEvent,
         ChatRunRecord as ChatRunRecord,
@@ -140,6 +144,7 @@ _LAZY: dict[str, str] = {
     "TokenEvent": "._events",
     "CompletionParams": "._request",
     "MessageInput": "._request",
+    "validate_messages": "._request",
     "ChatCompletionResult": "._stream",
     "ChatStream": "._stream",
     "ChatStreamStatistics": "._stream",
@@ -231,4 +236,5 @@ __all__ = [
     "is_sogni_tool_call",
     "open_sogni_client",
     "parse_tool_call_arguments",
+    "validate_messages",
 ]

@@ -149,7 +149,9 @@ def _check_image(url: str, where: str) -> None:
 
 
 def validate_messages(messages: object) -> list[ChatMessage]:
-    """Convert and check messages: roles, shapes, JSON-serialisable content, at most 20 images.
+    """Convert and check messages as ``chat.completions.create`` does before sending anything:
+    roles, shapes, JSON-serialisable content, at most 20 images. Use it to validate requests
+    up front (`trio_sogni.fanout.FanoutItem.from_row` does, for every input row).
 
     Raises:
         InvalidRequestError: with the index of the offending message.

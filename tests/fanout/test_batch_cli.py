@@ -27,7 +27,7 @@ import pytest
 import trio
 from helpers import start_localnet_cli
 
-from trio_sogni._batch_cli import _State, _watch_interrupts, format_progress
+from trio_sogni._cli._batch import _State, _watch_interrupts, format_progress
 from trio_sogni.fanout import RunReport, RunSnapshot
 from trio_sogni.localnet import default_reply_text
 

@@ -591,7 +591,7 @@ async def test_cli_llama_without_the_local_extra_says_how_to_install_it() -> Non
     code = (
         "import sys; sys.modules['llama_cpp'] = None\n"
         "import argparse, trio\n"
-        "from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args\n"
+        "from trio_sogni._cli._localnet import add_serve_arguments, serve_from_args\n"
         "parser = argparse.ArgumentParser(); add_serve_arguments(parser)\n"
         "trio.run(serve_from_args, parser.parse_args())\n"
     )
@@ -624,7 +624,7 @@ async def test_cli_upstream_that_cannot_be_reached_is_a_clear_error() -> None:
 
 _CLI = (
     "import argparse, trio\n"
-    "from trio_sogni.localnet._cli import add_serve_arguments, serve_from_args\n"
+    "from trio_sogni._cli._localnet import add_serve_arguments, serve_from_args\n"
     "parser = argparse.ArgumentParser(); add_serve_arguments(parser)\n"
     "trio.run(serve_from_args, parser.parse_args())\n"
 )

@@ -44,7 +44,7 @@ from typing import Any, Final, Self
 import msgspec
 import trio
 
-from .._errors import SogniError
+from .. import SogniError
 from ._indexset import IndexSet, KeyPrefixes
 from ._types import FanoutItem, FanoutResult
 

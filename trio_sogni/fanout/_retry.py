@@ -44,7 +44,7 @@ from typing import Final
 
 import trio
 
-from .._errors import (
+from .. import (
     SUBSCRIPTION_ERROR_CODES,
     APIStatusError,
     AuthenticationError,

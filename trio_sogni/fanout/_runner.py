@@ -26,15 +26,13 @@ from collections.abc import (
     Sized,
 )
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 import trio
 from typing_extensions import override
 
-from .._client import SogniClient
-from .._errors import SogniError
-from .._hosted import estimate_input_tokens
+from .. import SogniClient, SogniError, estimate_input_tokens
 from ._limits import AdaptiveConcurrency, Limiter, Permit
 from ._metrics import RunStats
 from ._retry import CircuitBreaker, Classification, RetryBudget, backoff_delay, classify
@@ -182,6 +180,35 @@ class _Outcome:
         self.deadline: Deadline | None = None
         self.sent = False
         self.cancelled = False
+
+
+class _Demand(NamedTuple):
+    """What an item may consume, the same for each of its attempts."""
+
+    max_tokens: int
+    """The request's ``max_tokens``, else ``options.default_max_tokens``."""
+    input_tokens: int
+    """The estimated prompt tokens (0 when neither tokens nor USD are counted)."""
+    worst_tokens: int
+    """``input_tokens + max_tokens`` when tokens are counted (``tpm``, ``budget_tokens``), else 0."""
+    usd_budget: bool
+    """Whether the run has a USD budget (then each attempt is quoted)."""
+
+
+class _Admission(NamedTuple):
+    """An admitted attempt: what `FanoutRun._settle` must give back."""
+
+    permit: Permit
+    usd: float
+    """The quoted worst-case USD (0.0 without a USD budget)."""
+    reserved: bool
+    """Whether the budget holds a reservation of ``usd`` and the worst-case tokens."""
+
+
+class _Retry(NamedTuple):
+    """The verdict "try again after ``delay`` seconds"."""
+
+    delay: float
 
 
 def _float(value: object) -> float | None:
@@ -502,18 +529,61 @@ class FanoutRun:
             metrics=metrics,
         )
 
-    async def _attempts(self, item: FanoutItem, key: str, metrics: ItemMetrics) -> FanoutResult:
+    def _failed(
+        self,
+        item: FanoutItem,
+        metrics: ItemMetrics,
+        attempts: int,
+        error: ErrorInfo,
+        *,
+        deadline: Deadline | None = None,
+        content: str | None = None,
+    ) -> FanoutResult:
+        return FanoutResult(
+            index=item.index,
+            id=item.id,
+            status="failed",
+            content=content,
+            error=error,
+            attempts=attempts,
+            deadline=deadline,
+            metrics=metrics,
+        )
+
+    def _circuit_open(self, item: FanoutItem, metrics: ItemMetrics, attempts: int) -> FanoutResult:
+        breaker = self.breaker
+        message = (
+            f"circuit breaker open after {breaker.threshold} consecutive "
+            f"{breaker.error_class} failures; not sent"
+        )
+        error = ErrorInfo(type="circuit_open", message=message)
+        return self._failed(item, metrics, attempts, error)
+
+    def _demand(self, item: FanoutItem) -> _Demand:
+        """What ``item`` may consume; prompt tokens are estimated only when something counts
+        tokens (``tpm``, ``budget_tokens``) or quotes USD (``budget_usd``)."""
         options = self.options
-        params = item.params
-        max_tokens = params.get("max_tokens")
+        max_tokens = item.params.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
             max_tokens = options.default_max_tokens
         counting = options.tpm is not None or options.budget_tokens is not None
         usd_budget = options.budget_usd is not None
         input_tokens = estimate_input_tokens(item.messages) if counting or usd_budget else 0
         worst_tokens = input_tokens + max_tokens if counting else 0
+        return _Demand(max_tokens, input_tokens, worst_tokens, usd_budget)
+
+    async def _attempts(self, item: FanoutItem, key: str, metrics: ItemMetrics) -> FanoutResult:
+        """Drive ``item`` to its result: per attempt, the gates (stopped, budget exhausted,
+        circuit breaker), then `_admit`, `_send` (which `_settle` s) and `_verdict`; a retry
+        verdict sleeps (`_backoff`) and loops.
+
+        The journal records the intent once, before the first send. A half-open breaker's probe
+        slot taken by `CircuitBreaker.allow` is given back unless the attempt reached a verdict
+        (it ended at admission, or raised, or was cancelled before one). Cancellation from
+        outside propagates after the permit and the budget reservation are settled.
+        """
+        demand = self._demand(item)
         attempts = 0
-        journaled = False
         while True:
             if not self._admitting:
                 return self._stopped(item, metrics, attempts, "stopped")
@@ -521,164 +591,196 @@ class FanoutRun:
                 return self._budget_result(item, metrics)
             probe = self.breaker.is_open
             if not self.breaker.allow():
-                return FanoutResult(
-                    index=item.index,
-                    id=item.id,
-                    status="failed",
-                    error=ErrorInfo(
-                        type="circuit_open",
-                        message=(
-                            f"circuit breaker open after {self.breaker.threshold} consecutive "
-                            f"{self.breaker.error_class} failures; not sent"
-                        ),
-                    ),
-                    attempts=attempts,
-                    metrics=metrics,
-                )
-            verdict = False
+                return self._circuit_open(item, metrics, attempts)
+            judged = False
             try:
-                # --- admission (budget, then limiter) ----------------------------------------
-                usd = 0.0
-                reserved = False
-                permit: Permit | None = None
-                pending = trio.CancelScope()
-                if options.admission_timeout is not None:
-                    pending.relative_deadline = options.admission_timeout
-                self._pending_scopes.add(pending)
-                try:
-                    with pending:
-                        if usd_budget:
-                            try:
-                                usd = await self._costs.worst_case(
-                                    item.model, input_tokens, max_tokens
-                                )
-                            except SogniError as exc:
-                                # No quote, no budget check: the item is not sent.
-                                return FanoutResult(
-                                    index=item.index,
-                                    id=item.id,
-                                    status="failed",
-                                    error=classify(exc).info,
-                                    attempts=attempts,
-                                    metrics=metrics,
-                                )
-                        if usd_budget or options.budget_tokens is not None:
-                            if not await self._budget.reserve(usd, worst_tokens):
-                                return self._budget_result(item, metrics)
-                            reserved = True
-                        permit = await self.limiter.acquire(worst_tokens if options.tpm else 0)
-                finally:
-                    self._pending_scopes.discard(pending)
-                    if permit is None and reserved:
-                        self._budget.settle(usd, worst_tokens, 0.0, 0)
-                if permit is None:
-                    if not self._admitting:
-                        return self._stopped(item, metrics, attempts, "stopped")
-                    cls = _deadline_class("admission")
-                    return FanoutResult(
-                        index=item.index,
-                        id=item.id,
-                        status="failed",
-                        error=cls.info,
-                        attempts=attempts,
-                        deadline="admission",
-                        metrics=metrics,
-                    )
-                metrics.t_admit = trio.current_time()
-                # --- send -------------------------------------------------------------------
-                outcome = _Outcome()
-                try:
-                    if not journaled and self._journal is not None:
-                        await self._journal.record_intent(item, key)
-                        journaled = True
-                    attempts += 1
-                    if attempts > 1:
-                        self._stats.note_retry()
-                    if usd_budget:
-                        self._stats.note_quote(usd)
-                    await self._attempt(item, metrics, outcome)
-                finally:
-                    actual_tokens = (
-                        outcome.usage.prompt_tokens + outcome.usage.completion_tokens
-                        if outcome.usage is not None
-                        else None
-                    )
-                    self.limiter.release(permit, actual_tokens if outcome.sent else 0)
-                    if outcome.cost_usd is not None:
-                        self._stats.note_spend(outcome.cost_usd)
-                    if reserved:
-                        if not outcome.sent:
-                            spent_usd, spent_tokens = 0.0, 0
-                        else:
-                            spent_usd = usd if outcome.cost_usd is None else outcome.cost_usd
-                            spent_tokens = worst_tokens if actual_tokens is None else actual_tokens
-                        self._budget.settle(usd, worst_tokens, spent_usd, spent_tokens)
-                # --- verdict ------------------------------------------------------------------
-                if outcome.cancelled:
-                    verdict = True
-                    return self._stopped(item, metrics, attempts, "cancelled")
-                if outcome.error is None and outcome.deadline is None:
-                    verdict = True
-                    self.breaker.record_success()
-                    if self.adaptive is not None:
-                        self.adaptive.on_success()
-                        self.limiter.wake()
-                    if outcome.usage is not None:
-                        metrics.output_tokens = outcome.usage.completion_tokens
-                    return FanoutResult(
-                        index=item.index,
-                        id=item.id,
-                        status="ok",
-                        content=outcome.content,
-                        finish_reason=outcome.finish_reason,
-                        usage=outcome.usage,
-                        cost_usd=outcome.cost_usd,
-                        attempts=attempts,
-                        metrics=metrics,
-                    )
-                cls = (
-                    _deadline_class(outcome.deadline)
-                    if outcome.deadline is not None
-                    else classify(cast("BaseException", outcome.error))
-                )
-                verdict = True
-                self.breaker.record_failure(cls.error_class)
-                if cls.overload and self.adaptive is not None:
-                    self.adaptive.on_overload(cls.retry_after)
-                if (
-                    cls.retryable
-                    and attempts < options.max_attempts
-                    and self._admitting
-                    and self._retry_budget.try_spend()
-                ):
-                    delay = backoff_delay(
-                        attempts,
-                        base=options.backoff_base,
-                        cap=options.backoff_max,
-                        retry_after=cls.retry_after,
-                        retry_after_max=options.retry_after_max,
-                    )
-                    wait = trio.CancelScope()
-                    self._pending_scopes.add(wait)
-                    try:
-                        with wait:
-                            await trio.sleep(delay)
-                    finally:
-                        self._pending_scopes.discard(wait)
-                    continue
-                return FanoutResult(
-                    index=item.index,
-                    id=item.id,
-                    status="failed",
-                    content=outcome.content or None,
-                    error=cls.info,
-                    attempts=attempts,
-                    deadline=outcome.deadline,
-                    metrics=metrics,
-                )
+                admission = await self._admit(item, demand, metrics, attempts)
+                if isinstance(admission, FanoutResult):
+                    return admission
+                attempts += 1
+                outcome = await self._send(item, key, metrics, demand, admission, attempts)
+                verdict = self._verdict(item, metrics, outcome, attempts)
+                judged = True
             finally:
-                if probe and not verdict:
+                if probe and not judged:
                     self.breaker.release_probe()
+            if isinstance(verdict, FanoutResult):
+                return verdict
+            await self._backoff(verdict.delay)
+
+    async def _admit(
+        self, item: FanoutItem, demand: _Demand, metrics: ItemMetrics, attempts: int
+    ) -> _Admission | FanoutResult:
+        """Admit one attempt: quote its worst-case USD (with a USD budget), reserve it and its
+        worst-case tokens in the budget (with any budget), then take a limiter permit (charging
+        the worst-case tokens to the ``tpm`` bucket). Sets ``metrics.t_admit`` when admitted.
+
+        Each wait is a checkpoint, inside one cancel scope that ``admission_timeout`` bounds and
+        `stop_admitting` cancels. Returns the item's result instead when it ends here: a failed
+        quote (``failed``, nothing sent), a budget that cannot cover it (``budget_exhausted``),
+        a stop (``cancelled``, ``stopped``) or the admission deadline (``failed``,
+        ``admission_timeout``). When no permit was taken (those cases, or a cancellation from
+        outside, which propagates), a budget reservation already made is refunded in full.
+        """
+        options = self.options
+        usd = 0.0
+        reserved = False
+        permit: Permit | None = None
+        pending = trio.CancelScope()
+        if options.admission_timeout is not None:
+            pending.relative_deadline = options.admission_timeout
+        self._pending_scopes.add(pending)
+        try:
+            with pending:
+                if demand.usd_budget:
+                    try:
+                        usd = await self._costs.worst_case(
+                            item.model, demand.input_tokens, demand.max_tokens
+                        )
+                    except SogniError as exc:
+                        # No quote, no budget check: the item is not sent.
+                        return self._failed(item, metrics, attempts, classify(exc).info)
+                if demand.usd_budget or options.budget_tokens is not None:
+                    if not await self._budget.reserve(usd, demand.worst_tokens):
+                        return self._budget_result(item, metrics)
+                    reserved = True
+                permit = await self.limiter.acquire(demand.worst_tokens if options.tpm else 0)
+        finally:
+            self._pending_scopes.discard(pending)
+            if permit is None and reserved:
+                self._budget.settle(usd, demand.worst_tokens, 0.0, 0)
+        if permit is None:
+            if not self._admitting:
+                return self._stopped(item, metrics, attempts, "stopped")
+            info = _deadline_class("admission").info
+            return self._failed(item, metrics, attempts, info, deadline="admission")
+        metrics.t_admit = trio.current_time()
+        return _Admission(permit, usd, reserved)
+
+    async def _send(
+        self,
+        item: FanoutItem,
+        key: str,
+        metrics: ItemMetrics,
+        demand: _Demand,
+        admission: _Admission,
+        attempt: int,
+    ) -> _Outcome:
+        """Send attempt number ``attempt`` (1-based) of an admitted item and return what it
+        produced. Before the first, the journal records the intent (a checkpoint; its errors
+        propagate and fail the run). The attempt is `_settle` d whatever happens, even when
+        cancelled or when the journal fails."""
+        outcome = _Outcome()
+        try:
+            if attempt == 1 and self._journal is not None:
+                await self._journal.record_intent(item, key)
+            if attempt > 1:
+                self._stats.note_retry()
+            if demand.usd_budget:
+                self._stats.note_quote(admission.usd)
+            await self._attempt(item, metrics, outcome)
+        finally:
+            self._settle(admission, demand, outcome)
+        return outcome
+
+    def _settle(self, admission: _Admission, demand: _Demand, outcome: _Outcome) -> None:
+        """Settle an admitted attempt, whatever its end (synchronous: no checkpoint, so it also
+        runs when the attempt was cancelled).
+
+        The limiter permit is released: an attempt never sent refunds all its ``tpm`` tokens; a
+        sent one is charged its reported usage (prompt + completion tokens), or its worst case
+        when the server reported none. The reported cost is added to the run's spend. The budget
+        reservation, if any, is settled: nothing spent when not sent; else the reported cost and
+        usage, each falling back to the reserved worst case when not reported.
+        """
+        usage = outcome.usage
+        actual_tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else None
+        self.limiter.release(admission.permit, actual_tokens if outcome.sent else 0)
+        if outcome.cost_usd is not None:
+            self._stats.note_spend(outcome.cost_usd)
+        if admission.reserved:
+            if not outcome.sent:
+                spent_usd, spent_tokens = 0.0, 0
+            else:
+                spent_usd = admission.usd if outcome.cost_usd is None else outcome.cost_usd
+                spent_tokens = demand.worst_tokens if actual_tokens is None else actual_tokens
+            self._budget.settle(admission.usd, demand.worst_tokens, spent_usd, spent_tokens)
+
+    def _verdict(
+        self, item: FanoutItem, metrics: ItemMetrics, outcome: _Outcome, attempts: int
+    ) -> FanoutResult | _Retry:
+        """Judge a settled attempt (synchronous): the item's result, or a `_Retry`.
+
+        Cancelled in flight: ``cancelled`` (``cancelled``). Success: ``ok``; the breaker records
+        a success and adaptive concurrency may grow (waiters are woken). Otherwise the error or
+        deadline is classified (`classify`, `_deadline_class`); the breaker records the failure
+        and an overload shrinks adaptive concurrency. A retryable failure is retried (the
+        backoff delay, honouring a Retry-After) while attempts remain, the run is admitting and
+        the run-wide retry budget pays for it; else the item ends ``failed`` with any partial
+        content.
+        """
+        if outcome.cancelled:
+            return self._stopped(item, metrics, attempts, "cancelled")
+        if outcome.error is None and outcome.deadline is None:
+            self.breaker.record_success()
+            if self.adaptive is not None:
+                self.adaptive.on_success()
+                self.limiter.wake()
+            if outcome.usage is not None:
+                metrics.output_tokens = outcome.usage.completion_tokens
+            return FanoutResult(
+                index=item.index,
+                id=item.id,
+                status="ok",
+                content=outcome.content,
+                finish_reason=outcome.finish_reason,
+                usage=outcome.usage,
+                cost_usd=outcome.cost_usd,
+                attempts=attempts,
+                metrics=metrics,
+            )
+        options = self.options
+        cls = (
+            _deadline_class(outcome.deadline)
+            if outcome.deadline is not None
+            else classify(cast("BaseException", outcome.error))
+        )
+        self.breaker.record_failure(cls.error_class)
+        if cls.overload and self.adaptive is not None:
+            self.adaptive.on_overload(cls.retry_after)
+        if (
+            cls.retryable
+            and attempts < options.max_attempts
+            and self._admitting
+            and self._retry_budget.try_spend()
+        ):
+            delay = backoff_delay(
+                attempts,
+                base=options.backoff_base,
+                cap=options.backoff_max,
+                retry_after=cls.retry_after,
+                retry_after_max=options.retry_after_max,
+            )
+            return _Retry(delay)
+        return self._failed(
+            item,
+            metrics,
+            attempts,
+            cls.info,
+            deadline=outcome.deadline,
+            content=outcome.content or None,
+        )
+
+    async def _backoff(self, delay: float) -> None:
+        """Sleep ``delay`` seconds before a retry; `stop_admitting` cuts the sleep short (the
+        next loop of `_attempts` then ends the item ``stopped``). A checkpoint."""
+        wait = trio.CancelScope()
+        self._pending_scopes.add(wait)
+        try:
+            with wait:
+                await trio.sleep(delay)
+        finally:
+            self._pending_scopes.discard(wait)
 
     async def _attempt(self, item: FanoutItem, metrics: ItemMetrics, outcome: _Outcome) -> None:
         """One send. Fills ``outcome``; `SogniError` s and deadlines are recorded, not raised."""

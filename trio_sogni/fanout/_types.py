@@ -18,8 +18,7 @@ from typing import Any, Final, Literal, Protocol, get_type_hints
 
 import msgspec
 
-from .._errors import InvalidRequestError
-from .._request import CompletionParams, validate_messages
+from .. import CompletionParams, InvalidRequestError, validate_messages
 
 __all__ = [
     "MAX_CHUNK_TIMES",

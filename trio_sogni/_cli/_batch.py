@@ -42,21 +42,38 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 import msgspec
 import trio
 
 import trio_sogni
+from trio_sogni import InvalidRequestError, SogniClient
+from trio_sogni._groups import unwrap_group
+from trio_sogni.fanout import (
+    FanoutItem,
+    FanoutOptions,
+    FanoutRun,
+    Journal,
+    JournalError,
+    ResultCache,
+    ResultsWriter,
+    RunReport,
+    RunSnapshot,
+    content_key,
+    open_fanout,
+)
+from trio_sogni.localnet import DEFAULT_LLAMA_MODEL, LlamaCppWorker
 
-from ._errors import InvalidRequestError
-from ._groups import unwrap_group
-from .fanout._cache import ResultCache
-from .fanout._journal import Journal, JournalError, ResultsWriter
-from .fanout._types import FanoutItem, FanoutOptions, RunReport, RunSnapshot, content_key
-
-if TYPE_CHECKING:
-    from .fanout._runner import FanoutRun
+from ._connect import (
+    DEFAULT_MODEL,
+    UsageError,
+    add_connection_arguments,
+    local_worker,
+    open_embedded_client,
+    open_remote_client,
+    remote_credentials,
+)
 
 __all__ = [
     "JsonlItems",
@@ -74,14 +91,8 @@ EXIT_INTERRUPTED: Final = 130
 TTY_REDRAW_INTERVAL: Final = 0.25
 
 
-class UsageError(Exception):
-    """A problem with the command line or the input, reported as one line with exit status 2."""
-
-
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``batch`` options to ``parser``."""
-    from ._cli import DEFAULT_MODEL, add_connection_arguments
-
+    """Add the ``batch`` options (and the connection options) to ``parser``."""
     parser.add_argument("requests", help="JSON Lines file of chat requests, one per line")
     parser.add_argument("-o", "--output", required=True, help="results file (JSON Lines)")
     parser.add_argument(
@@ -389,63 +400,46 @@ def _options(args: argparse.Namespace) -> FanoutOptions:
 
 
 def _check_credentials(args: argparse.Namespace) -> None:
+    """With ``--endpoint``: no ``--simulated``, and usable credentials (`remote_credentials`).
+    Without it the credentials are ignored, as in ``trio-sogni chat``.
+
+    Raises:
+        UsageError: the first problem.
+    """
     if args.endpoint is None:
-        return  # credentials are ignored without --endpoint, as in `trio-sogni chat`
+        return
     if args.simulated:
         raise UsageError("--simulated runs an embedded network; it cannot go with --endpoint")
-    if bool(args.username) != bool(args.password):
-        raise UsageError("--username and --password go together")
-    if not (args.username or args.api_key):
-        raise UsageError(
-            "--endpoint needs credentials: --api-key (or SOGNI_API_KEY), or --username and "
-            "--password (or SOGNI_USERNAME / SOGNI_PASSWORD)"
-        )
+    remote_credentials(args)
 
 
 @asynccontextmanager
 async def _open_client(
-    args: argparse.Namespace, worker: Any, models: set[str]
-) -> AsyncGenerator[trio_sogni.SogniClient]:
-    """The client: remote with ``--endpoint``, else on an embedded local network."""
-    from ._cli import _client_for  # pyright: ignore[reportPrivateUsage]
-
+    args: argparse.Namespace, worker: LlamaCppWorker | None, models: set[str]
+) -> AsyncGenerator[SogniClient]:
+    """The client: remote with ``--endpoint``, else on an embedded local network running
+    ``worker``, or (``None``) one simulated worker serving ``models`` with ``--concurrency``
+    slots at ``--simulated-tokens-per-second``."""
     if args.endpoint:
-        async with _client_for(args) as (client, _model):
+        async with open_remote_client(args, remote_credentials(args)) as client:
             yield client
         return
-    from .localnet import open_local_network
-
-    if worker is None:
-        network = open_local_network(
-            models=sorted(models),
-            workers=1,
-            capacity=args.concurrency,
-            tokens_per_second=args.simulated_tokens_per_second,
-        )
-    else:
-        network = open_local_network(models=[worker.model_name], workers=[worker])
-    async with (
-        network as net,
-        trio_sogni.open_sogni_client(
-            app_id=args.app_id,
-            api_key=net.api_key,
-            socket_endpoint=net.socket_url,
-            rest_endpoint=net.rest_url,
-            network=args.network,
-        ) as client,
-    ):
+    async with open_embedded_client(
+        args,
+        worker,
+        models,
+        capacity=args.concurrency,
+        tokens_per_second=args.simulated_tokens_per_second,
+    ) as client:
         yield client
 
 
 def _default_model(args: argparse.Namespace) -> str:
-    from ._cli import DEFAULT_MODEL
-
+    """``--model``; else the remote / simulated default, or the llama.cpp worker's model."""
     if args.model:
         return str(args.model)
     if args.endpoint or args.simulated:
         return DEFAULT_MODEL
-    from .localnet import DEFAULT_LLAMA_MODEL
-
     return DEFAULT_LLAMA_MODEL
 
 
@@ -483,7 +477,7 @@ class _Plan:
     options: FanoutOptions
     scan: RequestScan
     journal: Journal
-    worker: Any
+    worker: LlamaCppWorker | None
     default_model: str
     report_path: str
 
@@ -492,8 +486,6 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     """Check the options, validate the input and open the journal (synchronously: nothing else
     runs yet). A fresh run validates before creating its journal, so a bad input leaves no file
     behind; a resumed run reads the journal first to check the input against it."""
-    from ._cli import _local_worker  # pyright: ignore[reportPrivateUsage]
-
     _check_credentials(args)
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed goes with --resume")
@@ -522,10 +514,10 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         if args.resume:
             journal = _open_journal(args, journal_path, options)
             scan = scan_requests(args.requests, default_model, journal)
-            worker = _worker(args, _local_worker)
+            worker = _worker(args)
         else:
             scan = scan_requests(args.requests, default_model)
-            worker = _worker(args, _local_worker)
+            worker = _worker(args)
             journal = _open_journal(args, journal_path, options)
     except BaseException:
         if journal is not None:
@@ -534,11 +526,11 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     return _Plan(options, scan, journal, worker, default_model, report_path)
 
 
-def _worker(args: argparse.Namespace, factory: Any) -> Any:
-    """The llama.cpp worker of an embedded real-model network, else ``None``."""
+def _worker(args: argparse.Namespace) -> LlamaCppWorker | None:
+    """The llama.cpp worker of an embedded real-model network (`local_worker`), else ``None``."""
     if args.endpoint or args.simulated:
         return None
-    return factory(args)
+    return local_worker(args)
 
 
 def _open_journal(args: argparse.Namespace, path: str, options: FanoutOptions) -> Journal:
@@ -563,8 +555,6 @@ def _open_journal(args: argparse.Namespace, path: str, options: FanoutOptions) -
 
 async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
     """Run the prepared batch; returns the exit status."""
-    from .fanout._runner import open_fanout
-
     scan, journal, worker = plan.scan, plan.journal, plan.worker
     done_before = len(journal.done_indices())
     if args.endpoint:
@@ -583,29 +573,28 @@ async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
     try:
         with ResultsWriter.open(args.output, resume=args.resume, journal=journal) as writer:
             async with _open_client(args, worker, scan.models) as client:
-                with trio.open_signal_receiver(signal.SIGINT) as signals:
-                    with unwrap_group():
-                        async with (
-                            open_fanout(
-                                client, items, plan.options, journal=journal, cache=cache
-                            ) as run,
-                            trio.open_nursery() as nursery,
-                        ):
-                            nursery.start_soon(_watch_interrupts, signals, run, state, err)
-                            if not args.quiet:
-                                nursery.start_soon(
-                                    _show_progress,
-                                    run,
-                                    scan.total,
-                                    done_before,
-                                    err,
-                                    err.isatty(),
-                                    args.progress_interval,
-                                )
-                            async for result in run:
-                                writer.write(result)
-                            report = run.report()
-                            nursery.cancel_scope.cancel()
+                with trio.open_signal_receiver(signal.SIGINT) as signals, unwrap_group():
+                    async with (
+                        open_fanout(
+                            client, items, plan.options, journal=journal, cache=cache
+                        ) as run,
+                        trio.open_nursery() as nursery,
+                    ):
+                        nursery.start_soon(_watch_interrupts, signals, run, state, err)
+                        if not args.quiet:
+                            nursery.start_soon(
+                                _show_progress,
+                                run,
+                                scan.total,
+                                done_before,
+                                err,
+                                err.isatty(),
+                                args.progress_interval,
+                            )
+                        async for result in run:
+                            writer.write(result)
+                        report = run.report()
+                        nursery.cancel_scope.cancel()
             counts = dict(writer.status_counts)
             written = len(writer)
     finally:

@@ -23,17 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import trio
 
-from ._config import DEFAULT_MODEL, ModelSpec, Pricing
-from ._ledger import to_amount
-from ._network import LocalNetwork
-from ._open import open_local_network
-from ._prices import load_prices
-from ._wallets import wallet_from_password
-from ._workers import FirehoseWorker, Worker
+from trio_sogni.localnet import (
+    DEFAULT_LLAMA_MODEL,
+    DEFAULT_MODEL,
+    FirehoseWorker,
+    LlamaCppWorker,
+    LocalNetwork,
+    ModelSpec,
+    Pricing,
+    Worker,
+    load_prices,
+    open_local_network,
+    wallet_from_password,
+)
 
 __all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
 
@@ -62,7 +68,7 @@ def parse_user(value: str) -> UserSpec:
     if ":" in rest:
         password, _, text = rest.rpartition(":")
         try:
-            balance = to_amount(text)
+            balance = _amount(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 "BALANCE must be a decimal number (a password containing ':' needs an "
@@ -73,6 +79,21 @@ def parse_user(value: str) -> UserSpec:
         if not password:
             raise argparse.ArgumentTypeError("expected NAME:PASSWORD[:BALANCE]")
     return UserSpec(name, password, balance)
+
+
+def _amount(text: str) -> Decimal:
+    """``text`` as a finite `~decimal.Decimal` (as localnet reads amounts).
+
+    Raises:
+        ValueError: not a finite decimal number.
+    """
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"an amount must be a decimal number, got {text!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"an amount must be finite, got {text!r}")
+    return amount
 
 
 def ensure_user(net: LocalNetwork, user: UserSpec) -> None:
@@ -211,7 +232,8 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
     workers: list[Worker] = []
     models: list[str | ModelSpec] = []
     if args.llama:
-        from ._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
+        # Not public yet: the install hint of the 'local' extra.
+        from trio_sogni.localnet._llama import LOCAL_EXTRA_HINT
 
         try:
             llama = LlamaCppWorker(
@@ -229,7 +251,8 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
         workers.append(llama)
         models.extend(llama.model_specs)
     if args.upstream:
-        from ._bridge import OpenAIBridgeWorker, UpstreamError
+        # Not public yet: UpstreamError (OpenAIBridgeWorker is, lazily, to keep httpx unloaded).
+        from trio_sogni.localnet._bridge import OpenAIBridgeWorker, UpstreamError
 
         try:
             bridge = await OpenAIBridgeWorker.connect(
