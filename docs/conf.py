@@ -6,10 +6,15 @@ No intersphinx: the build must not touch the network. Every cross-reference must
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import re
+import sys
 import typing
+from typing import Any
+
+from sphinx.pycode import ModuleAnalyzer
 
 import trio_sogni
 
@@ -55,6 +60,8 @@ _EXTERNAL_PACKAGES = (
     "json",
     "os",
     "pathlib",
+    "random",
+    "ssl",
     "sqlite3",
     "types",
     "typing",
@@ -63,21 +70,27 @@ _EXTERNAL = "|".join(re.escape(name) for name in _EXTERNAL_PACKAGES)
 nitpick_ignore_regex = [(r"py:.*", rf"(?:{_EXTERNAL})(?:\..+)?")]
 
 # Public names are documented where users import them (``trio_sogni.ChatStream``, not
-# ``trio_sogni._stream.ChatStream``), so signatures, base classes and type hints must name and
-# link to the public name. Sphinx takes that name from ``__module__``, so rewrite it here, for
-# the docs build only, on every class and function a public package exports from one of its own
-# private modules. The runtime keeps the defining modules (trio rewrites them at import time
-# instead): doing it in the package ``__init__`` would either import every lazily loaded module
-# of ``trio_sogni`` up front, or make ``__module__`` depend on which names were touched first,
-# and it would change reprs and pickles for users. Order matters for re-exports:
-# ``trio_sogni.ChatMessage`` is defined in ``trio_sogni.protocol._openai`` and keeps its home
-# under ``trio_sogni.protocol``.
+# ``trio_sogni._stream.ChatStream``), and signatures, base classes and type hints must name and
+# link to them. Sphinx takes an object's name from ``__module__``, so this build rewrites it on
+# every class and function a public package exports from one of its own private modules
+# (``trio_sogni.ChatMessage``, defined in ``trio_sogni.protocol._openai``, belongs to
+# ``trio_sogni.protocol``).
+#
+# Only the docs build does this; the runtime keeps the defining modules (trio rewrites them at
+# import time instead). ``trio_sogni`` loads its names lazily, so a rewrite at import time would
+# either load every module up front (``tests/test_layering.py`` forbids that) or depend on which
+# names were touched first. And Python (``typing.get_type_hints``), msgspec (decoding a Struct)
+# and dataclasses evaluate string annotations in ``sys.modules[cls.__module__]``: at runtime a
+# rewrite would break them. Here the two things that read the defining module are carried over
+# first: class annotations are evaluated, and Sphinx's source analysis of each private module
+# (attribute docstrings, member order, ``@final``, ``@overload``) is merged into the public
+# package's.
 PUBLIC_PACKAGES = ("trio_sogni", "trio_sogni.protocol", "trio_sogni.fanout", "trio_sogni.localnet")
 
 
-def _public_objects() -> list[tuple[object, str]]:
+def _public_objects() -> list[tuple[Any, str]]:
     """Each class and function a public package exports from its own private modules."""
-    found: list[tuple[object, str]] = []
+    found: list[tuple[Any, str]] = []
     for package_name in PUBLIC_PACKAGES:
         package = importlib.import_module(package_name)
         for name in package.__all__:
@@ -92,22 +105,78 @@ def _public_objects() -> list[tuple[object, str]]:
     return found
 
 
-def _document_public_names_under_their_package() -> None:
-    public = _public_objects()
-    # Class annotations are strings (``from __future__ import annotations``) that Python and
-    # msgspec evaluate in ``sys.modules[cls.__module__]``, which is about to become the public
-    # package. Evaluate them first, in the defining module, so signatures and field types still
-    # resolve after the rewrite.
-    for obj, _ in public:
-        own = inspect.get_annotations(obj) if isinstance(obj, type) else {}
-        if own:
-            try:
-                hints = typing.get_type_hints(obj, include_extras=True)
-            except NameError:  # a name imported only under TYPE_CHECKING: left as written
+def _evaluate_class_annotations(cls: type) -> None:
+    own = inspect.get_annotations(cls)
+    if own:
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except NameError:  # a name imported only under TYPE_CHECKING: left as written
+            return
+        cls.__annotations__ = {attribute: hints[attribute] for attribute in own}
+
+
+def _merge_source_analysis(package_name: str, defined_in: str, qualname: str) -> None:
+    # ``ModuleAnalyzer.for_module`` caches one analyzer per module: extend the package's.
+    target = ModuleAnalyzer.for_module(package_name)
+    target.analyze()
+    source = ModuleAnalyzer.for_module(defined_in)
+    source.analyze()
+
+    def ours(scope: str) -> bool:
+        return scope == qualname or scope.startswith(f"{qualname}.")
+
+    target.attr_docs.update({k: v for k, v in source.attr_docs.items() if ours(k[0])})
+    target.annotations.update({k: v for k, v in source.annotations.items() if ours(k[0])})
+    target.tagorder.update({k: v for k, v in source.tagorder.items() if ours(k)})
+    target.overloads.update({k: v for k, v in source.overloads.items() if ours(k)})
+    target.finals.extend(name for name in source.finals if ours(name))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _see_what_the_type_checker_sees() -> None:
+    """Make the names our modules import only under ``TYPE_CHECKING`` (``LocalAccount``,
+    ``ssl``...) real in the docs build, and evaluate our type aliases (``Signer`` is the string
+    ``"LocalAccount | str | bytes"``), so every public signature resolves to real types."""
+    ours = {
+        name: module
+        for name, module in sys.modules.items()
+        if name == "trio_sogni" or name.startswith("trio_sogni.")
+    }
+    for module in ours.values():
+        tree = ast.parse(inspect.getsource(module))
+        for node in tree.body:
+            if isinstance(node, ast.If) and _is_type_checking(node.test):
+                imports = [n for n in node.body if isinstance(n, ast.Import | ast.ImportFrom)]
+                code = compile(
+                    ast.Module(body=imports, type_ignores=[]), module.__file__ or "", "exec"
+                )
+                exec(code, module.__dict__)
+    for name, module in ours.items():
+        for alias, annotation in inspect.get_annotations(module).items():
+            if annotation not in ("TypeAlias", "typing.TypeAlias"):
                 continue
-            obj.__annotations__ = {attribute: hints[attribute] for attribute in own}
+            value = module.__dict__[alias]
+            holder = type("Alias", (), {"__module__": name, "__annotations__": {"value": value}})
+            resolved = typing.get_type_hints(holder, include_extras=True)["value"]
+            for other in ours.values():  # and wherever the alias was imported
+                if other.__dict__.get(alias) is value:
+                    setattr(other, alias, resolved)
+
+
+def _document_public_names_under_their_package() -> None:
+    public = _public_objects()  # imports every public name
+    _see_what_the_type_checker_sees()
     for obj, package_name in public:
-        obj.__module__ = package_name  # type: ignore[attr-defined]
+        if isinstance(obj, type):
+            _evaluate_class_annotations(obj)
+        _merge_source_analysis(package_name, obj.__module__, obj.__qualname__)
+    for obj, package_name in public:
+        obj.__module__ = package_name
 
 
 _document_public_names_under_their_package()

@@ -177,7 +177,7 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
 
     @property
     def usage(self) -> Usage | None:
-        """Token usage: the latest from the chunks, replaced by the final result's."""
+        """Token usage — the latest from the chunks, replaced by the final result's."""
         return self._slot.usage
 
     @property

@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Set as AbstractSet
 from itertools import chain
 from typing import Any, Final, Self
 
@@ -251,7 +251,7 @@ class Journal:
             return "failed"
         return None
 
-    def done_indices(self) -> IndexSet:
+    def done_indices(self) -> AbstractSet[int]:
         """The indices of done items (a new compact set): those whose latest outcome is ``ok``,
         or ``failed`` unless ``retry_failed``."""
         if self.retry_failed:
@@ -282,7 +282,8 @@ class Journal:
         """Append the outcome record of ``result``, unless its item is already done (then nothing
         is written: a finished item's outcome never changes). The line is written before the
         first checkpoint; with ``fsync_outcomes`` the call then returns once the line is fsynced
-        (concurrent callers share one fsync: see `_sync_through`)."""
+        (concurrent callers share fsyncs: one runs at a time, in a worker thread, and
+        covers every line written before it started)."""
         if self.final_status(result.index) is not None:
             await trio.lowlevel.checkpoint()
             return
@@ -356,7 +357,7 @@ class ResultsWriter:
     """Writes a results file: one `FanoutResult.to_json` line per input item.
 
     `write` ignores a result whose index is already in the file, so each index appears at most
-    once. `status_counts` counts the statuses of every line in the file (kept, filled in and new).
+    once. `status_counts` counts the statuses of every line in the file.
     """
 
     def __init__(self, path: str, fd: int, present: IndexSet, counts: Counter[str]) -> None:
@@ -365,6 +366,7 @@ class ResultsWriter:
         self._fd: int | None = fd
         self._present = present
         self.status_counts = counts
+        """How many lines of each status the file holds (kept, filled in and new)."""
 
     @classmethod
     def open(

@@ -79,7 +79,7 @@ class AdaptiveConcurrency:
     * Other failures leave the limit alone.
 
     ``history`` records ``(time, limit, reason)`` for every change (``start``, ``increase``,
-    ``decrease``), at most `MAX_HISTORY` entries.
+    ``decrease``), keeping the latest ``history.maxlen`` of them.
     """
 
     def __init__(

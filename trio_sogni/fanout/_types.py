@@ -176,21 +176,21 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def queue_time(self) -> float | None:
-        """Client queue time: ``t_admit - t_sched``."""
+        """Client queue time — ``t_admit - t_sched``."""
         if self.t_admit is None or self.t_sched is None:
             return None
         return self.t_admit - self.t_sched
 
     @property
     def ttft(self) -> float | None:
-        """Time to first token: ``t_chunk[0] - t_send`` (first non-empty content chunk)."""
+        """Time to first token — ``t_chunk[0] - t_send`` (first non-empty content chunk)."""
         if self.t_first_token is None or self.t_send is None:
             return None
         return self.t_first_token - self.t_send
 
     @property
     def ttft_from_sched(self) -> float | None:
-        """TTFT from the schedule: ``t_chunk[0] - t_sched`` (includes client queueing and earlier
+        """TTFT from the schedule — ``t_chunk[0] - t_sched`` (includes client queueing and earlier
         attempts)."""
         if self.t_first_token is None or self.t_sched is None:
             return None
@@ -198,7 +198,7 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def ttst(self) -> float | None:
-        """Time to second token: ``t_chunk[1] - t_chunk[0]``; ``None`` with fewer than 2 chunks."""
+        """Time to second token — ``t_chunk[1] - t_chunk[0]``; ``None`` with fewer than 2 chunks."""
         times = self.chunk_times
         if len(times) < 2:
             return None
@@ -206,7 +206,7 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def itl(self) -> list[float]:
-        """Inter-chunk gaps (vLLM's "ITL", AIPerf's "ICL"): ``t_chunk[i] - t_chunk[i-1]`` for
+        """Inter-chunk gaps (vLLM's "ITL", AIPerf's "ICL") — ``t_chunk[i] - t_chunk[i-1]`` for
         i ≥ 1, over the recorded `chunk_times`. A gap is per *chunk*, not per token: a chunk
         may carry several tokens."""
         times = self.chunk_times
@@ -214,7 +214,7 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def e2el(self) -> float | None:
-        """End-to-end latency: ``t_last_chunk - t_send`` (last non-empty content chunk of the
+        """End-to-end latency — ``t_last_chunk - t_send`` (last non-empty content chunk of the
         final attempt; non-streaming: the result's arrival)."""
         if self.t_last_token is None or self.t_send is None:
             return None
@@ -222,7 +222,7 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def e2el_from_sched(self) -> float | None:
-        """End-to-end latency from the schedule: ``t_last_chunk - t_sched`` (includes queueing and
+        """End-to-end latency from the schedule — ``t_last_chunk - t_sched`` (includes queueing and
         retries)."""
         if self.t_last_token is None or self.t_sched is None:
             return None
@@ -230,7 +230,7 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
 
     @property
     def tpot(self) -> float | None:
-        """Time per output token (AIPerf's "ITL"): ``(E2EL - TTFT) / (output_tokens - 1)``, with
+        """Time per output token (AIPerf's "ITL") — ``(E2EL - TTFT) / (output_tokens - 1)``, with
         ``output_tokens`` the server's completion tokens (else the chunk count). ``None`` when
         ``output_tokens ≤ 1`` or a term is missing."""
         e2el, ttft = self.e2el, self.ttft
@@ -251,7 +251,7 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True):
     """Why an item failed.
 
     Attributes:
-        type: the error class: a `ChatJobError`'s ``error_type`` (``model_unavailable``, ...),
+        type: the error class: a `~trio_sogni.ChatJobError`'s ``error_type`` (``model_unavailable``, ...),
             else the exception's class name (``ConnectionLost``, ``InvalidRequestError``,
             ``TooSlowError`` for a deadline, ``CircuitOpen``, ...).
         code: the wire error code (``"4079"``) or the REST ``error_code``, if any.
@@ -459,7 +459,7 @@ def _check_positive(name: str, value: float | None, *, integer: bool = False) ->
 @dataclass(frozen=True, kw_only=True)
 class FanoutOptions:
     """How `open_fanout` runs. Every field is validated on construction
-    (`InvalidRequestError`).
+    (`~trio_sogni.InvalidRequestError`).
 
     Attributes:
         concurrency: the worker-pool size, the hard cap on in-flight requests (the adaptive
