@@ -41,7 +41,16 @@ on the client, so the two implementations check each other.
 
 from typing import TYPE_CHECKING, Any
 
-from ._accounts import TokenPair as TokenPair
+from ._accounts._accounts import TokenPair as TokenPair
+from ._accounts._store import (
+    AccountRecord as AccountRecord,
+    DuplicateAccount as DuplicateAccount,
+    TokenType as TokenType,
+)
+from ._accounts._wallets import (
+    PasswordWallet as PasswordWallet,
+    wallet_from_password as wallet_from_password,
+)
 from ._config import (
     DEFAULT_MODEL as DEFAULT_MODEL,
     Account as Account,
@@ -50,19 +59,14 @@ from ._config import (
     Pricing as Pricing,
     Quote as Quote,
 )
-from ._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
-from ._llama import (
-    DEFAULT_LLAMA_MODEL as DEFAULT_LLAMA_MODEL,
-    LlamaCppWorker as LlamaCppWorker,
-    LlamaWorkerStatistics as LlamaWorkerStatistics,
-)
+from ._hosted._prices import load_prices as load_prices, parse_prices as parse_prices
+from ._jobs._scheduler import JobOutcome as JobOutcome
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
     LocalNetworkOptions as LocalNetworkOptions,
     open_local_network as open_local_network,
     serve_local_network as serve_local_network,
 )
-from ._prices import load_prices as load_prices, parse_prices as parse_prices
 from ._records import (
     HandshakeRecord as HandshakeRecord,
     HTTPRequestRecord as HTTPRequestRecord,
@@ -70,10 +74,24 @@ from ._records import (
     NetworkStatistics as NetworkStatistics,
     RejectedFrame as RejectedFrame,
 )
-from ._rest import Router as Router
-from ._runs import RunManager as RunManager
-from ._scheduler import JobOutcome as JobOutcome
-from ._script import (
+from ._runs._manager import RunManager as RunManager
+from ._server._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
+from ._server._rest import Router as Router
+from ._workers._base import (
+    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
+    FirehoseWorker as FirehoseWorker,
+    JobContext as JobContext,
+    PreparedChunk as PreparedChunk,
+    SimulatedWorker as SimulatedWorker,
+    Worker as Worker,
+    firehose_text as firehose_text,
+)
+from ._workers._llama import (
+    DEFAULT_LLAMA_MODEL as DEFAULT_LLAMA_MODEL,
+    LlamaCppWorker as LlamaCppWorker,
+    LlamaWorkerStatistics as LlamaWorkerStatistics,
+)
+from ._workers._script import (
     Delta as Delta,
     DropConnection as DropConnection,
     ExpectedOutput as ExpectedOutput,
@@ -92,30 +110,15 @@ from ._script import (
     expected_output as expected_output,
     split_deltas as split_deltas,
 )
-from ._store import (
-    AccountRecord as AccountRecord,
-    DuplicateAccount as DuplicateAccount,
-    TokenType as TokenType,
-)
-from ._wallets import PasswordWallet as PasswordWallet, wallet_from_password as wallet_from_password
-from ._workers import (
-    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
-    FirehoseWorker as FirehoseWorker,
-    JobContext as JobContext,
-    PreparedChunk as PreparedChunk,
-    SimulatedWorker as SimulatedWorker,
-    Worker as Worker,
-    firehose_text as firehose_text,
-)
 
 if TYPE_CHECKING:
-    from ._bridge import OpenAIBridgeWorker as OpenAIBridgeWorker
+    from ._workers._bridge import OpenAIBridgeWorker as OpenAIBridgeWorker
 
 
 def __getattr__(name: str) -> Any:
     # The bridge worker needs httpx; importing trio_sogni.localnet must not load it.
     if name == "OpenAIBridgeWorker":
-        from ._bridge import OpenAIBridgeWorker
+        from ._workers._bridge import OpenAIBridgeWorker
 
         return OpenAIBridgeWorker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,13 +27,13 @@ from decimal import Decimal
 
 import trio
 
+from ._accounts._ledger import to_amount
+from ._accounts._wallets import wallet_from_password
 from ._config import DEFAULT_MODEL, ModelSpec, Pricing
-from ._ledger import to_amount
+from ._hosted._prices import load_prices
 from ._network import LocalNetwork
 from ._open import open_local_network
-from ._prices import load_prices
-from ._wallets import wallet_from_password
-from ._workers import FirehoseWorker, Worker
+from ._workers._base import FirehoseWorker, Worker
 
 __all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
 
@@ -211,7 +211,7 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
     workers: list[Worker] = []
     models: list[str | ModelSpec] = []
     if args.llama:
-        from ._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
+        from ._workers._llama import DEFAULT_LLAMA_MODEL, LOCAL_EXTRA_HINT, LlamaCppWorker
 
         try:
             llama = LlamaCppWorker(
@@ -229,7 +229,7 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
         workers.append(llama)
         models.extend(llama.model_specs)
     if args.upstream:
-        from ._bridge import OpenAIBridgeWorker, UpstreamError
+        from ._workers._bridge import OpenAIBridgeWorker, UpstreamError
 
         try:
             bridge = await OpenAIBridgeWorker.connect(

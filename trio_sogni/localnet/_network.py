@@ -32,14 +32,15 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._account_api import AccountRoutes
-from ._accounts import AccountRef, Accounts, TokenPair
+from ._accounts._accounts import AccountRef, Accounts, TokenPair
+from ._accounts._ledger import Amount, to_amount
+from ._accounts._routes import AccountRoutes
+from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
-from ._estimate_api import EstimateRoutes
-from ._hosted_api import HostedRoutes
-from ._http import HTTPRequest, HTTPResponse, error_response, serve_http
-from ._jobs import RESTART_MESSAGE, Changes, JobManager, SocketBinding
-from ._ledger import Amount, to_amount
+from ._hosted._completions import HostedRoutes
+from ._hosted._estimates import EstimateRoutes
+from ._jobs._manager import RESTART_MESSAGE, Changes, JobManager, SocketBinding
+from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._records import (
     HandshakeRecord,
     HTTPRequestRecord,
@@ -48,15 +49,14 @@ from ._records import (
     RejectedFrame,
     redact,
 )
-from ._rest import RestAPI
-from ._runs import RunManager
-from ._runs_api import RunRoutes
-from ._runs_store import RunStore
-from ._script import ScriptFunction
-from ._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
-from ._store import AccountRecord, TokenType
-from ._workers import Worker
-from ._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
+from ._runs._manager import RunManager
+from ._runs._routes import RunRoutes
+from ._runs._store import RunStore
+from ._server._http import HTTPRequest, HTTPResponse, error_response, serve_http
+from ._server._rest import RestAPI
+from ._server._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
+from ._workers._base import Worker
+from ._workers._script import ScriptFunction
 
 __all__ = ["LocalNetwork"]
 

@@ -13,13 +13,13 @@ from typing import Final, TypedDict, Unpack
 
 import trio
 
-from ._accounts import Accounts
+from ._accounts._accounts import Accounts
+from ._accounts._ledger import Amount
+from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
-from ._ledger import Amount
 from ._network import LocalNetwork
-from ._script import ScriptFunction
-from ._store import Store, TokenType
-from ._workers import SimulatedWorker, Worker
+from ._workers._base import SimulatedWorker, Worker
+from ._workers._script import ScriptFunction
 
 __all__ = ["LocalNetworkOptions", "open_local_network", "serve_local_network"]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ._scheduler import JobOutcome
+from ._jobs._scheduler import JobOutcome
 
 __all__ = [
     "REDACTED_HEADERS",

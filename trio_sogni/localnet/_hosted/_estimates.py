@@ -24,9 +24,9 @@ from typing import Final
 
 import msgspec
 
-from ._config import Account, ModelSpec, Pricing, format_decimal
-from ._http import HTTPRequest, HTTPResponse, error_response
-from ._rest import Router
+from .._config import Account, ModelSpec, Pricing, format_decimal
+from .._server._http import HTTPRequest, HTTPResponse, error_response
+from .._server._rest import Router
 
 __all__ = ["ESTIMATE_PATH", "EstimateRoutes"]
 

@@ -18,13 +18,13 @@ import httpx
 import msgspec
 from typing_extensions import override
 
-from ..protocol import (
+from ...protocol import (
     SAMPLING_FIELDS,
     FunctionCallDelta,
     LLMJobRequest,
     ToolCallDelta,
 )
-from ._workers import JobContext, _WorkerIdentity  # pyright: ignore[reportPrivateUsage]
+from ._base import JobContext, _WorkerIdentity  # pyright: ignore[reportPrivateUsage]
 
 __all__ = [
     "OpenAIBridgeWorker",

@@ -15,10 +15,10 @@ from typing import Any, cast
 
 import msgspec
 
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, json_response
-from ._rest import Router
-from ._runs import RunError, RunManager
+from .._config import Account
+from .._server._http import HTTPRequest, HTTPResponse, json_response
+from .._server._rest import Router
+from ._manager import RunError, RunManager
 
 __all__ = ["RunRoutes"]
 

@@ -60,19 +60,19 @@ from typing import Any, Final, Literal, cast
 import msgspec
 import trio
 
-from ..protocol import (
+from ...protocol import (
     SAMPLING_FIELDS,
     ChatCompletionChunk,
     LLMJobError,
     LLMJobRequest,
     ServerMessage,
 )
-from ._config import DEFAULT_MODEL, Pricing, format_decimal
-from ._http import AbortConnection
-from ._jobs import JobManager
-from ._ledger import InsufficientBalance, Ledger
-from ._run_tools import HostedToolDouble, ToolFailure, default_tool_doubles
-from ._runs_store import RunRow, RunStore, StoredEvent
+from .._accounts._ledger import InsufficientBalance, Ledger
+from .._config import DEFAULT_MODEL, Pricing, format_decimal
+from .._jobs._manager import JobManager
+from .._server._http import AbortConnection
+from ._store import RunRow, RunStore, StoredEvent
+from ._tools import HostedToolDouble, ToolFailure, default_tool_doubles
 
 __all__ = [
     "RUN_SCHEMA_VERSION",

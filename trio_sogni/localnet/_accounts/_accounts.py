@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from ..protocol._eip712 import TypedDataKind
-from ._config import Account, format_decimal
+from ...protocol._eip712 import TypedDataKind
+from .._config import Account, format_decimal
 from ._jwt import InvalidToken, decode_jwt, encode_jwt
 from ._ledger import Amount, Ledger, to_amount
 from ._store import TOKEN_TYPES, AccountRecord, DuplicateAccount, Store, TokenType

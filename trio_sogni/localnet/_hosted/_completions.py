@@ -52,18 +52,18 @@ from typing import Any, Final
 
 import msgspec
 
-from ..protocol import (
+from ...protocol import (
     ChatCompletionChunk,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
     ServerMessage,
 )
+from .._config import Account
+from .._jobs._manager import JobManager
+from .._server._http import HTTPRequest, HTTPResponse, json_response
+from .._server._rest import Router
 from ._composition import composition_tool
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, json_response
-from ._jobs import JobManager
-from ._rest import Router
 
 __all__ = ["HostedRoutes", "openai_error"]
 

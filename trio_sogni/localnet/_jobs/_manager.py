@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import trio
 
-from ..protocol import (
+from ...protocol import (
     ChatCompletionChunk,
     JobState,
     LLMJobError,
@@ -29,14 +29,14 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._config import Account, ModelSpec, Pricing
-from ._ledger import InsufficientBalance, Ledger
-from ._records import JobRecord
+from .._accounts._ledger import InsufficientBalance, Ledger
+from .._config import Account, ModelSpec, Pricing
+from .._records import JobRecord
+from .._server._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
+from .._workers._base import JobContext, Worker
+from .._workers._script import ScriptFunction, count_prompt_tokens
 from ._scheduler import Job, JobOutcome, Scheduler
-from ._script import ScriptFunction, count_prompt_tokens
 from ._session import Session
-from ._workers import JobContext, Worker
-from ._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
 
 __all__ = [
     "INTERNAL_APP_ID",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import unquote
 
-from ._config import Account
+from .._config import Account
 from ._http import HTTPRequest, HTTPResponse, error_response, json_response
 
 __all__ = ["Handler", "RestAPI", "Router"]

@@ -25,8 +25,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-from ..protocol import ChatMessage, JSONSchemaFormat, ResponseFormatJSONSchema
-from ._jsonschema import check_schema, validate
+from ...protocol import ChatMessage, JSONSchemaFormat, ResponseFormatJSONSchema
+from .._jsonschema import check_schema, validate
 
 __all__ = ["COMPOSITION_TOOLS", "CompositionTool", "composition_tool"]
 

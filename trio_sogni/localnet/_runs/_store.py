@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._store import immediate_transaction
+from .._accounts._store import immediate_transaction
 
 __all__ = ["RunRow", "RunStore", "StoredEvent"]
 

@@ -25,10 +25,10 @@ from typing import Any, cast
 
 import msgspec
 
+from .._config import Account
+from .._server._http import HTTPRequest, HTTPResponse, error_response, json_response
+from .._server._rest import Handler, Router
 from ._accounts import AccountError, Accounts, TokenPair
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, error_response, json_response
-from ._rest import Handler, Router
 
 __all__ = ["AccountRoutes"]
 

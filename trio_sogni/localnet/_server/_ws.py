@@ -33,7 +33,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError
 
 if TYPE_CHECKING:
-    from ._scheduler import Job
+    from .._jobs._scheduler import Job
 
 __all__ = [
     "OutClose",

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from ..protocol import (
+from ...protocol import (
     ChatCompletionChunk,
     LLMJobError,
     LLMJobRequest,
@@ -22,6 +22,7 @@ from ..protocol import (
     Usage,
     encode_server_message,
 )
+from .._server._ws import encode_frame
 from ._script import (
     DropConnection,
     Emit,
@@ -32,7 +33,6 @@ from ._script import (
     compile_script,
     default_script,
 )
-from ._ws import encode_frame
 
 __all__ = [
     "DEFAULT_FIREHOSE_WORDS",
