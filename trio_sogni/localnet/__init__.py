@@ -60,6 +60,7 @@ from ._config import (
     Quote as Quote,
 )
 from ._hosted._prices import load_prices as load_prices, parse_prices as parse_prices
+from ._jobs._records import JobRecord as JobRecord
 from ._jobs._scheduler import JobOutcome as JobOutcome
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
@@ -70,13 +71,11 @@ from ._open import (
 from ._records import (
     HandshakeRecord as HandshakeRecord,
     HTTPRequestRecord as HTTPRequestRecord,
-    JobRecord as JobRecord,
     NetworkStatistics as NetworkStatistics,
     RejectedFrame as RejectedFrame,
 )
 from ._runs._manager import RunManager as RunManager
-from ._server._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
-from ._server._rest import Router as Router
+from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
 from ._workers._base import (
     DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
     FirehoseWorker as FirehoseWorker,

@@ -19,9 +19,6 @@ from typing import Final
 
 import trio
 import trio.testing
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection
-from wsproto.utilities import RemoteProtocolError
 
 from .._groups import unwrap_group
 from ..protocol import (
@@ -34,27 +31,34 @@ from ..protocol import (
 )
 from ._accounts._accounts import AccountRef, Accounts, TokenPair
 from ._accounts._ledger import Amount, to_amount
-from ._accounts._routes import AccountRoutes
+from ._accounts._routes import account_routes, profile_routes
 from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
-from ._hosted._completions import HostedRoutes
-from ._hosted._estimates import EstimateRoutes
+from ._hosted._completions import hosted_routes
+from ._hosted._estimates import estimate_routes
 from ._jobs._manager import RESTART_MESSAGE, Changes, JobManager, SocketBinding
+from ._jobs._records import JobRecord
 from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._records import (
     HandshakeRecord,
     HTTPRequestRecord,
-    JobRecord,
     NetworkStatistics,
     RejectedFrame,
     redact,
 )
 from ._runs._manager import RunManager
-from ._runs._routes import RunRoutes
+from ._runs._routes import run_routes
 from ._runs._store import RunStore
-from ._server._http import HTTPRequest, HTTPResponse, error_response, serve_http
-from ._server._rest import RestAPI
-from ._server._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
+from ._server import (
+    HTTPRequest,
+    HTTPResponse,
+    OutClose,
+    OutDrop,
+    OutFrame,
+    RestAPI,
+    accept_websocket,
+    serve_http,
+)
 from ._workers._base import Worker
 from ._workers._script import ScriptFunction
 
@@ -102,9 +106,8 @@ class LocalNetwork:
         """The default account, which :attr:`api_key` belongs to (its balances as configured;
         the live ones are in the store, see :meth:`balance`)."""
         self._accounts = accounts
-        self.rest = RestAPI(self.authenticate)
+        self.rest = RestAPI()
         """The REST router; add routes with ``net.rest.router.add(method, pattern, handler)``."""
-        AccountRoutes(self.rest.router, accounts, self.authenticate)
         self._authenticator = authenticator
         self._max_message_size = max_message_size
         self._max_body_size = max_body_size
@@ -124,19 +127,6 @@ class LocalNetwork:
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
-        EstimateRoutes(
-            self.rest.router,
-            authenticate=self.authenticate,
-            pricing=lambda: self._jobs.pricing,
-            models=lambda: self._jobs.models,
-            clock=lambda: self._accounts.clock(),
-        )
-        HostedRoutes(
-            self.rest.router,
-            jobs=self._jobs,
-            authenticate=self.authenticate,
-            clock=lambda: self._accounts.clock(),
-        )
         self.runs = RunManager(
             store=RunStore(accounts.store.connection),
             jobs=self._jobs,
@@ -148,7 +138,25 @@ class LocalNetwork:
         )
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
-        RunRoutes(self.rest.router, self.runs, self.authenticate)
+        router = self.rest.router
+        router.include(profile_routes(self.authenticate))
+        router.include(account_routes(accounts, self.authenticate))
+        router.include(
+            estimate_routes(
+                authenticate=self.authenticate,
+                pricing=lambda: self._jobs.pricing,
+                models=lambda: self._jobs.models,
+                clock=lambda: self._accounts.clock(),
+            )
+        )
+        router.include(
+            hosted_routes(
+                jobs=self._jobs,
+                authenticate=self.authenticate,
+                clock=lambda: self._accounts.clock(),
+            )
+        )
+        router.include(run_routes(self.runs, self.authenticate))
         self._sockets: set[SocketBinding] = set()
         self._connections: set[_Connection] = set()
         self._closing = False
@@ -559,25 +567,18 @@ class LocalNetwork:
     async def _on_upgrade(
         self, stream: trio.abc.Stream, conn: _Connection, request: HTTPRequest, trailing: bytes
     ) -> HTTPResponse | None:
-        ws = WSConnection(ConnectionType.SERVER)
-        try:
-            ws.initiate_upgrade_connection(list(request.raw_headers), request.target)
-            for _event in ws.events():
-                pass
-            accept = ws.send(AcceptConnection())
-        except RemoteProtocolError as exc:
-            return error_response(400, f"Bad WebSocket handshake: {exc}")
-        conn.websocket = True
-        await stream.send_all(accept)
-        if trailing:
-            ws.receive_data(trailing)
-        driver = WebSocketDriver(
+        conn.websocket = True  # before the 101 goes out: shutdown must not cancel it mid-write
+        driver = await accept_websocket(
             stream,
-            ws,
+            request,
+            trailing,
             max_message_size=self._max_message_size,
             outbox_limit=self._outbox_limit,
             close_timeout=self._close_timeout,
         )
+        if isinstance(driver, HTTPResponse):  # a bad handshake: nothing was sent
+            conn.websocket = False
+            return driver
         handshake = parse_handshake(request.target)
         for problem in handshake.problems:
             logger.info("localnet: ignoring a handshake parameter (%s)", problem)

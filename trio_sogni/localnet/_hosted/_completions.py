@@ -61,11 +61,10 @@ from ...protocol import (
 )
 from .._config import Account
 from .._jobs._manager import JobManager
-from .._server._http import HTTPRequest, HTTPResponse, json_response
-from .._server._rest import Router
+from .._server import HTTPRequest, HTTPResponse, Router, json_response
 from ._composition import composition_tool
 
-__all__ = ["HostedRoutes", "openai_error"]
+__all__ = ["hosted_routes", "openai_error"]
 
 COMPLETIONS_PATH: Final = "/v1/chat/completions"
 TOOLS_PATH: Final = "/v1/creative-agent/tools/execute"
@@ -275,12 +274,21 @@ class _Collector:
         return out
 
 
-class HostedRoutes:
-    """Registers the hosted completion and tool routes on ``router``."""
+def hosted_routes(
+    *,
+    jobs: JobManager,
+    authenticate: Callable[[Mapping[str, str]], Account | None],
+    clock: Callable[[], float],
+) -> Router:
+    """A router with the hosted completion and composition-tool routes."""
+    return _HostedEndpoints(jobs=jobs, authenticate=authenticate, clock=clock).routes()
+
+
+class _HostedEndpoints:
+    """The hosted completion and tool endpoints."""
 
     def __init__(
         self,
-        router: Router,
         *,
         jobs: JobManager,
         authenticate: Callable[[Mapping[str, str]], Account | None],
@@ -289,8 +297,13 @@ class HostedRoutes:
         self._jobs = jobs
         self._authenticate = authenticate
         self._clock = clock
+
+    def routes(self) -> Router:
+        """A new router with these endpoints."""
+        router = Router()
         router.add("POST", COMPLETIONS_PATH, self._completions)
         router.add("POST", TOOLS_PATH, self._execute_tool)
+        return router
 
     async def _run(
         self, request: LLMJobRequest, account: Account

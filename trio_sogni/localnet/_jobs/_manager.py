@@ -31,10 +31,10 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Account, ModelSpec, Pricing
-from .._records import JobRecord
-from .._server._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
+from .._server import OutDrop, OutEncoded, OutFrame, WebSocketDriver
 from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
+from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
 from ._session import Session
 

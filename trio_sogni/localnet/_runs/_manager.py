@@ -70,7 +70,7 @@ from ...protocol import (
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import DEFAULT_MODEL, Pricing, format_decimal
 from .._jobs._manager import JobManager
-from .._server._http import AbortConnection
+from .._server import AbortConnection
 from ._store import RunRow, RunStore, StoredEvent
 from ._tools import HostedToolDouble, ToolFailure, default_tool_doubles
 

@@ -1,10 +1,11 @@
-"""The REST side of localnet: a small router and the account endpoints the SDKs call.
+"""The REST side of the server layer: a small router.
 
 :class:`Router` maps ``(method, pattern)`` to async handlers; a pattern segment written
-``{name}`` matches one path segment, passed percent-decoded in ``params``. :class:`RestAPI` owns
-a router with localnet's routes; later features add theirs with :meth:`Router.add`.
-Handlers are plain coroutines from :class:`HTTPRequest` to :class:`HTTPResponse`, so they can be
-exercised without a socket through :meth:`RestAPI.handle`.
+``{name}`` matches one path segment, passed percent-decoded in ``params``. Features build their
+own routers (``account_routes(...)``, ``run_routes(...)``...) and the network combines them with
+:meth:`Router.include`; :class:`RestAPI` owns the combined router. Handlers are plain coroutines
+from :class:`HTTPRequest` to :class:`HTTPResponse`, so they can be exercised without a socket
+through :meth:`RestAPI.handle`. Nothing here knows accounts or any other domain type.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import unquote
 
-from .._config import Account
-from ._http import HTTPRequest, HTTPResponse, error_response, json_response
+from ._http import HTTPRequest, HTTPResponse, error_response
 
 __all__ = ["Handler", "RestAPI", "Router"]
 
 Handler: TypeAlias = Callable[[HTTPRequest, Mapping[str, str]], Awaitable[HTTPResponse]]
 """A route handler: the request and the pattern's captured parameters."""
-
-Authenticator: TypeAlias = Callable[[Mapping[str, str]], Account | None]
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,13 @@ class Router:
         """
         self._routes.append(_Route(method.upper(), tuple(_split(pattern)), handler))
 
+    def include(self, other: Router) -> None:
+        """Append every route of ``other`` (in its order) after the routes registered so far."""
+        self._routes.extend(other._routes)
+
     async def dispatch(self, request: HTTPRequest) -> HTTPResponse:
+        """Run the first matching route's handler; 405 (with ``allow``) when only other methods
+        match the path, else 404."""
         segments = _split(request.path)
         allowed: list[str] = []
         for route in self._routes:
@@ -82,68 +86,13 @@ class Router:
 
 
 class RestAPI:
-    """localnet's REST endpoints (on the one port that also serves the socket):
+    """The network's REST endpoints (on the one port that also serves the socket): one
+    :class:`Router` that every feature's routes are included into. Add routes of your own with
+    ``net.rest.router.add(method, pattern, handler)``."""
 
-    * ``GET /v1/account/me`` → ``{status: "success", data: {username, currentEmail, walletAddress}}``
-    * ``GET /v1/subscriptions/status`` → ``{status: "success", data: {subscription: {active:
-      false, ...}}}``
-    * ``GET /api/v1/artist/projects/sync`` → ``{activeProjects: [], unclaimedCompletedProjects:
-      []}`` (the official SDKs' media recovery call; localnet has no media jobs)
-
-    Every route needs valid credentials (``authenticate``); otherwise 401 in the error envelope.
-    """
-
-    def __init__(self, authenticate: Authenticator) -> None:
-        self.authenticate = authenticate
+    def __init__(self) -> None:
         self.router = Router()
-        self.router.add("GET", "/v1/account/me", self._me)
-        self.router.add("GET", "/v1/subscriptions/status", self._subscription_status)
-        self.router.add("GET", "/api/v1/artist/projects/sync", self._projects_sync)
 
     async def handle(self, request: HTTPRequest) -> HTTPResponse:
         """Answer one request (never raises for a client mistake)."""
         return await self.router.dispatch(request)
-
-    def _account(self, request: HTTPRequest) -> Account | HTTPResponse:
-        account = self.authenticate(request.headers)
-        if account is None:
-            return error_response(401, "Invalid or missing credentials")
-        return account
-
-    async def _me(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
-        account = self._account(request)
-        if isinstance(account, HTTPResponse):
-            return account
-        return json_response(
-            200,
-            {
-                "status": "success",
-                "data": {
-                    "id": account.id,
-                    "username": account.username,
-                    "currentEmail": account.email,
-                    "walletAddress": account.wallet_address,
-                    "emailVerified": True,
-                },
-            },
-        )
-
-    async def _subscription_status(
-        self, request: HTTPRequest, params: Mapping[str, str]
-    ) -> HTTPResponse:
-        account = self._account(request)
-        if isinstance(account, HTTPResponse):
-            return account
-        return json_response(
-            200,
-            {
-                "status": "success",
-                "data": {"subscription": {"active": False, "status": "none", "subscription": None}},
-            },
-        )
-
-    async def _projects_sync(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
-        account = self._account(request)
-        if isinstance(account, HTTPResponse):
-            return account
-        return json_response(200, {"activeProjects": [], "unclaimedCompletedProjects": []})

@@ -22,7 +22,7 @@ from ...protocol import (
     Usage,
     encode_server_message,
 )
-from .._server._ws import encode_frame
+from .._server import encode_frame
 from ._script import (
     DropConnection,
     Emit,
