@@ -69,6 +69,7 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import DEFAULT_MODEL, Pricing, format_decimal
+from .._jobs._collector import ChunkCollector
 from .._jobs._manager import JobManager
 from .._server import AbortConnection
 from ._store import RunRow, RunStore, StoredEvent
@@ -694,9 +695,7 @@ class RunManager:
         }
         job.update(_job_fields(request))
         llm_request = msgspec.convert(job, LLMJobRequest)
-        content: list[str] = []
-        calls: dict[int, dict[str, Any]] = {}
-        finish = "stop"
+        collected = ChunkCollector()
         pending: list[str] = []
         chunks = 0
         waiting = trio.Event()  # set while chunks wait for their delta
@@ -718,30 +717,17 @@ class RunManager:
         async def on_message(message: ServerMessage) -> None:
             # Runs in the job's task: once the run was cancelled (or the network is closing)
             # under it, the rest of the job's output is dropped here rather than raised there.
-            nonlocal finish, chunks
+            nonlocal chunks
             await trio.lowlevel.checkpoint()
             if not isinstance(message, ChatCompletionChunk) or run.scope is None:
                 return
             if run.scope.cancel_called or run.status in TERMINAL_STATUSES:
                 return
+            collected.add(message)
             if message.content:
-                content.append(message.content)
                 pending.append(message.content)
                 chunks += 1
                 waiting.set()
-            for delta in message.tool_calls or ():
-                entry = calls.setdefault(
-                    delta.index,
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if delta.id:
-                    entry["id"] = delta.id
-                if delta.function is not None:
-                    if delta.function.name:
-                        entry["function"]["name"] = delta.function.name
-                    entry["function"]["arguments"] += delta.function.arguments or ""
-            if message.finish_reason:
-                finish = message.finish_reason
             if chunks >= self.chunks_per_delta or message.finish_reason:
                 flush()
 
@@ -760,10 +746,10 @@ class RunManager:
         flush()
         if isinstance(result, LLMJobError):
             return result
-        ordered = [calls[i] for i in sorted(calls)]
+        ordered = collected.tool_calls()
         for n, call in enumerate(ordered):
             call["id"] = call["id"] or f"call_{round_no}_{n}"
-        return "".join(content), ordered, finish
+        return collected.text, ordered, collected.finish_reason or "stop"
 
     # -- tools ------------------------------------------------------------------------------------
 
