@@ -2,7 +2,7 @@
 
 Ownership: every task (connection handlers, job tasks, rebind timers) runs in the one nursery
 owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives in
-:class:`~trio_sogni.localnet._jobs.JobManager`; this module connects it to sockets and HTTP.
+:class:`~trio_sogni.localnet._jobs._manager.JobManager`; this module connects it to sockets and HTTP.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
 from ._hosted._completions import hosted_routes
 from ._hosted._estimates import estimate_routes
-from ._jobs._manager import RESTART_MESSAGE, Changes, JobManager, SocketBinding
+from ._jobs._manager import Changes, JobManager, SocketBinding
 from ._jobs._records import JobRecord
 from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._records import (
@@ -682,7 +682,8 @@ class LocalNetwork:
         try:
             with unwrap_group():
                 async with trio.open_nursery() as nursery:
-                    self._nursery = self._jobs.nursery = nursery
+                    self._nursery = nursery
+                    self._jobs.start(nursery)
                     for worker in workers:
                         self.add_worker(worker)
                     self.runs.start(nursery)
@@ -709,11 +710,11 @@ class LocalNetwork:
     async def _shutdown(self, grace: float) -> None:
         """Stop listening, fail every live job with ``server_restarting``, close every socket
         with 1001 and wait (at most ``grace`` seconds) for connections to end."""
-        self._closing = self._jobs.closing = True
+        self._closing = True
+        self._jobs.stop_accepting()
         self._listen_scope.cancel()
         await self.runs.aclose(grace)
-        self._jobs.scheduler.closed = True
-        self._jobs.end_all("server_restarting", "server_restarting", RESTART_MESSAGE)
+        self._jobs.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
         for conn in list(self._connections):

@@ -140,7 +140,7 @@ def _balances(balance: Mapping[TokenType, Amount] | Amount | None) -> dict[Token
 class Accounts:
     """The account service of one network: store, ledger, nonces and tokens.
 
-    Everything is synchronous (see :mod:`trio_sogni.localnet._store` for why). ``clock`` returns
+    Everything is synchronous (see :mod:`trio_sogni.localnet._accounts._store` for why). ``clock`` returns
     wall-clock seconds (default :func:`time.time`); assign another to move token time in tests.
     """
 

@@ -2,7 +2,7 @@
 
 Every success is ``{"status": "success", "data": ...}``; every failure is the error envelope
 ``{"status": "error", "message", "errorCode"}`` with the HTTP status of the
-:class:`~trio_sogni.localnet._accounts.AccountError` (400 malformed body, 401 invalid or expired
+:class:`~trio_sogni.localnet._accounts._accounts.AccountError` (400 malformed body, 401 invalid or expired
 credentials, 404 unknown account, 409 taken username or wallet).
 
 * ``POST /v1/account/nonce`` ``{walletAddress}`` → ``{nonce}``

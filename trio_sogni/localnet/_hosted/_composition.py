@@ -13,7 +13,7 @@ A tool call becomes one LLM job: a system message with the tool's ``baseDescript
 parameter docs and the instruction to answer with one JSON object matching the result schema; a
 user message with the arguments as JSON; and ``response_format: {type: "json_schema",
 json_schema: {name: "<tool>_result", schema: <result schema>, strict: true}}``. The job's output
-is then parsed and validated against the result schema (:mod:`._jsonschema`).
+is then parsed and validated against the result schema (:mod:`trio_sogni.localnet._jsonschema`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Durable chat runs: the server-side executor, its state machine and its event log.
 
-A run is created by ``POST /v1/chat/runs`` (see :mod:`._runs_api`) and then driven by a task in
+A run is created by ``POST /v1/chat/runs`` (see :mod:`._routes`) and then driven by a task in
 localnet's nursery, with no client connected:
 
 ``run_created`` (sequence 0, status ``queued``) → ``run_started`` (``running``) → per LLM round
 ``llm_round_started``, ``assistant_message_delta`` (a few chunks of the round's job each),
 ``assistant_message_completed`` → for each tool call of that message ``tool_call_dispatched`` and
-``tool_call_resolved`` (hosted tool TEST DOUBLES, :mod:`._run_tools`) → the next round with the
+``tool_call_resolved`` (hosted tool TEST DOUBLES, :mod:`._tools`) → the next round with the
 tool results → ``run_completed`` (``finalResponse {content, finishReason}``), or
 ``run_partial_failure`` when a tool call failed, or ``run_failed`` when a round's job failed or the
 round limit was hit.
@@ -26,7 +26,7 @@ an ``id`` and a ``version``), ``run_waiting_for_user`` (reason ``cost_approval_r
 ``cancelled``.
 
 **Persistence and restart.** Every event is written together with the record and checkpoint
-it changes in one synchronous transaction (:mod:`._runs_store`), so an event log and its record
+it changes in one synchronous transaction (:mod:`._store`), so an event log and its record
 never disagree. When a network starts on a database holding runs that are ``queued`` or
 ``running`` (the previous process stopped mid-run), each is *resumed*: it emits ``run_resumed``
 and continues from its last checkpoint — an LLM round that was cut off starts again from scratch
@@ -218,7 +218,7 @@ class RunManager:
     * ``chunks_per_delta``: job chunks coalesced into one ``assistant_message_delta``;
     * ``delta_interval``: seconds a chunk may wait for others before its delta goes out anyway
       (a slow or stalled model's text is never held back longer than this);
-    * ``tools``: the hosted tool doubles by name (:mod:`._run_tools`).
+    * ``tools``: the hosted tool doubles by name (:mod:`._tools`).
     """
 
     def __init__(

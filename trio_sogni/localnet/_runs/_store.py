@@ -1,6 +1,6 @@
 """Durable chat runs in SQLite: run records and their event logs, beside the account tables.
 
-Two tables live in the same database as the accounts (:class:`~trio_sogni.localnet._store.Store`
+Two tables live in the same database as the accounts (:class:`~trio_sogni.localnet._accounts._store.Store`
 owns the connection):
 
 * ``chat_runs``: one row per run — its owner account, the optional idempotency key (unique per
@@ -8,7 +8,7 @@ owns the connection):
   ``events``, as JSON) and the executor's checkpoint (JSON, never shown to clients);
 * ``chat_run_events``: the event log, ``PRIMARY KEY (run_id, sequence)``.
 
-Like the account store this is synchronous on purpose (see :mod:`._store`): each call is one
+Like the account store this is synchronous on purpose (see :mod:`trio_sogni.localnet._accounts._store`): each call is one
 short transaction of primary-key reads or a few row writes, which SQLite answers in well under a
 millisecond; staying on the Trio thread makes every append atomic with respect to other tasks
 and to cancellation (there is no checkpoint inside a write, so a shutdown can never leave an

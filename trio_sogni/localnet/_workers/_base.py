@@ -247,7 +247,7 @@ class SimulatedWorker(_WorkerIdentity):
     instance that validates against the schema (required properties, first enum values,
     ``"Simulated <property>."`` strings, smallest allowed numbers, ``minItems`` items), and
     ``json_object`` gets ``{"reply": <default reply text>}``; both stream in word-sized chunks
-    (:func:`~trio_sogni.localnet._script.default_script`).
+    (:func:`~trio_sogni.localnet._workers._script.default_script`).
     A script chooses other output, including faults. The worker's own ``script`` wins over the
     network's; either may return ``None`` for the default reply.
 
