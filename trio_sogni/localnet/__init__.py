@@ -5,6 +5,9 @@ One Trio server speaks the Supernet's REST API and its WebSocket protocol on a s
     async with trio_sogni.localnet.open_local_network() as net:
         ...  # point any Sogni client at net.rest_url / net.socket_url with net.api_key
 
+Configure it with keyword arguments or one frozen :class:`LocalNetworkConfig`
+(``open_local_network(LocalNetworkConfig(port=8080, workers=4))``).
+
 Jobs are run by workers. The bundled :class:`SimulatedWorker` is a **test double**: it produces
 scripted text (by default ``"Simulated reply to: <last user message>"``, one word per chunk), it
 does not run a model. :class:`LlamaCppWorker` (llama.cpp on a GGUF file, with the ``local``
@@ -64,6 +67,7 @@ from ._jobs._records import JobRecord as JobRecord
 from ._jobs._scheduler import JobOutcome as JobOutcome
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
+    LocalNetworkConfig as LocalNetworkConfig,
     LocalNetworkOptions as LocalNetworkOptions,
     open_local_network as open_local_network,
     serve_local_network as serve_local_network,
@@ -146,6 +150,7 @@ __all__ = [
     "LlamaCppWorker",
     "LlamaWorkerStatistics",
     "LocalNetwork",
+    "LocalNetworkConfig",
     "LocalNetworkOptions",
     "ModelPrice",
     "ModelSpec",
