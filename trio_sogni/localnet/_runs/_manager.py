@@ -50,18 +50,13 @@ import secrets
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
-from importlib import resources
 from typing import Any, Final, Literal, cast
 
 import msgspec
 import trio
 
 from ...protocol import (
-    SAMPLING_FIELDS,
     ChatCompletionChunk,
     LLMJobError,
     LLMJobRequest,
@@ -72,138 +67,25 @@ from .._config import DEFAULT_MODEL, Pricing, format_decimal
 from .._jobs._collector import ChunkCollector
 from .._jobs._manager import JobManager
 from .._server import AbortConnection
-from ._store import RunRow, RunStore, StoredEvent
+from ._sse import TERMINAL_EVENT_TYPES, event_types, iso, run_statuses, sse_frame, wire_event
+from ._state import EventStream, LoadedRun, RunError
+from ._store import RunCheckpoint, RunRow, RunStore, StoredEvent
 from ._tools import HostedToolDouble, ToolFailure, default_tool_doubles
+from ._validation import job_fields, validate_create
 
-__all__ = [
-    "RUN_SCHEMA_VERSION",
-    "TERMINAL_EVENT_TYPES",
-    "TERMINAL_STATUSES",
-    "RunError",
-    "RunManager",
-    "event_types",
-    "run_statuses",
-    "waiting_reasons",
-]
+__all__ = ["RUN_SCHEMA_VERSION", "TERMINAL_STATUSES", "RunManager"]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
 RUN_SCHEMA_VERSION: Final = "2026-05-14.1"
 """``schemaVersion`` of the run records (as sogni-intelligence-client writes it)."""
 
-TERMINAL_EVENT_TYPES: Final = frozenset(
-    {"run_completed", "run_failed", "run_partial_failure", "run_cancelled"}
-)
 TERMINAL_STATUSES: Final = frozenset({"completed", "partial_failure", "failed", "cancelled"})
 _LIVE_STATUSES: Final = ("queued", "running")
-_RESUMABLE_TYPES: Final = frozenset({"run_waiting_for_user", "run_awaiting_cost_confirmation"})
-
-
-def _data(name: str) -> Any:
-    text = resources.files("trio_sogni.localnet").joinpath(f"_data/{name}").read_text("utf-8")
-    return json.loads(text)
-
-
-@cache
-def event_types() -> frozenset[str]:
-    """Every run event type of ``run-event.schema.json`` (sogni-protocol)."""
-    schema = _data("sogni-protocol/schemas/run-event.schema.json")
-    return frozenset(cast("list[str]", schema["$defs"]["RunEventType"]["enum"]))
-
-
-@cache
-def run_statuses() -> frozenset[str]:
-    """Every chat run status of ``enums/chat-run-status.json`` (sogni-protocol)."""
-    return frozenset(
-        cast("list[str]", _data("sogni-protocol/enums/chat-run-status.json")["values"])
-    )
-
-
-@cache
-def waiting_reasons() -> frozenset[str]:
-    """Every waiting reason of ``enums/chat-run-waiting-reasons.json`` (sogni-protocol)."""
-    return frozenset(
-        cast("list[str]", _data("sogni-protocol/enums/chat-run-waiting-reasons.json")["values"])
-    )
-
-
-class RunError(Exception):
-    """A run request refused: HTTP ``status``, a human ``message`` and a machine ``code``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class _RunGone(Exception):
     """The run ended (cancelled, or the network is closing) under its executor task."""
-
-
-def iso(timestamp: float) -> str:
-    """``timestamp`` (seconds since the epoch) as ISO-8601 UTC with milliseconds and ``Z``."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def wire_event(run_id: str, event: StoredEvent) -> dict[str, Any]:
-    """The JSON object of ``event`` as SSE ``data`` and in ``record.events``."""
-    out: dict[str, Any] = {
-        "runId": run_id,
-        "runKind": "chat",
-        "sequence": event.sequence,
-        "type": event.type,
-        "status": event.status,
-        "payload": event.payload,
-        "at": event.at,
-        "createdAt": event.at,
-    }
-    if event.type in TERMINAL_EVENT_TYPES:
-        out["terminal"] = True
-    if event.type in _RESUMABLE_TYPES:
-        out["resumable"] = True
-    return out
-
-
-@dataclass(eq=False)
-class _Run:
-    """A run loaded in memory (one object per run at a time; see ``RunManager._loaded``)."""
-
-    row: RunRow
-    next_sequence: int
-    scope: trio.CancelScope | None = None
-    signal: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def run_id(self) -> str:
-        return self.row.run_id
-
-    @property
-    def record(self) -> dict[str, Any]:
-        return self.row.record
-
-    @property
-    def checkpoint(self) -> dict[str, Any]:
-        return self.row.checkpoint
-
-    @property
-    def status(self) -> str:
-        return cast(str, self.record["status"])
-
-
-@dataclass(eq=False)
-class _Stream:
-    """One open SSE stream: how a fault or shutdown asks it to end."""
-
-    scope: trio.CancelScope | None = None
-    """The scope of the stream's current wait for events, if it is waiting."""
-    ending: Literal["drop", "close"] | None = None
-
-    def end(self, how: Literal["drop", "close"]) -> None:
-        self.ending = self.ending or how
-        if self.scope is not None:
-            self.scope.cancel()
 
 
 class RunManager:
@@ -245,8 +127,8 @@ class RunManager:
         self.chunks_per_delta = 4
         self.delta_interval = 0.05
         self.tools: dict[str, HostedToolDouble] = default_tool_doubles()
-        self._loaded: dict[str, _Run] = {}
-        self._streams: set[_Stream] = set()
+        self._loaded: dict[str, LoadedRun] = {}
+        self._streams: set[EventStream] = set()
         self._streams_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -308,7 +190,7 @@ class RunManager:
 
     # -- loading ----------------------------------------------------------------------------------
 
-    def _load(self, run_id: str) -> _Run | None:
+    def _load(self, run_id: str) -> LoadedRun | None:
         run = self._loaded.get(run_id)
         if run is not None:
             return run
@@ -316,17 +198,17 @@ class RunManager:
         if row is None:
             return None
         if row.status in TERMINAL_STATUSES:
-            return _Run(row, row.next_sequence)
-        run = self._loaded[run_id] = _Run(row, row.next_sequence)
+            return LoadedRun(row, row.next_sequence)
+        run = self._loaded[run_id] = LoadedRun(row, row.next_sequence)
         return run
 
-    def _owned(self, owner_id: str, run_id: str) -> _Run:
+    def _owned(self, owner_id: str, run_id: str) -> LoadedRun:
         run = self._load(run_id)
         if run is None or run.row.owner_id != owner_id:
             raise RunError(404, "run_not_found", f"No chat run {run_id!r}")
         return run
 
-    def record(self, run: _Run | str, owner_id: str | None = None) -> dict[str, Any]:
+    def record(self, run: LoadedRun | str, owner_id: str | None = None) -> dict[str, Any]:
         """The client-visible ``ChatRunRecord`` of a run, with all its events.
 
         Raises:
@@ -344,7 +226,7 @@ class RunManager:
 
     def _emit(
         self,
-        run: _Run,
+        run: LoadedRun,
         kind: str,
         payload: dict[str, Any],
         *,
@@ -378,7 +260,7 @@ class RunManager:
             self._loaded.pop(run.run_id, None)
         return event
 
-    def _driver_emit(self, run: _Run, kind: str, payload: dict[str, Any], **kw: Any) -> None:
+    def _driver_emit(self, run: LoadedRun, kind: str, payload: dict[str, Any], **kw: Any) -> None:
         """:meth:`_emit` from the run's own task, which must stop once the run was ended under it
         (a cancel request or shutdown cancelled its scope before it reached a checkpoint)."""
         if run.scope is None or run.scope.cancel_called or run.status in TERMINAL_STATUSES:
@@ -408,23 +290,23 @@ class RunManager:
                 return self.record(existing), True
         if self.closing or self._nursery is None:
             raise RunError(503, "server_restarting", "The server is restarting")
-        request = _validate_create(body, self._default_model())
+        request = validate_create(body, self._default_model())
         now = self._clock()
         run_id = str(uuid.uuid4())
-        token_type = request.get("tokenType", "sogni")
+        token_type = request.token_type or "sogni"
         media_context: dict[str, Any] = {"images": [], "videos": [], "audio": []}
         media_context.update(cast("dict[str, Any]", body.get("media_context") or {}))
         scope: dict[str, Any] = {"ownerWalletAddress": owner_wallet, "tokenType": token_type}
-        if "appSource" in request:
-            scope["appSource"] = request["appSource"]
+        if request.app_source is not msgspec.UNSET:
+            scope["appSource"] = request.app_source
         record: dict[str, Any] = {
             "runId": run_id,
             "id": run_id,
             "status": "queued",
             "schemaVersion": RUN_SCHEMA_VERSION,
             "scope": scope,
-            "request": request,
-            "messages": list(request["messages"]),
+            "request": request.to_wire(),
+            "messages": list(request.messages),
             "toolCalls": [],
             "toolResults": [],
             "artifacts": [],
@@ -432,15 +314,7 @@ class RunManager:
             "billingPreviews": [],
             "timestamps": {"createdAt": iso(now), "updatedAt": iso(now)},
         }
-        checkpoint: dict[str, Any] = {
-            "round": 0,
-            "conversation": list(request["messages"]),
-            "pending": [],
-            "confirmed": [],
-            "failedTools": 0,
-            "previewVersion": 0,
-            "confirmKeys": [],
-        }
+        checkpoint = RunCheckpoint(conversation=list(request.messages))
         row = RunRow(
             run_id=run_id,
             owner_id=owner_id,
@@ -458,7 +332,7 @@ class RunManager:
             existing = self.store.find_by_idempotency_key(owner_id, idempotency_key)
             assert existing is not None
             return self.record(existing), True
-        run = self._loaded[run_id] = _Run(row, 1)
+        run = self._loaded[run_id] = LoadedRun(row, 1)
         self._spawn(run, resumed=False)
         return self.record(run), False
 
@@ -489,12 +363,12 @@ class RunManager:
         self._cancel(run, reason or "Cancelled by the user")
         return self.record(run)
 
-    def _cancel(self, run: _Run, reason: str) -> None:
+    def _cancel(self, run: LoadedRun, reason: str) -> None:
         if run.scope is not None:
             run.scope.cancel()
         run.record.pop("waiting", None)
         run.record["cancellationReason"] = reason
-        run.checkpoint["pending"] = []
+        run.checkpoint.pending = []
         self._emit(run, "run_cancelled", {"reason": reason}, status="cancelled")
 
     # -- cost confirmation ------------------------------------------------------------------------
@@ -516,7 +390,7 @@ class RunManager:
                 id or version, or past its ``validityUntil``).
         """
         run = self._owned(owner_id, run_id)
-        if idempotency_key is not None and idempotency_key in run.checkpoint.get("confirmKeys", []):
+        if idempotency_key is not None and idempotency_key in run.checkpoint.confirm_keys:
             return self.record(run), True
         decision = body.get("decision")
         tool_call_id = body.get("tool_call_id")
@@ -561,7 +435,7 @@ class RunManager:
                     "billingPreview",
                 )
         if idempotency_key is not None:
-            run.checkpoint.setdefault("confirmKeys", []).append(idempotency_key)
+            run.checkpoint.confirm_keys.append(idempotency_key)
         run.record.pop("waiting", None)
         payload: dict[str, Any] = {"toolCallId": tool_call_id, "decision": decision}
         if reason is not None:
@@ -573,19 +447,19 @@ class RunManager:
             self._cancel(run, reason or "Cost confirmation declined")
             return self.record(run), False
         payload["acceptedCostPreview"] = {"id": preview["id"], "version": preview["version"]}
-        run.checkpoint["confirmed"].append(tool_call_id)
+        run.checkpoint.confirmed.append(tool_call_id)
         self._emit(run, "run_cost_confirmation_resolved", payload, status="running")
         self._spawn(run, resumed=False)
         return self.record(run), False
 
     # -- the executor -----------------------------------------------------------------------------
 
-    def _spawn(self, run: _Run, *, resumed: bool) -> None:
+    def _spawn(self, run: LoadedRun, *, resumed: bool) -> None:
         assert self._nursery is not None
         run.scope = trio.CancelScope()
         self._nursery.start_soon(self._drive, run, run.scope, resumed)
 
-    async def _drive(self, run: _Run, scope: trio.CancelScope, resumed: bool) -> None:
+    async def _drive(self, run: LoadedRun, scope: trio.CancelScope, resumed: bool) -> None:
         """The run's task: from its checkpoint to a terminal event or a pause."""
         try:
             with scope:
@@ -593,7 +467,7 @@ class RunManager:
                     self._driver_emit(
                         run,
                         "run_resumed",
-                        {"reason": "server_restart", "round": run.checkpoint["round"]},
+                        {"reason": "server_restart", "round": run.checkpoint.round},
                         status="running",
                     )
                 elif run.status == "queued":
@@ -610,25 +484,25 @@ class RunManager:
             if run.scope is scope:
                 run.scope = None
 
-    def _fail(self, run: _Run, code: str, message: str, error_type: str | None = None) -> None:
+    def _fail(self, run: LoadedRun, code: str, message: str, error_type: str | None = None) -> None:
         run.record["failureReason"] = message
         error = {"message": message, "type": error_type or code, "code": code}
         self._emit(run, "run_failed", {"reason": message, "error": error}, status="failed")
 
-    async def _advance(self, run: _Run) -> None:
+    async def _advance(self, run: LoadedRun) -> None:
         checkpoint = run.checkpoint
         while True:
-            if checkpoint["pending"]:
+            if checkpoint.pending:
                 if not await self._run_tools(run):
                     return  # paused for confirmation
                 continue
-            if checkpoint["round"] >= self.max_rounds:
+            if checkpoint.round >= self.max_rounds:
                 self._driver_emit_fail(
                     run, "max_rounds_exceeded", f"The run took more than {self.max_rounds} rounds"
                 )
                 return
-            checkpoint["round"] += 1
-            self._driver_emit(run, "llm_round_started", {"round": checkpoint["round"]})
+            checkpoint.round += 1
+            self._driver_emit(run, "llm_round_started", {"round": checkpoint.round})
             outcome = await self._llm_round(run)
             if isinstance(outcome, LLMJobError):
                 tag = str(outcome.error)
@@ -643,15 +517,15 @@ class RunManager:
             message: dict[str, Any] = {"role": "assistant", "content": content or None}
             if calls:
                 message["tool_calls"] = calls
-            checkpoint["conversation"].append(message)
+            checkpoint.conversation.append(message)
             run.record["messages"].append(message)
             run.record["toolCalls"].extend(calls)
-            checkpoint["pending"] = list(calls)
+            checkpoint.pending = list(calls)
             self._driver_emit(
                 run,
                 "assistant_message_completed",
                 {
-                    "round": checkpoint["round"],
+                    "round": checkpoint.round,
                     "content": content,
                     "toolCalls": calls,
                     "finishReason": finish,
@@ -661,8 +535,8 @@ class RunManager:
                 continue
             final = {"content": content, "finishReason": finish}
             run.record["finalResponse"] = final
-            if checkpoint["failedTools"]:
-                failed = checkpoint["failedTools"]
+            if checkpoint.failed_tools:
+                failed = checkpoint.failed_tools
                 run.record["failureReason"] = f"{failed} tool call(s) failed"
                 self._driver_emit(
                     run,
@@ -677,23 +551,25 @@ class RunManager:
             return
 
     def _driver_emit_fail(
-        self, run: _Run, code: str, message: str, error_type: str | None = None
+        self, run: LoadedRun, code: str, message: str, error_type: str | None = None
     ) -> None:
         if run.scope is None or run.scope.cancel_called or run.status in TERMINAL_STATUSES:
             raise _RunGone
         self._fail(run, code, message, error_type)
 
-    async def _llm_round(self, run: _Run) -> tuple[str, list[dict[str, Any]], str] | LLMJobError:
+    async def _llm_round(
+        self, run: LoadedRun
+    ) -> tuple[str, list[dict[str, Any]], str] | LLMJobError:
         """Run one LLM round as a localnet job; emit its text as coalesced deltas."""
-        request = cast("dict[str, Any]", run.record["request"])
-        round_no = run.checkpoint["round"]
+        request = run.request
+        round_no = run.checkpoint.round
         job: dict[str, Any] = {
             "jobID": f"{run.run_id}-R{round_no}-{secrets.token_hex(3)}",
-            "model": request["model"],
-            "messages": run.checkpoint["conversation"],
-            **cast("dict[str, Any]", request.get("sampling", {})),
+            "model": request.model,
+            "messages": run.checkpoint.conversation,
+            **(request.sampling or {}),
         }
-        job.update(_job_fields(request))
+        job.update(job_fields(request))
         llm_request = msgspec.convert(job, LLMJobRequest)
         collected = ChunkCollector()
         pending: list[str] = []
@@ -753,25 +629,25 @@ class RunManager:
 
     # -- tools ------------------------------------------------------------------------------------
 
-    def _needs_confirmation(self, run: _Run, usd: Decimal) -> bool:
+    def _needs_confirmation(self, run: LoadedRun, usd: Decimal) -> bool:
         if usd <= 0:
             return False
-        request = cast("dict[str, Any]", run.record["request"])
-        if request.get("confirmCost") is True:
+        request = run.request
+        if request.confirm_cost is True:
             return True
-        config = cast("dict[str, Any]", request.get("runtimeConfig") or {})
+        config = request.runtime_config or {}
         if config.get("requireJobConfirmation") is True:
             threshold = config.get("jobConfirmationThresholdUsd", 0)
             return usd > Decimal(str(threshold))
         return False
 
-    async def _run_tools(self, run: _Run) -> bool:
+    async def _run_tools(self, run: LoadedRun) -> bool:
         """Execute the pending tool calls in order. Returns ``False`` when the run paused for a
         cost confirmation."""
         checkpoint = run.checkpoint
         token_type = cast(Literal["sogni", "spark"], run.record["scope"]["tokenType"])
-        while checkpoint["pending"]:
-            call = cast("dict[str, Any]", checkpoint["pending"][0])
+        while checkpoint.pending:
+            call = checkpoint.pending[0]
             call_id = cast(str, call["id"])
             name = cast(str, call["function"]["name"])
             tool = self.tools.get(name)
@@ -788,7 +664,7 @@ class RunManager:
             if (
                 failure is None
                 and tool is not None
-                and call_id not in checkpoint["confirmed"]
+                and call_id not in checkpoint.confirmed
                 and self._needs_confirmation(run, usd)
             ):
                 self._pause_for_cost(run, call_id, name, arguments, usd, token_type)
@@ -803,10 +679,10 @@ class RunManager:
                     result = await self._execute(run, tool, arguments, call_id, usd, token_type)
                 except ToolFailure as exc:
                     failure = exc
-            checkpoint["pending"].pop(0)
+            checkpoint.pending.pop(0)
             payload: dict[str, Any] = {"toolCallId": call_id, "toolName": name}
             if failure is not None:
-                checkpoint["failedTools"] += 1
+                checkpoint.failed_tools += 1
                 result = {"error": {"code": failure.code, "message": failure.message}}
                 payload.update(status="failed", error=result["error"])
             else:
@@ -822,7 +698,7 @@ class RunManager:
                         }
                     )
             message = {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)}
-            checkpoint["conversation"].append(message)
+            checkpoint.conversation.append(message)
             run.record["messages"].append(message)
             run.record["toolResults"].append({"toolCallId": call_id, "toolName": name, **payload})
             self._driver_emit(run, "tool_call_resolved", payload)
@@ -830,7 +706,7 @@ class RunManager:
 
     async def _execute(
         self,
-        run: _Run,
+        run: LoadedRun,
         tool: HostedToolDouble,
         arguments: Mapping[str, Any],
         call_id: str,
@@ -860,7 +736,7 @@ class RunManager:
 
     def _pause_for_cost(
         self,
-        run: _Run,
+        run: LoadedRun,
         call_id: str,
         name: str,
         arguments: Mapping[str, Any],
@@ -868,14 +744,14 @@ class RunManager:
         token_type: str,
     ) -> None:
         checkpoint = run.checkpoint
-        checkpoint["previewVersion"] += 1
+        checkpoint.preview_version += 1
         now = self._clock()
         cost = format_decimal(
             self.pricing.in_token(usd, cast(Literal["sogni", "spark"], token_type))
         )
         preview: dict[str, Any] = {
             "id": f"{run.run_id}:{call_id}",
-            "version": checkpoint["previewVersion"],
+            "version": checkpoint.preview_version,
             "tokenType": token_type,
             "totalEstimatedCost": cost,
             "totalEstimatedUsdCost": format_decimal(usd),
@@ -941,7 +817,7 @@ class RunManager:
         return lambda: self._frames(run_id, after)
 
     async def _frames(self, run_id: str, after: int) -> AsyncIterator[bytes]:
-        stream = _Stream()
+        stream = EventStream()
         self._streams.add(stream)
         self._stream_set_changed()
         try:
@@ -973,12 +849,6 @@ class RunManager:
             self._stream_set_changed()
 
 
-def sse_frame(run_id: str, event: StoredEvent) -> bytes:
-    """One SSE frame: ``id: <sequence>``, ``event: <type>``, ``data: <event JSON>``."""
-    data = msgspec.json.encode(wire_event(run_id, event))
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.sequence, event.type.encode(), data)
-
-
 def _arguments(call: Mapping[str, Any]) -> dict[str, Any]:
     raw = call["function"].get("arguments") or "{}"
     try:
@@ -988,133 +858,3 @@ def _arguments(call: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ToolFailure("invalid_arguments", "the tool arguments must be a JSON object")
     return cast("dict[str, Any]", value)
-
-
-# -- request validation ---------------------------------------------------------------------------
-
-_MEDIA_KEYS: Final = (
-    "images",
-    "videos",
-    "audio",
-    "uploadedImages",
-    "uploadedVideos",
-    "uploadedAudio",
-)
-_SAMPLING_KEYS: Final = frozenset(SAMPLING_FIELDS)
-
-_JOB_FIELDS: Final = (
-    ("tools", "tools"),
-    ("tool_choice", "toolChoice"),
-    ("tokenType", "tokenType"),
-    ("appSource", "appSource"),
-    ("billingMode", "billingMode"),
-)
-"""``(llmJobRequest field, run request key)`` copied from a run's request into its LLM jobs."""
-
-
-def _job_fields(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The run request's fields that its LLM jobs carry, under their ``llmJobRequest`` names."""
-    return {wire: request[key] for wire, key in _JOB_FIELDS if key in request}
-
-
-def _external(value: object) -> bool:
-    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
-
-
-def _media_problem(body: Mapping[str, Any]) -> str | None:
-    """Why ``body`` carries inline (``data:``) or non-http(s) media, or ``None``."""
-    for message in cast("list[Any]", body.get("messages") or []):
-        if not isinstance(message, dict):
-            continue
-        parts = cast("dict[str, Any]", message).get("content")
-        if not isinstance(parts, list):
-            continue
-        for part in cast("list[Any]", parts):
-            item = cast("dict[str, Any]", part) if isinstance(part, dict) else {}
-            if isinstance(item.get("image_url"), dict):
-                url = cast("dict[str, Any]", item["image_url"]).get("url")
-                if not _external(url):
-                    return "messages[].content[].image_url.url must be an http(s) URL"
-    references = body.get("media_references")
-    if references is not None and not isinstance(references, list):
-        return "media_references must be a list"
-    for reference in cast("list[Any]", references or []):
-        if not isinstance(reference, dict):
-            return "media_references[] must be objects"
-        for key in ("url", "dataUri", "data_uri"):
-            value = cast("dict[str, Any]", reference).get(key)
-            if value is not None and not _external(value):
-                return f"media_references[].{key} must be an http(s) URL"
-    context = body.get("media_context")
-    if context is not None and not isinstance(context, dict):
-        return "media_context must be an object"
-    for key in _MEDIA_KEYS:
-        for item in cast("list[Any]", cast("dict[str, Any]", context or {}).get(key) or []):
-            url = cast("dict[str, Any]", item).get("url") if isinstance(item, dict) else item
-            if not _external(url):
-                return f"media_context.{key}[] must be http(s) URLs"
-    return None
-
-
-def _validate_create(body: Mapping[str, Any], default_model: str) -> dict[str, Any]:
-    """The run's stored ``request`` (camelCase) from a create body, or :class:`RunError` 400."""
-
-    def bad(message: str) -> RunError:
-        return RunError(400, "invalid_request", message)
-
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad("'messages' must be a non-empty list")
-    problem = _media_problem(body)
-    if problem is not None:
-        raise RunError(400, "external_media_required", f"Inline media is not accepted: {problem}")
-    model = body.get("model", default_model)
-    if not isinstance(model, str) or not model:
-        raise bad("'model' must be a non-empty string")
-    raw_sampling: object = body.get("sampling") or {}
-    if not isinstance(raw_sampling, dict):
-        raise bad("'sampling' must be an object")
-    sampling = cast("dict[str, Any]", raw_sampling)
-    unknown = set(sampling) - _SAMPLING_KEYS
-    if unknown:
-        raise bad(f"unknown sampling fields: {', '.join(sorted(unknown))}")
-    request: dict[str, Any] = {"model": model, "messages": messages}
-    if sampling:
-        request["sampling"] = sampling
-    renames = {
-        "tools": "tools",
-        "tool_choice": "toolChoice",
-        "session_id": "sessionId",
-        "client_message_id": "clientMessageId",
-        "media_references": "mediaReferences",
-        "media_context": "mediaContext",
-        "max_estimated_capacity_units": "maxEstimatedCapacityUnits",
-        "confirm_cost": "confirmCost",
-        "token_type": "tokenType",
-        "billing_mode": "billingMode",
-        "app_source": "appSource",
-        "runtime_config": "runtimeConfig",
-    }
-    for source, target in renames.items():
-        if body.get(source) is not None:
-            request[target] = body[source]
-    if request.get("tokenType", "sogni") not in ("sogni", "spark"):
-        raise bad("'token_type' must be 'sogni' or 'spark'")
-    if "confirmCost" in request and not isinstance(request["confirmCost"], bool):
-        raise bad("'confirm_cost' must be a boolean")
-    config = request.get("runtimeConfig")
-    if config is not None:
-        if not isinstance(config, dict):
-            raise bad("'runtime_config' must be an object")
-        threshold = cast("dict[str, Any]", config).get("jobConfirmationThresholdUsd")
-        if threshold is not None and (
-            isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold < 0
-        ):
-            raise bad("'runtime_config.jobConfirmationThresholdUsd' must be a number >= 0")
-    probe: dict[str, Any] = {"jobID": "probe", "model": model, "messages": messages, **sampling}
-    probe.update(_job_fields(request))
-    try:
-        msgspec.convert(probe, LLMJobRequest)
-    except msgspec.ValidationError as exc:
-        raise bad(f"invalid chat request: {exc}") from None
-    return request

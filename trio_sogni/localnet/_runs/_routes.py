@@ -17,7 +17,8 @@ import msgspec
 
 from .._config import Account
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
-from ._manager import RunError, RunManager
+from ._manager import RunManager
+from ._state import RunError
 
 __all__ = ["run_routes"]
 
