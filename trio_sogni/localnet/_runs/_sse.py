@@ -20,6 +20,7 @@ from ._store import StoredEvent
 
 __all__ = [
     "TERMINAL_EVENT_TYPES",
+    "TERMINAL_STATUSES",
     "event_types",
     "iso",
     "run_statuses",
@@ -28,6 +29,7 @@ __all__ = [
     "wire_event",
 ]
 
+TERMINAL_STATUSES: Final = frozenset({"completed", "partial_failure", "failed", "cancelled"})
 TERMINAL_EVENT_TYPES: Final = frozenset(
     {"run_completed", "run_failed", "run_partial_failure", "run_cancelled"}
 )
