@@ -81,12 +81,14 @@ from ._records import (
 from ._runs._manager import RunManager as RunManager
 from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
 from ._workers._base import (
-    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
-    FirehoseWorker as FirehoseWorker,
     JobContext as JobContext,
     PreparedChunk as PreparedChunk,
-    SimulatedWorker as SimulatedWorker,
     Worker as Worker,
+)
+from ._workers._doubles import (
+    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
+    FirehoseWorker as FirehoseWorker,
+    SimulatedWorker as SimulatedWorker,
     firehose_text as firehose_text,
 )
 from ._workers._llama import (

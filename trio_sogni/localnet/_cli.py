@@ -33,7 +33,8 @@ from ._config import DEFAULT_MODEL, ModelSpec, Pricing
 from ._hosted._prices import load_prices
 from ._network import LocalNetwork
 from ._open import open_local_network
-from ._workers._base import FirehoseWorker, Worker
+from ._workers._base import Worker
+from ._workers._doubles import FirehoseWorker
 
 __all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
 

@@ -20,7 +20,8 @@ from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
 from ._network import LocalNetwork
-from ._workers._base import SimulatedWorker, Worker
+from ._workers._base import Worker
+from ._workers._doubles import SimulatedWorker
 from ._workers._script import ScriptFunction
 
 __all__ = [

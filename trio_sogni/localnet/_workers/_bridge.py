@@ -24,7 +24,7 @@ from ...protocol import (
     LLMJobRequest,
     ToolCallDelta,
 )
-from ._base import JobContext, _WorkerIdentity  # pyright: ignore[reportPrivateUsage]
+from ._base import JobContext, WorkerIdentity
 
 __all__ = [
     "OpenAIBridgeWorker",
@@ -168,7 +168,7 @@ def chunk_deltas(raw: object) -> list[ToolCallDelta]:
     return deltas
 
 
-class OpenAIBridgeWorker(_WorkerIdentity):
+class OpenAIBridgeWorker(WorkerIdentity):
     """A worker that forwards jobs to an OpenAI-compatible server (REAL inference).
 
     Args:
