@@ -8,11 +8,9 @@ owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives 
 from __future__ import annotations
 
 import logging
-import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 from typing import Final
@@ -50,6 +48,8 @@ from ._runs._manager import RunManager
 from ._runs._routes import run_routes
 from ._runs._store import RunStore
 from ._server import (
+    Connection,
+    Connections,
     HTTPRequest,
     HTTPResponse,
     OutClose,
@@ -57,7 +57,6 @@ from ._server import (
     OutFrame,
     RestAPI,
     accept_websocket,
-    serve_http,
 )
 from ._workers._base import Worker
 from ._workers._script import ScriptFunction
@@ -67,12 +66,6 @@ __all__ = ["LocalNetwork"]
 logger = logging.getLogger("trio_sogni.localnet")
 
 Authenticator = Callable[[Mapping[str, str]], Account | None]
-
-
-@dataclass(eq=False)
-class _Connection:
-    scope: trio.CancelScope
-    websocket: bool = False
 
 
 class LocalNetwork:
@@ -110,7 +103,6 @@ class LocalNetwork:
         """The REST router; add routes with ``net.rest.router.add(method, pattern, handler)``."""
         self._authenticator = authenticator
         self._max_message_size = max_message_size
-        self._max_body_size = max_body_size
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
         self._changes = Changes()
@@ -158,7 +150,11 @@ class LocalNetwork:
         )
         router.include(run_routes(self.runs, self.authenticate))
         self._sockets: set[SocketBinding] = set()
-        self._connections: set[_Connection] = set()
+        self._connections = Connections(
+            on_change=self._changes.notify,
+            on_error=self.errors.append,
+            max_body_size=max_body_size,
+        )
         self._closing = False
         self._nursery: trio.Nursery | None = None
         self._listen_scope = trio.CancelScope()
@@ -524,29 +520,9 @@ class LocalNetwork:
         return client
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
-        if isinstance(stream, trio.SocketStream):
-            try:
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-            except OSError:  # pragma: no cover - e.g. a non-TCP socket
-                pass
-        conn = _Connection(trio.CancelScope())
-        self._connections.add(conn)
-        self._changes.notify()
-        try:
-            with conn.scope:
-                await serve_http(
-                    stream,
-                    on_request=self.handle_rest,
-                    on_upgrade=partial(self._on_upgrade, stream, conn),
-                    max_body_size=self._max_body_size,
-                )
-        except Exception as exc:
-            logger.exception("localnet: connection handler failed")
-            self.errors.append(f"connection: {exc!r}")
-        finally:
-            self._connections.discard(conn)
-            self._changes.notify()
-            await trio.aclose_forcefully(stream)
+        await self._connections.serve(
+            stream, on_request=self.handle_rest, on_upgrade=self._on_upgrade
+        )
 
     async def handle_rest(self, request: HTTPRequest) -> HTTPResponse:
         """Answer one REST request as the TCP server does, and record it. Usable without a
@@ -565,7 +541,7 @@ class LocalNetwork:
         return response
 
     async def _on_upgrade(
-        self, stream: trio.abc.Stream, conn: _Connection, request: HTTPRequest, trailing: bytes
+        self, stream: trio.abc.Stream, conn: Connection, request: HTTPRequest, trailing: bytes
     ) -> HTTPResponse | None:
         conn.websocket = True  # before the 101 goes out: shutdown must not cancel it mid-write
         driver = await accept_websocket(
@@ -717,8 +693,6 @@ class LocalNetwork:
         self._jobs.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
-        for conn in list(self._connections):
-            if not conn.websocket:
-                conn.scope.cancel()
+        self._connections.cancel_http()
         with trio.move_on_after(grace):
             await self.wait_until(lambda: not self._connections)

@@ -10,10 +10,17 @@ What it needs of a job (whether its output is still wanted) it reads through
   :class:`HTTPResponse` and the error envelope;
 * ``_frames``: :func:`encode_frame` and the per-socket :class:`Outbox` with its items;
 * ``_ws``: :func:`accept_websocket` and the :class:`WebSocketDriver` (reader and writer loops);
+* ``_connections``: :class:`Connections`, the served connections (one HTTP loop per stream,
+  TCP_NODELAY, cancel plain HTTP ones on shutdown);
 * ``_rest``: :class:`Router` (features contribute routers, combined with
   :meth:`Router.include`) and :class:`RestAPI`.
 """
 
+from ._connections import (
+    Connection as Connection,
+    Connections as Connections,
+    UpgradeHandler as UpgradeHandler,
+)
 from ._frames import (
     Outbox as Outbox,
     OutClose as OutClose,
@@ -37,6 +44,8 @@ from ._ws import WebSocketDriver as WebSocketDriver, accept_websocket as accept_
 
 __all__ = [
     "AbortConnection",
+    "Connection",
+    "Connections",
     "HTTPRequest",
     "HTTPResponse",
     "Handler",
@@ -49,6 +58,7 @@ __all__ = [
     "RestAPI",
     "Router",
     "Silenceable",
+    "UpgradeHandler",
     "WebSocketDriver",
     "accept_websocket",
     "encode_frame",
