@@ -37,9 +37,11 @@ Durable chat runs (``/v1/chat/runs``, :attr:`LocalNetwork.runs`, a :class:`RunMa
 in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST DOUBLES, cost
 confirmation), streamed as SSE with ``Last-Event-ID`` replay, resumed after a restart.
 
-This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3) and
-:mod:`trio_sogni.protocol`, plus eth-account for wallet signatures (imported on first use), never
-on the client, so the two implementations check each other.
+This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3),
+:mod:`trio_sogni.protocol` and :mod:`trio_sogni._groups`, plus eth-account for wallet signatures
+(imported on first use), never on the client, so the two implementations check each other. Its
+private layer packages (``_server`` at the bottom, then ``_workers`` and ``_accounts``, ``_jobs``,
+``_hosted`` and ``_runs``) are described in docs/localnet.md, "Layout".
 """
 
 from typing import TYPE_CHECKING, Any
