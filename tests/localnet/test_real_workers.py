@@ -16,8 +16,13 @@ import pytest
 import trio
 
 from trio_sogni.localnet import ModelSpec, OpenAIBridgeWorker, SimulatedWorker, open_local_network
-from trio_sogni.localnet._bridge import UpstreamError, chunk_deltas, parse_sse_data, upstream_body
-from trio_sogni.localnet._llama import (
+from trio_sogni.localnet._workers._bridge import (
+    UpstreamError,
+    chunk_deltas,
+    parse_sse_data,
+    upstream_body,
+)
+from trio_sogni.localnet._workers._llama import (
     ParsedToolCall,
     StopMatcher,
     ToolCallParser,
