@@ -17,7 +17,7 @@ from trio_sogni._groups import collapse, reraise, unwrap_group
 from trio_sogni._rest_calls import typed_call
 from trio_sogni._tools import ChatTools
 from trio_sogni._transport import RestClient
-from trio_sogni.protocol import ToolCall, FunctionCall
+from trio_sogni.protocol import FunctionCall, ToolCall
 
 
 def _raise_chained() -> None:
@@ -51,6 +51,13 @@ def test_collapse_rules() -> None:
     assert collapse(two) is two
 
 
+def _reraise_from_a_group(exc: Exception) -> None:
+    try:
+        raise ExceptionGroup("wrapped", [exc])
+    except ExceptionGroup as group:
+        reraise(group.exceptions[0])
+
+
 def test_reraise_keeps_cause_context_and_traceback() -> None:
     try:
         _raise_chained()
@@ -58,10 +65,7 @@ def test_reraise_keeps_cause_context_and_traceback() -> None:
         original = exc
     frames_before = len(traceback.extract_tb(original.__traceback__))
     with pytest.raises(ValueError) as info:
-        try:
-            raise ExceptionGroup("wrapped", [original])
-        except ExceptionGroup as group:
-            reraise(group.exceptions[0])
+        _reraise_from_a_group(original)
     assert info.value is original
     assert isinstance(info.value.__cause__, KeyError)
     assert not isinstance(info.value.__context__, BaseExceptionGroup)
@@ -97,7 +101,7 @@ async def test_keyboard_interrupt_in_the_receive_loop_leaves_the_client_as_itsel
 
     with trio.fail_after(30):
         async with local_network() as net:
-            with pytest.raises(KeyboardInterrupt):
+            with pytest.raises(KeyboardInterrupt):  # noqa: PT012 (raised inside the stream)
                 async with client_for(net) as sogni:
                     sogni.chat.on("token", interrupt)
                     stream = await sogni.chat.completions.create(
@@ -111,8 +115,7 @@ async def test_keyboard_interrupt_in_the_receive_loop_leaves_the_client_as_itsel
 
 async def test_keyboard_interrupt_in_a_tool_handler_comes_out_alone() -> None:
     calls = [
-        ToolCall(id=f"c{i}", function=FunctionCall(name="local", arguments="{}"))
-        for i in range(3)
+        ToolCall(id=f"c{i}", function=FunctionCall(name="local", arguments="{}")) for i in range(3)
     ]
 
     async def handler(call: ToolCall) -> str:

@@ -42,7 +42,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 import msgspec
 import trio
@@ -583,29 +583,28 @@ async def _run(args: argparse.Namespace, err: TextIO, plan: _Plan) -> int:
     try:
         with ResultsWriter.open(args.output, resume=args.resume, journal=journal) as writer:
             async with _open_client(args, worker, scan.models) as client:
-                with trio.open_signal_receiver(signal.SIGINT) as signals:
-                    with unwrap_group():
-                        async with (
-                            open_fanout(
-                                client, items, plan.options, journal=journal, cache=cache
-                            ) as run,
-                            trio.open_nursery() as nursery,
-                        ):
-                            nursery.start_soon(_watch_interrupts, signals, run, state, err)
-                            if not args.quiet:
-                                nursery.start_soon(
-                                    _show_progress,
-                                    run,
-                                    scan.total,
-                                    done_before,
-                                    err,
-                                    err.isatty(),
-                                    args.progress_interval,
-                                )
-                            async for result in run:
-                                writer.write(result)
-                            report = run.report()
-                            nursery.cancel_scope.cancel()
+                with trio.open_signal_receiver(signal.SIGINT) as signals, unwrap_group():
+                    async with (
+                        open_fanout(
+                            client, items, plan.options, journal=journal, cache=cache
+                        ) as run,
+                        trio.open_nursery() as nursery,
+                    ):
+                        nursery.start_soon(_watch_interrupts, signals, run, state, err)
+                        if not args.quiet:
+                            nursery.start_soon(
+                                _show_progress,
+                                run,
+                                scan.total,
+                                done_before,
+                                err,
+                                err.isatty(),
+                                args.progress_interval,
+                            )
+                        async for result in run:
+                            writer.write(result)
+                        report = run.report()
+                        nursery.cancel_scope.cancel()
             counts = dict(writer.status_counts)
             written = len(writer)
     finally:

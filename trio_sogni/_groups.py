@@ -11,7 +11,7 @@ Standard library only: the I/O layers of localnet import it too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import NoReturn, cast
 
@@ -43,9 +43,7 @@ def collapse(exc: BaseException) -> BaseException:
     A non-group is itself. For a group (however nested): the first ``KeyboardInterrupt`` in it;
     else its only leaf; else its only leaf that is not a ``trio.Cancelled``; else the group.
     """
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves = _leaves(exc)
+    leaves = _leaves(exc)  # a non-group is its own only leaf
     for leaf in leaves:
         if isinstance(leaf, KeyboardInterrupt):
             return leaf
@@ -75,7 +73,7 @@ def reraise(exc: BaseException) -> NoReturn:
 
 
 @contextmanager
-def unwrap_group() -> Iterator[None]:
+def unwrap_group() -> Generator[None]:
     """Re-raise a ``BaseExceptionGroup`` escaping the block as `collapse` says (see the module
     docstring). Exceptions that are not groups pass through untouched."""
     try:

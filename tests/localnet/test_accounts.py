@@ -886,4 +886,7 @@ def test_eth_account_is_imported_on_first_use_and_pulls_in_no_client_code() -> N
     before, ours = out.stdout.splitlines()
     assert before == "False"
     loaded = set(ours.split()) - {"trio_sogni"}
-    assert all(m.startswith(("trio_sogni.localnet", "trio_sogni.protocol")) for m in loaded)
+    assert all(
+        m.startswith(("trio_sogni.localnet", "trio_sogni.protocol", "trio_sogni._groups"))
+        for m in loaded
+    )

@@ -12,5 +12,8 @@ def test_localnet_imports_nothing_of_the_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     modules = set(out.stdout.split())
     ours = {m for m in modules if m.startswith("trio_sogni.")}
-    assert all(m.startswith(("trio_sogni.localnet", "trio_sogni.protocol")) for m in ours), ours
+    assert all(
+        m.startswith(("trio_sogni.localnet", "trio_sogni.protocol", "trio_sogni._groups"))
+        for m in ours
+    ), ours
     assert not {m.split(".")[0] for m in modules} & {"trio_websocket", "httpx", "websockets"}

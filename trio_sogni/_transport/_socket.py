@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import msgspec
