@@ -11,13 +11,25 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = "3.11"
 
 
+COVERAGE_FLOOR = 90
+"""The whole suite's branch coverage (subprocesses included) may not fall below this: the
+measured total minus one (90.92%, shown as 91%, on 2026-12-04; 87% without the subprocesses).
+Raise it when coverage rises."""
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the installed package, with branch coverage."""
+    """Run the test suite against the installed package, with branch coverage measured in the
+    test process and in every Python subprocess it starts (``[tool.coverage.run] patch``).
+
+    Without arguments (as CI runs it) the total must reach ``COVERAGE_FLOOR``; with arguments
+    (``nox -s tests -- -m "not slow"``, a path, ...) the report is informational."""
     session.install("-e", ".[test]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
-    session.run("coverage", "report")
+    session.run("coverage", "combine", "--quiet")
+    floor = [] if session.posargs else [f"--fail-under={COVERAGE_FLOOR}"]
+    session.run("coverage", "report", *floor)
 
 
 @nox.session(python=PYTHON)
@@ -38,10 +50,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """pyright in strict mode over the trio_sogni package."""
-    session.install("-e", ".", "pyright>=1.1.380")
+    """pyright in strict mode over the trio_sogni package, and in basic mode over tests/
+    (tests/pyrightconfig.json), which needs what the tests import: the `test` extra."""
+    session.install("-e", ".[test]", "pyright>=1.1.380")
     python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
-    session.run("pyright", "--pythonpath", str(python).strip())
+    python = str(python).strip()
+    session.run("pyright", "--pythonpath", python)
+    session.run("pyright", "--pythonpath", python, "--project", "tests")
 
 
 @nox.session(python=PYTHON)

@@ -2,6 +2,10 @@
 
 Test rules (after trio-websocket's): loopback only, port 0, every I/O test bounded by a Trio
 deadline, no sleeps used as synchronisation (``net.wait_until`` and events instead).
+
+Every Trio test (async fixtures included) runs under a deadline, 60 s by default and
+``@pytest.mark.deadline(seconds)`` to change it; under a MockClock the deadline is virtual time.
+See tests/deadline.py.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import pytest
+from deadline import pytest_collection_modifyitems as pytest_collection_modifyitems
 from helpers import client_for, local_network
 
 import trio_sogni

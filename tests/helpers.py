@@ -64,7 +64,7 @@ class _InMemoryBody(httpx.AsyncByteStream):
         while True:
             event = self._conn.next_event()
             if event is h11.NEED_DATA:
-                self._conn.receive_data(await self._stream.receive_some(65536))
+                self._conn.receive_data(bytes(await self._stream.receive_some(65536)))
             elif isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
@@ -99,7 +99,7 @@ class InMemoryHTTP(httpx.AsyncBaseTransport):
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                conn.receive_data(bytes(await stream.receive_some(65536)))
                 continue
             if isinstance(event, h11.Response):
                 return httpx.Response(

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from eth_keys import keys
-from eth_utils import keccak, to_canonical_address
+
+# The documented import paths; the packages re-export these names without marking them public.
+from eth_keys import keys  # pyright: ignore[reportPrivateImportUsage]
+from eth_utils import keccak, to_canonical_address  # pyright: ignore[reportPrivateImportUsage]
 
 from trio_sogni import APIStatusError, AuthenticationError, InvalidRequestError
 from trio_sogni._auth import Session, SessionTokens, derive_wallet, jwt_claims

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -303,10 +303,13 @@ async def test_invalid_requests_are_refused_before_sending(
         {"messages": [{"role": "user", "content": {1, 2}}]},
     ):
         with pytest.raises(InvalidRequestError):
-            await sogni.chat.completions.create(model=MODEL, **bad)
+            await sogni.chat.completions.create(model=MODEL, **cast("dict[str, Any]", bad))
     with pytest.raises(InvalidRequestError):
         await sogni.chat.completions.create(
-            model=MODEL, messages=user("x"), stream=True, auto_execute_tools=True
+            model=MODEL,
+            messages=user("x"),
+            stream=True,  # pyright: ignore[reportArgumentType]  (the misuse under test)
+            auto_execute_tools=True,
         )
     # stream() checks its arguments when called, before its block is entered.
     with pytest.raises(InvalidRequestError):

@@ -17,7 +17,7 @@ from trio_sogni.localnet import (
     PreparedChunk,
     firehose_text,
 )
-from trio_sogni.localnet._ws import Outbox, OutEncoded, OutFrame, encode_frame
+from trio_sogni.localnet._server import Outbox, OutEncoded, OutFrame, encode_frame
 
 TIMEOUT = 20
 

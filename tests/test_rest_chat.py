@@ -307,6 +307,7 @@ async def test_a_server_that_keeps_skipping_is_a_protocol_error(
     assert len(seen) == 4
 
 
+@pytest.mark.deadline(120)  # virtual seconds (autojump): a 60 s reconnect timeout
 async def test_an_unreachable_server_gives_up_after_the_reconnect_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -105,7 +105,7 @@ async def _silent_peer(
     """A WebSocket server that authenticates the socket, then never reads or answers again."""
     conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     while True:
-        conn.receive_data(await stream.receive_some(65536))
+        conn.receive_data(bytes(await stream.receive_some(65536)))
         if any(isinstance(e, Request) for e in conn.events()):
             break
     await stream.send_all(conn.send(AcceptConnection()))

@@ -160,6 +160,7 @@ def stream(draw: st.DrawFn) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream())
 def test_parser_agrees_with_wsproto(chunks: list[bytes]) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 import trio_sogni
 from trio_sogni.localnet import LlamaCppWorker, LocalNetwork, Worker, open_local_network
-from trio_sogni.localnet._llama import default_model_path
+from trio_sogni.localnet._workers._llama import default_model_path
 
 MODEL = "smollm2-135m-instruct"
 

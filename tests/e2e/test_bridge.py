@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from trio_sogni.localnet import LlamaCppWorker, OpenAIBridgeWorker
+
+# Real inference: more than the default deadline (tests/deadline.py); each test also has its own.
+pytestmark = pytest.mark.deadline(300)
 
 MODEL = "smollm2-135m-instruct"
 POEM = [{"role": "user", "content": "Write a long poem about the sea."}]

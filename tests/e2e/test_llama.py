@@ -15,6 +15,9 @@ from trio_sogni import ChatJobError, ToolLoopError
 from trio_sogni.localnet import LlamaCppWorker
 from trio_sogni.localnet._jsonschema import validate
 
+# Real inference: more than the default deadline (tests/deadline.py); each test also has its own.
+pytestmark = pytest.mark.deadline(300)
+
 MODEL = "smollm2-135m-instruct"
 POEM = [{"role": "user", "content": "Write a long poem about the sea."}]
 WEATHER = {

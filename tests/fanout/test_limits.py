@@ -10,6 +10,7 @@ import trio.testing
 from trio_sogni.fanout import AdaptiveConcurrency, Limiter, TokenBucket
 
 
+@pytest.mark.deadline(1200)  # virtual seconds (autojump): it sleeps 1010
 async def test_token_bucket_refills_continuously_up_to_capacity(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -36,6 +37,7 @@ async def test_a_reservation_above_capacity_needs_a_full_bucket_and_leaves_debt(
     assert bucket.wait_time(1) == pytest.approx(541.0)
 
 
+@pytest.mark.deadline(120)  # virtual seconds (autojump): 90 of spacing
 async def test_rpm_spaces_requests(autojump_clock: trio.testing.MockClock) -> None:
     limiter = Limiter(concurrency=100, rpm=2)  # bucket of 2, one every 30 s
     start = trio.current_time()

@@ -1,7 +1,8 @@
 """open_fanout end to end against localnet (SimulatedWorker test doubles over loopback).
 
-Deadline tests use short real deadlines against scripts that never finish (Stall) or are slow
-(tokens_per_second), so which deadline fires is deterministic whatever the machine's speed."""
+Deadline tests run in virtual time (``MockClock(autojump_threshold=0)``, the client on localnet's
+in-memory connections) against scripts that never finish (Stall) or are slow (tokens_per_second):
+each deadline fires at its exact virtual instant, whatever the machine's speed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from helpers import MODEL, client_for, local_network
+from helpers import MODEL, client_for, client_in_memory, local_network
 
 import trio_sogni
 from trio_sogni.fanout import (
@@ -41,14 +42,19 @@ from trio_sogni.localnet import (
 
 @asynccontextmanager
 async def fanout_env(
-    **net_kwargs: Any,
+    *, in_memory: bool = False, **net_kwargs: Any
 ) -> AsyncIterator[tuple[LocalNetwork, trio_sogni.SogniClient]]:
-    """A loopback local network (4 simulated workers of capacity 8 unless told) and a client."""
+    """A local network (4 simulated workers of capacity 8 unless told) and a client: over
+    loopback TCP, or ``in_memory`` (no socket at all, so the test can run in virtual time)."""
     net_kwargs.setdefault("workers", 4)
     net_kwargs.setdefault("capacity", 8)
-    async with local_network(**net_kwargs) as net, client_for(net) as sogni:
-        await sogni.chat.wait_for_models()
-        yield net, sogni
+    if in_memory:
+        net_kwargs["listen"] = False
+    async with local_network(**net_kwargs) as net:
+        opened = client_in_memory(net) if in_memory else client_for(net)
+        async with opened as sogni:
+            await sogni.chat.wait_for_models()
+            yield net, sogni
 
 
 def make_items(
@@ -144,12 +150,16 @@ async def test_ordered_mode_bounds_the_reorder_buffer_behind_a_slow_item() -> No
     assert 4 <= run.reorder_peak <= 8
 
 
-async def test_first_token_deadline_fires_and_the_job_is_aborted() -> None:
-    async with fanout_env(script=lambda request: [Stall()]) as (net, sogni):
+async def test_first_token_deadline_fires_and_the_job_is_aborted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fanout_env(in_memory=True, script=lambda request: [Stall()]) as (net, sogni):
         options = FanoutOptions(concurrency=2, first_token_timeout=0.2, max_attempts=1)
+        start = trio.current_time()
         with trio.fail_after(10):
             async with open_fanout(sogni, make_items(2), options) as run:
                 results = await collect(run)
+            assert trio.current_time() - start == pytest.approx(0.2, abs=0.01)
             await net.wait_until(lambda: len(net.cancelled_job_ids) == 2)
     for r in results:
         assert (r.status, r.deadline) == ("failed", "first_token")
@@ -159,11 +169,11 @@ async def test_first_token_deadline_fires_and_the_job_is_aborted() -> None:
     assert run.report().deadlines == {"first_token": 2}
 
 
-async def test_stall_deadline_fires_between_chunks() -> None:
+async def test_stall_deadline_fires_between_chunks(autojump_clock: trio.testing.MockClock) -> None:
     def script(request: Any) -> Sequence[Step]:
         return [Text("one two three"), Stall()]
 
-    async with fanout_env(script=script) as (_net, sogni):
+    async with fanout_env(in_memory=True, script=script) as (_net, sogni):
         options = FanoutOptions(
             concurrency=1, first_token_timeout=5, stall_timeout=0.2, max_attempts=1
         )
@@ -177,21 +187,28 @@ async def test_stall_deadline_fires_between_chunks() -> None:
     assert result.metrics.chunks == 3
 
 
-async def test_total_deadline_fires_on_a_slow_stream() -> None:
-    async with fanout_env(workers=1, tokens_per_second=20) as (_net, sogni):
+async def test_total_deadline_fires_on_a_slow_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fanout_env(in_memory=True, workers=1, tokens_per_second=20) as (_net, sogni):
         text = " ".join(["word"] * 200)
         options = FanoutOptions(concurrency=1, total_timeout=0.3, stall_timeout=5, max_attempts=1)
+        start = trio.current_time()
         with trio.fail_after(10):
             async with open_fanout(sogni, make_items(1, lambda i: text), options) as run:
                 (result,) = await collect(run)
+        assert trio.current_time() - start == pytest.approx(0.3, abs=0.01)
     assert (result.status, result.deadline) == ("failed", "total")
     assert result.error is not None
     assert result.error.type == "total_timeout"
-    assert 0 < result.metrics.chunks < 200
+    # 20 tokens/s for 0.3 virtual seconds: 6 chunks, give or take the first.
+    assert 5 <= result.metrics.chunks <= 7
 
 
-async def test_admission_deadline_fires_while_waiting_for_the_limiter() -> None:
-    async with fanout_env() as (net, sogni):
+async def test_admission_deadline_fires_while_waiting_for_the_limiter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fanout_env(in_memory=True) as (net, sogni):
         options = FanoutOptions(concurrency=2, rpm=1, admission_timeout=0.2)
         with trio.fail_after(10):
             async with open_fanout(sogni, make_items(2), options) as run:
@@ -204,14 +221,14 @@ async def test_admission_deadline_fires_while_waiting_for_the_limiter() -> None:
     assert len(net.job_requests) == 1
 
 
-async def test_a_first_token_timeout_is_retried() -> None:
+async def test_a_first_token_timeout_is_retried(autojump_clock: trio.testing.MockClock) -> None:
     seen: Counter[str] = Counter()
 
     def script(request: Any) -> Sequence[Step] | None:
         seen[last_user_text(request)] += 1
         return [Stall()] if seen[last_user_text(request)] == 1 else None
 
-    async with fanout_env(script=script) as (_net, sogni):
+    async with fanout_env(in_memory=True, script=script) as (_net, sogni):
         options = FanoutOptions(concurrency=2, first_token_timeout=0.2, backoff_base=0.01)
         with trio.fail_after(10):
             async with open_fanout(sogni, make_items(2), options) as run:
@@ -490,7 +507,7 @@ async def test_progress_snapshots_until_the_end() -> None:
 async def test_async_iterable_input_is_read_lazily() -> None:
     taken: list[int] = []
 
-    async def source() -> Any:
+    async def source() -> AsyncIterator[FanoutItem]:
         for item in make_items(30):
             taken.append(item.index)
             yield item
@@ -530,6 +547,8 @@ class TaskCounter(trio.abc.Instrument):
             self.spawned += 1
 
 
+@pytest.mark.slow
+@pytest.mark.deadline(600)  # ~1 min alone; 4.5 min seen under coverage on a busy 2-core machine
 async def test_100k_items_flat_memory_and_no_task_per_item() -> None:
     """100,000 items through FirehoseWorker test doubles, non-streaming, 1-token outputs."""
     n = 100_000

@@ -114,7 +114,9 @@ class Wire:
             while True:
                 messages.append(Wire.decode(await ws.get_message()))
         except trio_websocket.ConnectionClosed as closed:
-            return messages, closed.reason.code
+            reason = closed.reason
+        assert reason is not None
+        return messages, reason.code
 
     @staticmethod
     async def send(ws: trio_websocket.WebSocketConnection, message: ClientMessage) -> None:

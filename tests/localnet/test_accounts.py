@@ -40,8 +40,8 @@ from trio_sogni.localnet import (
     open_local_network,
     wallet_from_password,
 )
-from trio_sogni.localnet._jwt import InvalidToken, decode_jwt, encode_jwt
-from trio_sogni.localnet._wallets import recover_typed_data_signer
+from trio_sogni.localnet._accounts._jwt import InvalidToken, decode_jwt, encode_jwt
+from trio_sogni.localnet._accounts._wallets import recover_typed_data_signer
 from trio_sogni.protocol import (
     AbortJob,
     Authenticated,

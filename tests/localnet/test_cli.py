@@ -9,6 +9,7 @@ from helpers import start_localnet_cli
 
 from trio_sogni.localnet import DEFAULT_MODEL, firehose_text
 from trio_sogni.protocol import (
+    Authenticated,
     ChatCompletionChunk,
     ChatMessage,
     LLMJobRequest,
@@ -35,7 +36,7 @@ async def test_cli_prints_one_json_line_and_serves() -> None:
             url = info["socket_url"] + "?appId=cli"
             headers = [(b"api-key", b"cli-key")]
             async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
-                assert decode_server_message(await ws.get_message()).message_type == "authenticated"
+                assert isinstance(decode_server_message(await ws.get_message()), Authenticated)
                 models = decode_server_message(await ws.get_message())
                 assert isinstance(models, SwarmLLMModels)
                 assert {k: v.workers for k, v in models.models.items()} == {"m-a": 2, "m-b": 2}

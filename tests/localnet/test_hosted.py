@@ -22,7 +22,7 @@ from trio_sogni.localnet import (
     expected_output,
     open_local_network,
 )
-from trio_sogni.localnet._composition import COMPOSITION_TOOLS, composition_tool
+from trio_sogni.localnet._hosted._composition import COMPOSITION_TOOLS, composition_tool
 from trio_sogni.localnet._jsonschema import check_schema, example, validate
 from trio_sogni.protocol import (
     ChatMessage,

@@ -1,11 +1,22 @@
-"""localnet is an independent implementation: it may use trio, h11, wsproto, msgspec,
-``trio_sogni.protocol`` and the standard-library-only ``trio_sogni._groups`` (checked in a fresh
-interpreter)."""
+"""localnet's import rules, checked in fresh interpreters and over the source's AST.
+
+* localnet is an independent implementation: it may use trio, h11, wsproto, msgspec,
+  ``trio_sogni.protocol`` and ``trio_sogni._groups`` only, never the client;
+* its layer packages import downwards only (``_server`` imports no domain code at all);
+* no two localnet modules import each other, directly or around a loop, counting
+  ``TYPE_CHECKING`` imports.
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+import trio_sogni.localnet
 
 
 def test_localnet_imports_nothing_of_the_client() -> None:
@@ -16,3 +27,151 @@ def test_localnet_imports_nothing_of_the_client() -> None:
     allowed = ("trio_sogni.localnet", "trio_sogni.protocol", "trio_sogni._groups")
     assert all(m.startswith(allowed) for m in ours), ours
     assert not {m.split(".")[0] for m in modules} & {"trio_websocket", "httpx", "websockets"}
+
+
+# -- the layers inside localnet ----------------------------------------------------------------
+
+LOCALNET = Path(trio_sogni.localnet.__file__).parent
+DOMAIN = ("_workers", "_jobs", "_accounts", "_hosted", "_runs", "_media")
+
+# Each layer package and the localnet packages it must never load. Lower layers first:
+# _server < _workers, _accounts < _jobs < _hosted, _runs < the composition root.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "_server": DOMAIN,
+    "_workers": ("_jobs", "_accounts", "_hosted", "_runs", "_media"),
+    "_accounts": ("_workers", "_jobs", "_hosted", "_runs", "_media"),
+    "_jobs": ("_hosted", "_runs", "_media"),
+    "_hosted": ("_runs", "_media"),
+    "_runs": ("_hosted", "_media"),
+}
+
+# Imports one layer package and every module in it, with trio_sogni and trio_sogni.localnet
+# registered as bare packages so that neither __init__ runs (they import everything).
+_LOAD_LAYER = """
+import importlib, importlib.util, pkgutil, sys, types
+for name in ("trio_sogni", "trio_sogni.localnet"):
+    spec = importlib.util.find_spec(name) if name == "trio_sogni" else None
+    path = list(spec.submodule_search_locations) if spec else [sys.argv[2]]
+    stub = types.ModuleType(name)
+    stub.__path__ = path
+    sys.modules[name] = stub
+package = importlib.import_module("trio_sogni.localnet." + sys.argv[1])
+for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+    importlib.import_module(info.name)
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def _loaded_by_layer(layer: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_LAYER, layer, str(LOCALNET)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_loads_no_higher_layer(layer: str) -> None:
+    modules = _loaded_by_layer(layer)
+    assert f"trio_sogni.localnet.{layer}" in modules
+    forbidden = {f"trio_sogni.localnet.{name}" for name in FORBIDDEN[layer]}
+    loaded = {m for m in modules if m.startswith(tuple(forbidden))}
+    assert not loaded, f"{layer} loads {sorted(loaded)}"
+
+
+def test_server_layer_loads_no_domain_code() -> None:
+    """The server layer: stdlib, trio, h11, wsproto, msgspec and trio_sogni._groups only; not
+    even the Sogni protocol messages."""
+    ours = {m for m in _loaded_by_layer("_server") if m.startswith("trio_sogni.")}
+    allowed = ("trio_sogni.localnet._server", "trio_sogni._groups")
+    assert all(m.startswith(allowed) or m == "trio_sogni.localnet" for m in ours), ours
+
+
+# -- no import cycles --------------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(LOCALNET).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["trio_sogni.localnet", *parts])
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The localnet modules ``path`` imports at module level or under ``if TYPE_CHECKING:``
+    (function-level imports are deliberate lazy loads and do not count)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*parent, *([base] if base else [])])
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    found.add(target if target in modules else base)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(node.orelse)
+                if isinstance(node, ast.Try):
+                    for handler in node.handlers:
+                        visit(handler.body)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found & modules
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (or a self-import)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return found
+
+
+def test_no_import_cycles_inside_localnet() -> None:
+    paths = sorted(LOCALNET.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _imports(p, modules) for p in paths}
+    assert graph["trio_sogni.localnet._jobs._manager"], "the import scan found nothing"
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert _cycles(graph) == [["a", "b", "c"], ["e"]]

@@ -21,7 +21,7 @@ from trio_sogni.localnet import (
     Pricing,
     parse_prices,
 )
-from trio_sogni.localnet._prices import load_prices
+from trio_sogni.localnet._hosted._prices import load_prices
 from trio_sogni.protocol import LLMJobRequest, LLMJobResult
 
 from .conftest import Wire

@@ -16,8 +16,13 @@ import pytest
 import trio
 
 from trio_sogni.localnet import ModelSpec, OpenAIBridgeWorker, SimulatedWorker, open_local_network
-from trio_sogni.localnet._bridge import UpstreamError, chunk_deltas, parse_sse_data, upstream_body
-from trio_sogni.localnet._llama import (
+from trio_sogni.localnet._workers._bridge import (
+    UpstreamError,
+    chunk_deltas,
+    parse_sse_data,
+    upstream_body,
+)
+from trio_sogni.localnet._workers._llama import (
     ParsedToolCall,
     StopMatcher,
     ToolCallParser,
@@ -487,8 +492,8 @@ async def test_bridge_passes_upstream_errors_through(wire_for: Callable[..., Any
         ("upstream_error", "503"),
         ("upstream_error", None),
     ]
-    assert "bad temperature" in errors[0].error_message
-    assert "overloaded" in errors[1].error_message
+    assert "bad temperature" in (errors[0].error_message or "")
+    assert "overloaded" in (errors[1].error_message or "")
     assert errors[2].error_message == "oom"
     assert json.loads(upstream.requests[0].content)["model"] == "real-name"
 
@@ -507,7 +512,7 @@ async def test_bridge_reports_an_unreachable_upstream(wire_for: Callable[..., An
             frames = await _job(wire_for, net, _request())
     assert isinstance(frames[-1], LLMJobError)
     assert frames[-1].error == "upstream_error"
-    assert "refused" in frames[-1].error_message
+    assert "refused" in (frames[-1].error_message or "")
 
 
 async def test_bridge_lists_nothing_from_an_upstream_without_a_model_list() -> None:
@@ -584,6 +589,7 @@ async def test_a_worker_advertises_its_model_spec(wire_for: Callable[..., Any]) 
     assert isinstance(models, SwarmLLMModels)
     info = models.models["tiny"]
     assert info.max_context_length == 100
+    assert info.max_output_tokens is not None
     assert info.max_output_tokens.max == 50
 
 

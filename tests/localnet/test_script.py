@@ -18,7 +18,7 @@ from trio_sogni.localnet import (
     expected_output,
     split_deltas,
 )
-from trio_sogni.localnet._script import Emit, compile_script
+from trio_sogni.localnet._workers._script import Emit, compile_script
 from trio_sogni.protocol import (
     ChatMessage,
     FunctionCallDelta,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from trio_sogni.localnet._session import (
+from trio_sogni.localnet._jobs._session import (
     Abort,
     Rejected,
     Reply,

@@ -124,6 +124,7 @@ async def test_rejected_handshakes(
         async with wire.connect(handshake=False, **kwargs) as ws:  # type: ignore[arg-type]
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                 await ws.get_message()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == code
         assert net.handshakes[-1].outcome == "rejected"
         assert net.handshakes[-1].close_code == code
@@ -180,6 +181,7 @@ async def test_streaming_job_sequence_and_content(
     assert isinstance(result, LLMJobResult)
     assert result.job_id == "MiXeD-case-Id"
     assert result.usage == content[-1].usage
+    assert result.usage is not None
     assert result.usage.prompt_tokens == expected.prompt_tokens
     assert isinstance(result.time_taken, float)
     assert result.worker_name == "localnet-worker-1"
@@ -374,6 +376,7 @@ async def test_ping_pong_and_message_size_limit(wire_for: Callable[[LocalNetwork
                 await ws.send_message("x" * 2000)
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                     await ws.get_message()
+                assert closed.value.reason is not None
                 assert closed.value.reason.code == 1009
 
 
@@ -506,12 +509,14 @@ async def test_drop_all_connections(net: LocalNetwork, wire: Wire) -> None:
             for ws in (one, two):
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                     await ws.get_message()
+                assert closed.value.reason is not None
                 assert closed.value.reason.code == 1006
         assert net.connected_sockets == 0
         async with wire.connect("d3") as three:
             assert await net.close_all_connections(4000, "bye") == 1
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                 await three.get_message()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 4000
 
 

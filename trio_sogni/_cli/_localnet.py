@@ -10,7 +10,7 @@ across runs; ``--user NAME:PASSWORD[:BALANCE]`` (repeatable) makes sure a user e
 in with that username and password (the wallet derived as the official SDKs derive it), funded
 with BALANCE sogni (default 100) when created; a user already in the database keeps its balance.
 ``--testnet`` makes logins and signups use the testnet EIP-712 domain. ``--prices FILE.json``
-loads the price table (format in :mod:`trio_sogni.localnet._prices`).
+loads the price table (format: :func:`trio_sogni.localnet.load_prices`).
 
 Real inference instead of simulated workers: ``--llama [--model-path PATH] [--model-name NAME]``
 runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--upstream URL
@@ -30,6 +30,7 @@ import trio
 from trio_sogni.localnet import (
     DEFAULT_LLAMA_MODEL,
     DEFAULT_MODEL,
+    LOCAL_EXTRA_HINT,
     FirehoseWorker,
     LlamaCppWorker,
     LocalNetwork,
@@ -232,9 +233,6 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
     workers: list[Worker] = []
     models: list[str | ModelSpec] = []
     if args.llama:
-        # Not public yet: the install hint of the 'local' extra.
-        from trio_sogni.localnet._llama import LOCAL_EXTRA_HINT
-
         try:
             llama = LlamaCppWorker(
                 "localnet-llama-1",
@@ -251,8 +249,8 @@ async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[st
         workers.append(llama)
         models.extend(llama.model_specs)
     if args.upstream:
-        # Not public yet: UpstreamError (OpenAIBridgeWorker is, lazily, to keep httpx unloaded).
-        from trio_sogni.localnet._bridge import OpenAIBridgeWorker, UpstreamError
+        # Lazy public names: the bridge needs httpx, which plain localnet never loads.
+        from trio_sogni.localnet import OpenAIBridgeWorker, UpstreamError
 
         try:
             bridge = await OpenAIBridgeWorker.connect(

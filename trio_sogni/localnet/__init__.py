@@ -5,6 +5,9 @@ One Trio server speaks the Supernet's REST API and its WebSocket protocol on a s
     async with trio_sogni.localnet.open_local_network() as net:
         ...  # point any Sogni client at net.rest_url / net.socket_url with net.api_key
 
+Configure it with keyword arguments or one frozen :class:`LocalNetworkConfig`
+(``open_local_network(LocalNetworkConfig(port=8080, workers=4))``).
+
 Jobs are run by workers. The bundled :class:`SimulatedWorker` is a **test double**: it produces
 scripted text (by default ``"Simulated reply to: <last user message>"``, one word per chunk), it
 does not run a model. :class:`LlamaCppWorker` (llama.cpp on a GGUF file, with the ``local``
@@ -34,14 +37,25 @@ Durable chat runs (``/v1/chat/runs``, :attr:`LocalNetwork.runs`, a :class:`RunMa
 in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST DOUBLES, cost
 confirmation), streamed as SSE with ``Last-Event-ID`` replay, resumed after a restart.
 
-This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3) and
-:mod:`trio_sogni.protocol`, plus eth-account for wallet signatures (imported on first use), never
-on the client, so the two implementations check each other.
+This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3),
+:mod:`trio_sogni.protocol` and :mod:`trio_sogni._groups`, plus eth-account for wallet signatures
+(imported on first use), never on the client, so the two implementations check each other. Its
+private layer packages (``_server`` at the bottom, then ``_workers`` and ``_accounts``, ``_jobs``,
+``_hosted`` and ``_runs``) are described in docs/localnet.md, "Layout".
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ._accounts import TokenPair as TokenPair
+from ._accounts._accounts import TokenPair as TokenPair
+from ._accounts._store import (
+    AccountRecord as AccountRecord,
+    DuplicateAccount as DuplicateAccount,
+    TokenType as TokenType,
+)
+from ._accounts._wallets import (
+    PasswordWallet as PasswordWallet,
+    wallet_from_password as wallet_from_password,
+)
 from ._config import (
     DEFAULT_MODEL as DEFAULT_MODEL,
     Account as Account,
@@ -50,30 +64,42 @@ from ._config import (
     Pricing as Pricing,
     Quote as Quote,
 )
-from ._http import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse
-from ._llama import (
-    DEFAULT_LLAMA_MODEL as DEFAULT_LLAMA_MODEL,
-    LlamaCppWorker as LlamaCppWorker,
-    LlamaWorkerStatistics as LlamaWorkerStatistics,
-)
+from ._hosted._prices import load_prices as load_prices, parse_prices as parse_prices
+from ._jobs._records import JobRecord as JobRecord
+from ._jobs._scheduler import JobOutcome as JobOutcome
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
+    LocalNetworkConfig as LocalNetworkConfig,
     LocalNetworkOptions as LocalNetworkOptions,
     open_local_network as open_local_network,
     serve_local_network as serve_local_network,
 )
-from ._prices import load_prices as load_prices, parse_prices as parse_prices
 from ._records import (
     HandshakeRecord as HandshakeRecord,
     HTTPRequestRecord as HTTPRequestRecord,
-    JobRecord as JobRecord,
     NetworkStatistics as NetworkStatistics,
     RejectedFrame as RejectedFrame,
 )
-from ._rest import Router as Router
-from ._runs import RunManager as RunManager
-from ._scheduler import JobOutcome as JobOutcome
-from ._script import (
+from ._runs._manager import RunManager as RunManager
+from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
+from ._workers._base import (
+    JobContext as JobContext,
+    PreparedChunk as PreparedChunk,
+    Worker as Worker,
+)
+from ._workers._doubles import (
+    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
+    FirehoseWorker as FirehoseWorker,
+    SimulatedWorker as SimulatedWorker,
+    firehose_text as firehose_text,
+)
+from ._workers._llama import (
+    DEFAULT_LLAMA_MODEL as DEFAULT_LLAMA_MODEL,
+    LOCAL_EXTRA_HINT as LOCAL_EXTRA_HINT,
+    LlamaCppWorker as LlamaCppWorker,
+    LlamaWorkerStatistics as LlamaWorkerStatistics,
+)
+from ._workers._script import (
     Delta as Delta,
     DropConnection as DropConnection,
     ExpectedOutput as ExpectedOutput,
@@ -92,32 +118,20 @@ from ._script import (
     expected_output as expected_output,
     split_deltas as split_deltas,
 )
-from ._store import (
-    AccountRecord as AccountRecord,
-    DuplicateAccount as DuplicateAccount,
-    TokenType as TokenType,
-)
-from ._wallets import PasswordWallet as PasswordWallet, wallet_from_password as wallet_from_password
-from ._workers import (
-    DEFAULT_FIREHOSE_WORDS as DEFAULT_FIREHOSE_WORDS,
-    FirehoseWorker as FirehoseWorker,
-    JobContext as JobContext,
-    PreparedChunk as PreparedChunk,
-    SimulatedWorker as SimulatedWorker,
-    Worker as Worker,
-    firehose_text as firehose_text,
-)
 
 if TYPE_CHECKING:
-    from ._bridge import OpenAIBridgeWorker as OpenAIBridgeWorker
+    from ._workers._bridge import (
+        OpenAIBridgeWorker as OpenAIBridgeWorker,
+        UpstreamError as UpstreamError,
+    )
 
 
 def __getattr__(name: str) -> Any:
     # The bridge worker needs httpx; importing trio_sogni.localnet must not load it.
-    if name == "OpenAIBridgeWorker":
-        from ._bridge import OpenAIBridgeWorker
+    if name in ("OpenAIBridgeWorker", "UpstreamError"):
+        from ._workers import _bridge
 
-        return OpenAIBridgeWorker
+        return getattr(_bridge, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -125,6 +139,7 @@ __all__ = [
     "DEFAULT_FIREHOSE_WORDS",
     "DEFAULT_LLAMA_MODEL",
     "DEFAULT_MODEL",
+    "LOCAL_EXTRA_HINT",
     "Account",
     "AccountRecord",
     "Delta",
@@ -144,6 +159,7 @@ __all__ = [
     "LlamaCppWorker",
     "LlamaWorkerStatistics",
     "LocalNetwork",
+    "LocalNetworkConfig",
     "LocalNetworkOptions",
     "ModelPrice",
     "ModelSpec",
@@ -166,6 +182,7 @@ __all__ = [
     "TokenPair",
     "TokenType",
     "ToolCall",
+    "UpstreamError",
     "Worker",
     "count_prompt_tokens",
     "default_reply_text",

@@ -2,26 +2,21 @@
 
 Ownership: every task (connection handlers, job tasks, rebind timers) runs in the one nursery
 owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives in
-:class:`~trio_sogni.localnet._jobs.JobManager`; this module connects it to sockets and HTTP.
+:class:`~trio_sogni.localnet._jobs._manager.JobManager`; this module connects it to sockets and HTTP.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 from typing import Final
 
 import trio
 import trio.testing
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection
-from wsproto.utilities import RemoteProtocolError
 
 from .._groups import unwrap_group
 from ..protocol import (
@@ -32,43 +27,45 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._account_api import AccountRoutes
-from ._accounts import AccountRef, Accounts, TokenPair
+from ._accounts._accounts import AccountRef, Accounts, TokenPair
+from ._accounts._ledger import Amount, to_amount
+from ._accounts._routes import account_routes, profile_routes
+from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
-from ._estimate_api import EstimateRoutes
-from ._hosted_api import HostedRoutes
-from ._http import HTTPRequest, HTTPResponse, error_response, serve_http
-from ._jobs import RESTART_MESSAGE, Changes, JobManager, SocketBinding
-from ._ledger import Amount, to_amount
+from ._hosted._completions import hosted_routes
+from ._hosted._estimates import estimate_routes
+from ._jobs._manager import Changes, JobManager, SocketBinding
+from ._jobs._records import JobRecord
+from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._records import (
     HandshakeRecord,
     HTTPRequestRecord,
-    JobRecord,
     NetworkStatistics,
     RejectedFrame,
     redact,
 )
-from ._rest import RestAPI
-from ._runs import RunManager
-from ._runs_api import RunRoutes
-from ._runs_store import RunStore
-from ._script import ScriptFunction
-from ._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
-from ._store import AccountRecord, TokenType
-from ._workers import Worker
-from ._ws import OutClose, OutDrop, OutFrame, WebSocketDriver
+from ._runs._manager import RunManager
+from ._runs._routes import run_routes
+from ._runs._store import RunStore
+from ._server import (
+    Connection,
+    Connections,
+    HTTPRequest,
+    HTTPResponse,
+    OutClose,
+    OutDrop,
+    OutFrame,
+    RestAPI,
+    accept_websocket,
+)
+from ._workers._base import Worker
+from ._workers._script import ScriptFunction
 
 __all__ = ["LocalNetwork"]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
 Authenticator = Callable[[Mapping[str, str]], Account | None]
-
-
-@dataclass(eq=False)
-class _Connection:
-    scope: trio.CancelScope
-    websocket: bool = False
 
 
 class LocalNetwork:
@@ -102,12 +99,10 @@ class LocalNetwork:
         """The default account, which :attr:`api_key` belongs to (its balances as configured;
         the live ones are in the store, see :meth:`balance`)."""
         self._accounts = accounts
-        self.rest = RestAPI(self.authenticate)
+        self.rest = RestAPI()
         """The REST router; add routes with ``net.rest.router.add(method, pattern, handler)``."""
-        AccountRoutes(self.rest.router, accounts, self.authenticate)
         self._authenticator = authenticator
         self._max_message_size = max_message_size
-        self._max_body_size = max_body_size
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
         self._changes = Changes()
@@ -124,19 +119,6 @@ class LocalNetwork:
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
-        EstimateRoutes(
-            self.rest.router,
-            authenticate=self.authenticate,
-            pricing=lambda: self._jobs.pricing,
-            models=lambda: self._jobs.models,
-            clock=lambda: self._accounts.clock(),
-        )
-        HostedRoutes(
-            self.rest.router,
-            jobs=self._jobs,
-            authenticate=self.authenticate,
-            clock=lambda: self._accounts.clock(),
-        )
         self.runs = RunManager(
             store=RunStore(accounts.store.connection),
             jobs=self._jobs,
@@ -148,9 +130,31 @@ class LocalNetwork:
         )
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
-        RunRoutes(self.rest.router, self.runs, self.authenticate)
+        router = self.rest.router
+        router.include(profile_routes(self.authenticate))
+        router.include(account_routes(accounts, self.authenticate))
+        router.include(
+            estimate_routes(
+                authenticate=self.authenticate,
+                pricing=lambda: self._jobs.pricing,
+                models=lambda: self._jobs.models,
+                clock=lambda: self._accounts.clock(),
+            )
+        )
+        router.include(
+            hosted_routes(
+                jobs=self._jobs,
+                authenticate=self.authenticate,
+                clock=lambda: self._accounts.clock(),
+            )
+        )
+        router.include(run_routes(self.runs, self.authenticate))
         self._sockets: set[SocketBinding] = set()
-        self._connections: set[_Connection] = set()
+        self._connections = Connections(
+            on_change=self._changes.notify,
+            on_error=self.errors.append,
+            max_body_size=max_body_size,
+        )
         self._closing = False
         self._nursery: trio.Nursery | None = None
         self._listen_scope = trio.CancelScope()
@@ -516,29 +520,9 @@ class LocalNetwork:
         return client
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
-        if isinstance(stream, trio.SocketStream):
-            try:
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-            except OSError:  # pragma: no cover - e.g. a non-TCP socket
-                pass
-        conn = _Connection(trio.CancelScope())
-        self._connections.add(conn)
-        self._changes.notify()
-        try:
-            with conn.scope:
-                await serve_http(
-                    stream,
-                    on_request=self.handle_rest,
-                    on_upgrade=partial(self._on_upgrade, stream, conn),
-                    max_body_size=self._max_body_size,
-                )
-        except Exception as exc:
-            logger.exception("localnet: connection handler failed")
-            self.errors.append(f"connection: {exc!r}")
-        finally:
-            self._connections.discard(conn)
-            self._changes.notify()
-            await trio.aclose_forcefully(stream)
+        await self._connections.serve(
+            stream, on_request=self.handle_rest, on_upgrade=self._on_upgrade
+        )
 
     async def handle_rest(self, request: HTTPRequest) -> HTTPResponse:
         """Answer one REST request as the TCP server does, and record it. Usable without a
@@ -557,27 +541,20 @@ class LocalNetwork:
         return response
 
     async def _on_upgrade(
-        self, stream: trio.abc.Stream, conn: _Connection, request: HTTPRequest, trailing: bytes
+        self, stream: trio.abc.Stream, conn: Connection, request: HTTPRequest, trailing: bytes
     ) -> HTTPResponse | None:
-        ws = WSConnection(ConnectionType.SERVER)
-        try:
-            ws.initiate_upgrade_connection(list(request.raw_headers), request.target)
-            for _event in ws.events():
-                pass
-            accept = ws.send(AcceptConnection())
-        except RemoteProtocolError as exc:
-            return error_response(400, f"Bad WebSocket handshake: {exc}")
-        conn.websocket = True
-        await stream.send_all(accept)
-        if trailing:
-            ws.receive_data(trailing)
-        driver = WebSocketDriver(
+        conn.websocket = True  # before the 101 goes out: shutdown must not cancel it mid-write
+        driver = await accept_websocket(
             stream,
-            ws,
+            request,
+            trailing,
             max_message_size=self._max_message_size,
             outbox_limit=self._outbox_limit,
             close_timeout=self._close_timeout,
         )
+        if isinstance(driver, HTTPResponse):  # a bad handshake: nothing was sent
+            conn.websocket = False
+            return driver
         handshake = parse_handshake(request.target)
         for problem in handshake.problems:
             logger.info("localnet: ignoring a handshake parameter (%s)", problem)
@@ -681,7 +658,8 @@ class LocalNetwork:
         try:
             with unwrap_group():
                 async with trio.open_nursery() as nursery:
-                    self._nursery = self._jobs.nursery = nursery
+                    self._nursery = nursery
+                    self._jobs.start(nursery)
                     for worker in workers:
                         self.add_worker(worker)
                     self.runs.start(nursery)
@@ -708,15 +686,13 @@ class LocalNetwork:
     async def _shutdown(self, grace: float) -> None:
         """Stop listening, fail every live job with ``server_restarting``, close every socket
         with 1001 and wait (at most ``grace`` seconds) for connections to end."""
-        self._closing = self._jobs.closing = True
+        self._closing = True
+        self._jobs.stop_accepting()
         self._listen_scope.cancel()
         await self.runs.aclose(grace)
-        self._jobs.scheduler.closed = True
-        self._jobs.end_all("server_restarting", "server_restarting", RESTART_MESSAGE)
+        self._jobs.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
-        for conn in list(self._connections):
-            if not conn.websocket:
-                conn.scope.cancel()
+        self._connections.cancel_http()
         with trio.move_on_after(grace):
             await self.wait_until(lambda: not self._connections)

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypedDict, Unpack
 
 import trio
 
-from ._accounts import Accounts
+from ._accounts._accounts import Accounts
+from ._accounts._ledger import Amount
+from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
-from ._ledger import Amount
 from ._network import LocalNetwork
-from ._script import ScriptFunction
-from ._store import Store, TokenType
-from ._workers import SimulatedWorker, Worker
+from ._workers._base import Worker
+from ._workers._doubles import SimulatedWorker
+from ._workers._script import ScriptFunction
 
-__all__ = ["LocalNetworkOptions", "open_local_network", "serve_local_network"]
+__all__ = [
+    "LocalNetworkConfig",
+    "LocalNetworkOptions",
+    "open_local_network",
+    "serve_local_network",
+]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
@@ -29,7 +37,8 @@ LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class LocalNetworkOptions(TypedDict, total=False):
-    """The keyword arguments of :func:`open_local_network`, for :func:`serve_local_network`."""
+    """The keyword form of :class:`LocalNetworkConfig` (same names, all optional), as
+    :func:`open_local_network` and :func:`serve_local_network` accept it."""
 
     host: str
     port: int
@@ -62,6 +71,65 @@ class LocalNetworkOptions(TypedDict, total=False):
     record_limit: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class LocalNetworkConfig:
+    """Everything :func:`open_local_network` needs to start a network, in one immutable value.
+
+    Build one and reuse or vary it (``dataclasses.replace(config, port=8081)``); every field
+    has a default, so ``LocalNetworkConfig()`` is the default network. The keyword arguments
+    of :func:`open_local_network` are the same fields (:class:`LocalNetworkOptions`).
+
+    Listening: ``host``, ``port`` (0: a free port), ``listen`` (``False``: in-memory
+    connections only). Models and workers: ``models`` (names or :class:`ModelSpec`),
+    ``workers`` (a count of :class:`SimulatedWorker` test doubles, each with ``capacity``,
+    ``tokens_per_second`` and ``start_latency``, or a list of workers), ``script``,
+    ``rebind_grace``. Accounts and billing: ``api_key``, ``account``, ``pricing`` or the flat
+    ``price_per_million_tokens``, ``authenticator``, ``database``, ``testnet``, ``clock``,
+    ``access_token_ttl``, ``refresh_token_ttl``, ``nonce_ttl``, ``signup_balance``,
+    ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
+    ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``. Their meaning
+    is documented on :func:`open_local_network`.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    listen: bool = True
+    api_key: str | None = None
+    models: Sequence[str | ModelSpec] = (DEFAULT_MODEL,)
+    workers: int | Sequence[Worker] = 1
+    tokens_per_second: float | None = None
+    capacity: int = 1
+    start_latency: float = 0.0
+    script: ScriptFunction | None = None
+    rebind_grace: float = 30.0
+    account: Account | None = None
+    price_per_million_tokens: Decimal | str | int | None = None
+    pricing: Pricing | None = None
+    authenticator: Callable[[Mapping[str, str]], Account | None] | None = None
+    database: str | os.PathLike[str] = ":memory:"
+    testnet: bool = False
+    clock: Callable[[], float] = time.time
+    access_token_ttl: float = 3600.0
+    refresh_token_ttl: float = 30 * 24 * 3600.0
+    nonce_ttl: float = 300.0
+    signup_balance: Mapping[TokenType, Amount] | None = None
+    meter_default_account: bool = False
+    max_message_size: int = 16 * 1024 * 1024
+    max_body_size: int = 16 * 1024 * 1024
+    outbox_limit: int = 256
+    close_timeout: float = 2.0
+    shutdown_timeout: float = 5.0
+    record_limit: int = 10_000
+
+
+def _merged_config(
+    config: LocalNetworkConfig | None, options: LocalNetworkOptions
+) -> LocalNetworkConfig:
+    """``config`` (default: the default config) with ``options`` replacing its fields."""
+    base = config if config is not None else LocalNetworkConfig()
+    return dataclasses.replace(base, **options) if options else base
+
+
 def _model_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
     specs = [m if isinstance(m, ModelSpec) else ModelSpec(name=m) for m in models]
     names = [s.name for s in specs]
@@ -72,38 +140,15 @@ def _model_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
 
 @asynccontextmanager
 async def open_local_network(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    listen: bool = True,
-    api_key: str | None = None,
-    models: Sequence[str | ModelSpec] = (DEFAULT_MODEL,),
-    workers: int | Sequence[Worker] = 1,
-    tokens_per_second: float | None = None,
-    capacity: int = 1,
-    start_latency: float = 0.0,
-    script: ScriptFunction | None = None,
-    rebind_grace: float = 30.0,
-    account: Account | None = None,
-    price_per_million_tokens: Decimal | str | int | None = None,
-    pricing: Pricing | None = None,
-    authenticator: Callable[[Mapping[str, str]], Account | None] | None = None,
-    database: str | os.PathLike[str] = ":memory:",
-    testnet: bool = False,
-    clock: Callable[[], float] = time.time,
-    access_token_ttl: float = 3600.0,
-    refresh_token_ttl: float = 30 * 24 * 3600.0,
-    nonce_ttl: float = 300.0,
-    signup_balance: Mapping[TokenType, Amount] | None = None,
-    meter_default_account: bool = False,
-    max_message_size: int = 16 * 1024 * 1024,
-    max_body_size: int = 16 * 1024 * 1024,
-    outbox_limit: int = 256,
-    close_timeout: float = 2.0,
-    shutdown_timeout: float = 5.0,
-    record_limit: int = 10_000,
+    config: LocalNetworkConfig | None = None,
+    /,
+    **options: Unpack[LocalNetworkOptions],
 ) -> AsyncGenerator[LocalNetwork]:
     """Run a local Supernet (REST + WebSocket on one port) for the duration of the block.
+
+    Configure it with one :class:`LocalNetworkConfig`, with keyword arguments (its fields), or
+    both (the keywords replace the config's fields): ``open_local_network(config)``,
+    ``open_local_network(port=8080, workers=4)``.
 
     Entering binds ``host:port`` (loopback by default; ``port=0`` picks a free port) and starts
     serving before the block runs, so ``net.rest_url`` / ``net.socket_url`` work at once. With
@@ -140,31 +185,33 @@ async def open_local_network(
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
     """
-    if listen and host not in LOOPBACK_HOSTS:
-        logger.warning("localnet: listening on non-loopback host %s", host)
+    c = _merged_config(config, options)
+    if c.listen and c.host not in LOOPBACK_HOSTS:
+        logger.warning("localnet: listening on non-loopback host %s", c.host)
+    pricing = c.pricing
     if pricing is None:
         pricing = (
-            Pricing(usd_per_million_tokens=Decimal(price_per_million_tokens))
-            if price_per_million_tokens is not None
+            Pricing(usd_per_million_tokens=Decimal(c.price_per_million_tokens))
+            if c.price_per_million_tokens is not None
             else Pricing()
         )
-    account = account if account is not None else Account()
-    api_key = api_key if api_key is not None else secrets.token_urlsafe(24)
-    specs = _model_specs(models)
-    store = Store(database)
+    account = c.account if c.account is not None else Account()
+    api_key = c.api_key if c.api_key is not None else secrets.token_urlsafe(24)
+    specs = _model_specs(c.models)
+    store = Store(c.database)
     try:
         accounts = Accounts(
             store,
-            testnet=testnet,
-            clock=clock,
-            access_token_ttl=access_token_ttl,
-            refresh_token_ttl=refresh_token_ttl,
-            nonce_ttl=nonce_ttl,
-            signup_balance=signup_balance,
+            testnet=c.testnet,
+            clock=c.clock,
+            access_token_ttl=c.access_token_ttl,
+            refresh_token_ttl=c.refresh_token_ttl,
+            nonce_ttl=c.nonce_ttl,
+            signup_balance=c.signup_balance,
         )
         accounts.ensure_account(account)
         accounts.create_api_key(account.id, api_key)
-        if not meter_default_account:
+        if not c.meter_default_account:
             accounts.ledger.unmetered.add(account.id)
     except BaseException:
         store.close()
@@ -177,23 +224,23 @@ async def open_local_network(
                 account=account,
                 accounts=accounts,
                 pricing=pricing,
-                script=script,
-                rebind_grace=rebind_grace,
-                authenticator=authenticator,
-                max_message_size=max_message_size,
-                max_body_size=max_body_size,
-                outbox_limit=outbox_limit,
-                close_timeout=close_timeout,
-                record_limit=record_limit,
+                script=c.script,
+                rebind_grace=c.rebind_grace,
+                authenticator=c.authenticator,
+                max_message_size=c.max_message_size,
+                max_body_size=c.max_body_size,
+                outbox_limit=c.outbox_limit,
+                close_timeout=c.close_timeout,
+                record_limit=c.record_limit,
             ),
-            host=host,
-            port=port,
-            listen=listen,
-            workers=workers,
-            capacity=capacity,
-            tokens_per_second=tokens_per_second,
-            start_latency=start_latency,
-            shutdown_timeout=shutdown_timeout,
+            host=c.host,
+            port=c.port,
+            listen=c.listen,
+            workers=c.workers,
+            capacity=c.capacity,
+            tokens_per_second=c.tokens_per_second,
+            start_latency=c.start_latency,
+            shutdown_timeout=c.shutdown_timeout,
         ) as net:
             yield net
     finally:
@@ -242,17 +289,19 @@ async def _serve_network(
 
 
 async def serve_local_network(
+    config: LocalNetworkConfig | None = None,
+    /,
     *,
     task_status: trio.TaskStatus[LocalNetwork] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[LocalNetworkOptions],
 ) -> None:
     """Run a local network until cancelled: ``net = await nursery.start(serve_local_network)``.
 
-    Takes the keyword arguments of :func:`open_local_network` (use ``functools.partial`` with
-    ``nursery.start``) and reports the running :class:`LocalNetwork` through ``task_status`` once
+    Takes the config and keyword arguments of :func:`open_local_network` (use
+    ``functools.partial`` with ``nursery.start``) and reports the running :class:`LocalNetwork` through ``task_status`` once
     it accepts connections. Cancelling it shuts the network down as leaving
     :func:`open_local_network` does.
     """
-    async with open_local_network(**options) as net:
+    async with open_local_network(config, **options) as net:
         task_status.started(net)
         await trio.sleep_forever()

@@ -1,4 +1,7 @@
-"""What a local network remembers for tests to inspect: immutable records and statistics."""
+"""What a local network remembers for tests to inspect: immutable records and statistics.
+
+The job-level record, :class:`~._jobs.JobRecord`, lives with the jobs layer that writes it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ._scheduler import JobOutcome
-
 __all__ = [
     "REDACTED_HEADERS",
     "HTTPRequestRecord",
     "HandshakeRecord",
-    "JobRecord",
     "NetworkStatistics",
     "RejectedFrame",
     "redact",
@@ -53,17 +53,6 @@ class HandshakeRecord:
     headers: Mapping[str, str] = field(repr=False)
     outcome: Literal["accepted", "rejected"]
     close_code: int | None = None
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One LLM job that has ended, and how."""
-
-    job_id: str
-    app_id: str
-    model: str
-    outcome: JobOutcome
-    worker_name: str | None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import trio
 
-from ..protocol import (
+from ...protocol import (
     ChatCompletionChunk,
     JobState,
     LLMJobError,
@@ -29,14 +29,14 @@ from ..protocol import (
     SwarmLLMModels,
     encode_server_message,
 )
-from ._config import Account, ModelSpec, Pricing
-from ._ledger import InsufficientBalance, Ledger
+from .._accounts._ledger import InsufficientBalance, Ledger
+from .._config import Account, ModelSpec, Pricing
+from .._server import OutDrop, OutEncoded, OutFrame, WebSocketDriver
+from .._workers._base import JobContext, Worker
+from .._workers._script import ScriptFunction, count_prompt_tokens
 from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
-from ._script import ScriptFunction, count_prompt_tokens
 from ._session import Session
-from ._workers import JobContext, Worker
-from ._ws import OutDrop, OutEncoded, OutFrame, WebSocketDriver
 
 __all__ = [
     "INTERNAL_APP_ID",
@@ -150,8 +150,9 @@ class JobManager:
         self.scheduler = Scheduler()
         self.jobs: dict[str, Job] = {}
         self.apps: dict[str, _App] = {}
-        self.nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
         self.closing = False
+        """Set by :meth:`stop_accepting`: new jobs are refused with ``server_restarting``."""
         self._changes = changes
         self._errors = errors
         self._seq = 0
@@ -226,9 +227,9 @@ class JobManager:
         elif self.rebind_grace <= 0:
             for job in list(app.jobs.values()):
                 self.end_job(job, "expired", None)
-        elif self.nursery is not None:
+        elif self._nursery is not None:
             app.grace = trio.CancelScope()
-            self.nursery.start_soon(self._grace_timer, app, app.grace)
+            self._nursery.start_soon(self._grace_timer, app, app.grace)
 
     async def _grace_timer(self, app: _App, scope: trio.CancelScope) -> None:
         with scope:
@@ -257,8 +258,8 @@ class JobManager:
         if isinstance(admitted, LLMJobError):
             return admitted
         self.apps[sock.app_id].jobs[admitted.key] = admitted
-        assert self.nursery is not None
-        self.nursery.start_soon(self._run_job, admitted)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_job, admitted)
         return None
 
     def _admit(
@@ -332,8 +333,8 @@ class JobManager:
             return admitted
         assert isinstance(admitted, InternalJob)
         admitted.on_message = on_message
-        assert self.nursery is not None
-        self.nursery.start_soon(self._run_job, admitted)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_job, admitted)
         try:
             await admitted.finished.wait()
         finally:
@@ -368,6 +369,23 @@ class JobManager:
         job.end(outcome, silence=True)
         self.scheduler.discard(job)
         self._forget(job)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Job tasks and rebind-grace timers go to ``nursery`` from now on."""
+        self._nursery = nursery
+
+    def stop_accepting(self) -> None:
+        """The first step of a shutdown: refuse new jobs from now on (live ones go on)."""
+        self.closing = True
+
+    def close(self) -> None:
+        """The last step of a shutdown: refuse new jobs, stop the scheduler assigning work, and
+        end every live job with ``server_restarting`` (its hold released, i.e. refunded)."""
+        self.closing = True
+        self.scheduler.closed = True
+        self.end_all("server_restarting", "server_restarting", RESTART_MESSAGE)
 
     def end_all(self, outcome: JobOutcome, error: str, message: str) -> None:
         """End every live job with ``llmJobError {error, error_message: message}``."""

@@ -2,7 +2,7 @@
 
 Every success is ``{"status": "success", "data": ...}``; every failure is the error envelope
 ``{"status": "error", "message", "errorCode"}`` with the HTTP status of the
-:class:`~trio_sogni.localnet._accounts.AccountError` (400 malformed body, 401 invalid or expired
+:class:`~trio_sogni.localnet._accounts._accounts.AccountError` (400 malformed body, 401 invalid or expired
 credentials, 404 unknown account, 409 taken username or wallet).
 
 * ``POST /v1/account/nonce`` ``{walletAddress}`` → ``{nonce}``
@@ -16,21 +16,33 @@ credentials, 404 unknown account, 409 taken username or wallet).
 * ``POST /v1/account/logout`` (credentials) → revokes every refresh token of the account
 * ``GET /v4/account/balance`` (credentials) → ``{sogni: {settled, credit, debit, net}, spark:
   {...}}``
+
+:func:`profile_routes` adds the read-only profile endpoints the SDKs call (credentials needed,
+401 otherwise):
+
+* ``GET /v1/account/me`` → ``{status: "success", data: {username, currentEmail, walletAddress}}``
+* ``GET /v1/subscriptions/status`` → ``{status: "success", data: {subscription: {active:
+  false, ...}}}``
+* ``GET /api/v1/artist/projects/sync`` → ``{activeProjects: [], unclaimedCompletedProjects:
+  []}`` (the official SDKs' media recovery call; localnet has no media jobs yet, so a future
+  ``_media`` package would own this route)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import msgspec
 
+from .._config import Account
+from .._server import Handler, HTTPRequest, HTTPResponse, Router, error_response, json_response
 from ._accounts import AccountError, Accounts, TokenPair
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, error_response, json_response
-from ._rest import Handler, Router
 
-__all__ = ["AccountRoutes"]
+__all__ = ["Authenticator", "account_routes", "profile_routes"]
+
+Authenticator: TypeAlias = Callable[[Mapping[str, str]], Account | None]
+"""Maps request headers (lower-case names) to an account, or ``None`` without valid credentials."""
 
 _OPTIONAL_STRINGS = ("appSource", "referralCode", "turnstileToken")
 
@@ -72,38 +84,40 @@ def _endpoint(handle: Callable[[HTTPRequest], HTTPResponse]) -> Handler:
     return handler
 
 
-class AccountRoutes:
-    """Registers the account endpoints on a :class:`Router`.
+def account_routes(accounts: Accounts, authenticate: Authenticator) -> Router:
+    """A router with the account endpoints (see the module docstring).
 
     ``authenticate`` maps headers to an :class:`Account` (the network's, so an
     ``authenticator=`` override applies here too); ``accounts`` does the work.
     """
+    endpoints = _AccountEndpoints(accounts, authenticate)
+    router = Router()
+    router.add("POST", "/v1/account/nonce", _endpoint(endpoints.nonce))
+    router.add("POST", "/v1/account/login", _endpoint(endpoints.login))
+    router.add("POST", "/v1/account/create", _endpoint(endpoints.create))
+    router.add("POST", "/v1/account/refresh-token", _endpoint(endpoints.refresh))
+    router.add("POST", "/v1/account/logout", _endpoint(endpoints.logout))
+    router.add("GET", "/v4/account/balance", _endpoint(endpoints.balance))
+    return router
 
-    def __init__(
-        self,
-        router: Router,
-        accounts: Accounts,
-        authenticate: Callable[[Mapping[str, str]], Account | None],
-    ) -> None:
+
+class _AccountEndpoints:
+    """The synchronous account handlers; :class:`AccountError` becomes the error envelope."""
+
+    def __init__(self, accounts: Accounts, authenticate: Authenticator) -> None:
         self._accounts = accounts
         self._authenticate = authenticate
-        router.add("POST", "/v1/account/nonce", _endpoint(self._nonce))
-        router.add("POST", "/v1/account/login", _endpoint(self._login))
-        router.add("POST", "/v1/account/create", _endpoint(self._create))
-        router.add("POST", "/v1/account/refresh-token", _endpoint(self._refresh))
-        router.add("POST", "/v1/account/logout", _endpoint(self._logout))
-        router.add("GET", "/v4/account/balance", _endpoint(self._balance))
 
-    def _nonce(self, request: HTTPRequest) -> HTTPResponse:
+    def nonce(self, request: HTTPRequest) -> HTTPResponse:
         body = _body(request)
         return _success({"nonce": self._accounts.issue_nonce(body.get("walletAddress"))})
 
-    def _login(self, request: HTTPRequest) -> HTTPResponse:
+    def login(self, request: HTTPRequest) -> HTTPResponse:
         body = _body(request)
         record, pair = self._accounts.login(body.get("walletAddress"), body.get("signature"))
         return _tokens(pair, username=record.username)
 
-    def _create(self, request: HTTPRequest) -> HTTPResponse:
+    def create(self, request: HTTPRequest) -> HTTPResponse:
         body = _body(request)
         _record, pair = self._accounts.signup(
             appid=body.get("appid"),
@@ -115,7 +129,7 @@ class AccountRoutes:
         )
         return _tokens(pair)
 
-    def _refresh(self, request: HTTPRequest) -> HTTPResponse:
+    def refresh(self, request: HTTPRequest) -> HTTPResponse:
         token = _body(request).get("refreshToken")
         if not isinstance(token, str):
             raise AccountError(400, "refreshToken must be a string")
@@ -127,7 +141,7 @@ class AccountRoutes:
             raise AccountError(401, "Invalid or missing credentials")
         return account
 
-    def _logout(self, request: HTTPRequest) -> HTTPResponse:
+    def logout(self, request: HTTPRequest) -> HTTPResponse:
         account = self._account(request)
         try:
             self._accounts.revoke_refresh_tokens(account.id)
@@ -135,7 +149,7 @@ class AccountRoutes:
             pass
         return json_response(200, {"status": "success"})
 
-    def _balance(self, request: HTTPRequest) -> HTTPResponse:
+    def balance(self, request: HTTPRequest) -> HTTPResponse:
         account = self._account(request)
         balances = self._accounts.ledger.balances(account.id) or account.balances()
         return _success(
@@ -149,3 +163,50 @@ class AccountRoutes:
                 for name, b in balances.items()
             }
         )
+
+
+def profile_routes(authenticate: Authenticator) -> Router:
+    """A router with the profile endpoints (see the module docstring); every one answers 401 in
+    the error envelope unless ``authenticate`` accepts the request's headers."""
+
+    def authenticated(answer: Callable[[Account], HTTPResponse]) -> Handler:
+        async def handler(request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
+            account = authenticate(request.headers)
+            if account is None:
+                return error_response(401, "Invalid or missing credentials")
+            return answer(account)
+
+        return handler
+
+    def me(account: Account) -> HTTPResponse:
+        return json_response(
+            200,
+            {
+                "status": "success",
+                "data": {
+                    "id": account.id,
+                    "username": account.username,
+                    "currentEmail": account.email,
+                    "walletAddress": account.wallet_address,
+                    "emailVerified": True,
+                },
+            },
+        )
+
+    def subscription_status(account: Account) -> HTTPResponse:
+        return json_response(
+            200,
+            {
+                "status": "success",
+                "data": {"subscription": {"active": False, "status": "none", "subscription": None}},
+            },
+        )
+
+    def projects_sync(account: Account) -> HTTPResponse:
+        return json_response(200, {"activeProjects": [], "unclaimedCompletedProjects": []})
+
+    router = Router()
+    router.add("GET", "/v1/account/me", authenticated(me))
+    router.add("GET", "/v1/subscriptions/status", authenticated(subscription_status))
+    router.add("GET", "/api/v1/artist/projects/sync", authenticated(projects_sync))
+    return router

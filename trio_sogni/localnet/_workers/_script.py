@@ -20,7 +20,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-from ..protocol import (
+from ...protocol import (
     ChatMessage,
     FunctionCall,
     FunctionCallDelta,
@@ -31,7 +31,7 @@ from ..protocol import (
     ToolCall as WireToolCall,
     ToolCallDelta,
 )
-from ._jsonschema import example
+from .._jsonschema import example
 
 __all__ = [
     "Action",

@@ -168,7 +168,7 @@ class Store:
     @property
     def connection(self) -> sqlite3.Connection:
         """The open connection (autocommit mode), for sibling tables kept in the same database
-        (e.g. durable chat runs, see :mod:`trio_sogni.localnet._runs_store`)."""
+        (e.g. durable chat runs, see :mod:`trio_sogni.localnet._runs._store`)."""
         return self._db
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..protocol._eip712 import TypedDataKind, eip712_message
+from ...protocol._eip712 import TypedDataKind, eip712_message
 
 __all__ = [
     "PBKDF2_ITERATIONS",

@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from ..protocol import (
+from ...protocol import (
     ChatMessage,
     FunctionCallDelta,
     LLMJobRequest,
@@ -38,8 +38,8 @@ from ..protocol import (
     ToolCallDelta,
     ToolChoiceFunction,
 )
-from ._config import ModelSpec
-from ._workers import JobContext
+from .._config import ModelSpec
+from ._base import JobContext
 
 __all__ = [
     "DEFAULT_LLAMA_MODEL",

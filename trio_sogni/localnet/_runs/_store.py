@@ -1,6 +1,6 @@
 """Durable chat runs in SQLite: run records and their event logs, beside the account tables.
 
-Two tables live in the same database as the accounts (:class:`~trio_sogni.localnet._store.Store`
+Two tables live in the same database as the accounts (:class:`~trio_sogni.localnet._accounts._store.Store`
 owns the connection):
 
 * ``chat_runs``: one row per run — its owner account, the optional idempotency key (unique per
@@ -8,7 +8,7 @@ owns the connection):
   ``events``, as JSON) and the executor's checkpoint (JSON, never shown to clients);
 * ``chat_run_events``: the event log, ``PRIMARY KEY (run_id, sequence)``.
 
-Like the account store this is synchronous on purpose (see :mod:`._store`): each call is one
+Like the account store this is synchronous on purpose (see :mod:`trio_sogni.localnet._accounts._store`): each call is one
 short transaction of primary-key reads or a few row writes, which SQLite answers in well under a
 millisecond; staying on the Trio thread makes every append atomic with respect to other tasks
 and to cancellation (there is no checkpoint inside a write, so a shutdown can never leave an
@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import msgspec
 
-from ._store import immediate_transaction
+from .._accounts._store import immediate_transaction
 
-__all__ = ["RunRow", "RunStore", "StoredEvent"]
+__all__ = ["RunCheckpoint", "RunRow", "RunStore", "StoredEvent"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS chat_runs (
@@ -70,6 +70,24 @@ class StoredEvent:
     payload: dict[str, Any]
 
 
+class RunCheckpoint(msgspec.Struct, kw_only=True, rename="camel"):
+    """Where a run's executor is: the LLM ``round`` reached, the ``conversation`` the next
+    round sends, the tool calls still ``pending`` (in order), the calls whose cost was
+    ``confirmed``, how many tool calls failed, the last billing preview's version, and the
+    idempotency keys already used for cost confirmations."""
+
+    round: int = 0
+    conversation: list[dict[str, Any]] = msgspec.field(default_factory=list[dict[str, Any]])
+    pending: list[dict[str, Any]] = msgspec.field(default_factory=list[dict[str, Any]])
+    confirmed: list[str] = msgspec.field(default_factory=list[str])
+    failed_tools: int = 0
+    preview_version: int = 0
+    confirm_keys: list[str] = msgspec.field(default_factory=list[str])
+
+
+_decode_checkpoint: Final = msgspec.json.Decoder(RunCheckpoint)
+
+
 @dataclass(frozen=True, slots=True)
 class RunRow:
     """A stored run: who owns it, its status, record, checkpoint and next event sequence."""
@@ -79,7 +97,7 @@ class RunRow:
     idempotency_key: str | None
     status: str
     record: dict[str, Any]
-    checkpoint: dict[str, Any]
+    checkpoint: RunCheckpoint
     next_sequence: int
 
 
@@ -144,7 +162,7 @@ class RunStore:
         event: StoredEvent,
         *,
         record: dict[str, Any] | None,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: RunCheckpoint | None,
     ) -> None:
         """Add ``event`` and, in the same transaction, set the run's status to the event's and
         its next sequence past it, and replace the record and checkpoint when given."""
@@ -209,6 +227,6 @@ def _row(row: tuple[Any, ...]) -> RunRow:
         idempotency_key=row[2],
         status=row[3],
         record=_decode_object.decode(row[4]),
-        checkpoint=_decode_object.decode(row[5]),
+        checkpoint=_decode_checkpoint.decode(row[5]),
         next_sequence=row[6],
     )

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ._config import ModelPrice, Pricing
+from .._config import ModelPrice, Pricing
 
 __all__ = ["load_prices", "parse_prices"]
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Literal
 
 import trio
 
-from ..protocol import LLMJobRequest
+from ...protocol import LLMJobRequest
 
 if TYPE_CHECKING:
-    from ._ledger import Hold
-    from ._workers import Worker
+    from .._accounts._ledger import Hold
+    from .._workers._base import Worker
 
 __all__ = ["Job", "JobOutcome", "Scheduler", "WorkerSlot"]
 

@@ -52,20 +52,18 @@ from typing import Any, Final
 
 import msgspec
 
-from ..protocol import (
-    ChatCompletionChunk,
+from ...protocol import (
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
-    ServerMessage,
 )
+from .._config import Account
+from .._jobs._collector import ChunkCollector
+from .._jobs._manager import JobManager
+from .._server import HTTPRequest, HTTPResponse, Router, json_response
 from ._composition import composition_tool
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, json_response
-from ._jobs import JobManager
-from ._rest import Router
 
-__all__ = ["HostedRoutes", "openai_error"]
+__all__ = ["hosted_routes", "openai_error"]
 
 COMPLETIONS_PATH: Final = "/v1/chat/completions"
 TOOLS_PATH: Final = "/v1/creative-agent/tools/execute"
@@ -237,50 +235,21 @@ def completion_request(
         return f"Invalid request: {message}"
 
 
-class _Collector:
-    """Accumulates a job's chunks into one assistant message."""
-
-    def __init__(self) -> None:
-        self.content: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason: str | None = None
-
-    async def on_message(self, message: ServerMessage) -> None:
-        if not isinstance(message, ChatCompletionChunk):
-            return
-        if message.content:
-            self.content.append(message.content)
-        for delta in message.tool_calls or ():
-            entry = self.tool_calls.setdefault(
-                delta.index,
-                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            if delta.id:
-                entry["id"] = delta.id
-            if delta.function is not None:
-                if delta.function.name:
-                    entry["function"]["name"] = delta.function.name
-                entry["function"]["arguments"] += delta.function.arguments or ""
-        if message.finish_reason is not None:
-            self.finish_reason = message.finish_reason
-
-    def message(self) -> dict[str, Any]:
-        text = "".join(self.content)
-        out: dict[str, Any] = {
-            "role": "assistant",
-            "content": text if text or not self.tool_calls else None,
-        }
-        if self.tool_calls:
-            out["tool_calls"] = [call for _, call in sorted(self.tool_calls.items())]
-        return out
+def hosted_routes(
+    *,
+    jobs: JobManager,
+    authenticate: Callable[[Mapping[str, str]], Account | None],
+    clock: Callable[[], float],
+) -> Router:
+    """A router with the hosted completion and composition-tool routes."""
+    return _HostedEndpoints(jobs=jobs, authenticate=authenticate, clock=clock).routes()
 
 
-class HostedRoutes:
-    """Registers the hosted completion and tool routes on ``router``."""
+class _HostedEndpoints:
+    """The hosted completion and tool endpoints."""
 
     def __init__(
         self,
-        router: Router,
         *,
         jobs: JobManager,
         authenticate: Callable[[Mapping[str, str]], Account | None],
@@ -289,13 +258,18 @@ class HostedRoutes:
         self._jobs = jobs
         self._authenticate = authenticate
         self._clock = clock
+
+    def routes(self) -> Router:
+        """A new router with these endpoints."""
+        router = Router()
         router.add("POST", COMPLETIONS_PATH, self._completions)
         router.add("POST", TOOLS_PATH, self._execute_tool)
+        return router
 
     async def _run(
         self, request: LLMJobRequest, account: Account
-    ) -> tuple[LLMJobResult | LLMJobError, _Collector]:
-        collector = _Collector()
+    ) -> tuple[LLMJobResult | LLMJobError, ChunkCollector]:
+        collector = ChunkCollector()
         final = await self._jobs.run_internal(
             request, account_id=account.id, on_message=collector.on_message
         )

@@ -18,8 +18,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import TypeAlias
 
-from ..protocol import Balance
-from ._config import format_decimal
+from ...protocol import Balance
+from .._config import format_decimal
 from ._store import TOKEN_TYPES, Store, TokenType
 
 __all__ = ["Amount", "Hold", "InsufficientBalance", "Ledger", "to_amount"]

@@ -24,11 +24,10 @@ from typing import Final
 
 import msgspec
 
-from ._config import Account, ModelSpec, Pricing, format_decimal
-from ._http import HTTPRequest, HTTPResponse, error_response
-from ._rest import Router
+from .._config import Account, ModelSpec, Pricing, format_decimal
+from .._server import HTTPRequest, HTTPResponse, Router, error_response
 
-__all__ = ["ESTIMATE_PATH", "EstimateRoutes"]
+__all__ = ["ESTIMATE_PATH", "estimate_routes"]
 
 ESTIMATE_PATH: Final = (
     "/api/v1/job-llm/estimate/{tokenType}/{model}/{inputTokens}/{maxOutputTokens}"
@@ -48,13 +47,26 @@ def _count(text: str) -> int | None:
     return int(text)
 
 
-class EstimateRoutes:
-    """Registers the estimate route on ``router``; reads prices and models live from the
+def estimate_routes(
+    *,
+    authenticate: Callable[[Mapping[str, str]], Account | None],
+    pricing: Callable[[], Pricing],
+    models: Callable[[], Mapping[str, ModelSpec]],
+    clock: Callable[[], float],
+) -> Router:
+    """A router with the cost-estimate route; prices and models are read live from the callables
+    (so a network's later changes apply)."""
+    return _EstimateEndpoints(
+        authenticate=authenticate, pricing=pricing, models=models, clock=clock
+    ).routes()
+
+
+class _EstimateEndpoints:
+    """The estimate endpoint; reads prices and models live from the
     callables (so a network's later changes apply)."""
 
     def __init__(
         self,
-        router: Router,
         *,
         authenticate: Callable[[Mapping[str, str]], Account | None],
         pricing: Callable[[], Pricing],
@@ -65,7 +77,12 @@ class EstimateRoutes:
         self._pricing = pricing
         self._models = models
         self._clock = clock
+
+    def routes(self) -> Router:
+        """A new router with these endpoints."""
+        router = Router()
         router.add("GET", ESTIMATE_PATH, self._estimate)
+        return router
 
     async def _estimate(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
         if self._authenticate(request.headers) is None:

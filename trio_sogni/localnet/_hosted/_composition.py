@@ -13,7 +13,7 @@ A tool call becomes one LLM job: a system message with the tool's ``baseDescript
 parameter docs and the instruction to answer with one JSON object matching the result schema; a
 user message with the arguments as JSON; and ``response_format: {type: "json_schema",
 json_schema: {name: "<tool>_result", schema: <result schema>, strict: true}}``. The job's output
-is then parsed and validated against the result schema (:mod:`._jsonschema`).
+is then parsed and validated against the result schema (:mod:`trio_sogni.localnet._jsonschema`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-from ..protocol import ChatMessage, JSONSchemaFormat, ResponseFormatJSONSchema
-from ._jsonschema import check_schema, validate
+from ...protocol import ChatMessage, JSONSchemaFormat, ResponseFormatJSONSchema
+from .._jsonschema import check_schema, validate
 
 __all__ = ["COMPOSITION_TOOLS", "CompositionTool", "composition_tool"]
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from ..protocol import (
+from ...protocol import (
     AbortJob,
     ChangeNetwork,
     LLMJobError,

@@ -15,155 +15,38 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import Final
 
 import trio
-from wsproto import WSConnection
+from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
+    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Ping,
     TextMessage,
 )
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-if TYPE_CHECKING:
-    from ._scheduler import Job
+from ._frames import (
+    WRITE_BATCH_BYTES,
+    Outbox,
+    OutClose,
+    OutDrop,
+    OutEncoded,
+    OutFrame,
+    encode_frame,
+)
+from ._http import HTTPRequest, HTTPResponse, error_response
 
-__all__ = [
-    "OutClose",
-    "OutDrop",
-    "OutEncoded",
-    "OutFrame",
-    "OutItem",
-    "Outbox",
-    "WebSocketDriver",
-    "encode_frame",
-]
+__all__ = ["WebSocketDriver", "accept_websocket"]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
 RECEIVE_SIZE: Final = 65_536
-WRITE_BATCH_BYTES: Final = 262_144
-"""The writer flushes once this many bytes of frames are pending (and whenever the outbox is
-empty)."""
-
-
-def encode_frame(payload: bytes | str) -> bytes:
-    """One complete server-to-client WebSocket data frame (RFC 6455 §5.2): FIN set, unmasked,
-    opcode text for ``str`` and binary for ``bytes``."""
-    if isinstance(payload, str):
-        data, opcode = payload.encode(), 0x81
-    else:
-        data, opcode = payload, 0x82
-    n = len(data)
-    if n < 126:
-        header = bytes((opcode, n))
-    elif n < 65_536:
-        header = struct.pack("!BBH", opcode, 126, n)
-    else:
-        header = struct.pack("!BBQ", opcode, 127, n)
-    return header + data
-
-
-@dataclass(frozen=True, eq=False)
-class OutFrame:
-    """One message for the client: ``bytes`` go as a binary message, ``str`` as a text message.
-
-    A frame tied to a ``job`` is skipped if that job has been silenced (aborted) meanwhile.
-    """
-
-    payload: bytes | str
-    job: Job | None = None
-
-
-@dataclass(frozen=True)
-class OutClose:
-    """Send a close frame (after everything queued before it), then wait for the reply."""
-
-    code: int
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class OutDrop:
-    """Drop the TCP connection without a close frame (after everything queued before it)."""
-
-    reset: bool = False
-
-
-@dataclass(frozen=True, eq=False)
-class OutEncoded:
-    """Complete WebSocket data frames, already encoded (:func:`encode_frame`), written as they are.
-
-    Skipped, like :class:`OutFrame`, if its ``job`` has been silenced meanwhile.
-    """
-
-    data: bytes
-    job: Job | None = None
-
-
-OutItem: TypeAlias = OutFrame | OutEncoded | OutClose | OutDrop
-
-
-class Outbox:
-    """The outgoing FIFO of one socket.
-
-    :meth:`put` waits while ``limit`` items are queued (backpressure for job output) and is always
-    a checkpoint; :meth:`put_nowait` never waits (control messages). Both return ``False`` and drop
-    the item once the outbox is closed.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._items: deque[OutItem] = deque()
-        self._limit = limit
-        self._closed = False
-        self._readers = trio.lowlevel.ParkingLot()
-        self._writers = trio.lowlevel.ParkingLot()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def put_nowait(self, item: OutItem) -> bool:
-        if self._closed:
-            return False
-        self._items.append(item)
-        self._readers.unpark_all()
-        return True
-
-    async def put(self, item: OutItem) -> bool:
-        await trio.lowlevel.checkpoint()
-        while not self._closed and len(self._items) >= self._limit:
-            await self._writers.park()
-        return self.put_nowait(item)
-
-    async def get_all(self) -> list[OutItem]:
-        """Every queued item (at least one), or ``[]`` once closed. A checkpoint only when it has
-        to wait. Wakes as many blocked :meth:`put` callers as items were taken."""
-        while not self._items:
-            if self._closed:
-                return []
-            await self._readers.park()
-        items = list(self._items)
-        self._items.clear()
-        self._writers.unpark(count=len(items))
-        return items
-
-    def close(self) -> None:
-        """Refuse further items, discard queued ones and wake everyone."""
-        self._closed = True
-        self._items.clear()
-        self._readers.unpark_all()
-        self._writers.unpark_all()
 
 
 def _reset_on_close(stream: trio.abc.Stream) -> None:
@@ -356,3 +239,39 @@ class WebSocketDriver:
                 if reset:
                     _reset_on_close(self.stream)
         await trio.aclose_forcefully(self.stream)
+
+
+async def accept_websocket(
+    stream: trio.abc.Stream,
+    request: HTTPRequest,
+    trailing: bytes,
+    *,
+    max_message_size: int,
+    outbox_limit: int,
+    close_timeout: float,
+) -> WebSocketDriver | HTTPResponse:
+    """Complete the WebSocket upgrade that ``request`` asks for on ``stream``.
+
+    On success the ``101 Switching Protocols`` response is already sent, ``trailing`` (bytes the
+    client sent after its request) is fed to the connection, and the returned driver is ready to
+    :meth:`~WebSocketDriver.run`. A malformed handshake returns a 400 response instead (nothing
+    was sent).
+    """
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.initiate_upgrade_connection(list(request.raw_headers), request.target)
+        for _event in ws.events():
+            pass
+        accept = ws.send(AcceptConnection())
+    except RemoteProtocolError as exc:
+        return error_response(400, f"Bad WebSocket handshake: {exc}")
+    await stream.send_all(accept)
+    if trailing:
+        ws.receive_data(trailing)
+    return WebSocketDriver(
+        stream,
+        ws,
+        max_message_size=max_message_size,
+        outbox_limit=outbox_limit,
+        close_timeout=close_timeout,
+    )

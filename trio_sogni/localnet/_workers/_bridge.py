@@ -18,13 +18,13 @@ import httpx
 import msgspec
 from typing_extensions import override
 
-from ..protocol import (
+from ...protocol import (
     SAMPLING_FIELDS,
     FunctionCallDelta,
     LLMJobRequest,
     ToolCallDelta,
 )
-from ._workers import JobContext, _WorkerIdentity  # pyright: ignore[reportPrivateUsage]
+from ._base import JobContext, WorkerIdentity
 
 __all__ = [
     "OpenAIBridgeWorker",
@@ -168,7 +168,7 @@ def chunk_deltas(raw: object) -> list[ToolCallDelta]:
     return deltas
 
 
-class OpenAIBridgeWorker(_WorkerIdentity):
+class OpenAIBridgeWorker(WorkerIdentity):
     """A worker that forwards jobs to an OpenAI-compatible server (REAL inference).
 
     Args:

@@ -15,12 +15,12 @@ from typing import Any, cast
 
 import msgspec
 
-from ._config import Account
-from ._http import HTTPRequest, HTTPResponse, json_response
-from ._rest import Router
-from ._runs import RunError, RunManager
+from .._config import Account
+from .._server import HTTPRequest, HTTPResponse, Router, json_response
+from ._manager import RunManager
+from ._state import RunError
 
-__all__ = ["RunRoutes"]
+__all__ = ["run_routes"]
 
 
 def _error(status: int, code: str, message: str) -> HTTPResponse:
@@ -66,8 +66,15 @@ def _idempotency_key(request: HTTPRequest) -> str | None:
     return key
 
 
-class RunRoutes:
-    """Registers on ``router``:
+def run_routes(
+    runs: RunManager, authenticate: Callable[[Mapping[str, str]], Account | None]
+) -> Router:
+    """A router with the durable-run routes (see :class:`_RunEndpoints`)."""
+    return _RunEndpoints(runs, authenticate).routes()
+
+
+class _RunEndpoints:
+    """The durable-run endpoints (:meth:`routes`):
 
     * ``POST /v1/chat/runs`` — create (202 ``{run}``; 200 ``{run, idempotent: true}`` for an
       ``Idempotency-Key`` this owner already used);
@@ -82,17 +89,21 @@ class RunRoutes:
 
     def __init__(
         self,
-        router: Router,
         runs: RunManager,
         authenticate: Callable[[Mapping[str, str]], Account | None],
     ) -> None:
         self._runs = runs
         self._authenticate = authenticate
+
+    def routes(self) -> Router:
+        """A new router with these endpoints."""
+        router = Router()
         router.add("POST", "/v1/chat/runs", self._create)
         router.add("GET", "/v1/chat/runs/{runId}", self._get)
         router.add("POST", "/v1/chat/runs/{runId}/cancel", self._cancel)
         router.add("POST", "/v1/chat/runs/{runId}/confirm-cost", self._confirm)
         router.add("GET", "/v1/chat/runs/{runId}/events/stream", self._stream)
+        return router
 
     def _account(self, request: HTTPRequest) -> Account:
         account = self._authenticate(request.headers)

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from ..protocol._eip712 import TypedDataKind
-from ._config import Account, format_decimal
+from ...protocol._eip712 import TypedDataKind
+from .._config import Account, format_decimal
 from ._jwt import InvalidToken, decode_jwt, encode_jwt
 from ._ledger import Amount, Ledger, to_amount
 from ._store import TOKEN_TYPES, AccountRecord, DuplicateAccount, Store, TokenType
@@ -140,7 +140,7 @@ def _balances(balance: Mapping[TokenType, Amount] | Amount | None) -> dict[Token
 class Accounts:
     """The account service of one network: store, ledger, nonces and tokens.
 
-    Everything is synchronous (see :mod:`trio_sogni.localnet._store` for why). ``clock`` returns
+    Everything is synchronous (see :mod:`trio_sogni.localnet._accounts._store` for why). ``clock`` returns
     wall-clock seconds (default :func:`time.time`); assign another to move token time in tests.
     """
 

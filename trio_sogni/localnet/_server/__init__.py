@@ -1,0 +1,68 @@
+"""The server layer: HTTP/1.1 and WebSocket I/O, frame encoding and the REST router.
+
+Bottom of localnet's layers. It imports the stdlib, trio, h11, wsproto, msgspec and
+:mod:`trio_sogni._groups` only, never a domain package (``_workers``, ``_jobs``, ``_accounts``,
+``_hosted``, ``_runs``) nor :mod:`trio_sogni.protocol` (tests/localnet/test_localnet_imports.py).
+What it needs of a job (whether its output is still wanted) it reads through
+:class:`Silenceable`.
+
+* ``_http``: the h11 connection loop (:func:`serve_http`), :class:`HTTPRequest`,
+  :class:`HTTPResponse` and the error envelope;
+* ``_frames``: :func:`encode_frame` and the per-socket :class:`Outbox` with its items;
+* ``_ws``: :func:`accept_websocket` and the :class:`WebSocketDriver` (reader and writer loops);
+* ``_connections``: :class:`Connections`, the served connections (one HTTP loop per stream,
+  TCP_NODELAY, cancel plain HTTP ones on shutdown);
+* ``_rest``: :class:`Router` (features contribute routers, combined with
+  :meth:`Router.include`) and :class:`RestAPI`.
+"""
+
+from ._connections import (
+    Connection as Connection,
+    Connections as Connections,
+    UpgradeHandler as UpgradeHandler,
+)
+from ._frames import (
+    Outbox as Outbox,
+    OutClose as OutClose,
+    OutDrop as OutDrop,
+    OutEncoded as OutEncoded,
+    OutFrame as OutFrame,
+    OutItem as OutItem,
+    Silenceable as Silenceable,
+    encode_frame as encode_frame,
+)
+from ._http import (
+    AbortConnection as AbortConnection,
+    HTTPRequest as HTTPRequest,
+    HTTPResponse as HTTPResponse,
+    error_response as error_response,
+    json_response as json_response,
+    serve_http as serve_http,
+)
+from ._rest import Handler as Handler, RestAPI as RestAPI, Router as Router
+from ._ws import WebSocketDriver as WebSocketDriver, accept_websocket as accept_websocket
+
+__all__ = [
+    "AbortConnection",
+    "Connection",
+    "Connections",
+    "HTTPRequest",
+    "HTTPResponse",
+    "Handler",
+    "OutClose",
+    "OutDrop",
+    "OutEncoded",
+    "OutFrame",
+    "OutItem",
+    "Outbox",
+    "RestAPI",
+    "Router",
+    "Silenceable",
+    "UpgradeHandler",
+    "WebSocketDriver",
+    "accept_websocket",
+    "encode_frame",
+    "error_response",
+    "json_response",
+    "serve_http",
+]
