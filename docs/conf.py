@@ -15,6 +15,7 @@ import typing
 from typing import Any
 
 from sphinx.pycode import ModuleAnalyzer
+from sphinx.util.typing import stringify_annotation
 
 import trio_sogni
 
@@ -30,6 +31,8 @@ exclude_patterns = ["_build", "benchmarks.json"]
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Every documented member. (With ``"members": True`` here, Sphinx ignores a directive's own
+# ``:members: a, b`` list; select with ``:exclude-members:`` or ``:no-members:`` instead.)
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 suppress_warnings = ["myst.xref_missing"]
@@ -105,14 +108,23 @@ def _public_objects() -> list[tuple[Any, str]]:
     return found
 
 
+def _evaluate(annotation: object, module_name: str) -> object:
+    """``annotation`` (a string, or a type holding forward references) evaluated in a module."""
+    holder = type("Holder", (), {"__module__": module_name, "__annotations__": {"a": annotation}})
+    return typing.get_type_hints(holder, include_extras=True)["a"]
+
+
 def _evaluate_class_annotations(cls: type) -> None:
+    # The class's own annotations (fields), and those of its own ``__init__``: Sphinx resolves
+    # a class's signature with the class's annotations, so a plain class's ``__init__``
+    # parameters would otherwise stay the strings written in the source (``"str | Path"``).
     own = inspect.get_annotations(cls)
     if own:
-        try:
-            hints = typing.get_type_hints(cls, include_extras=True)
-        except NameError:  # a name imported only under TYPE_CHECKING: left as written
-            return
+        hints = typing.get_type_hints(cls, include_extras=True)
         cls.__annotations__ = {attribute: hints[attribute] for attribute in own}
+    init = cls.__dict__.get("__init__")
+    if inspect.isfunction(init):
+        init.__annotations__ = typing.get_type_hints(init, include_extras=True)
 
 
 def _merge_source_analysis(package_name: str, defined_in: str, qualname: str) -> None:
@@ -126,10 +138,15 @@ def _merge_source_analysis(package_name: str, defined_in: str, qualname: str) ->
         return scope == qualname or scope.startswith(f"{qualname}.")
 
     target.attr_docs.update({k: v for k, v in source.attr_docs.items() if ours(k[0])})
-    target.annotations.update({k: v for k, v in source.annotations.items() if ours(k[0])})
     target.tagorder.update({k: v for k, v in source.tagorder.items() if ours(k)})
     target.overloads.update({k: v for k, v in source.overloads.items() if ours(k)})
     target.finals.extend(name for name in source.finals if ours(name))
+    # Annotations of attributes set in ``__init__`` (``self.errors: deque[str] = ...``) are
+    # source text: qualify them, so that they link like every other type.
+    for key, text in source.annotations.items():
+        if ours(key[0]):
+            evaluated = _evaluate(text, defined_in)
+            target.annotations[key] = stringify_annotation(evaluated, "smart")
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -161,22 +178,22 @@ def _see_what_the_type_checker_sees() -> None:
             if annotation not in ("TypeAlias", "typing.TypeAlias"):
                 continue
             value = module.__dict__[alias]
-            holder = type("Alias", (), {"__module__": name, "__annotations__": {"value": value}})
-            resolved = typing.get_type_hints(holder, include_extras=True)["value"]
+            resolved = _evaluate(value, name)
             for other in ours.values():  # and wherever the alias was imported
                 if other.__dict__.get(alias) is value:
                     setattr(other, alias, resolved)
 
 
 def _document_public_names_under_their_package() -> None:
-    public = _public_objects()  # imports every public name
+    public = [(obj, obj.__module__, package) for obj, package in _public_objects()]
     _see_what_the_type_checker_sees()
-    for obj, package_name in public:
+    for obj, _, _ in public:
         if isinstance(obj, type):
             _evaluate_class_annotations(obj)
-        _merge_source_analysis(package_name, obj.__module__, obj.__qualname__)
-    for obj, package_name in public:
+    for obj, _, package_name in public:
         obj.__module__ = package_name
+    for obj, defined_in, package_name in public:  # after the rewrite: it names types
+        _merge_source_analysis(package_name, defined_in, obj.__qualname__)
 
 
 _document_public_names_under_their_package()
@@ -215,6 +232,26 @@ def _hide_constructor_of_handed_out_classes(
         app.env.current_document.autodoc_annotations.pop(name, None)
 
 
+def _public_bases_only(
+    app: Sphinx, name: str, obj: object, options: object, bases: list[Any]
+) -> None:
+    # A private base class (``WorkerIdentity`` under the bundled workers) is an implementation
+    # detail: show its bases instead, up to the public ones.
+    index = 0
+    while index < len(bases):
+        base = bases[index]
+        if isinstance(base, type) and _is_private(base):
+            bases[index : index + 1] = [b for b in base.__bases__ if b not in bases]
+        else:
+            index += 1
+
+
+def _is_private(cls: type) -> bool:
+    parts = [*cls.__module__.split("."), *cls.__qualname__.split(".")]
+    return parts[0] == "trio_sogni" and any(part.startswith("_") for part in parts)
+
+
 def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-bases", _public_bases_only)
     app.connect("autodoc-process-docstring", _drop_docstrings_of_value_types)
     app.connect("autodoc-process-signature", _hide_constructor_of_handed_out_classes)

@@ -38,8 +38,9 @@ in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST
 confirmation), streamed as SSE with ``Last-Event-ID`` replay, resumed after a restart.
 
 This package depends only on trio, h11, wsproto, msgspec, the stdlib (sqlite3),
-:mod:`trio_sogni.protocol` and :mod:`trio_sogni._groups`, plus eth-account for wallet signatures
-(imported on first use), never on the client, so the two implementations check each other. Its
+:mod:`trio_sogni.protocol` and ``trio_sogni._groups`` (an exception-group helper), plus
+eth-account for wallet signatures (imported on first use), never on the client, so the two
+implementations check each other. Its
 private layer packages (``_server`` at the bottom, then ``_workers`` and ``_accounts``, ``_jobs``,
 ``_hosted`` and ``_runs``) are described in docs/localnet.md, "Layout".
 """
@@ -81,6 +82,8 @@ from ._records import (
     RejectedFrame as RejectedFrame,
 )
 from ._runs._manager import RunManager as RunManager
+from ._runs._state import RunError as RunError
+from ._runs._tools import HostedToolDouble as HostedToolDouble, ToolFailure as ToolFailure
 from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
 from ._workers._base import (
     JobContext as JobContext,
@@ -153,6 +156,7 @@ __all__ = [
     "HTTPRequestRecord",
     "HTTPResponse",
     "HandshakeRecord",
+    "HostedToolDouble",
     "JobContext",
     "JobOutcome",
     "JobRecord",
@@ -172,6 +176,7 @@ __all__ = [
     "Quote",
     "RejectedFrame",
     "Router",
+    "RunError",
     "RunManager",
     "Script",
     "ScriptFunction",
@@ -182,6 +187,7 @@ __all__ = [
     "TokenPair",
     "TokenType",
     "ToolCall",
+    "ToolFailure",
     "UpstreamError",
     "Worker",
     "count_prompt_tokens",

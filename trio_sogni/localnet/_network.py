@@ -160,7 +160,7 @@ class LocalNetwork:
         self._listen_scope = trio.CancelScope()
         self._address: tuple[str, int] | None = None
         self.rejected_frames: deque[RejectedFrame] = deque(maxlen=record_limit)
-        """Client frames refused by strict decoding or validation (a correct client: none)."""
+        """Client frames refused by strict decoding or validation — none from a correct client."""
         self.http_requests: deque[HTTPRequestRecord] = deque(maxlen=record_limit)
         """REST requests answered, credentials redacted."""
         self.handshakes: deque[HandshakeRecord] = deque(maxlen=record_limit)

@@ -94,7 +94,7 @@ class RunManager:
     * ``chunks_per_delta``: job chunks coalesced into one ``assistant_message_delta``;
     * ``delta_interval``: seconds a chunk may wait for others before its delta goes out anyway
       (a slow or stalled model's text is never held back longer than this);
-    * ``tools``: the hosted tool doubles by name (:mod:`._tools`).
+    * ``tools``: the hosted tool doubles by name (:class:`HostedToolDouble` values).
     """
 
     def __init__(
@@ -174,7 +174,7 @@ class RunManager:
 
     @property
     def tools(self) -> dict[str, HostedToolDouble]:
-        """The hosted tool doubles by name (:mod:`._tools`); assign or mutate."""
+        """The hosted tool doubles by name (:class:`HostedToolDouble` values); assign or mutate."""
         return self.executor.tools
 
     @tools.setter

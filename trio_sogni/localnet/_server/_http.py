@@ -37,7 +37,7 @@ MAX_HEADER_SIZE: Final = 64 * 1024
 
 @dataclass(frozen=True)
 class HTTPRequest:
-    """One parsed request. Header names are lower-case; repeated headers are joined with ``, ``.
+    """One parsed request. Header names are lower-case; repeated headers are joined with ``", "``.
 
     ``path`` is the raw (still percent-encoded) path; ``query`` keeps the last value of each key.
     """

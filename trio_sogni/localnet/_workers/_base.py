@@ -62,7 +62,7 @@ class JobContext:
         self.worker_name = worker_name
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
-        """The effective output limit: the request's ``max_tokens`` or the model default."""
+        """The effective output limit — the request's ``max_tokens`` or the model default."""
         self.network_script = network_script
         """The network-wide script function (a worker may prefer its own)."""
         self.completion_tokens = 0
@@ -194,7 +194,9 @@ class Worker(Protocol):
     @property
     def capacity(self) -> int: ...
 
-    async def run(self, job: JobContext) -> None: ...
+    async def run(self, job: JobContext) -> None:
+        """Execute one job to completion (see :class:`JobContext`)."""
+        ...
 
 
 class WorkerIdentity:

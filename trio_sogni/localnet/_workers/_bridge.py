@@ -183,7 +183,7 @@ class OpenAIBridgeWorker(WorkerIdentity):
         transport: an httpx transport (tests pass :class:`httpx.MockTransport`).
 
     Each job: every sampling field, ``stop``, ``tools``, ``tool_choice``, ``response_format`` and
-    ``chat_template_kwargs`` the request sets is sent as is (:func:`upstream_body`), with
+    ``chat_template_kwargs`` the request sets is sent as is, with
     ``stream: true`` and ``stream_options: {include_usage: true}``. Content and tool-call deltas
     stream back as they arrive; the last chunk carries the upstream's finish reason and usage
     (the upstream's token counts replace localnet's estimate). An HTTP error, a connection

@@ -30,12 +30,12 @@ class SimulatedWorker(WorkerIdentity):
     Without a script a job gets the deterministic default reply
     ``"Simulated reply to: <last user message text>"`` (:func:`default_reply_text`), one word per
     ``jobTokens`` chunk, cut by the request's ``stop`` sequences and ``max_tokens``
-    (:func:`compile_script` gives the exact rules; :func:`expected_output` predicts the result).
+    (:func:`expected_output` predicts the result exactly).
     A request with ``response_format`` ``json_schema`` instead gets one deterministic JSON
     instance that validates against the schema (required properties, first enum values,
     ``"Simulated <property>."`` strings, smallest allowed numbers, ``minItems`` items), and
     ``json_object`` gets ``{"reply": <default reply text>}``; both stream in word-sized chunks
-    (:func:`~trio_sogni.localnet._workers._script.default_script`).
+    (:func:`default_script`).
     A script chooses other output, including faults. The worker's own ``script`` wins over the
     network's; either may return ``None`` for the default reply.
 

