@@ -50,8 +50,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """pyright in strict mode over the trio_sogni package, and in basic mode over tests/
-    (tests/pyrightconfig.json), which needs what the tests import: the `test` extra."""
+    """pyright in strict mode over the trio_sogni package and docs/examples, and in basic mode
+    over tests/ (tests/pyrightconfig.json), which needs what the tests import: the `test`
+    extra."""
     session.install("-e", ".[test]", "pyright>=1.1.380")
     python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
     python = str(python).strip()
