@@ -7,6 +7,7 @@ No intersphinx: the build must not touch the network. Every cross-reference must
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import re
@@ -168,11 +169,13 @@ def _see_what_the_type_checker_sees() -> None:
         tree = ast.parse(inspect.getsource(module))
         for node in tree.body:
             if isinstance(node, ast.If) and _is_type_checking(node.test):
-                imports = [n for n in node.body if isinstance(n, ast.Import | ast.ImportFrom)]
-                code = compile(
-                    ast.Module(body=imports, type_ignores=[]), module.__file__ or "", "exec"
-                )
-                exec(code, module.__dict__)
+                for statement in node.body:
+                    if isinstance(statement, ast.Import | ast.ImportFrom):
+                        code = compile(ast.Module(body=[statement], type_ignores=[]), "", "exec")
+                        # A module of an extra that is not installed stays unresolved (and
+                        # nitpicky reports any reference that needed it).
+                        with contextlib.suppress(ModuleNotFoundError):
+                            exec(code, module.__dict__)
     for name, module in ours.items():
         for alias, annotation in inspect.get_annotations(module).items():
             if annotation not in ("TypeAlias", "typing.TypeAlias"):
