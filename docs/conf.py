@@ -15,6 +15,8 @@ import sys
 import typing
 from typing import Any
 
+from docutils import nodes
+from sphinx import addnodes
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.util.typing import stringify_annotation
 
@@ -45,30 +47,27 @@ html_theme = "alabaster"
 default_role = "py:obj"
 nitpicky = True
 
-# Without intersphinx, names from other packages cannot resolve. Ignore exactly those packages
-# (and the standard library modules our signatures use); a ``trio_sogni`` name never matches here,
-# so a broken reference to one of ours always fails the build.
+# Without intersphinx, names from other packages cannot resolve. Ignore exactly those: the
+# project's runtime dependencies and the standard library modules our signatures use (add one
+# here when a signature starts using it). A ``trio_sogni`` name never matches, so a broken
+# reference to one of ours always fails the build. (``typing`` names and builtins resolve.)
 _EXTERNAL_PACKAGES = (
+    # pyproject.toml [project] dependencies
     "trio",
+    "trio_websocket",
     "httpx",
     "msgspec",
+    "typing_extensions",
+    "eth_account",
     "h11",
     "wsproto",
-    "eth_account",
-    "typing_extensions",
+    # the standard library
     "collections",
-    "contextlib",
-    "datetime",
     "decimal",
-    "enum",
-    "json",
     "os",
     "pathlib",
     "random",
     "ssl",
-    "sqlite3",
-    "types",
-    "typing",
 )
 _EXTERNAL = "|".join(re.escape(name) for name in _EXTERNAL_PACKAGES)
 nitpick_ignore_regex = [(r"py:.*", rf"(?:{_EXTERNAL})(?:\..+)?")]
@@ -85,9 +84,10 @@ nitpick_ignore_regex = [(r"py:.*", rf"(?:{_EXTERNAL})(?:\..+)?")]
 # either load every module up front (``tests/test_layering.py`` forbids that) or depend on which
 # names were touched first. And Python (``typing.get_type_hints``), msgspec (decoding a Struct)
 # and dataclasses evaluate string annotations in ``sys.modules[cls.__module__]``: at runtime a
-# rewrite would break them. Here the two things that read the defining module are carried over
-# first: class annotations are evaluated, and Sphinx's source analysis of each private module
-# (attribute docstrings, member order, ``@final``, ``@overload``) is merged into the public
+# rewrite would break them. So before the rewrite, this build evaluates what would otherwise be
+# looked up in the defining module (class and ``__init__`` annotations, our type aliases, names
+# imported under ``TYPE_CHECKING``), and then merges Sphinx's source analysis of each private
+# module (attribute docstrings, member order, ``@final``, ``@overload``) into the public
 # package's.
 PUBLIC_PACKAGES = ("trio_sogni", "trio_sogni.protocol", "trio_sogni.fanout", "trio_sogni.localnet")
 
@@ -254,7 +254,22 @@ def _is_private(cls: type) -> bool:
     return parts[0] == "trio_sogni" and any(part.startswith("_") for part in parts)
 
 
+def _link_types_after_literals(app: Sphinx, doctree: nodes.document) -> None:
+    # In a type field, Sphinx stops linking at ``Literal[...]``: the rest of
+    # ``Literal['auto'] | ~trio_sogni.protocol.ToolChoiceFunction`` stays text, tilde included.
+    # Make those names references like the others (so nitpicky checks them too).
+    for node in list(doctree.findall(nodes.emphasis)):
+        match = re.fullmatch(r"~([\w.]+)", node.astext())
+        if match is not None:
+            target = match.group(1)
+            shown = nodes.emphasis(text=target.rpartition(".")[2])
+            node.replace_self(
+                addnodes.pending_xref("", shown, refdomain="py", reftype="class", reftarget=target)
+            )
+
+
 def setup(app: Sphinx) -> None:
+    app.connect("doctree-read", _link_types_after_literals)
     app.connect("autodoc-process-bases", _public_bases_only)
     app.connect("autodoc-process-docstring", _drop_docstrings_of_value_types)
     app.connect("autodoc-process-signature", _hide_constructor_of_handed_out_classes)
