@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import importgraph
 import pytest
 
 import trio_sogni
@@ -156,3 +157,12 @@ def test_fanout_and_the_cli_use_only_public_client_names(path: Path) -> None:
 )
 def test_the_private_import_check_itself(source: str, expected: list[str]) -> None:
     assert private_client_imports(source, "trio_sogni.fanout._x", is_package=False) == expected
+
+
+def test_no_import_cycles_anywhere_in_the_package() -> None:
+    """No module of trio_sogni imports itself around a loop, counting ``TYPE_CHECKING`` imports
+    (the session's starting tree had one: localnet's scheduler, workers and WebSocket driver)."""
+    root = Path(trio_sogni.__file__).parent
+    graph = importgraph.graph(root, "trio_sogni")
+    assert graph["trio_sogni._client"], "the import scan found nothing"
+    assert importgraph.cycles(graph) == []

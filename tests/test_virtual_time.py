@@ -47,6 +47,7 @@ async def test_in_memory_client_streams(
         assert me.username is not None
 
 
+@pytest.mark.deadline(300)  # seven backoff steps add up to about 75 virtual seconds
 async def test_reconnect_backoff_doubles_to_the_cap_with_jitter(
     autojump_clock: trio.testing.MockClock, engine: str
 ) -> None:

@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
+import importgraph
 import pytest
 
 import trio_sogni.localnet
@@ -92,86 +92,12 @@ def test_server_layer_loads_no_domain_code() -> None:
 # -- no import cycles --------------------------------------------------------------------------
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(LOCALNET).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(["trio_sogni.localnet", *parts])
-
-
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The localnet modules ``path`` imports at module level or under ``if TYPE_CHECKING:``
-    (function-level imports are deliberate lazy loads and do not count)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    base = ".".join([*parent, *([base] if base else [])])
-                for alias in node.names:
-                    target = f"{base}.{alias.name}"
-                    found.add(target if target in modules else base)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, (ast.If, ast.Try)):
-                visit(node.body)
-                visit(node.orelse)
-                if isinstance(node, ast.Try):
-                    for handler in node.handlers:
-                        visit(handler.body)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
-    return found & modules
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (or a self-import)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def connect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component: list[str] = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1 or v in graph[v]:
-                found.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            connect(v)
-    return found
-
-
 def test_no_import_cycles_inside_localnet() -> None:
-    paths = sorted(LOCALNET.rglob("*.py"))
-    modules = {_module_name(p) for p in paths}
-    graph = {_module_name(p): _imports(p, modules) for p in paths}
+    graph = importgraph.graph(LOCALNET, "trio_sogni.localnet")
     assert graph["trio_sogni.localnet._jobs._manager"], "the import scan found nothing"
-    assert _cycles(graph) == []
+    assert importgraph.cycles(graph) == []
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
-    assert _cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert importgraph.cycles(graph) == [["a", "b", "c"], ["e"]]
