@@ -421,13 +421,21 @@ class ExpectedOutput:
     """
 
     content: str
+    """The whole text (every chunk's content, joined)."""
     deltas: tuple[str, ...]
+    """The non-empty content of each chunk, in order."""
     tool_calls: tuple[WireToolCall, ...]
+    """The tool calls the deltas assemble into, by index."""
     finish_reason: str | None
+    """The last chunk's finish reason."""
     prompt_tokens: int
+    """The usage's prompt tokens (:func:`count_prompt_tokens`)."""
     completion_tokens: int
+    """The usage's completion tokens (the chunks that carry text or a tool-call delta)."""
     error: Fail | None = None
+    """The :class:`Fail` step the job ends with, if any."""
     stalls: bool = False
+    """Whether the job ends in a :class:`Stall` (it never finishes until aborted)."""
     actions: tuple[Action, ...] = field(default=(), repr=False)
 
 
