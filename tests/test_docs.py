@@ -7,6 +7,7 @@ The reference check reads the Markdown sources (no Sphinx build), so it runs wit
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import subprocess
@@ -25,6 +26,7 @@ EXAMPLE = DOCS / "examples" / "readme_example.py"
 _ENTRY = re.compile(r"^\s*\.\. (?:auto\w+|py:\w+):: *(trio_sogni[\w.]*)", re.MULTILINE)
 
 
+@functools.cache
 def reference_entries() -> dict[str, Path]:
     """Every object a docs page declares, with the page that declares it."""
     entries: dict[str, Path] = {}
@@ -34,12 +36,13 @@ def reference_entries() -> dict[str, Path]:
     return entries
 
 
-def public_names() -> list[str]:
-    return [
+@functools.cache
+def public_names() -> tuple[str, ...]:
+    return tuple(
         f"{package}.{name}"
         for package in PUBLIC_PACKAGES
         for name in importlib.import_module(package).__all__
-    ]
+    )
 
 
 def test_the_reference_pages_declare_entries() -> None:
