@@ -6,9 +6,11 @@ the client's socket goes through `faultproxy.FaultProxy` to localnet.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from helpers import MODEL, local_network
 
 import trio_sogni
 from trio_sogni import ChatJobError, SogniError
+from trio_sogni.fanout import FanoutItem, FanoutOptions, Journal, ResultsWriter, open_fanout
 from trio_sogni.localnet import LocalNetwork, default_reply_text
 
 SOCKET = "ws://chaos.in-memory"
@@ -217,3 +220,83 @@ async def test_chaos_500_streams_through_random_faults(
         spent = before - net.balance(net.account.id)
         assert spent == Decimal(str(unit)) * len(completed)
         proxy_nursery.cancel_scope.cancel()
+
+
+@pytest.mark.deadline(900)  # virtual seconds
+async def test_fanout_under_chaos_records_each_item_exactly_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A journaled fan-out of 300 items through the same random faults, then a resume that
+    retries the failures: the journal holds exactly one final outcome per item, the results file
+    exactly one line per item, and every ``ok`` carries the full text."""
+    rng = random.Random(42)
+    journal_path, results_path = tmp_path / "journal.jsonl", tmp_path / "results.jsonl"
+    items = [
+        FanoutItem(index=i, id=f"row-{i}", model=MODEL, messages=user(f"q{i}"), params={})
+        for i in range(300)
+    ]
+    options = FanoutOptions(concurrency=48, max_attempts=3, backoff_base=0.2, stall_timeout=10)
+    async with (
+        local_network(listen=False, workers=8, capacity=32, tokens_per_second=10) as net,
+        trio.open_nursery() as proxy_nursery,
+    ):
+        proxy = FaultProxy(proxy_nursery, upstream_of(net), seed=rng.randrange(1 << 30))
+        socket_options = trio_sogni.SocketOptions(
+            ping_interval=3.0,
+            ping_timeout=3.0,
+            reconnect_initial_delay=0.5,
+            reconnect_max_delay=4.0,
+        )
+
+        async def chaos(seconds: float) -> None:
+            end = trio.current_time() + seconds
+            while trio.current_time() < end:
+                await trio.sleep(rng.uniform(1.0, 3.0))
+                if rng.random() < 0.5:
+                    proxy.reset_all()
+                else:
+                    proxy.faults = Faults(latency=rng.uniform(0.05, 0.5))
+            proxy.faults = Faults()
+
+        for resume in (False, True):
+            async with trio_sogni.open_sogni_client(
+                api_key=net.api_key,
+                open_stream=proxy.open_stream,
+                socket_options=socket_options,
+                socket_endpoint=SOCKET,
+                rest_endpoint=REST,
+            ) as sogni:
+                await sogni.chat.wait_for_models()
+                with (
+                    Journal.open(
+                        journal_path, resume, retry_failed=True, fsync_outcomes=False
+                    ) as journal,
+                    ResultsWriter.open(results_path, resume=resume, journal=journal) as writer,
+                ):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(chaos, 0.0 if resume else 40.0)
+                        async with open_fanout(sogni, items, options, journal=journal) as run:
+                            async for result in run:
+                                writer.write(result)
+        proxy_nursery.cancel_scope.cancel()
+
+    lines = [json.loads(line) for line in results_path.read_text().splitlines()]
+    assert sorted(line["index"] for line in lines) == list(range(300))  # one line per item
+    assert all(line["status"] == "ok" for line in lines)  # the calm resume finished the rest
+    for line in lines:
+        assert line["content"] == default_reply_text(user(f"q{line['index']}"))
+    records = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    outcomes = Counter(r["index"] for r in records if r["kind"] == "outcome")
+    ok = Counter(r["index"] for r in records if r["kind"] == "outcome" and r["status"] == "ok")
+    assert set(ok) == set(range(300))
+    assert max(ok.values()) == 1  # never two successes for one item
+    # Every success was sent after its intent was recorded (items failed fast by the circuit
+    # breaker were never sent, so they need none).
+    first_intent = {}
+    for position, r in enumerate(records):
+        if r["kind"] == "intent":
+            first_intent.setdefault(r["index"], position)
+    for position, r in enumerate(records):
+        if r["kind"] == "outcome" and r["status"] == "ok":
+            assert first_intent[r["index"]] < position
+    assert sum(outcomes.values()) > 300, "the chaos never failed an item: the test proves nothing"
