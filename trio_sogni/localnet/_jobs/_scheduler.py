@@ -38,7 +38,8 @@ JobOutcome = Literal[
 class Job:
     """The server-side state of one live LLM job.
 
-    A job belongs to an ``appId`` (not to a socket), so it survives a reconnect. Its task runs
+    A job belongs to an app, ``(account, appId)``, not to a socket, so it survives a reconnect;
+    ``account`` (``""`` for an unbilled internal job) is also what the scheduler is fair between. Its task runs
     inside ``cancel_scope``; cancelling that scope stops the job wherever it is. ``silenced``
     jobs send nothing more (queued frames for them are dropped by the socket writer too).
     """
@@ -48,6 +49,7 @@ class Job:
         *,
         request: LLMJobRequest,
         app_id: str,
+        account: str,
         seq: int,
         prompt_tokens: int,
         max_tokens: int,
@@ -57,6 +59,7 @@ class Job:
         self.job_id = request.job_id
         self.key = request.job_id.upper()
         self.app_id = app_id
+        self.account = account
         self.model = request.model
         self.seq = seq
         self.prompt_tokens = prompt_tokens
@@ -74,6 +77,11 @@ class Job:
         self.hold: Hold | None = None
         """The balance reserved for this job (``None``: its account is not billed)."""
         self._wake: trio.Event | None = None
+
+    @property
+    def app_key(self) -> tuple[str, str]:
+        """The app the job belongs to: ``(account, appId)``."""
+        return (self.account, self.app_id)
 
     def wake(self) -> None:
         """Tell the job's task that its assignment or queue position may have changed."""
