@@ -17,7 +17,7 @@ import trio.testing
 import trio_websocket
 
 from trio_sogni.localnet import DEFAULT_MODEL, LocalNetwork, SimulatedWorker, open_local_network
-from trio_sogni.localnet._jobs._scheduler import POSITION_WINDOW
+from trio_sogni.localnet._jobs._scheduler import POSITION_WINDOW, Job, Scheduler
 from trio_sogni.protocol import (
     Authenticated,
     ChatMessage,
@@ -190,3 +190,43 @@ async def test_round_robin_between_two_backlogged_accounts(
         assert order[: last_q + 1].count("P") <= 7, order
         assert len(first.results) == 20
         assert len(second.results) == 5
+
+
+def test_fairness_spans_the_models_a_worker_serves() -> None:
+    """Sans-IO: one worker serving two models; account A's backlog on one model does not delay
+    account B's job on the other, and A's own order stays FIFO."""
+    scheduler = Scheduler()
+    slot = scheduler.add_worker(SimulatedWorker("both", models=["x", "y"]), frozenset({"x", "y"}))
+    seq = iter(range(1, 1_000))
+
+    def job(job_id: str, account: str, model: str) -> Job:
+        return Job(
+            request=LLMJobRequest(
+                job_id=job_id, model=model, messages=[ChatMessage(role="user", content="x")]
+            ),
+            app_id="app",
+            account=account,
+            seq=next(seq),
+            prompt_tokens=1,
+            max_tokens=1,
+            estimated_cost="0",
+        )
+
+    backlog = [job(f"A{i}", "a", "x") for i in range(100)]
+    for queued in backlog:
+        scheduler.enqueue(queued)
+    assert backlog[0].slot is slot
+    b = job("B", "b", "y")
+    assert scheduler.enqueue(b) == 1  # alone in model y's queue
+    assert scheduler.position(backlog[1]) == 1
+    scheduler.discard(backlog[0])  # A0 ends: A1 (queued first, the same tag) goes next
+    assert backlog[1].slot is slot
+    scheduler.discard(backlog[1])
+    assert b.slot is slot
+    scheduler.discard(b)
+    started: list[str] = []
+    while (running := next(iter(slot.active), None)) is not None:
+        started.append(running.job_id)
+        scheduler.discard(running)
+    assert started == [f"A{i}" for i in range(2, 100)]
+    assert scheduler.statistics() == (0, 0, 0)
