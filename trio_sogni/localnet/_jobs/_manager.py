@@ -5,8 +5,8 @@ Jobs belong to an *app*, not to a socket: an app is an ``appId`` **of one accoun
 can neither take over nor see, receive or abort this one's jobs. A job's frames go to whichever
 socket currently holds its app and are dropped while none does. When an app loses its socket,
 its jobs keep running for ``rebind_grace`` seconds; a new socket of the same account with the
-same ``appId`` takes them over, else they are ended. Every method except the job task itself is synchronous, so state changes are
-atomic with respect to other tasks.
+same ``appId`` takes them over, else they are ended. Every method except the job task itself is
+synchronous, so state changes are atomic with respect to other tasks.
 """
 
 from __future__ import annotations

@@ -54,9 +54,10 @@ class Job:
     """The server-side state of one live LLM job.
 
     A job belongs to an app, ``(account, appId)``, not to a socket, so it survives a reconnect;
-    ``account`` (``""`` for an unbilled internal job) is also what the scheduler is fair between. Its task runs
-    inside ``cancel_scope``; cancelling that scope stops the job wherever it is. ``silenced``
-    jobs send nothing more (queued frames for them are dropped by the socket writer too).
+    ``account`` (``""`` for an unbilled internal job) is also what the scheduler is fair
+    between. Its task runs inside ``cancel_scope``; cancelling that scope stops the job wherever
+    it is. ``silenced`` jobs send nothing more (queued frames for them are dropped by the socket
+    writer too).
     """
 
     def __init__(
