@@ -98,6 +98,7 @@ async def main(args: argparse.Namespace) -> None:
         workers=_workers(args.mode, args.tokens_per_second),
         rebind_grace=0,
         record_limit=16,
+        max_jobs_per_socket=CAPACITY,  # scenarios (c), (d): 10,000 jobs in flight on one socket
     ) as net:
         print(
             json.dumps(

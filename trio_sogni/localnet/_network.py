@@ -92,6 +92,7 @@ class LocalNetwork:
         outbox_limit: int,
         close_timeout: float,
         record_limit: int,
+        max_jobs_per_socket: int,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -116,6 +117,7 @@ class LocalNetwork:
             changes=self._changes,
             errors=self.errors,
             record_limit=record_limit,
+            max_jobs_per_socket=max_jobs_per_socket,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
@@ -634,7 +636,7 @@ class LocalNetwork:
                     if error is not None:
                         await self._reply(sock, error)
                 case Abort(job_id=job_id):
-                    self._jobs.abort(sock.app_id, job_id)
+                    self._jobs.abort(sock.app_key, job_id)
                 case Rejected(reason=reason, job_id=job_id, message_type=kind, frame=raw):
                     logger.warning("localnet: rejected a client frame: %s", reason)
                     self.rejected_frames.append(RejectedFrame(reason, job_id, kind, raw))

@@ -19,6 +19,7 @@ from ._accounts._accounts import Accounts
 from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
+from ._jobs._manager import DEFAULT_MAX_JOBS_PER_SOCKET
 from ._network import LocalNetwork
 from ._workers._base import Worker
 from ._workers._doubles import SimulatedWorker
@@ -69,6 +70,7 @@ class LocalNetworkOptions(TypedDict, total=False):
     close_timeout: float
     shutdown_timeout: float
     record_limit: int
+    max_jobs_per_socket: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +89,8 @@ class LocalNetworkConfig:
     ``price_per_million_tokens``, ``authenticator``, ``database``, ``testnet``, ``clock``,
     ``access_token_ttl``, ``refresh_token_ttl``, ``nonce_ttl``, ``signup_balance``,
     ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
-    ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``. Their meaning
+    ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
+    ``max_jobs_per_socket``. Their meaning
     is documented on :func:`open_local_network`.
     """
 
@@ -120,6 +123,7 @@ class LocalNetworkConfig:
     close_timeout: float = 2.0
     shutdown_timeout: float = 5.0
     record_limit: int = 10_000
+    max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET
 
 
 def _merged_config(
@@ -181,6 +185,11 @@ async def open_local_network(
     default account is not metered (as before accounts existed: never refused, charged or sent
     ``balanceUpdate``) unless ``meter_default_account``.
 
+    Hostile clients: one socket (one ``appId`` of one account) may have at most
+    ``max_jobs_per_socket`` live jobs (queued, running or detached; default 1,000); more are
+    refused with ``llmJobError`` ``too_many_jobs`` (``error_code`` ``"429"``). Queued jobs are
+    served fairly between accounts (see docs/localnet.md, "Scheduling").
+
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
@@ -232,6 +241,7 @@ async def open_local_network(
                 outbox_limit=c.outbox_limit,
                 close_timeout=c.close_timeout,
                 record_limit=c.record_limit,
+                max_jobs_per_socket=c.max_jobs_per_socket,
             ),
             host=c.host,
             port=c.port,

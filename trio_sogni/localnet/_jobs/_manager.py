@@ -1,10 +1,12 @@
 """Apps and jobs: which socket holds each ``appId``, the job table, job tasks, rebind timers.
 
-Jobs belong to an ``appId``, not to a socket: a job's frames go to whichever socket currently
-holds its app and are dropped while none does. When an app loses its socket, its jobs keep
-running for ``rebind_grace`` seconds; a new socket for the same ``appId`` takes them over, else
-they are ended. Every method except the job task itself is synchronous, so state changes are
-atomic with respect to other tasks.
+Jobs belong to an *app*, not to a socket: an app is an ``appId`` **of one account** (the key is
+``(account id, appId)``), so the same ``appId`` sent by another account is a different app that
+can neither take over nor see, receive or abort this one's jobs. A job's frames go to whichever
+socket currently holds its app and are dropped while none does. When an app loses its socket,
+its jobs keep running for ``rebind_grace`` seconds; a new socket of the same account with the
+same ``appId`` takes them over, else they are ended. Every method except the job task itself is
+synchronous, so state changes are atomic with respect to other tasks.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ from ._scheduler import Job, JobOutcome, Scheduler
 from ._session import Session
 
 __all__ = [
+    "DEFAULT_MAX_JOBS_PER_SOCKET",
     "INTERNAL_APP_ID",
     "RESTART_MESSAGE",
+    "TOO_MANY_JOBS",
+    "AppKey",
     "Changes",
     "InternalJob",
     "JobManager",
@@ -50,6 +55,16 @@ __all__ = [
 logger = logging.getLogger("trio_sogni.localnet")
 
 RESTART_MESSAGE: Final = "Server is restarting; this LLM request was refunded."
+
+TOO_MANY_JOBS: Final = "too_many_jobs"
+"""The ``llmJobError.error`` of a job refused because its socket already has
+``max_jobs_per_socket`` live jobs (``error_code`` ``"429"``)."""
+
+DEFAULT_MAX_JOBS_PER_SOCKET: Final = 1_000
+"""The default cap on one socket's (one app's) live jobs: queued, running or detached."""
+
+AppKey = tuple[str, str]
+"""What owns socket jobs: ``(account id, appId)``."""
 
 
 class Changes:
@@ -81,10 +96,15 @@ class SocketBinding:
     def app_id(self) -> str:
         return self.session.app_id
 
+    @property
+    def app_key(self) -> AppKey:
+        """The app this socket holds: its ``appId`` within its account."""
+        return (self.account.id, self.session.app_id)
+
 
 @dataclass(eq=False)
 class _App:
-    app_id: str
+    key: AppKey
     socket: SocketBinding | None = None
     grace: trio.CancelScope | None = None
 
@@ -110,8 +130,21 @@ async def _discard(message: ServerMessage) -> None:
     await trio.lowlevel.checkpoint()
 
 
-def _error(job_id: str, error: str, message: str, worker_name: str | None = None) -> LLMJobError:
-    return LLMJobError(job_id=job_id, error=error, error_message=message, worker_name=worker_name)
+def _error(
+    job_id: str,
+    error: str,
+    message: str,
+    worker_name: str | None = None,
+    *,
+    error_code: str | None = None,
+) -> LLMJobError:
+    return LLMJobError(
+        job_id=job_id,
+        error=error,
+        error_message=message,
+        error_code=error_code,
+        worker_name=worker_name,
+    )
 
 
 class JobManager:
@@ -136,6 +169,7 @@ class JobManager:
         script: ScriptFunction | None,
         rebind_grace: float,
         changes: Changes,
+        max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET,
         errors: deque[str],
         record_limit: int,
         ledger: Ledger | None = None,
@@ -147,9 +181,13 @@ class JobManager:
         self.pricing = pricing
         self.script = script
         self.rebind_grace = rebind_grace
+        if max_jobs_per_socket < 1:
+            raise ValueError("max_jobs_per_socket must be at least 1")
+        self.max_jobs_per_socket = max_jobs_per_socket
+        """Live jobs one socket (one app) may have; more are refused with ``too_many_jobs``."""
         self.scheduler = Scheduler()
         self.jobs: dict[str, Job] = {}
-        self.apps: dict[str, _App] = {}
+        self.apps: dict[AppKey, _App] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
         """Set by :meth:`stop_accepting`: new jobs are refused with ``server_restarting``."""
@@ -205,9 +243,9 @@ class JobManager:
     def bind(self, sock: SocketBinding) -> tuple[SocketBinding | None, list[str]]:
         """Make ``sock`` the socket of its app. Returns the socket it replaces (if any) and the
         ids of the app's live jobs, which now report to ``sock``."""
-        app = self.apps.get(sock.app_id)
+        app = self.apps.get(sock.app_key)
         if app is None:
-            app = self.apps[sock.app_id] = _App(sock.app_id)
+            app = self.apps[sock.app_key] = _App(sock.app_key)
         old, app.socket = app.socket, sock
         if app.grace is not None:
             app.grace.cancel()
@@ -216,12 +254,12 @@ class JobManager:
 
     def unbind(self, sock: SocketBinding) -> None:
         """``sock`` is gone. If it still held its app, the app's jobs detach (rebind grace)."""
-        app = self.apps.get(sock.app_id)
+        app = self.apps.get(sock.app_key)
         if app is None or app.socket is not sock:
             return
         app.socket = None
         if not app.jobs:
-            del self.apps[app.app_id]
+            del self.apps[app.key]
         elif self.closing:
             pass  # shutdown ends every job itself
         elif self.rebind_grace <= 0:
@@ -254,10 +292,17 @@ class JobManager:
     def submit(self, sock: SocketBinding, request: LLMJobRequest) -> LLMJobError | None:
         """Accept ``request`` (its task starts soon) or return the error to answer it with."""
         self.job_requests.append(request)
+        app = self.apps[sock.app_key]
+        if len(app.jobs) >= self.max_jobs_per_socket:
+            message = (
+                f"This connection already has {len(app.jobs)} live jobs (the limit is "
+                f"{self.max_jobs_per_socket}); wait for some to finish."
+            )
+            return _error(request.job_id, TOO_MANY_JOBS, message, error_code="429")
         admitted = self._admit(request, sock.account.id, sock.app_id, Job)
         if isinstance(admitted, LLMJobError):
             return admitted
-        self.apps[sock.app_id].jobs[admitted.key] = admitted
+        app.jobs[admitted.key] = admitted
         assert self._nursery is not None
         self._nursery.start_soon(self._run_job, admitted)
         return None
@@ -301,6 +346,7 @@ class JobManager:
         job = make(
             request=request,
             app_id=app_id,
+            account=account_id if account_id is not None else "",
             seq=self._seq,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
@@ -345,11 +391,13 @@ class JobManager:
             final = _error(request.job_id, "internal_error", "the job ended without a result")
         return final
 
-    def abort(self, app_id: str, job_id: str) -> None:
-        """A client of ``app_id`` aborted ``job_id``: stop it wherever it is, send nothing more."""
+    def abort(self, app_key: AppKey, job_id: str) -> None:
+        """A socket of the app ``app_key`` aborted ``job_id``: stop it wherever it is, send
+        nothing more. A job of another app (another account's, even with the same ``appId``) or
+        an internal job is left alone, exactly like an unknown id."""
         self.aborted_job_ids.append(job_id)
         job = self.jobs.get(job_id.upper())
-        if job is None or job.app_id != app_id:
+        if job is None or isinstance(job, InternalJob) or job.app_key != app_key:
             logger.debug("localnet: abort for a job that is not live")
             return
         self.cancelled_job_ids.append(job.job_id)
@@ -362,8 +410,8 @@ class JobManager:
             return
         if isinstance(job, InternalJob) and job.final is None:
             job.final = error or _error(job.job_id, outcome, f"The job ended ({outcome}).")
-        if error is not None:
-            app = self.apps.get(job.app_id)
+        if error is not None and not isinstance(job, InternalJob):
+            app = self.apps.get(job.app_key)
             if app is not None and app.socket is not None:
                 app.socket.driver.outbox.put_nowait(OutFrame(encode_server_message(error)))
         job.end(outcome, silence=True)
@@ -398,13 +446,13 @@ class JobManager:
         if self.jobs.get(job.key) is not job:
             return
         del self.jobs[job.key]
-        app = self.apps.get(job.app_id)
+        app = self.apps.get(job.app_key)
         if app is not None:
             app.jobs.pop(job.key, None)
             if not app.jobs and app.socket is None:
                 if app.grace is not None:
                     app.grace.cancel()
-                del self.apps[app.app_id]
+                del self.apps[app.key]
         outcome = job.outcome or "internal_error"
         self.job_records.append(
             JobRecord(job.job_id, job.app_id, job.model, outcome, job.worker_name)
@@ -416,7 +464,7 @@ class JobManager:
     async def _put(self, job: Job, item: OutFrame | OutEncoded) -> None:
         """Queue ``item`` on the socket holding the job's app (dropped, and counted, while the
         app has none). A checkpoint; waits while that socket's outbox is full."""
-        app = self.apps.get(job.app_id)
+        app = self.apps.get(job.app_key)
         sock = app.socket if app is not None else None
         if sock is None:
             self.frames_dropped += 1
@@ -441,7 +489,7 @@ class JobManager:
         await self._put(job, OutEncoded(data, job))
 
     async def _drop_for(self, job: Job, reset: bool) -> None:
-        app = self.apps.get(job.app_id)
+        app = self.apps.get(job.app_key)
         if app is None or app.socket is None:
             await trio.lowlevel.checkpoint()
             return

@@ -1,16 +1,25 @@
-"""Job bookkeeping and worker assignment: per-model FIFO queues, worker slots with a capacity.
+"""Job bookkeeping and worker assignment: per-model fair queues, worker slots with a capacity.
 
 The scheduler is synchronous: every method runs to completion without a checkpoint, so callers
 can rely on "enqueue, then dispatch" and "release, then dispatch" being atomic. It never runs a
 job itself; it only assigns a waiting :class:`Job` to a worker slot and wakes the job's task.
+
+**Fairness between accounts** (start-time fair queueing, one unit per job): every queued job
+carries a *tag*, and queues are served in ``(tag, submission order)`` order. A job's tag is one
+more than its account's previous queued job's, but never below the *floor*, the smallest tag
+still queued (or, with nothing queued, the tag of the last job handed to a worker). So an
+account that floods the queue only pushes back its own later jobs: another account's job is
+tagged at the floor and goes to the front (behind at most the floor job itself), whatever the
+backlog. With one account (or accounts that take turns) the order is plain FIFO. Fairness is
+keyed by the job's account only, so any kind of job (a future media job too) shares it.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
@@ -20,7 +29,13 @@ if TYPE_CHECKING:
     from .._accounts._ledger import Hold
     from .._workers._base import Worker
 
-__all__ = ["Job", "JobOutcome", "Scheduler", "WorkerSlot"]
+__all__ = ["POSITION_WINDOW", "Job", "JobOutcome", "Scheduler", "WorkerSlot"]
+
+POSITION_WINDOW: Final = 16
+"""Queued jobs among the first this many of their model's queue are told every change of their
+position; a job further back is told its position when it is queued and again once it moves
+into this window (telling every queued job every change would cost O(queue) frames for each
+job started, O(n²) in all)."""
 
 JobOutcome = Literal[
     "completed",
@@ -38,9 +53,11 @@ JobOutcome = Literal[
 class Job:
     """The server-side state of one live LLM job.
 
-    A job belongs to an ``appId`` (not to a socket), so it survives a reconnect. Its task runs
-    inside ``cancel_scope``; cancelling that scope stops the job wherever it is. ``silenced``
-    jobs send nothing more (queued frames for them are dropped by the socket writer too).
+    A job belongs to an app, ``(account, appId)``, not to a socket, so it survives a reconnect;
+    ``account`` (``""`` for an unbilled internal job) is also what the scheduler is fair
+    between. Its task runs inside ``cancel_scope``; cancelling that scope stops the job wherever
+    it is. ``silenced`` jobs send nothing more (queued frames for them are dropped by the socket
+    writer too).
     """
 
     def __init__(
@@ -48,6 +65,7 @@ class Job:
         *,
         request: LLMJobRequest,
         app_id: str,
+        account: str,
         seq: int,
         prompt_tokens: int,
         max_tokens: int,
@@ -57,8 +75,11 @@ class Job:
         self.job_id = request.job_id
         self.key = request.job_id.upper()
         self.app_id = app_id
+        self.account = account
         self.model = request.model
         self.seq = seq
+        self.tag = 0
+        """The scheduler's fairness tag (set when queued)."""
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.estimated_cost = estimated_cost
@@ -74,6 +95,11 @@ class Job:
         self.hold: Hold | None = None
         """The balance reserved for this job (``None``: its account is not billed)."""
         self._wake: trio.Event | None = None
+
+    @property
+    def app_key(self) -> tuple[str, str]:
+        """The app the job belongs to: ``(account, appId)``."""
+        return (self.account, self.app_id)
 
     def wake(self) -> None:
         """Tell the job's task that its assignment or queue position may have changed."""
@@ -112,16 +138,27 @@ class WorkerSlot:
         return max(0, self.worker.capacity - len(self.active))
 
 
-class Scheduler:
-    """Per-model FIFO queues feeding worker slots.
+_Entry = tuple[int, int, Job]
+"""A queue entry: ``(tag, seq, job)``; ``(tag, seq)`` is unique, so jobs are never compared."""
 
-    A worker slot takes jobs of any model it serves, oldest first (by submission order across
-    those models), up to its capacity. Queue positions are 1-based (1 = next to be served).
+
+class Scheduler:
+    """Per-model queues, fair between accounts, feeding worker slots.
+
+    A worker slot takes jobs of any model it serves, in ``(tag, submission order)`` order across
+    those models (see the module docstring), up to its capacity. Queue positions are 1-based
+    (1 = next to be served). Each queue is a list sorted by ``(tag, seq)``: an enqueue is a
+    binary search plus an insert (at the end, O(1), whenever the job is the newest tag), a
+    position is a binary search, and a job started leaves from the front.
     """
 
     def __init__(self) -> None:
-        self._queues: dict[str, deque[Job]] = {}
+        self._queues: dict[str, list[_Entry]] = {}
         self._slots: dict[str, WorkerSlot] = {}
+        self._accounts: dict[str, list[int]] = {}
+        """Per account with queued jobs: ``[queued jobs, tag of its newest queued job]``."""
+        self._served = 0
+        """The tag of the last job handed to a worker (the floor when nothing is queued)."""
         self.closed = False
 
     # -- workers --
@@ -156,37 +193,73 @@ class Scheduler:
 
     # -- jobs --
 
+    def _floor(self) -> int:
+        heads = [queue[0][0] for queue in self._queues.values()]
+        return min(heads) if heads else self._served
+
     def enqueue(self, job: Job) -> int:
-        """Append ``job`` to its model's queue and return its position *before* dispatching
+        """Queue ``job`` (tagged for fairness) and return its position *before* dispatching
         (so it is reported as queued even when a worker takes it at once)."""
-        queue = self._queues.setdefault(job.model, deque())
-        queue.append(job)
+        floor = self._floor()
+        account = self._accounts.get(job.account)
+        if account is None:
+            account = self._accounts[job.account] = [0, floor]
+            job.tag = floor
+        else:
+            job.tag = max(account[1] + 1, floor)
+        account[0] += 1
+        account[1] = job.tag
+        queue = self._queues.setdefault(job.model, [])
+        key = (job.tag, job.seq)
+        if not queue or queue[-1] < key:
+            queue.append((job.tag, job.seq, job))
+            index = len(queue) - 1
+        else:
+            index = bisect_left(queue, key)
+            insort(queue, (job.tag, job.seq, job))
         job.queued = True
-        position = len(queue)
+        if index < POSITION_WINDOW:
+            self._wake_window(queue, skip=job)
         self._dispatch()
-        return position
+        return index + 1
 
     def position(self, job: Job) -> int | None:
         """The 1-based queue position of ``job``, or ``None`` when it is not queued."""
         if not job.queued:
             return None
-        return self._queues[job.model].index(job) + 1
+        return bisect_left(self._queues[job.model], (job.tag, job.seq)) + 1
 
     def queued_jobs(self) -> Iterator[Job]:
         for queue in self._queues.values():
-            yield from queue
+            for _tag, _seq, job in queue:
+                yield job
+
+    @staticmethod
+    def _wake_window(queue: list[_Entry], skip: Job | None = None) -> None:
+        """Wake the jobs whose reported position may have changed (the first few)."""
+        for _tag, _seq, other in queue[:POSITION_WINDOW]:
+            if other is not skip:
+                other.wake()
+
+    def _unqueue(self, job: Job, queue: list[_Entry], index: int) -> None:
+        del queue[index]
+        job.queued = False
+        if not queue:
+            del self._queues[job.model]
+        account = self._accounts[job.account]
+        account[0] -= 1
+        if account[0] == 0:
+            del self._accounts[job.account]
 
     def discard(self, job: Job) -> None:
         """Forget ``job`` wherever it is (queue or worker slot) and hand freed capacity to the
         next waiting job at once."""
         if job.queued:
             queue = self._queues[job.model]
-            queue.remove(job)
-            job.queued = False
-            if not queue:
-                del self._queues[job.model]
-            for other in queue:
-                other.wake()
+            index = bisect_left(queue, (job.tag, job.seq))
+            self._unqueue(job, queue, index)
+            if index < POSITION_WINDOW:
+                self._wake_window(queue)
         if job.slot is not None:
             job.slot.active.discard(job)
             job.slot = None
@@ -200,27 +273,24 @@ class Scheduler:
             candidates.sort(key=lambda s: len(s.active))
             assigned = False
             for slot in candidates:
-                heads: list[Job] = [self._queues[m][0] for m in slot.models if m in self._queues]
+                heads = [self._queues[m][0] for m in slot.models if m in self._queues]
                 if not heads:
                     continue
-                job = min(heads, key=lambda j: j.seq)
+                job = min(heads)[2]
                 queue = self._queues[job.model]
-                queue.popleft()
-                job.queued = False
-                if not queue:
-                    del self._queues[job.model]
+                self._unqueue(job, queue, 0)
+                self._served = max(self._served, job.tag)
                 job.slot = slot
                 slot.active.add(job)
                 job.wake()
-                for other in queue:
-                    other.wake()
+                self._wake_window(queue)
                 assigned = True
                 break
             if not assigned:
                 return
 
     def statistics(self) -> tuple[int, int, int]:
-        """``(queued jobs, running jobs, queue dict entries)``."""
+        """``(queued jobs, running jobs, queue and per-account dict entries)``."""
         queued = sum(len(q) for q in self._queues.values())
         running = sum(len(s.active) for s in self._slots.values())
-        return queued, running, len(self._queues)
+        return queued, running, len(self._queues) + len(self._accounts)
