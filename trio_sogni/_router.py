@@ -45,6 +45,7 @@ from .protocol import (
     BalanceUpdate,
     ChatCompletionChunk,
     JobState,
+    JSONDecoder,
     LLMJobError,
     LLMJobResult,
     LLMModelInfo,
@@ -74,7 +75,7 @@ class _Envelope(msgspec.Struct, gc=False):
     data: bytes
 
 
-_job_ref_decoder: Final = msgspec.json.Decoder(_JobRef)
+_job_ref_decoder: Final = JSONDecoder(_JobRef)
 # The hot path: ``jobTokens`` frames are decoded here directly (envelope, then the chunk struct),
 # skipping the generic dispatch of `decode_server_message`.
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)

@@ -35,7 +35,7 @@ from ._errors import (
 from ._rest_calls import typed_call
 from ._transport import RestClient
 from ._transport._sse import SSEParser
-from .protocol import check_json_depth
+from .protocol import JSONDecoder
 
 __all__ = [
     "TERMINAL_RUN_EVENTS",
@@ -113,7 +113,7 @@ class _RunData(msgspec.Struct):
     idempotent: bool | None = None
 
 
-_event_decoder: Final = msgspec.json.Decoder(ChatRunEvent)
+_event_decoder: Final = JSONDecoder(ChatRunEvent)
 
 
 def _external_only(value: object, where: str) -> None:
@@ -545,10 +545,8 @@ class RunEventStream:
             if frame.event == "run_status":
                 continue
             try:
-                raw = frame.data.encode()
-                check_json_depth(raw)
-                event = _event_decoder.decode(raw)
-            except (msgspec.MsgspecError, RecursionError):
+                event = _event_decoder.decode(frame.data)
+            except msgspec.MsgspecError:
                 self.skipped_frames += 1
                 logger.debug("run %s: skipped a malformed event frame", self.run_id)
                 continue

@@ -13,7 +13,7 @@ import msgspec
 from typing_extensions import override
 
 from .._errors import APIStatusError, ConnectError, TransportError
-from ..protocol import check_json_depth
+from ..protocol import decode_json
 
 __all__ = ["RestClient"]
 
@@ -25,8 +25,7 @@ HeaderFactory = Callable[[], Awaitable[dict[str, str]]]
 def _error_from_response(response: httpx.Response) -> APIStatusError:
     payload: Any = None
     try:
-        check_json_depth(response.content)
-        payload = msgspec.json.decode(response.content)
+        payload = decode_json(response.content)
     except msgspec.DecodeError:
         payload = None
     message = ""
@@ -111,8 +110,7 @@ class RestClient:
         if not response.is_success:
             raise _error_from_response(response)
         try:
-            check_json_depth(response.content)
-            return msgspec.json.decode(response.content)
+            return decode_json(response.content)
         except msgspec.DecodeError as exc:
             raise TransportError(
                 f"failed to parse response body (HTTP {response.status_code})"

@@ -20,6 +20,7 @@ import msgspec
 from ...protocol import (
     AbortJob,
     ChangeNetwork,
+    JSONDecoder,
     LLMJobError,
     LLMJobRequest,
     ServerMessage,
@@ -69,14 +70,14 @@ class Handshake:
     problems: tuple[str, ...] = ()
 
 
-_subscriptions_decoder: Final = msgspec.json.Decoder(dict[str, bool])
+_subscriptions_decoder: Final = JSONDecoder(dict[str, bool])
 
 
 class _JobIDOnly(msgspec.Struct):
     job_id: object = msgspec.field(default=None, name="jobID")
 
 
-_job_id_decoder: Final = msgspec.json.Decoder(_JobIDOnly)
+_job_id_decoder: Final = JSONDecoder(_JobIDOnly)
 
 
 def parse_handshake(target: str) -> Handshake:
@@ -211,7 +212,7 @@ def _salvage(frame: bytes | str) -> tuple[str | None, str | None]:
         return None, None
     try:
         job_id = _job_id_decoder.decode(payload).job_id
-    except (msgspec.MsgspecError, RecursionError):
+    except msgspec.MsgspecError:
         return message_type, None
     return message_type, (job_id if isinstance(job_id, str) and job_id else None)
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import msgspec
 
+from ...protocol import decode_json
 from .._config import Account
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
 from ._manager import RunManager
@@ -48,7 +49,7 @@ def _body(request: HTTPRequest) -> dict[str, Any]:
     if not request.body.strip():
         return {}
     try:
-        value = msgspec.json.decode(request.body)
+        value = decode_json(request.body)
     except msgspec.DecodeError:
         raise RunError(400, "invalid_json", "The request body is not valid JSON") from None
     if not isinstance(value, dict):

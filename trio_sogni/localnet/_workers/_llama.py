@@ -37,6 +37,7 @@ from ...protocol import (
     TextPart,
     ToolCallDelta,
     ToolChoiceFunction,
+    decode_json,
 )
 from .._config import ModelSpec
 from ._base import JobContext
@@ -178,7 +179,7 @@ def _tool_call(value: Any, tool_names: Collection[str]) -> ParsedToolCall | None
     arguments: Any = call.get("arguments", call.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = decode_json(arguments)
         except ValueError:
             return None
     if not isinstance(name, str) or name not in tool_names or not isinstance(arguments, dict):
@@ -342,7 +343,7 @@ def chat_messages(request: LLMJobRequest, template: str) -> list[dict[str, Any]]
 
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text)
+        return decode_json(text)
     except ValueError:
         return text
 
