@@ -32,6 +32,7 @@ from ._errors import (
     TransportError,
     as_chat_error,
 )
+from ._request import check_sendable
 from ._rest_calls import typed_call
 from ._transport import RestClient
 from ._transport._sse import SSEParser
@@ -199,6 +200,7 @@ class ChatRuns:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> _RunData:
+        check_sendable(json, "body")
         answer = await typed_call(
             self._rest,
             method,
@@ -263,6 +265,7 @@ class ChatRuns:
             "runtime_config": dict(runtime_config) if runtime_config is not None else None,
         }
         body = {k: v for k, v in fields.items() if v is not None}
+        check_sendable(body, "body")
         check_external_media(body)
         try:
             msgspec.json.encode(body)

@@ -15,6 +15,7 @@ This module raises only msgspec errors; callers translate them at their own boun
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
@@ -190,14 +191,25 @@ class JSONDecoder(Generic[_T]):
         return value
 
 
-_any_decoder: Final = JSONDecoder()
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise msgspec.DecodeError(f"JSON number out of range: {text[:40]}")
+    return value
+
+
+_any_decoder: Final = JSONDecoder(float_hook=_finite_float)
 
 
 def decode_json(data: bytes | str) -> Any:
     """Decode untrusted JSON of any shape through :class:`JSONDecoder` (depth checked first).
 
+    A number beyond the float range (``1e400``, which msgspec would make infinite) is refused:
+    no value decoded here is NaN or infinite.
+
     Raises:
-        msgspec.DecodeError: invalid JSON, or nested deeper than :data:`MAX_JSON_DEPTH`.
+        msgspec.DecodeError: invalid JSON, a number out of range, or nesting deeper than
+            :data:`MAX_JSON_DEPTH`.
     """
     return _any_decoder.decode(data)
 
