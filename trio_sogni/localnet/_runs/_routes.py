@@ -11,7 +11,7 @@ SDKs raise a ``ChatJobError`` with that code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -67,6 +67,29 @@ def _idempotency_key(request: HTTPRequest) -> str | None:
     return key
 
 
+MAX_EVENT_SEQUENCE: Final = 2**63 - 1
+"""The largest ``Last-Event-ID`` accepted (event sequences are SQLite integers)."""
+
+
+def _last_event_id(text: str) -> int:
+    """The sequence a ``Last-Event-ID`` header names: an integer in ``[0, MAX_EVENT_SEQUENCE]``
+    written in at most 19 digits, else 400 (before the stream starts)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise RunError(
+            400,
+            "invalid_request",
+            f"Last-Event-ID must be an event sequence (an integer in [0, {MAX_EVENT_SEQUENCE}])",
+        )
+    value = int(text)
+    if value > MAX_EVENT_SEQUENCE:
+        raise RunError(
+            400,
+            "invalid_request",
+            f"Last-Event-ID must be an event sequence (an integer in [0, {MAX_EVENT_SEQUENCE}])",
+        )
+    return value
+
+
 def run_routes(
     runs: RunManager, authenticate: Callable[[Mapping[str, str]], Account | None]
 ) -> Router:
@@ -85,7 +108,7 @@ class _RunEndpoints:
       reason?, acceptedCostPreview?}`` (optional ``Idempotency-Key``) — see
       :meth:`RunManager.confirm_cost` for 400/409;
     * ``GET /v1/chat/runs/{runId}/events/stream`` — ``text/event-stream`` (``Last-Event-ID``:
-      replay after that sequence).
+      replay after that sequence; anything but an integer in ``[0, 2**63 - 1]`` is a 400).
     """
 
     def __init__(
@@ -161,12 +184,7 @@ class _RunEndpoints:
             last = request.headers.get("last-event-id")
             last_id: int | None = None
             if last is not None and last.strip():
-                try:
-                    last_id = int(last.strip())
-                except ValueError:
-                    raise RunError(
-                        400, "invalid_request", "Last-Event-ID must be an integer"
-                    ) from None
+                last_id = _last_event_id(last.strip())
             body = await self._runs.events(account.id, params["runId"], last_id)
         except RunError as exc:
             return _error(exc.status, exc.code, exc.message)
