@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict, cast
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -151,12 +151,13 @@ def check_sendable(value: object, where: str) -> None:
             if not math.isfinite(item):
                 raise _fail(f"{path}: {item!r} cannot be sent (JSON has no NaN or infinity)")
         elif isinstance(item, Mapping):
-            for key, child in item.items():  # pyright: ignore[reportUnknownVariableType]
+            mapping = cast("Mapping[object, object]", item)
+            for key, child in mapping.items():
                 stack.append((f"{path}[{key!r}]", key))
                 stack.append((f"{path}[{key!r}]", child))
         elif isinstance(item, list | tuple):
-            for index, child in enumerate(item):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-                stack.append((f"{path}[{index}]", child))
+            sequence = cast("Sequence[object]", item)
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(sequence))
         elif isinstance(item, msgspec.Struct):
             stack.extend((f"{path}.{name}", getattr(item, name)) for name in item.__struct_fields__)
 

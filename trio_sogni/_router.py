@@ -24,6 +24,7 @@ import msgspec
 from typing_extensions import override
 
 from ._errors import (
+    AuthenticationError,
     ChatJobError,
     ClientClosedError,
     ConnectionLost,
@@ -242,12 +243,21 @@ class JobRouter:
                 self._queue_abort(job_id)
         self._abandoned.clear()
 
-    def connection_lost(self, error: ConnectionLost) -> None:
+    def connection_lost(self, error: ConnectionLost | AuthenticationError) -> None:
         """The connection died: every live job fails now with a retryable ``transport_lost``
-        `ChatJobError` (caused by ``error``); those already sent are remembered as abandoned."""
+        `ChatJobError` (caused by ``error``), or with an `AuthenticationError` when the server
+        rejected the credentials (close code 4021); those already sent are remembered as
+        abandoned."""
         jobs = list(self._jobs.values())
         self._jobs.clear()
         for slot in jobs:
+            if isinstance(error, AuthenticationError):
+                rejected = AuthenticationError(str(error))
+                rejected.__cause__ = error
+                slot.fail(rejected)
+                if slot.sent:
+                    self._abandoned.add(slot.job_id)
+                continue
             job_error = ChatJobError(
                 f"the connection was lost while the job was running ({error})",
                 error_type="transport_lost",

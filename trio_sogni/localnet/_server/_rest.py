@@ -87,10 +87,10 @@ class Router:
                 continue
             try:
                 return await route.handler(request, params)
+            except msgspec.ValidationError as exc:  # a DecodeError too: first
+                return error_response(400, f"Invalid request: {exc}")
             except msgspec.DecodeError as exc:
                 return error_response(400, f"The request body is not valid JSON: {exc}")
-            except msgspec.ValidationError as exc:
-                return error_response(400, f"Invalid request: {exc}")
         if allowed:
             return error_response(
                 405,
