@@ -73,21 +73,14 @@ MAX_EVENT_SEQUENCE: Final = 2**63 - 1
 
 def _last_event_id(text: str) -> int:
     """The sequence a ``Last-Event-ID`` header names: an integer in ``[0, MAX_EVENT_SEQUENCE]``
-    written in at most 19 digits, else 400 (before the stream starts)."""
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    (ASCII digits only), else 400 (before the stream starts)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_EVENT_SEQUENCE:
         raise RunError(
             400,
             "invalid_request",
             f"Last-Event-ID must be an event sequence (an integer in [0, {MAX_EVENT_SEQUENCE}])",
         )
-    value = int(text)
-    if value > MAX_EVENT_SEQUENCE:
-        raise RunError(
-            400,
-            "invalid_request",
-            f"Last-Event-ID must be an event sequence (an integer in [0, {MAX_EVENT_SEQUENCE}])",
-        )
-    return value
+    return int(text)
 
 
 def run_routes(
