@@ -118,13 +118,31 @@ try:
     parse_tool_call_arguments(call)
 except InvalidRequestError as exc:
     print("tool:", type(exc).__name__)
+
+# A socket frame whose payload nests too deeply: the router skips it and, to fail the job it
+# names, decodes the payload once more (guarded too).
+from trio_sogni._router import JobRouter
+
+class Events:
+    listening: set[str] = set()
+    def emit(self, event: object) -> None: ...
+
+router = JobRouter(max_buffered_chunks=4, events=Events())
+for kind in ("jobTokens", "jobState"):
+    data = base64.b64encode(b'{"jobID":' + b"[" * DEEP).decode()
+    router.feed_batch(['{"type":"%s","data":"%s"}' % (kind, data)])
+print("frames:", router.statistics().malformed_frames)
 """
 
 
-def test_the_client_refuses_deep_jwt_claims_and_tool_arguments_after_eth_account() -> None:
+def test_the_client_refuses_deep_jwt_claims_tool_arguments_and_frames_after_eth_account() -> None:
     out = run_python(CLIENT_DECODERS, str(DEEP))
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
-    assert out.stdout.splitlines() == ["jwt: AuthenticationError", "tool: InvalidRequestError"]
+    assert out.stdout.splitlines() == [
+        "jwt: AuthenticationError",
+        "tool: InvalidRequestError",
+        "frames: 2",
+    ]
 
 
 def test_the_guarded_decoder_refuses_deep_json_with_a_decode_error() -> None:
