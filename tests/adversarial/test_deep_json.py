@@ -132,6 +132,10 @@ for kind in ("jobTokens", "jobState"):
     data = base64.b64encode(b'{"jobID":' + b"[" * DEEP).decode()
     router.feed_batch(['{"type":"%s","data":"%s"}' % (kind, data)])
 print("frames:", router.statistics().malformed_frames)
+
+# A real model's output is untrusted too: tool calls parsed from its text.
+from trio_sogni.localnet._workers._llama import parse_tool_calls
+print("model:", parse_tool_calls('{"name": "f", "arguments": ' + "[" * DEEP, ["f"]))
 """
 
 
@@ -142,6 +146,7 @@ def test_the_client_refuses_deep_jwt_claims_tool_arguments_and_frames_after_eth_
         "jwt: AuthenticationError",
         "tool: InvalidRequestError",
         "frames: 2",
+        "model: []",
     ]
 
 

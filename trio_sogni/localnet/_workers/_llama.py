@@ -37,6 +37,7 @@ from ...protocol import (
     TextPart,
     ToolCallDelta,
     ToolChoiceFunction,
+    check_json_depth,
     decode_json,
 )
 from .._config import ModelSpec
@@ -147,6 +148,10 @@ def parse_tool_calls(text: str, tool_names: Collection[str]) -> list[ParsedToolC
     fenced = _FENCE.match(body)
     if fenced:
         body = fenced.group(1)
+    try:
+        check_json_depth(body)  # json's scanner recurses: the model's text is untrusted too
+    except msgspec.DecodeError:
+        return []
     decoder = json.JSONDecoder()
     values: list[Any] = []
     index = 0
