@@ -28,6 +28,7 @@ from typing_extensions import override
 
 from ._eip712 import EIP712Helper
 from ._errors import APIStatusError, AuthenticationError, InvalidRequestError
+from .protocol import decode_json
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -83,7 +84,7 @@ def jwt_claims(token: str) -> dict[str, Any]:
         raise AuthenticationError("the server sent a token that is not a JWT")
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload))
+        claims = decode_json(base64.urlsafe_b64decode(payload))
     except (ValueError, msgspec.DecodeError):
         raise AuthenticationError("the server sent a JWT whose payload does not decode") from None
     if not isinstance(claims, dict):

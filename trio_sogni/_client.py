@@ -33,6 +33,7 @@ from ._transport import (
     build_socket_url,
     open_tcp,
 )
+from ._transport._rest import MAX_RESPONSE_SIZE
 from .protocol import Authenticated, Balance, BalanceUpdate
 
 __all__ = ["AccountAPI", "AccountInfo", "SogniClient", "open_sogni_client"]
@@ -265,6 +266,7 @@ async def open_sogni_client(
     socket_options: SocketOptions | None = None,
     http_client: httpx.AsyncClient | None = None,
     open_stream: StreamOpener | None = None,
+    max_response_size: int = MAX_RESPONSE_SIZE,
 ) -> AsyncGenerator[SogniClient]:
     """Connect to a Sogni Supernet and yield a `SogniClient`; disconnect on exit.
 
@@ -306,6 +308,8 @@ async def open_sogni_client(
         open_stream: opens the byte stream the WebSocket runs over, ``(host, port, ssl_context)
             -> trio.abc.Stream``; by default TCP, with TLS for ``wss://``. Tests pass one that
             returns an in-memory connection to localnet (``net.connect_in_memory()``).
+        max_response_size: the largest REST response body read, in bytes (default 64 MiB); a
+            larger one fails its call with `TransportError` after at most that many bytes.
 
     Raises:
         InvalidRequestError: bad arguments.
@@ -314,6 +318,12 @@ async def open_sogni_client(
     """
     if network not in ("fast", "relaxed"):
         raise InvalidRequestError("network must be 'fast' or 'relaxed'")
+    if (
+        isinstance(max_response_size, bool)
+        or not isinstance(max_response_size, int)  # pyright: ignore[reportUnnecessaryIsInstance]
+        or max_response_size < 1
+    ):
+        raise InvalidRequestError("max_response_size must be a positive integer")
     modes = [
         name
         for name, given in (
@@ -361,7 +371,13 @@ async def open_sogni_client(
             api_key=api_key,
             tokens=SessionTokens.coerce(tokens) if tokens is not None else None,
             eip712=eip712,
-            rest=RestClient(rest_endpoint, socket_host, _no_headers, http),
+            rest=RestClient(
+                rest_endpoint,
+                socket_host,
+                _no_headers,
+                http,
+                max_response_size=max_response_size,
+            ),
             clock=wall_clock,
         )
         rest = RestClient(
@@ -370,6 +386,7 @@ async def open_sogni_client(
             partial(_rest_headers, session, app_source),
             http,
             session.reauthenticate,
+            max_response_size=max_response_size,
         )
         events = EventHub()
         abort_lot = trio.lowlevel.ParkingLot()

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict, cast
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -28,7 +28,13 @@ from .protocol import (
     ToolDefinition,
 )
 
-__all__ = ["CompletionParams", "MessageInput", "build_llm_request", "new_job_id"]
+__all__ = [
+    "CompletionParams",
+    "MessageInput",
+    "build_llm_request",
+    "check_sendable",
+    "new_job_id",
+]
 
 MAX_IMAGES: Final = 20
 MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
@@ -120,6 +126,42 @@ def _number(
     return value
 
 
+def check_sendable(value: object, where: str) -> None:
+    """Refuse, before anything is sent, a value that JSON cannot carry faithfully: a NaN or
+    infinite float (msgspec would send ``null``) or a string holding a lone surrogate (encoding
+    would fail with an untyped :class:`UnicodeEncodeError`). Walks dicts, lists, tuples and
+    msgspec Structs iteratively (no recursion, whatever the nesting).
+
+    Raises:
+        InvalidRequestError: naming ``where`` and the path to the bad value.
+    """
+    stack: list[tuple[str, object]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _fail(
+                        f"{path}: the text holds a lone surrogate (not valid Unicode), "
+                        "which cannot be sent"
+                    ) from None
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise _fail(f"{path}: {item!r} cannot be sent (JSON has no NaN or infinity)")
+        elif isinstance(item, Mapping):
+            mapping = cast("Mapping[object, object]", item)
+            for key, child in mapping.items():
+                stack.append((f"{path}[{key!r}]", key))
+                stack.append((f"{path}[{key!r}]", child))
+        elif isinstance(item, list | tuple):
+            sequence = cast("Sequence[object]", item)
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(sequence))
+        elif isinstance(item, msgspec.Struct):
+            stack.extend((f"{path}.{name}", getattr(item, name)) for name in item.__struct_fields__)
+
+
 def _convert(value: Any, type_: Any, name: str) -> Any:
     try:
         return msgspec.convert(value, type_)
@@ -162,6 +204,7 @@ def validate_messages(messages: object) -> list[ChatMessage]:
         raise _fail("messages must not be empty")
     items: list[object] = list(messages)  # pyright: ignore[reportUnknownArgumentType]
     converted: list[ChatMessage] = _convert(items, list[ChatMessage], "messages")
+    check_sendable(converted, "messages")
     images = 0
     for i, message in enumerate(converted):
         content = message.content
@@ -304,6 +347,7 @@ def build_llm_request(
         fields.setdefault("operation_id", fields["job_id"])
     if "sogni_tools" in fields and not isinstance(fields["sogni_tools"], bool | str):
         raise _fail("sogni_tools must be True, False or a tool-set name")
+    check_sendable({k: v for k, v in fields.items() if k != "messages"}, "request")
     # Every field was checked above: build the struct directly (no second validation pass).
     return LLMJobRequest(**fields)
 

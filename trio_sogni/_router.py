@@ -24,6 +24,7 @@ import msgspec
 from typing_extensions import override
 
 from ._errors import (
+    AuthenticationError,
     ChatJobError,
     ClientClosedError,
     ConnectionLost,
@@ -45,6 +46,7 @@ from .protocol import (
     BalanceUpdate,
     ChatCompletionChunk,
     JobState,
+    JSONDecoder,
     LLMJobError,
     LLMJobResult,
     LLMModelInfo,
@@ -74,7 +76,7 @@ class _Envelope(msgspec.Struct, gc=False):
     data: bytes
 
 
-_job_ref_decoder: Final = msgspec.json.Decoder(_JobRef)
+_job_ref_decoder: Final = JSONDecoder(_JobRef)
 # The hot path: ``jobTokens`` frames are decoded here directly (envelope, then the chunk struct),
 # skipping the generic dispatch of `decode_server_message`.
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
@@ -241,12 +243,21 @@ class JobRouter:
                 self._queue_abort(job_id)
         self._abandoned.clear()
 
-    def connection_lost(self, error: ConnectionLost) -> None:
+    def connection_lost(self, error: ConnectionLost | AuthenticationError) -> None:
         """The connection died: every live job fails now with a retryable ``transport_lost``
-        `ChatJobError` (caused by ``error``); those already sent are remembered as abandoned."""
+        `ChatJobError` (caused by ``error``), or with an `AuthenticationError` when the server
+        rejected the credentials (close code 4021); those already sent are remembered as
+        abandoned."""
         jobs = list(self._jobs.values())
         self._jobs.clear()
         for slot in jobs:
+            if isinstance(error, AuthenticationError):
+                rejected = AuthenticationError(str(error))
+                rejected.__cause__ = error
+                slot.fail(rejected)
+                if slot.sent:
+                    self._abandoned.add(slot.job_id)
+                continue
             job_error = ChatJobError(
                 f"the connection was lost while the job was running ({error})",
                 error_type="transport_lost",

@@ -32,10 +32,11 @@ from ._errors import (
     TransportError,
     as_chat_error,
 )
+from ._request import check_sendable
 from ._rest_calls import typed_call
 from ._transport import RestClient
 from ._transport._sse import SSEParser
-from .protocol import check_json_depth
+from .protocol import JSONDecoder
 
 __all__ = [
     "TERMINAL_RUN_EVENTS",
@@ -113,7 +114,7 @@ class _RunData(msgspec.Struct):
     idempotent: bool | None = None
 
 
-_event_decoder: Final = msgspec.json.Decoder(ChatRunEvent)
+_event_decoder: Final = JSONDecoder(ChatRunEvent)
 
 
 def _external_only(value: object, where: str) -> None:
@@ -199,6 +200,7 @@ class ChatRuns:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> _RunData:
+        check_sendable(json, "body")
         answer = await typed_call(
             self._rest,
             method,
@@ -263,6 +265,7 @@ class ChatRuns:
             "runtime_config": dict(runtime_config) if runtime_config is not None else None,
         }
         body = {k: v for k, v in fields.items() if v is not None}
+        check_sendable(body, "body")
         check_external_media(body)
         try:
             msgspec.json.encode(body)
@@ -545,10 +548,8 @@ class RunEventStream:
             if frame.event == "run_status":
                 continue
             try:
-                raw = frame.data.encode()
-                check_json_depth(raw)
-                event = _event_decoder.decode(raw)
-            except (msgspec.MsgspecError, RecursionError):
+                event = _event_decoder.decode(frame.data)
+            except msgspec.MsgspecError:
                 self.skipped_frames += 1
                 logger.debug("run %s: skipped a malformed event frame", self.run_id)
                 continue

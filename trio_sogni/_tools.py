@@ -19,7 +19,7 @@ import trio
 from ._errors import InvalidRequestError
 from ._groups import unwrap_group
 from ._jobstate import ToolResult, ToolRound
-from .protocol import ToolCall
+from .protocol import ToolCall, decode_json
 
 __all__ = [
     "OnToolCall",
@@ -58,7 +58,7 @@ def parse_tool_call_arguments(tool_call: ToolCall) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = msgspec.json.decode(text)
+        value = decode_json(text)
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(
             f"arguments of tool call {tool_call.id!r} are not valid JSON: {exc}"

@@ -64,6 +64,7 @@ from trio_sogni.fanout import (
     open_fanout,
 )
 from trio_sogni.localnet import DEFAULT_LLAMA_MODEL, LlamaCppWorker
+from trio_sogni.protocol import decode_json
 
 from ._connect import (
     DEFAULT_MODEL,
@@ -177,7 +178,7 @@ def _rows(path: str) -> Iterator[tuple[int, bytes]]:
 
 def _parse(number: int, index: int, line: bytes, default_model: str | None) -> FanoutItem:
     try:
-        row: Any = msgspec.json.decode(line)
+        row: Any = decode_json(line)
     except msgspec.DecodeError as exc:
         raise UsageError(f"line {number}: not valid JSON ({exc})") from None
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -31,6 +32,7 @@ from trio_sogni.localnet import (
     DEFAULT_LLAMA_MODEL,
     DEFAULT_MODEL,
     LOCAL_EXTRA_HINT,
+    MAX_AMOUNT,
     FirehoseWorker,
     LlamaCppWorker,
     LocalNetwork,
@@ -77,6 +79,11 @@ def parse_user(value: str) -> UserSpec:
             ) from None
         if balance < 0:
             raise argparse.ArgumentTypeError("BALANCE must not be negative")
+        if balance > MAX_AMOUNT:
+            raise argparse.ArgumentTypeError(
+                f"BALANCE must be at most {MAX_AMOUNT} (localnet's ledger keeps 12 decimal "
+                "places in 28 significant digits)"
+            )
         if not password:
             raise argparse.ArgumentTypeError("expected NAME:PASSWORD[:BALANCE]")
     return UserSpec(name, password, balance)
@@ -293,8 +300,9 @@ async def serve_from_args(args: argparse.Namespace) -> None:
     if args.prices is not None:
         try:
             pricing = load_prices(args.prices)
-        except (OSError, ValueError) as exc:  # a clear message, not a traceback
-            raise SystemExit(f"trio-sogni localnet serve: --prices: {exc}") from None
+        except (OSError, ValueError) as exc:  # a clear message, not a traceback; exit 2
+            print(f"trio-sogni localnet serve: --prices: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     async with open_local_network(
         pricing=pricing,
         host=args.host,

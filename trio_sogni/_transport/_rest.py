@@ -6,27 +6,32 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import msgspec
 from typing_extensions import override
 
 from .._errors import APIStatusError, ConnectError, TransportError
-from ..protocol import check_json_depth
+from ..protocol import decode_json
 
-__all__ = ["RestClient"]
+__all__ = ["MAX_RESPONSE_SIZE", "RestClient"]
 
 logger = logging.getLogger("trio_sogni.rest")
 
 HeaderFactory = Callable[[], Awaitable[dict[str, str]]]
 
+MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
+"""The default limit on a REST response body (after content decoding): 64 MiB. A larger body
+(declared by ``Content-Length`` or found while streaming it) fails the call with
+`TransportError` after reading at most the limit, so a hostile server cannot make the client
+allocate more."""
 
-def _error_from_response(response: httpx.Response) -> APIStatusError:
+
+def _error_from_response(response: httpx.Response, content: bytes) -> APIStatusError:
     payload: Any = None
     try:
-        check_json_depth(response.content)
-        payload = msgspec.json.decode(response.content)
+        payload = decode_json(content)
     except msgspec.DecodeError:
         payload = None
     message = ""
@@ -51,7 +56,7 @@ def _error_from_response(response: httpx.Response) -> APIStatusError:
             except ValueError:
                 retry_after = None
     if not message:
-        excerpt = response.text[:200] if payload is None else ""
+        excerpt = content[:800].decode("utf-8", "replace")[:200] if payload is None else ""
         message = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
     return APIStatusError(
         message,
@@ -63,7 +68,10 @@ def _error_from_response(response: httpx.Response) -> APIStatusError:
 
 
 class RestClient:
-    """JSON over HTTP with the client's auth headers. Cancellable; no retries (callers decide)."""
+    """JSON over HTTP with the client's auth headers. Cancellable; no retries (callers decide).
+
+    Response bodies are streamed and refused past ``max_response_size`` bytes
+    (:data:`MAX_RESPONSE_SIZE` by default)."""
 
     def __init__(
         self,
@@ -72,11 +80,16 @@ class RestClient:
         headers: HeaderFactory,
         http: httpx.AsyncClient,
         reauthenticate: Callable[[], Awaitable[bool]] | None = None,
+        *,
+        max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
+        if max_response_size < 1:
+            raise ValueError("max_response_size must be positive")
         self._bases = {"rest": rest_base.rstrip("/"), "socket": socket_base.rstrip("/")}
         self._headers = headers
         self._http = http
         self._reauthenticate = reauthenticate
+        self._max_response_size = max_response_size
 
     @override
     def __repr__(self) -> str:
@@ -98,21 +111,21 @@ class RestClient:
 
         Raises:
             APIStatusError: a non-2xx status (``status_code``, ``error_code``, ``payload``).
-            ConnectError / TransportError: the request could not be completed.
+            ConnectError / TransportError: the request could not be completed, or the response
+                body is larger than ``max_response_size``.
         """
-        response = await self._send(method, path, base, json, headers, auth)
+        response, content = await self._send(method, path, base, json, headers, auth)
         if (
             response.status_code == 401
             and auth
             and self._reauthenticate is not None
             and await self._reauthenticate()
         ):
-            response = await self._send(method, path, base, json, headers, auth)
+            response, content = await self._send(method, path, base, json, headers, auth)
         if not response.is_success:
-            raise _error_from_response(response)
+            raise _error_from_response(response, content)
         try:
-            check_json_depth(response.content)
-            return msgspec.json.decode(response.content)
+            return decode_json(content)
         except msgspec.DecodeError as exc:
             raise TransportError(
                 f"failed to parse response body (HTTP {response.status_code})"
@@ -153,10 +166,7 @@ class RestClient:
                 if response.is_success:
                     yield response
                     return
-                try:
-                    await response.aread()
-                except httpx.HTTPError as exc:
-                    raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+                content = await self._read_body(response, method, path)
                 if (
                     attempt == 1
                     and response.status_code == 401
@@ -164,7 +174,7 @@ class RestClient:
                     and await self._reauthenticate()
                 ):
                     continue
-                raise _error_from_response(response)
+                raise _error_from_response(response, content)
             finally:
                 await response.aclose()
 
@@ -176,7 +186,7 @@ class RestClient:
         json: Any,
         headers: Mapping[str, str] | None,
         auth: bool,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, bytes]:
         url = self._bases[base] + path
         all_headers = dict(await self._headers()) if auth else {}
         if headers:
@@ -185,10 +195,38 @@ class RestClient:
         if json is not None:
             content = msgspec.json.encode(json)
             all_headers["content-type"] = "application/json"
+        request = self._http.build_request(method, url, content=content, headers=all_headers)
         try:
-            response = await self._http.request(method, url, content=content, headers=all_headers)
+            response = await self._http.send(request, stream=True)
         except httpx.ConnectError as exc:
             raise ConnectError(f"cannot connect to {url}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
-        return response
+        try:
+            return response, await self._read_body(response, method, path)
+        finally:
+            await response.aclose()
+
+    async def _read_body(self, response: httpx.Response, method: str, path: str) -> bytes:
+        """The (decoded) body of ``response``, read chunk by chunk and refused, before reading
+        on, once it exceeds the size limit."""
+        limit = self._max_response_size
+        too_large = (
+            f"{method} {path}: the response body is larger than {limit} bytes (max_response_size)"
+        )
+        declared = response.headers.get("content-length", "")
+        if (
+            declared.isdigit()
+            and int(declared) > limit
+            and not response.headers.get("content-encoding")
+        ):
+            raise TransportError(too_large)
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                if len(body) + len(chunk) > limit:
+                    raise TransportError(too_large)
+                body += chunk
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+        return bytes(body)

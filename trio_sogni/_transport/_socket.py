@@ -67,8 +67,9 @@ class FrameSink(Protocol):
     def connected(self, authenticated: Authenticated) -> None:
         """A connection finished its handshake (``authenticated`` received)."""
 
-    def connection_lost(self, error: ConnectionLost) -> None:
-        """The current connection died. Jobs that depended on it must fail now."""
+    def connection_lost(self, error: ConnectionLost | AuthenticationError) -> None:
+        """The current connection died (`AuthenticationError`: the server closed it with 4021,
+        credentials rejected). Jobs that depended on it must fail now."""
 
 
 class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -113,6 +114,17 @@ def build_socket_url(
 def _close_error(code: int | None, reason: str | None) -> ConnectionLost:
     text = f"socket closed (code {code}{': ' + reason if reason else ''})"
     return ConnectionLost(text, close_code=code, reason=reason or "")
+
+
+def _session_error(lost: ConnectionLost) -> ConnectionLost | AuthenticationError:
+    """What jobs and waiters see for a loss: close code 4021 (credentials rejected, e.g. a
+    revoked key or an expired token) is an `AuthenticationError` caused by ``lost``, during the
+    session as during the handshake; any other loss is ``lost`` itself."""
+    if lost.close_code != CLOSE_AUTH_ERROR:
+        return lost
+    error = AuthenticationError("the server rejected the credentials (close code 4021)")
+    error.__cause__ = lost
+    return error
 
 
 class SocketTransport:
@@ -194,7 +206,7 @@ class SocketTransport:
                 return
             code = lost.close_code
             if code == CLOSE_NORMAL or (code is not None and 4000 <= code <= 4999):
-                self._terminal = lost
+                self._terminal = _session_error(lost)
             if self._terminal is not None:
                 logger.warning("socket closed for good: %s", lost)
                 self._ready.set()  # release waiting senders: they see the terminal error
@@ -298,7 +310,7 @@ class SocketTransport:
                 if self._closing:
                     return None
                 lost = _close_error(exc.code, exc.reason)
-                self._notify_lost(lost)
+                self._notify_lost(_session_error(lost))
                 return lost
             self.frames_received += len(batch)
             try:
@@ -312,7 +324,7 @@ class SocketTransport:
         except Exception:
             logger.exception("error while handling a server frame; frame skipped")
 
-    def _notify_lost(self, lost: ConnectionLost) -> None:
+    def _notify_lost(self, lost: ConnectionLost | AuthenticationError) -> None:
         try:
             self._sink.connection_lost(lost)
         except Exception:

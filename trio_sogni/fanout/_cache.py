@@ -23,6 +23,7 @@ from typing import Final, Self
 import msgspec
 import trio
 
+from ..protocol import JSONDecoder
 from ._journal import complete_lines, open_append, write_line
 from ._types import FanoutResult
 
@@ -38,8 +39,8 @@ class _KeyOnly(msgspec.Struct):
     key: str
 
 
-_key_decoder: Final = msgspec.json.Decoder(_KeyOnly)
-_entry_decoder: Final = msgspec.json.Decoder(_Entry)
+_key_decoder: Final = JSONDecoder(_KeyOnly)
+_entry_decoder: Final = JSONDecoder(_Entry)
 _encoder: Final = msgspec.json.Encoder()
 
 

@@ -39,12 +39,13 @@ import os
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Set as AbstractSet
 from itertools import chain
-from typing import Any, Final, Self
+from typing import Annotated, Any, Final, Self
 
 import msgspec
 import trio
 
 from .. import SogniError
+from ..protocol import JSONDecoder
 from ._indexset import IndexSet, KeyPrefixes
 from ._types import FanoutItem, FanoutResult
 
@@ -54,6 +55,11 @@ FINAL_STATUSES: Final[frozenset[str]] = frozenset({"ok", "failed"})
 """Outcome statuses after which an item is done (``failed`` only without ``retry_failed``)."""
 
 JOURNAL_VERSION: Final = 1
+
+MAX_JOURNAL_INDEX: Final = 10**8 - 1
+"""The largest item index a journal holds (a run has at most 100,000,000 items): a line naming a
+negative or larger index is refused with :class:`JournalError` instead of allocating a bit set
+sized by a hand-edited number."""
 
 
 class JournalError(SogniError, ValueError):
@@ -65,19 +71,21 @@ class _Head(msgspec.Struct):
     """The fields of a journal or results line that the readers need (others are skipped)."""
 
     kind: str | None = None
-    index: int | None = None
+    index: Annotated[int, msgspec.Meta(ge=0, le=MAX_JOURNAL_INDEX)] | None = None
     key: str | None = None
     status: str | None = None
 
 
-_head_decoder: Final = msgspec.json.Decoder(_Head)
+_head_decoder: Final = JSONDecoder(_Head)
 _encoder: Final = msgspec.json.Encoder()
 
 
 def _decode_head(line: bytes) -> _Head:
+    """The head of a line read tolerantly (an undecodable line, or one whose index is out of
+    range, has an empty head)."""
     try:
         return _head_decoder.decode(line)
-    except msgspec.DecodeError:
+    except msgspec.MsgspecError:
         return _Head()
 
 
@@ -205,8 +213,8 @@ class Journal:
             for number, end, line in complete_lines(name):
                 try:
                     head = _head_decoder.decode(line)
-                except msgspec.DecodeError:
-                    raise JournalError(f"{name}:{number}: not a journal record") from None
+                except msgspec.MsgspecError as exc:
+                    raise JournalError(f"{name}:{number}: not a journal record ({exc})") from None
                 if head.kind == "intent" and head.index is not None and head.key is not None:
                     intents.set(head.index, _key_prefix(head.key))
                 elif head.kind == "outcome" and head.index is not None:

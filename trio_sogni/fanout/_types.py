@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Protocol, get_type_hints
 import msgspec
 
 from .. import CompletionParams, InvalidRequestError, validate_messages
+from ..protocol import JSONDecoder
 
 __all__ = [
     "MAX_CHUNK_TIMES",
@@ -314,7 +315,7 @@ class FanoutResult(msgspec.Struct, kw_only=True):
 
 
 _encoder: Final = msgspec.json.Encoder()
-_result_decoder: Final = msgspec.json.Decoder(FanoutResult)
+_result_decoder: Final = JSONDecoder(FanoutResult)
 
 
 class LatencySummary(msgspec.Struct, kw_only=True, frozen=True):

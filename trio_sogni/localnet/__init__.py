@@ -48,6 +48,7 @@ private layer packages (``_server`` at the bottom, then ``_workers`` and ``_acco
 from typing import TYPE_CHECKING, Any
 
 from ._accounts._accounts import TokenPair as TokenPair
+from ._accounts._ledger import MAX_AMOUNT as MAX_AMOUNT
 from ._accounts._store import (
     AccountRecord as AccountRecord,
     DuplicateAccount as DuplicateAccount,
@@ -143,6 +144,7 @@ __all__ = [
     "DEFAULT_LLAMA_MODEL",
     "DEFAULT_MODEL",
     "LOCAL_EXTRA_HINT",
+    "MAX_AMOUNT",
     "Account",
     "AccountRecord",
     "Delta",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import partial
 from types import MappingProxyType
 from typing import Final, Literal
@@ -89,9 +89,19 @@ class Account:
         }
 
 
+_PRECISION: Final = 60
+"""Significant digits of localnet's price arithmetic: with prices and rates bounded by
+:data:`MAX_PRICE` a quote never overflows it (balances are bounded tighter, by the ledger)."""
+
+MAX_PRICE: Final = Decimal(10**9)
+"""The largest price (USD per million tokens) or exchange rate :class:`Pricing` accepts; a
+positive rate must also be at least ``1 / MAX_PRICE``."""
+
+
 def format_decimal(value: Decimal) -> str:
     """Render ``value`` as a plain decimal string (no exponent, no trailing zeros)."""
-    quantized = value.quantize(Decimal("1e-12")).normalize()
+    with localcontext(prec=_PRECISION):
+        quantized = value.quantize(Decimal("1e-12")).normalize()
     text = format(quantized, "f")
     return "0" if text in {"-0", ""} else text
 
@@ -133,6 +143,9 @@ def _price(value: object, name: str, *, positive: bool = False) -> Decimal:
         raise ValueError(
             f"{name} must be a finite {'positive' if positive else 'non-negative'} number"
         )
+    if amount > MAX_PRICE or (positive and amount < 1 / MAX_PRICE):
+        low = "1e-9" if positive else "0"
+        raise ValueError(f"{name} must be between {low} and {MAX_PRICE}, got {value}")
     return amount
 
 
@@ -223,11 +236,13 @@ class Pricing:
         model: str | None = None,
     ) -> Quote:
         """The cost of ``input_tokens`` in and ``output_tokens`` out on ``model``."""
-        usd = self.usd(input_tokens, model=model, output_tokens=output_tokens)
-        sogni = self.in_token(usd, "sogni").quantize(_ROUND)
-        spark = self.in_token(usd, "spark").quantize(_ROUND)
+        with localcontext(prec=_PRECISION):
+            usd = self.usd(input_tokens, model=model, output_tokens=output_tokens)
+            sogni = self.in_token(usd, "sogni").quantize(_ROUND)
+            spark = self.in_token(usd, "spark").quantize(_ROUND)
+            usd = usd.quantize(_ROUND)
         return Quote(
-            usd=usd.quantize(_ROUND),
+            usd=usd,
             sogni=sogni,
             spark=spark,
             token=sogni if token_type == "sogni" else spark,

@@ -50,24 +50,44 @@ _KEYWORDS: Final = frozenset(
 _TYPES: Final = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
 
+MAX_SCHEMA_COUNT: Final = 10_000
+"""The largest ``minItems`` / ``maxItems`` / ``minLength`` / ``maxLength`` a schema may state
+(:func:`example` builds that many items or characters)."""
+
+_COUNTS: Final = frozenset({"minItems", "maxItems", "minLength", "maxLength"})
+_BOUNDS: Final = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+
+
 class SchemaError(ValueError):
     """A schema uses a keyword or a value this subset does not support."""
 
 
-def check_schema(schema: Mapping[str, Any], path: str = "#") -> None:
-    """Check that ``schema`` only uses the supported subset, recursively.
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_schema(schema: object, path: str = "#") -> None:
+    """Check that ``schema`` only uses the supported subset, recursively, and that every
+    keyword's value has the right type (so :func:`validate` and :func:`example` never fail on
+    it): a hostile schema is refused here, never crashes a worker.
 
     Raises:
         SchemaError: naming the first unsupported keyword or malformed value.
     """
-    for key, value in schema.items():
+    if not isinstance(schema, Mapping):
+        raise SchemaError(f"{path}: a schema must be an object")
+    for key, value in cast("Mapping[Any, Any]", schema).items():
+        if not isinstance(key, str):
+            raise SchemaError(f"{path}: keywords must be strings")
         if key in _ANNOTATIONS:
             continue
         if key not in _KEYWORDS:
             raise SchemaError(f"{path}: unsupported keyword {key!r}")
         if key == "type":
             names: list[Any] = [value] if isinstance(value, str) else value
-            if not isinstance(names, list) or not all(n in _TYPES for n in names):  # pyright: ignore[reportUnnecessaryIsInstance]
+            if not isinstance(names, list) or not all(  # pyright: ignore[reportUnnecessaryIsInstance]
+                isinstance(n, str) and n in _TYPES for n in names
+            ):
                 raise SchemaError(f"{path}: bad type {value!r}")
         elif key == "properties":
             if not isinstance(value, Mapping):
@@ -75,12 +95,30 @@ def check_schema(schema: Mapping[str, Any], path: str = "#") -> None:
             props: Mapping[str, Any] = value  # pyright: ignore[reportUnknownVariableType]
             for name, sub in props.items():
                 check_schema(sub, f"{path}/properties/{name}")
-        elif key in {"items", "additionalProperties"} and isinstance(value, Mapping):
-            check_schema(value, f"{path}/{key}")  # pyright: ignore[reportUnknownArgumentType]
+        elif key == "additionalProperties" and isinstance(value, bool):
+            pass
+        elif key in {"items", "additionalProperties"}:
+            check_schema(value, f"{path}/{key}")
+        elif key == "required":
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):  # pyright: ignore[reportUnknownVariableType]
+                raise SchemaError(f"{path}: required must be a list of strings")
+        elif key == "enum":
+            if not isinstance(value, list):
+                raise SchemaError(f"{path}: enum must be a list")
+        elif key in _COUNTS:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= MAX_SCHEMA_COUNT
+            ):
+                raise SchemaError(f"{path}: {key} must be an integer in [0, {MAX_SCHEMA_COUNT}]")
+        elif key in _BOUNDS:
+            if not _is_number(value):
+                raise SchemaError(f"{path}: {key} must be a finite number")
         elif key == "pattern":
             try:
                 re.compile(value)
-            except (re.error, TypeError):
+            except (re.error, TypeError, ValueError, OverflowError, RecursionError):
                 raise SchemaError(f"{path}: bad pattern") from None
 
 

@@ -15,9 +15,10 @@ This module raises only msgspec errors; callers translate them at their own boun
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
@@ -41,11 +42,13 @@ from ._messages import (
 __all__ = [
     "MAX_JSON_DEPTH",
     "ClientMessage",
+    "JSONDecoder",
     "ServerMessage",
     "UnknownMessage",
     "check_json_depth",
     "decode_client_message",
     "decode_envelope",
+    "decode_json",
     "decode_server_message",
     "decode_server_payload",
     "encode_client_message",
@@ -92,7 +95,9 @@ MAX_JSON_DEPTH: Final = 512
 """Deeper JSON is refused before msgspec sees it (see :func:`check_json_depth`)."""
 
 _SHALLOW_LENGTH: Final = 2 * MAX_JSON_DEPTH
-_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.DOTALL)
+"""A JSON string (an unterminated one runs to the end, so no input makes the scan quadratic)
+or a bracket."""
 
 
 def check_json_depth(data: bytes | str) -> None:
@@ -109,7 +114,7 @@ def check_json_depth(data: bytes | str) -> None:
     """
     if len(data) <= _SHALLOW_LENGTH:
         return
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
         return
     depth = 0
@@ -121,6 +126,92 @@ def check_json_depth(data: bytes | str) -> None:
                 raise msgspec.DecodeError("JSON is nested too deeply")
         elif token == b"}" or token == b"]":
             depth -= 1
+
+
+_T = TypeVar("_T")
+
+
+class JSONDecoder(Generic[_T]):
+    """A :class:`msgspec.json.Decoder` (of ``target``, default any JSON) for untrusted bytes: every document is checked by
+    :func:`check_json_depth` first, and a :class:`RecursionError` (possible only with a very low
+    recursion limit) becomes :class:`msgspec.DecodeError`. Every JSON decode of data from the
+    other side (the client's of server replies, localnet's of request bodies, tokens and frames)
+    goes through one of these or :func:`decode_json`, so nested input can never overflow the C
+    stack whatever the interpreter's recursion limit.
+
+    Raises (from :meth:`decode`): :class:`msgspec.DecodeError` (invalid or too deeply nested
+    JSON) and :class:`msgspec.ValidationError` (a value of the wrong type), nothing else.
+    """
+
+    __slots__ = ("_decoder",)
+
+    @overload
+    def __init__(
+        self: JSONDecoder[Any],
+        *,
+        strict: bool = True,
+        float_hook: Callable[[str], Any] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        target: type[_T],
+        *,
+        strict: bool = True,
+        float_hook: Callable[[str], Any] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: JSONDecoder[Any],
+        target: Any,
+        *,
+        strict: bool = True,
+        float_hook: Callable[[str], Any] | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        target: Any = Any,
+        *,
+        strict: bool = True,
+        float_hook: Callable[[str], Any] | None = None,
+    ) -> None:
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+            target, strict=strict, float_hook=float_hook
+        )
+
+    def decode(self, data: bytes | str) -> _T:
+        """Check the depth of ``data``, then decode it."""
+        check_json_depth(data)
+        try:
+            value: _T = self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON is nested too deeply") from None
+        except UnicodeEncodeError:  # a str holding a lone surrogate
+            raise msgspec.DecodeError("JSON text holds a lone surrogate") from None
+        return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise msgspec.DecodeError(f"JSON number out of range: {text[:40]}")
+    return value
+
+
+_any_decoder: Final = JSONDecoder(float_hook=_finite_float)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Decode untrusted JSON of any shape through :class:`JSONDecoder` (depth checked first).
+
+    A number beyond the float range (``1e400``, which msgspec would make infinite) is refused:
+    no value decoded here is NaN or infinite.
+
+    Raises:
+        msgspec.DecodeError: invalid JSON, a number out of range, or nesting deeper than
+            :data:`MAX_JSON_DEPTH`.
+    """
+    return _any_decoder.decode(data)
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -16,7 +16,8 @@ cycles and frozen structs cannot be made to, so the cyclic garbage collector nee
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final, Literal
+import sys
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType, field
@@ -56,6 +57,11 @@ __all__ = [
 Number = int | float
 """JSON numbers: msgspec decodes an integer literal as ``int`` and anything else as ``float``."""
 
+FiniteNumber = int | Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+"""A JSON number that is not NaN or infinite (msgspec decodes ``1e400`` as ``inf``): the sampling
+fields of :class:`LLMJobRequest` are decoded and converted as this, so a server refuses them
+(the constraint is checked on decode and :func:`msgspec.convert`, not on construction)."""
+
 
 # --- client -> server -----------------------------------------------------------------------------
 
@@ -86,13 +92,13 @@ class LLMJobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: bool | UnsetType = UNSET
     app_source: str | UnsetType = field(default=UNSET, name="appSource")
     max_tokens: int | UnsetType = UNSET
-    temperature: Number | UnsetType = UNSET
-    top_p: Number | UnsetType = UNSET
+    temperature: FiniteNumber | UnsetType = UNSET
+    top_p: FiniteNumber | UnsetType = UNSET
     top_k: int | UnsetType = UNSET
-    min_p: Number | UnsetType = UNSET
-    repetition_penalty: Number | UnsetType = UNSET
-    frequency_penalty: Number | UnsetType = UNSET
-    presence_penalty: Number | UnsetType = UNSET
+    min_p: FiniteNumber | UnsetType = UNSET
+    repetition_penalty: FiniteNumber | UnsetType = UNSET
+    frequency_penalty: FiniteNumber | UnsetType = UNSET
+    presence_penalty: FiniteNumber | UnsetType = UNSET
     stop: str | list[str] | UnsetType = UNSET
     token_type: Literal["sogni", "spark"] | UnsetType = field(default=UNSET, name="tokenType")
     safe_content_filter: bool | UnsetType = field(default=UNSET, name="safeContentFilter")

@@ -16,6 +16,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
+import msgspec
+
+from ...protocol import decode_json
+
 __all__ = ["InvalidToken", "decode_jwt", "encode_jwt"]
 
 _HEADER: Final = {"alg": "HS256", "typ": "JWT"}
@@ -69,9 +73,9 @@ def decode_jwt(token: str, secret: bytes) -> dict[str, Any]:
     if not hmac.compare_digest(expected, _b64decode(signature_b64)):
         raise InvalidToken("bad token signature")
     try:
-        header = json.loads(_b64decode(header_b64))
-        payload = json.loads(_b64decode(payload_b64))
-    except (ValueError, UnicodeDecodeError):
+        header = decode_json(_b64decode(header_b64))
+        payload = decode_json(_b64decode(payload_b64))
+    except (ValueError, msgspec.DecodeError):
         raise InvalidToken("malformed token") from None
     if not isinstance(header, dict) or cast("dict[str, Any]", header).get("alg") != "HS256":
         raise InvalidToken("unsupported token algorithm")

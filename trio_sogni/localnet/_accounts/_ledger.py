@@ -16,25 +16,32 @@ goes through this class, which keeps the cache exact.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from ...protocol import Balance
 from .._config import format_decimal
 from ._store import TOKEN_TYPES, Store, TokenType
 
-__all__ = ["Amount", "Hold", "InsufficientBalance", "Ledger", "to_amount"]
+__all__ = ["MAX_AMOUNT", "Amount", "Hold", "InsufficientBalance", "Ledger", "to_amount"]
 
 Amount: TypeAlias = Decimal | str | int
 """A token amount as callers may give it; stored as :class:`~decimal.Decimal`."""
 
 _ZERO = Decimal(0)
 
+MAX_AMOUNT: Final = Decimal("9999999999999999.999999999999")
+"""The largest amount (and balance) the ledger holds: amounts are kept to 12 decimal places
+in Python's default 28-digit decimal context, so 16 digits before the point is the most that can
+be rounded, shown and compared. Larger amounts, and funding that would make a balance larger,
+are refused (:class:`ValueError`) before anything is stored."""
+
 
 def to_amount(value: Amount) -> Decimal:
-    """``value`` as a finite :class:`~decimal.Decimal`.
+    """``value`` as a finite :class:`~decimal.Decimal` no larger in size than
+    :data:`MAX_AMOUNT`.
 
     Raises:
-        ValueError: not a finite decimal number.
+        ValueError: not a finite decimal number, or too large.
     """
     if isinstance(value, bool):
         raise ValueError("an amount must be a decimal number")
@@ -44,6 +51,8 @@ def to_amount(value: Amount) -> Decimal:
         raise ValueError(f"an amount must be a decimal number, got {value!r}") from None
     if not amount.is_finite():
         raise ValueError(f"an amount must be finite, got {value!r}")
+    if abs(amount) > MAX_AMOUNT:
+        raise ValueError(f"an amount must be below 1e16 in size, got {value!r}")
     return amount
 
 
@@ -186,7 +195,7 @@ class Ledger:
 
         Raises:
             KeyError: the store does not know the account.
-            ValueError: the balance would fall below zero.
+            ValueError: the balance would fall below zero or above :data:`MAX_AMOUNT`.
         """
         balances = self._balances(account_id)
         if balances is None:
@@ -194,6 +203,8 @@ class Ledger:
         new = balances[token_type] + delta
         if new < 0:
             raise ValueError("a balance cannot fall below zero")
+        if new > MAX_AMOUNT:
+            raise ValueError(f"a balance cannot exceed {MAX_AMOUNT} (the ledger's precision)")
         balances[token_type] = new
         self._store.set_balance(account_id, token_type, new)
         return new

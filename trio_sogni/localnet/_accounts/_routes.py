@@ -35,6 +35,7 @@ from typing import Any, TypeAlias, cast
 
 import msgspec
 
+from ...protocol import decode_json
 from .._config import Account
 from .._server import Handler, HTTPRequest, HTTPResponse, Router, error_response, json_response
 from ._accounts import AccountError, Accounts, TokenPair
@@ -57,8 +58,8 @@ def _tokens(pair: TokenPair, **extra: str) -> HTTPResponse:
 
 def _body(request: HTTPRequest) -> dict[str, Any]:
     try:
-        body = msgspec.json.decode(request.body)
-    except (msgspec.DecodeError, RecursionError):
+        body = decode_json(request.body)
+    except msgspec.DecodeError:
         raise AccountError(400, "The request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise AccountError(400, "The request body must be a JSON object")

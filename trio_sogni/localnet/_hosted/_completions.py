@@ -45,7 +45,6 @@ status is 402 for a subscription denial (``subscriptionLimit`` or codes 4078-408
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -56,6 +55,7 @@ from ...protocol import (
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
+    decode_json,
 )
 from .._config import Account
 from .._jobs._collector import ChunkCollector
@@ -180,8 +180,8 @@ def job_error_response(error: LLMJobError) -> HTTPResponse:
 
 def _json_body(request: HTTPRequest) -> dict[str, Any] | HTTPResponse:
     try:
-        body = json.loads(request.body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = decode_json(request.body)
+    except msgspec.DecodeError:
         return _invalid("The request body must be a JSON object")
     if not isinstance(body, dict):
         return _invalid("The request body must be a JSON object")
@@ -383,8 +383,8 @@ class _HostedEndpoints:
             return job_error_response(final)
         output = "".join(collector.content)
         try:
-            result = json.loads(output)
-        except json.JSONDecodeError:
+            result = decode_json(output)
+        except msgspec.DecodeError:
             return openai_error(
                 502,
                 f"The model's output for {name} is not valid JSON",

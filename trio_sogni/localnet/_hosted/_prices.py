@@ -18,18 +18,23 @@ unknown keys are errors.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
+import msgspec
+
+from ...protocol import JSONDecoder
 from .._config import ModelPrice, Pricing
 
 __all__ = ["load_prices", "parse_prices"]
 
 _TOP: frozenset[str] = frozenset({"default", "models", "usdPerSogni", "usdPerSpark"})
 _PRICE: frozenset[str] = frozenset({"input", "output"})
+
+
+_prices_decoder: Final = JSONDecoder(float_hook=Decimal)
 
 
 def _decimal(value: object, where: str) -> Decimal:
@@ -73,8 +78,8 @@ def parse_prices(text: str | bytes) -> Pricing:
             names where).
     """
     try:
-        data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
-    except json.JSONDecodeError as exc:
+        data = _prices_decoder.decode(text)
+    except msgspec.DecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
     top = _object(data, "prices", _TOP)
     options: dict[str, Any] = {}
@@ -92,7 +97,10 @@ def parse_prices(text: str | bytes) -> Pricing:
         }
     options["usd_per_sogni"] = _decimal(top.get("usdPerSogni", "0.01"), "prices.usdPerSogni")
     options["usd_per_spark"] = _decimal(top.get("usdPerSpark", "0.01"), "prices.usdPerSpark")
-    return Pricing(**options)
+    try:
+        return Pricing(**options)
+    except ValueError as exc:
+        raise ValueError(f"prices: {exc}") from None
 
 
 def load_prices(path: str | os.PathLike[str]) -> Pricing:

@@ -38,7 +38,7 @@ from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
 from ._records import JobRecord
 from ._scheduler import Job, JobOutcome, Scheduler
-from ._session import Session
+from ._session import Session, validate_request
 
 __all__ = [
     "DEFAULT_MAX_JOBS_PER_SOCKET",
@@ -320,6 +320,9 @@ class JobManager:
         spec = self.models.get(request.model)
         if self.closing:
             return _error(request.job_id, "server_restarting", RESTART_MESSAGE)
+        problem = validate_request(request)
+        if problem is not None:
+            return _error(request.job_id, "invalid_request", problem)
         if key in self.jobs:
             message = f"jobID {request.job_id} is already in use by a live job"
             return _error(request.job_id, "invalid_request", message)

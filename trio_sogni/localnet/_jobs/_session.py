@@ -20,14 +20,17 @@ import msgspec
 from ...protocol import (
     AbortJob,
     ChangeNetwork,
+    JSONDecoder,
     LLMJobError,
     LLMJobRequest,
+    ResponseFormatJSONSchema,
     ServerMessage,
     SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated,
     decode_client_message,
     decode_envelope,
 )
+from .._jsonschema import SchemaError, check_schema
 
 __all__ = [
     "Abort",
@@ -69,14 +72,14 @@ class Handshake:
     problems: tuple[str, ...] = ()
 
 
-_subscriptions_decoder: Final = msgspec.json.Decoder(dict[str, bool])
+_subscriptions_decoder: Final = JSONDecoder(dict[str, bool])
 
 
 class _JobIDOnly(msgspec.Struct):
     job_id: object = msgspec.field(default=None, name="jobID")
 
 
-_job_id_decoder: Final = msgspec.json.Decoder(_JobIDOnly)
+_job_id_decoder: Final = JSONDecoder(_JobIDOnly)
 
 
 def parse_handshake(target: str) -> Handshake:
@@ -166,7 +169,10 @@ def _number(value: object) -> float | None:
 
 
 def validate_request(request: LLMJobRequest) -> str | None:
-    """Model-independent checks of a job request. Returns what is wrong, or ``None``."""
+    """Model-independent checks of a job request. Returns what is wrong, or ``None``.
+
+    Every job is admitted through these checks (socket jobs when their frame is decoded, and
+    every job again in ``JobManager`` admission, durable runs' and hosted completions' too)."""
     if not request.job_id or len(request.job_id) > MAX_JOB_ID_LENGTH:
         return f"jobID must be 1 to {MAX_JOB_ID_LENGTH} characters"
     if not request.model:
@@ -195,6 +201,14 @@ def validate_request(request: LLMJobRequest) -> str | None:
             return f"stop accepts at most {MAX_STOP_SEQUENCES} sequences"
         if any(not s for s in stop):
             return "stop sequences must not be empty"
+    response_format = request.response_format
+    if isinstance(response_format, ResponseFormatJSONSchema):
+        schema = response_format.json_schema.schema
+        if schema is not None:
+            try:
+                check_schema(schema)
+            except SchemaError as exc:
+                return f"response_format.json_schema.schema: {exc}"
     return None
 
 
@@ -211,7 +225,7 @@ def _salvage(frame: bytes | str) -> tuple[str | None, str | None]:
         return None, None
     try:
         job_id = _job_id_decoder.decode(payload).job_id
-    except (msgspec.MsgspecError, RecursionError):
+    except msgspec.MsgspecError:
         return message_type, None
     return message_type, (job_id if isinstance(job_id, str) and job_id else None)
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, cast
 import msgspec
 import trio
 
-from ...protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerMessage
+from ...protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerMessage, decode_json
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing, format_decimal
 from .._jobs._collector import ChunkCollector
@@ -453,8 +453,8 @@ class RunExecutor:
 def _arguments(call: Mapping[str, Any]) -> dict[str, Any]:
     raw = call["function"].get("arguments") or "{}"
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = decode_json(raw)
+    except (ValueError, TypeError):
         raise ToolFailure("invalid_arguments", "the tool arguments are not valid JSON") from None
     if not isinstance(value, dict):
         raise ToolFailure("invalid_arguments", "the tool arguments must be a JSON object")

@@ -11,10 +11,11 @@ SDKs raise a ``ChatJobError`` with that code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 
+from ...protocol import decode_json
 from .._config import Account
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
 from ._manager import RunManager
@@ -48,7 +49,7 @@ def _body(request: HTTPRequest) -> dict[str, Any]:
     if not request.body.strip():
         return {}
     try:
-        value = msgspec.json.decode(request.body)
+        value = decode_json(request.body)
     except msgspec.DecodeError:
         raise RunError(400, "invalid_json", "The request body is not valid JSON") from None
     if not isinstance(value, dict):
@@ -64,6 +65,22 @@ def _idempotency_key(request: HTTPRequest) -> str | None:
     if not key or len(key) > 255:
         raise RunError(400, "invalid_request", "Idempotency-Key must have 1 to 255 characters")
     return key
+
+
+MAX_EVENT_SEQUENCE: Final = 2**63 - 1
+"""The largest ``Last-Event-ID`` accepted (event sequences are SQLite integers)."""
+
+
+def _last_event_id(text: str) -> int:
+    """The sequence a ``Last-Event-ID`` header names: an integer in ``[0, MAX_EVENT_SEQUENCE]``
+    (ASCII digits only), else 400 (before the stream starts)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_EVENT_SEQUENCE:
+        raise RunError(
+            400,
+            "invalid_request",
+            f"Last-Event-ID must be an event sequence (an integer in [0, {MAX_EVENT_SEQUENCE}])",
+        )
+    return int(text)
 
 
 def run_routes(
@@ -84,7 +101,7 @@ class _RunEndpoints:
       reason?, acceptedCostPreview?}`` (optional ``Idempotency-Key``) — see
       :meth:`RunManager.confirm_cost` for 400/409;
     * ``GET /v1/chat/runs/{runId}/events/stream`` — ``text/event-stream`` (``Last-Event-ID``:
-      replay after that sequence).
+      replay after that sequence; anything but an integer in ``[0, 2**63 - 1]`` is a 400).
     """
 
     def __init__(
@@ -160,12 +177,7 @@ class _RunEndpoints:
             last = request.headers.get("last-event-id")
             last_id: int | None = None
             if last is not None and last.strip():
-                try:
-                    last_id = int(last.strip())
-                except ValueError:
-                    raise RunError(
-                        400, "invalid_request", "Last-Event-ID must be an integer"
-                    ) from None
+                last_id = _last_event_id(last.strip())
             body = await self._runs.events(account.id, params["runId"], last_id)
         except RunError as exc:
             return _error(exc.status, exc.code, exc.message)

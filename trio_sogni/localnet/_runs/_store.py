@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ...protocol import JSONDecoder
 from .._accounts._store import immediate_transaction
 
 __all__ = ["RunCheckpoint", "RunRow", "RunStore", "StoredEvent"]
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS chat_run_events (
 """
 
 _encode: Final = msgspec.json.Encoder()
-_decode_object: Final = msgspec.json.Decoder(dict[str, Any])
+_decode_object: Final = JSONDecoder(dict[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class RunCheckpoint(msgspec.Struct, kw_only=True, rename="camel"):
     confirm_keys: list[str] = msgspec.field(default_factory=list[str])
 
 
-_decode_checkpoint: Final = msgspec.json.Decoder(RunCheckpoint)
+_decode_checkpoint: Final = JSONDecoder(RunCheckpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 import msgspec
 
 from ...protocol import SAMPLING_FIELDS, LLMJobRequest
+from .._jobs._session import validate_request
 from ._state import RunError, RunRequest
 
 __all__ = ["job_fields", "validate_create"]
@@ -82,7 +83,10 @@ def _media_problem(body: Mapping[str, Any]) -> str | None:
     if context is not None and not isinstance(context, dict):
         return "media_context must be an object"
     for key in _MEDIA_KEYS:
-        for item in cast("list[Any]", cast("dict[str, Any]", context or {}).get(key) or []):
+        items: object = cast("dict[str, Any]", context or {}).get(key) or []
+        if not isinstance(items, list):
+            return f"media_context.{key} must be a list"
+        for item in cast("list[Any]", items):
             url = cast("dict[str, Any]", item).get("url") if isinstance(item, dict) else item
             if not _external(url):
                 return f"media_context.{key}[] must be http(s) URLs"
@@ -154,7 +158,10 @@ def validate_create(body: Mapping[str, Any], default_model: str) -> RunRequest:
     probe: dict[str, Any] = {"jobID": "probe", "model": model, "messages": messages, **sampling}
     probe.update(job_fields(validated))
     try:
-        msgspec.convert(probe, LLMJobRequest)
+        job = msgspec.convert(probe, LLMJobRequest)
     except msgspec.ValidationError as exc:
         raise bad(f"invalid chat request: {exc}") from None
+    problem = validate_request(job)
+    if problem is not None:
+        raise bad(f"invalid chat request: {problem}")
     return validated

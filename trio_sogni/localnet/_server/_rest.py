@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import unquote
 
+import msgspec
+
 from ._http import HTTPRequest, HTTPResponse, error_response
 
 __all__ = ["Handler", "RestAPI", "Router"]
@@ -47,7 +49,11 @@ def _split(path: str) -> list[str]:
 
 class Router:
     """Routes requests by method and path. Unknown paths get 404, known paths with another
-    method 405 (both in the Sogni error envelope)."""
+    method 405 (both in the Sogni error envelope).
+
+    A handler that lets a :class:`msgspec.DecodeError` (a body that is not JSON, or nests too
+    deeply) or :class:`msgspec.ValidationError` (a value of the wrong type or out of range)
+    escape answers 400 with the error's message: malformed client input is never a 500."""
 
     def __init__(self) -> None:
         self._routes: list[_Route] = []
@@ -58,6 +64,10 @@ class Router:
         Earlier registrations win when several patterns match.
         """
         self._routes.append(_Route(method.upper(), tuple(_split(pattern)), handler))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """``(method, pattern)`` of every route, in registration order."""
+        return [(r.method, "/" + "/".join(r.segments)) for r in self._routes]
 
     def include(self, other: Router) -> None:
         """Append every route of ``other`` (in its order) after the routes registered so far."""
@@ -75,7 +85,12 @@ class Router:
             if route.method != request.method:
                 allowed.append(route.method)
                 continue
-            return await route.handler(request, params)
+            try:
+                return await route.handler(request, params)
+            except msgspec.ValidationError as exc:  # a DecodeError too: first
+                return error_response(400, f"Invalid request: {exc}")
+            except msgspec.DecodeError as exc:
+                return error_response(400, f"The request body is not valid JSON: {exc}")
         if allowed:
             return error_response(
                 405,

@@ -23,6 +23,7 @@ from ...protocol import (
     FunctionCallDelta,
     LLMJobRequest,
     ToolCallDelta,
+    decode_json,
 )
 from ._base import JobContext, WorkerIdentity
 
@@ -117,7 +118,7 @@ def parse_sse_data(data: str) -> UpstreamChunk | None:
     if data.strip() == "[DONE]":
         return None
     try:
-        event = _as_dict(json.loads(data))
+        event = _as_dict(decode_json(data))
     except ValueError:
         event = None
     if event is None:

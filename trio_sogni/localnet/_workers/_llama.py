@@ -37,6 +37,8 @@ from ...protocol import (
     TextPart,
     ToolCallDelta,
     ToolChoiceFunction,
+    check_json_depth,
+    decode_json,
 )
 from .._config import ModelSpec
 from ._base import JobContext
@@ -146,6 +148,10 @@ def parse_tool_calls(text: str, tool_names: Collection[str]) -> list[ParsedToolC
     fenced = _FENCE.match(body)
     if fenced:
         body = fenced.group(1)
+    try:
+        check_json_depth(body)  # json's scanner recurses: the model's text is untrusted too
+    except msgspec.DecodeError:
+        return []
     decoder = json.JSONDecoder()
     values: list[Any] = []
     index = 0
@@ -178,7 +184,7 @@ def _tool_call(value: Any, tool_names: Collection[str]) -> ParsedToolCall | None
     arguments: Any = call.get("arguments", call.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = decode_json(arguments)
         except ValueError:
             return None
     if not isinstance(name, str) or name not in tool_names or not isinstance(arguments, dict):
@@ -342,7 +348,7 @@ def chat_messages(request: LLMJobRequest, template: str) -> list[dict[str, Any]]
 
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text)
+        return decode_json(text)
     except ValueError:
         return text
 
