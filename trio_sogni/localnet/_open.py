@@ -20,6 +20,7 @@ from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
 from ._network import LocalNetwork
+from ._server import ServerLimits
 from ._workers._base import Worker
 from ._workers._doubles import SimulatedWorker
 from ._workers._script import ScriptFunction
@@ -69,6 +70,12 @@ class LocalNetworkOptions(TypedDict, total=False):
     close_timeout: float
     shutdown_timeout: float
     record_limit: int
+    record_bytes: int
+    write_timeout: float
+    idle_timeout: float
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +94,10 @@ class LocalNetworkConfig:
     ``price_per_million_tokens``, ``authenticator``, ``database``, ``testnet``, ``clock``,
     ``access_token_ttl``, ``refresh_token_ttl``, ``nonce_ttl``, ``signup_balance``,
     ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
-    ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``. Their meaning
-    is documented on :func:`open_local_network`.
+    ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
+    ``record_bytes``, ``write_timeout``, ``idle_timeout``, ``header_timeout``,
+    ``body_timeout``, ``max_connections``. Their meaning is documented on
+    :func:`open_local_network`.
     """
 
     host: str = "127.0.0.1"
@@ -120,6 +129,12 @@ class LocalNetworkConfig:
     close_timeout: float = 2.0
     shutdown_timeout: float = 5.0
     record_limit: int = 10_000
+    record_bytes: int = 4 * 1024 * 1024
+    write_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 512
 
 
 def _merged_config(
@@ -181,6 +196,16 @@ async def open_local_network(
     default account is not metered (as before accounts existed: never refused, charged or sent
     ``balanceUpdate``) unless ``meter_default_account``.
 
+    Hostile peers are bounded (docs/localnet.md, "Limits"): a connection waits at most
+    ``idle_timeout`` seconds for the first byte of a request (new or kept-alive),
+    ``header_timeout`` from there to the end of the request head and ``body_timeout`` for the
+    whole body (then ``408`` and close); every write (a response, a WebSocket frame batch) must
+    progress by 64 KiB every ``write_timeout`` seconds, else the connection is aborted (a
+    WebSocket that stopped reading has its jobs aborted and their billing holds released); at
+    most ``max_connections`` connections are served at once (the next ones get ``503`` with
+    ``Retry-After: 1`` and are closed). The introspection logs keep at most ``record_limit``
+    entries and ``record_bytes`` accounted bytes each, as summaries.
+
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
@@ -228,10 +253,18 @@ async def open_local_network(
                 rebind_grace=c.rebind_grace,
                 authenticator=c.authenticator,
                 max_message_size=c.max_message_size,
-                max_body_size=c.max_body_size,
+                limits=ServerLimits(
+                    max_body_size=c.max_body_size,
+                    idle_timeout=c.idle_timeout,
+                    header_timeout=c.header_timeout,
+                    body_timeout=c.body_timeout,
+                    write_timeout=c.write_timeout,
+                    max_connections=c.max_connections,
+                ),
                 outbox_limit=c.outbox_limit,
                 close_timeout=c.close_timeout,
                 record_limit=c.record_limit,
+                record_bytes=c.record_bytes,
             ),
             host=c.host,
             port=c.port,
