@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from helpers import MODEL, client_in_memory, local_network
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, Request
 
 from trio_sogni.localnet import LocalNetwork, Text, default_reply_text
 from trio_sogni.protocol import (
@@ -23,6 +23,7 @@ from trio_sogni.protocol import (
     LLMJobRequest,
     ServerMessage,
     SwarmLLMModels,
+    UnknownMessage,
     decode_server_message,
     encode_client_message,
 )
@@ -46,19 +47,20 @@ class RawSocket:
         self.ws = WSConnection(ConnectionType.CLIENT)
         self._parts: list[bytes] = []
 
-    async def open(self, api_key: str, app_id: str) -> list[ServerMessage]:
+    async def open(self, api_key: str, app_id: str) -> list[ServerMessage | UnknownMessage]:
         request = Request(
-            host="localnet", target=f"/?appId={app_id}", extra_headers=[(b"api-key", api_key)]
+            host="localnet",
+            target=f"/?appId={app_id}",
+            extra_headers=[(b"api-key", api_key.encode())],
         )
         await self.stream.send_all(self.ws.send(request))
-        messages: list[ServerMessage] = []
+        messages: list[ServerMessage | UnknownMessage] = []
         while len(messages) < 2:  # authenticated, swarmLLMModels
             self.ws.receive_data(bytes(await self.stream.receive_some(65_536)))
             for event in self.ws.events():
                 if isinstance(event, AcceptConnection):
                     continue
-                assert isinstance(event, BytesMessage | TextMessage)
-                assert isinstance(event, BytesMessage)
+                assert isinstance(event, BytesMessage), event  # localnet sends binary frames
                 self._parts.append(bytes(event.data))
                 if event.message_finished:
                     messages.append(decode_server_message(b"".join(self._parts)))

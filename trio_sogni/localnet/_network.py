@@ -651,6 +651,7 @@ class LocalNetwork:
                 close_code=None if rejection is None else rejection[0],
             )
         )
+        self._changes.notify()
 
     @staticmethod
     async def _ignore(message: bytes | str) -> None:
