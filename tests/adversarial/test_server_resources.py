@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 import trio_websocket
 from helpers import local_network
 
-from trio_sogni.localnet import LocalNetwork
+from trio_sogni.localnet import LocalNetwork, RecordLog
 from trio_sogni.localnet._records import FRAME_PREVIEW
 from trio_sogni.protocol import (
     AbortJob,
@@ -136,3 +137,37 @@ async def test_a_flood_of_unauthenticated_requests_leaves_bounded_records(
         assert len(last.headers["x-pad"]) <= 257
         assert net.handshakes[-1].outcome == "rejected"
         assert len(net.handshakes[-1].app_id or "") <= 257
+
+
+def test_a_record_log_is_bounded_in_count_and_in_bytes() -> None:
+    log = RecordLog[str](max_items=3, max_bytes=100, size=len)
+    for word in ("a" * 10, "b" * 10, "c" * 10, "d" * 10):
+        log.append(word)
+    assert list(log) == ["b" * 10, "c" * 10, "d" * 10]  # the count bound
+    log.append("e" * 80)
+    assert list(log) == ["c" * 10, "d" * 10, "e" * 80]  # the byte bound evicts the oldest
+    assert log.accounted_bytes == 100
+    log.append("f" * 101)  # alone larger than the budget: not kept
+    assert list(log) == ["c" * 10, "d" * 10, "e" * 80]
+    assert log.dropped == 3
+    assert log[-1] == "e" * 80
+    assert log[:1] == ["c" * 10]
+    log.clear()
+    assert not log
+    assert log.accounted_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"write_timeout": 0},
+        {"idle_timeout": -1},
+        {"header_timeout": 0},
+        {"body_timeout": 0},
+        {"max_connections": 0},
+    ],
+)
+async def test_server_limits_must_be_positive(option: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        async with local_network(listen=False, **option):
+            pass  # pragma: no cover

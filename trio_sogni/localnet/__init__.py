@@ -81,7 +81,12 @@ from ._records import (
     RejectedFrame as RejectedFrame,
 )
 from ._runs._manager import RunManager as RunManager
-from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
+from ._server import (
+    HTTPRequest as HTTPRequest,
+    HTTPResponse as HTTPResponse,
+    RecordLog as RecordLog,
+    Router as Router,
+)
 from ._workers._base import (
     JobContext as JobContext,
     PreparedChunk as PreparedChunk,
@@ -170,6 +175,7 @@ __all__ = [
     "PreparedChunk",
     "Pricing",
     "Quote",
+    "RecordLog",
     "RejectedFrame",
     "Router",
     "RunManager",

@@ -82,7 +82,7 @@ class LocalNetwork:
 
     Introspection collections are updated as things happen (each keeps the last
     ``record_limit`` entries; the logs of what clients sent are also bounded in bytes,
-    ``record_bytes`` each, and hold summaries, see :class:`~trio_sogni.localnet._server.RecordLog`).
+    ``record_bytes`` each, and hold summaries, see :class:`~trio_sogni.localnet.RecordLog`).
     :meth:`wait_until` blocks until a condition over them holds.
     """
 
