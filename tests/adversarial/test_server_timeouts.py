@@ -211,3 +211,31 @@ async def partial_serve(
     handler: object, listener: ExhaustedListener, nursery: trio.Nursery
 ) -> None:
     await serve_listeners(handler, [listener], handler_nursery=nursery)  # type: ignore[arg-type]
+
+
+@pytest.mark.deadline(120)
+async def test_a_flood_of_half_open_connections_is_capped_then_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """1,100 connections that never send a byte (more than a 1,024 file-descriptor limit): at
+    most ``max_connections`` (512) are held, the rest are refused at once, and all are gone
+    after ``idle_timeout``; then the server serves again."""
+    async with network() as net:
+        flood = [net.connect_in_memory() for _ in range(1_100)]
+        await net.wait_until(
+            lambda: (
+                net.statistics().open_connections + net.statistics().refused_connections == 1_100
+            )
+        )
+        assert net.statistics().open_connections == 512
+        assert net.statistics().refused_connections == 588
+        start = trio.current_time()
+        with trio.fail_after(IDLE + 5):
+            await net.wait_until(lambda: net.statistics().open_connections == 0)
+        assert trio.current_time() - start == pytest.approx(IDLE)
+        assert net.statistics().timed_out_connections == 512
+        fresh = net.connect_in_memory()
+        await fresh.send_all(ME)
+        assert status_of(await fresh.receive_some(65_536)) == 401
+        for stream in [*flood, fresh]:
+            await trio.aclose_forcefully(stream)

@@ -45,6 +45,7 @@ logger = logging.getLogger("trio_sogni.localnet")
 
 RECEIVE_SIZE: Final = 65_536
 MAX_HEADER_SIZE: Final = 64 * 1024
+_json: Final = msgspec.json.Encoder()
 WRITE_PIECE: Final = 65_536
 """Writes are cut into pieces of at most this many bytes, each bounded by ``write_timeout``: a
 peer must take in 64 KiB every ``write_timeout`` seconds or be dropped."""
@@ -166,9 +167,6 @@ class HTTPResponse:
 class AbortConnection(Exception):
     """Raised by a streamed body (``HTTPResponse.stream``) to cut the connection at once,
     leaving the body unfinished, as a network fault would (used for fault injection)."""
-
-
-_json: Final = msgspec.json.Encoder()
 
 
 def json_response(status: int, payload: object) -> HTTPResponse:
