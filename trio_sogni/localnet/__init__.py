@@ -85,7 +85,12 @@ from ._records import (
 from ._runs._manager import RunManager as RunManager
 from ._runs._state import RunError as RunError
 from ._runs._tools import HostedToolDouble as HostedToolDouble, ToolFailure as ToolFailure
-from ._server import HTTPRequest as HTTPRequest, HTTPResponse as HTTPResponse, Router as Router
+from ._server import (
+    HTTPRequest as HTTPRequest,
+    HTTPResponse as HTTPResponse,
+    RecordLog as RecordLog,
+    Router as Router,
+)
 from ._workers._base import (
     JobContext as JobContext,
     PreparedChunk as PreparedChunk,
@@ -176,6 +181,7 @@ __all__ = [
     "PreparedChunk",
     "Pricing",
     "Quote",
+    "RecordLog",
     "RejectedFrame",
     "Router",
     "RunError",

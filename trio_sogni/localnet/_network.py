@@ -38,11 +38,15 @@ from ._jobs._manager import Changes, JobManager, SocketBinding
 from ._jobs._records import JobRecord
 from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
 from ._records import (
+    PREVIEW_CHARS,
     HandshakeRecord,
     HTTPRequestRecord,
     NetworkStatistics,
     RejectedFrame,
-    redact,
+    handshake_size,
+    http_request_size,
+    rejected_frame_size,
+    summarize_fields,
 )
 from ._runs._manager import RunManager
 from ._runs._routes import run_routes
@@ -55,8 +59,12 @@ from ._server import (
     OutClose,
     OutDrop,
     OutFrame,
+    RecordLog,
     RestAPI,
+    ServerLimits,
     accept_websocket,
+    preview,
+    serve_listeners,
 )
 from ._workers._base import Worker
 from ._workers._script import ScriptFunction
@@ -73,7 +81,9 @@ class LocalNetwork:
     :func:`serve_local_network`; never construct it directly.
 
     Introspection collections are updated as things happen (each keeps the last
-    ``record_limit`` entries). :meth:`wait_until` blocks until a condition over them holds.
+    ``record_limit`` entries; the logs of what clients sent are also bounded in bytes,
+    ``record_bytes`` each, and hold summaries, see :class:`~trio_sogni.localnet.RecordLog`).
+    :meth:`wait_until` blocks until a condition over them holds.
     """
 
     def __init__(
@@ -88,11 +98,12 @@ class LocalNetwork:
         rebind_grace: float,
         authenticator: Authenticator | None,
         max_message_size: int,
-        max_body_size: int,
+        limits: ServerLimits,
         outbox_limit: int,
         close_timeout: float,
         record_limit: int,
         max_jobs_per_socket: int,
+        record_bytes: int,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -106,6 +117,8 @@ class LocalNetwork:
         self._max_message_size = max_message_size
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
+        self._limits = limits
+        self._stalled_sockets = 0
         self._changes = Changes()
         self.errors: deque[str] = deque(maxlen=record_limit)
         """Internal failures (a script or worker raising, a connection handler crashing)."""
@@ -118,6 +131,7 @@ class LocalNetwork:
             errors=self.errors,
             record_limit=record_limit,
             max_jobs_per_socket=max_jobs_per_socket,
+            record_bytes=record_bytes,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
@@ -155,18 +169,25 @@ class LocalNetwork:
         self._connections = Connections(
             on_change=self._changes.notify,
             on_error=self.errors.append,
-            max_body_size=max_body_size,
+            limits=limits,
         )
         self._closing = False
         self._nursery: trio.Nursery | None = None
         self._listen_scope = trio.CancelScope()
         self._address: tuple[str, int] | None = None
-        self.rejected_frames: deque[RejectedFrame] = deque(maxlen=record_limit)
-        """Client frames refused by strict decoding or validation — none from a correct client."""
-        self.http_requests: deque[HTTPRequestRecord] = deque(maxlen=record_limit)
-        """REST requests answered, credentials redacted."""
-        self.handshakes: deque[HandshakeRecord] = deque(maxlen=record_limit)
-        """WebSocket upgrades, accepted or rejected, credentials redacted."""
+        self.rejected_frames = RecordLog[RejectedFrame](
+            max_items=record_limit, max_bytes=record_bytes, size=rejected_frame_size
+        )
+        """Client frames refused by strict decoding or validation (a correct client: none);
+        each keeps a preview of the frame and its size."""
+        self.http_requests = RecordLog[HTTPRequestRecord](
+            max_items=record_limit, max_bytes=record_bytes, size=http_request_size
+        )
+        """REST requests answered, summarized (credentials redacted, values cut)."""
+        self.handshakes = RecordLog[HandshakeRecord](
+            max_items=record_limit, max_bytes=record_bytes, size=handshake_size
+        )
+        """WebSocket upgrades, accepted or rejected, summarized like :attr:`http_requests`."""
         self.frames_received = 0
         """Complete WebSocket messages received from authenticated clients."""
 
@@ -411,8 +432,10 @@ class LocalNetwork:
     # -- introspection --------------------------------------------------------------------------
 
     @property
-    def job_requests(self) -> deque[LLMJobRequest]:
-        """Every well-formed ``llmJobRequest`` received, accepted or not."""
+    def job_requests(self) -> RecordLog[LLMJobRequest]:
+        """The well-formed ``llmJobRequest`` frames received, accepted or not, whole: the newest
+        ones within ``record_limit`` requests and ``record_bytes`` accounted bytes (a request
+        larger than that is not kept)."""
         return self._jobs.job_requests
 
     @property
@@ -421,8 +444,9 @@ class LocalNetwork:
         return self._jobs.job_records
 
     @property
-    def aborted_job_ids(self) -> deque[str]:
-        """Every jobID named by a client abort (``jobError``) frame, live job or not."""
+    def aborted_job_ids(self) -> RecordLog[str]:
+        """Every jobID named by a client abort (``jobError``) frame, live job or not (ids longer
+        than 256 characters are cut)."""
         return self._jobs.aborted_job_ids
 
     @property
@@ -461,6 +485,9 @@ class LocalNetwork:
             connected_sockets=len(self._sockets),
             open_connections=len(self._connections),
             job_state_entries=self._jobs.state_entries(),
+            refused_connections=self._connections.refused,
+            timed_out_connections=sum(self._connections.timeouts.values()),
+            stalled_sockets=self._stalled_sockets,
         )
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -518,8 +545,21 @@ class LocalNetwork:
         if self._nursery is None or self._closing:
             raise RuntimeError("the network is not running")
         client, server = trio.testing.memory_stream_pair()
-        self._nursery.start_soon(self._handle_stream, server)
+        self.serve_connection(server)
         return client
+
+    def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve ``stream`` (the server's end of an already connected stream) as a new
+        connection, as if it had been accepted: e.g. one end of
+        ``trio.testing.lockstep_stream_pair()``, whose writes block until the other end reads
+        (a peer that stops reading), or any stream a test controls. Synchronous.
+
+        Raises:
+            RuntimeError: the network is not running.
+        """
+        if self._nursery is None or self._closing:
+            raise RuntimeError("the network is not running")
+        self._nursery.start_soon(self._handle_stream, stream)
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
         await self._connections.serve(
@@ -531,12 +571,8 @@ class LocalNetwork:
         socket (e.g. behind an ``httpx.MockTransport`` adapter). Never raises for a bad request."""
         response = await self.rest.handle(request)
         self.http_requests.append(
-            HTTPRequestRecord(
-                request.method,
-                request.path,
-                request.query,
-                redact(request.headers),
-                response.status,
+            HTTPRequestRecord.summarize(
+                request.method, request.path, request.query, request.headers, response.status
             )
         )
         self._changes.notify()
@@ -553,6 +589,7 @@ class LocalNetwork:
             max_message_size=self._max_message_size,
             outbox_limit=self._outbox_limit,
             close_timeout=self._close_timeout,
+            write_timeout=self._limits.write_timeout,
         )
         if isinstance(driver, HTTPResponse):  # a bad handshake: nothing was sent
             conn.websocket = False
@@ -580,24 +617,43 @@ class LocalNetwork:
             await driver.run(partial(self._on_message, sock))
         finally:
             self._sockets.discard(sock)
+            if driver.stalled:
+                self._stalled_sockets += 1
+                self._abort_jobs_of(sock)
             self._jobs.unbind(sock)
             self._changes.notify()
         return None
+
+    def _abort_jobs_of(self, sock: SocketBinding) -> None:
+        """``sock`` stopped reading and was dropped: abort its app's jobs at once (freeing their
+        worker slots and releasing their billing holds) instead of detaching them."""
+        app = self._jobs.apps.get(sock.app_key)
+        if app is None or app.socket is not sock:
+            return
+        for job in list(app.jobs.values()):
+            self._jobs.end_job(job, "aborted", None)
 
     def _record_handshake(
         self, handshake: Handshake, request: HTTPRequest, rejection: tuple[int, str] | None
     ) -> None:
         self.handshakes.append(
             HandshakeRecord(
-                path=handshake.path,
-                query=handshake.query,
-                app_id=handshake.app_id,
-                client_name=handshake.client_name,
-                headers=redact(request.headers),
+                path=preview(handshake.path, PREVIEW_CHARS),
+                query=summarize_fields(handshake.query),
+                app_id=None
+                if handshake.app_id is None
+                else preview(handshake.app_id, PREVIEW_CHARS),
+                client_name=(
+                    None
+                    if handshake.client_name is None
+                    else preview(handshake.client_name, PREVIEW_CHARS)
+                ),
+                headers=summarize_fields(request.headers, redacted=True),
                 outcome="accepted" if rejection is None else "rejected",
                 close_code=None if rejection is None else rejection[0],
             )
         )
+        self._changes.notify()
 
     @staticmethod
     async def _ignore(message: bytes | str) -> None:
@@ -639,7 +695,7 @@ class LocalNetwork:
                     self._jobs.abort(sock.app_key, job_id)
                 case Rejected(reason=reason, job_id=job_id, message_type=kind, frame=raw):
                     logger.warning("localnet: rejected a client frame: %s", reason)
-                    self.rejected_frames.append(RejectedFrame(reason, job_id, kind, raw))
+                    self.rejected_frames.append(RejectedFrame.summarize(reason, job_id, kind, raw))
         self._changes.notify()
 
     async def _reply(self, sock: SocketBinding, message: ServerMessage) -> None:
@@ -681,9 +737,7 @@ class LocalNetwork:
     async def _serve_listeners(self, listeners: list[trio.SocketListener]) -> None:
         assert self._nursery is not None
         with self._listen_scope:
-            await trio.serve_listeners(
-                self._handle_stream, listeners, handler_nursery=self._nursery
-            )
+            await serve_listeners(self._handle_stream, listeners, handler_nursery=self._nursery)
 
     async def _shutdown(self, grace: float) -> None:
         """Stop listening, fail every live job with ``server_restarting``, close every socket

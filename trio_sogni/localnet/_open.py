@@ -21,6 +21,7 @@ from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
 from ._jobs._manager import DEFAULT_MAX_JOBS_PER_SOCKET
 from ._network import LocalNetwork
+from ._server import ServerLimits
 from ._workers._base import Worker
 from ._workers._doubles import SimulatedWorker
 from ._workers._script import ScriptFunction
@@ -71,6 +72,12 @@ class LocalNetworkOptions(TypedDict, total=False):
     shutdown_timeout: float
     record_limit: int
     max_jobs_per_socket: int
+    record_bytes: int
+    write_timeout: float
+    idle_timeout: float
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +97,9 @@ class LocalNetworkConfig:
     ``access_token_ttl``, ``refresh_token_ttl``, ``nonce_ttl``, ``signup_balance``,
     ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
     ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
-    ``max_jobs_per_socket``. Their meaning
-    is documented on :func:`open_local_network`.
+    ``max_jobs_per_socket``, ``record_bytes``, ``write_timeout``, ``idle_timeout``,
+    ``header_timeout``, ``body_timeout``, ``max_connections``. Their meaning is documented on
+    :func:`open_local_network`.
     """
 
     host: str = "127.0.0.1"
@@ -124,6 +132,12 @@ class LocalNetworkConfig:
     shutdown_timeout: float = 5.0
     record_limit: int = 10_000
     max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET
+    record_bytes: int = 4 * 1024 * 1024
+    write_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 512
 
 
 def _merged_config(
@@ -190,6 +204,16 @@ async def open_local_network(
     refused with ``llmJobError`` ``too_many_jobs`` (``error_code`` ``"429"``). Queued jobs are
     served fairly between accounts (see docs/localnet.md, "Scheduling").
 
+    Hostile peers are bounded (docs/localnet.md, "Limits"): a connection waits at most
+    ``idle_timeout`` seconds for the first byte of a request (new or kept-alive),
+    ``header_timeout`` from there to the end of the request head and ``body_timeout`` for the
+    whole body (then ``408`` and close); every write (a response, a WebSocket frame batch) must
+    progress by 64 KiB every ``write_timeout`` seconds, else the connection is aborted (a
+    WebSocket that stopped reading has its jobs aborted and their billing holds released); at
+    most ``max_connections`` connections are served at once (the next ones get ``503`` with
+    ``Retry-After: 1`` and are closed). The introspection logs keep at most ``record_limit``
+    entries and ``record_bytes`` accounted bytes each, as summaries.
+
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
@@ -237,11 +261,19 @@ async def open_local_network(
                 rebind_grace=c.rebind_grace,
                 authenticator=c.authenticator,
                 max_message_size=c.max_message_size,
-                max_body_size=c.max_body_size,
+                limits=ServerLimits(
+                    max_body_size=c.max_body_size,
+                    idle_timeout=c.idle_timeout,
+                    header_timeout=c.header_timeout,
+                    body_timeout=c.body_timeout,
+                    write_timeout=c.write_timeout,
+                    max_connections=c.max_connections,
+                ),
                 outbox_limit=c.outbox_limit,
                 close_timeout=c.close_timeout,
                 record_limit=c.record_limit,
                 max_jobs_per_socket=c.max_jobs_per_socket,
+                record_bytes=c.record_bytes,
             ),
             host=c.host,
             port=c.port,

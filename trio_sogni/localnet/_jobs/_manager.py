@@ -19,6 +19,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, Final
 
+import msgspec
 import trio
 
 from ...protocol import (
@@ -33,7 +34,15 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Account, ModelSpec, Pricing
-from .._server import OutDrop, OutEncoded, OutFrame, WebSocketDriver
+from .._server import (
+    RECORD_OVERHEAD,
+    OutDrop,
+    OutEncoded,
+    OutFrame,
+    RecordLog,
+    WebSocketDriver,
+    preview,
+)
 from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
 from ._records import JobRecord
@@ -130,6 +139,16 @@ async def _discard(message: ServerMessage) -> None:
     await trio.lowlevel.checkpoint()
 
 
+def request_size(request: LLMJobRequest) -> int:
+    """The accounted size of a recorded job request: twice its JSON length (decoded objects
+    take more room than their JSON) plus the per-record overhead."""
+    return 2 * len(msgspec.json.encode(request)) + RECORD_OVERHEAD
+
+
+def _id_size(job_id: str) -> int:
+    return len(job_id) + RECORD_OVERHEAD
+
+
 def _error(
     job_id: str,
     error: str,
@@ -172,6 +191,7 @@ class JobManager:
         max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET,
         errors: deque[str],
         record_limit: int,
+        record_bytes: int = 4 * 1024 * 1024,
         ledger: Ledger | None = None,
         on_settled: Callable[[str], None] | None = None,
     ) -> None:
@@ -194,9 +214,13 @@ class JobManager:
         self._changes = changes
         self._errors = errors
         self._seq = 0
-        self.job_requests: deque[LLMJobRequest] = deque(maxlen=record_limit)
+        self.job_requests = RecordLog[LLMJobRequest](
+            max_items=record_limit, max_bytes=record_bytes, size=request_size
+        )
         self.job_records: deque[JobRecord] = deque(maxlen=record_limit)
-        self.aborted_job_ids: deque[str] = deque(maxlen=record_limit)
+        self.aborted_job_ids = RecordLog[str](
+            max_items=record_limit, max_bytes=record_bytes, size=_id_size
+        )
         self.cancelled_job_ids: deque[str] = deque(maxlen=record_limit)
         self.frames_dropped = 0
 
@@ -398,7 +422,7 @@ class JobManager:
         """A socket of the app ``app_key`` aborted ``job_id``: stop it wherever it is, send
         nothing more. A job of another app (another account's, even with the same ``appId``) or
         an internal job is left alone, exactly like an unknown id."""
-        self.aborted_job_ids.append(job_id)
+        self.aborted_job_ids.append(preview(job_id, 256))
         job = self.jobs.get(job_id.upper())
         if job is None or isinstance(job, InternalJob) or job.app_key != app_key:
             logger.debug("localnet: abort for a job that is not live")

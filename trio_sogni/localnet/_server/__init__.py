@@ -13,9 +13,16 @@ What it needs of a job (whether its output is still wanted) it reads through
 * ``_connections``: :class:`Connections`, the served connections (one HTTP loop per stream,
   TCP_NODELAY, cancel plain HTTP ones on shutdown);
 * ``_rest``: :class:`Router` (features contribute routers, combined with
-  :meth:`Router.include`) and :class:`RestAPI`.
+  :meth:`Router.include`) and :class:`RestAPI`;
+* ``_accept``: the accept loop (:func:`serve_listeners`), which backs off on ``EMFILE`` and
+  logs at most once per period (:class:`LogThrottle`);
+* ``_recordlog``: :class:`RecordLog`, introspection records bounded in count and in bytes.
+
+Every read and write is bounded by :class:`ServerLimits` (idle, header, body and write
+timeouts; ``max_connections``).
 """
 
+from ._accept import LogThrottle as LogThrottle, serve_listeners as serve_listeners
 from ._connections import (
     Connection as Connection,
     Connections as Connections,
@@ -35,34 +42,48 @@ from ._http import (
     AbortConnection as AbortConnection,
     HTTPRequest as HTTPRequest,
     HTTPResponse as HTTPResponse,
+    ServerLimits as ServerLimits,
+    WriteTimeout as WriteTimeout,
     error_response as error_response,
     json_response as json_response,
     serve_http as serve_http,
+)
+from ._recordlog import (
+    RECORD_OVERHEAD as RECORD_OVERHEAD,
+    RecordLog as RecordLog,
+    preview as preview,
 )
 from ._rest import Handler as Handler, RestAPI as RestAPI, Router as Router
 from ._ws import WebSocketDriver as WebSocketDriver, accept_websocket as accept_websocket
 
 __all__ = [
+    "RECORD_OVERHEAD",
     "AbortConnection",
     "Connection",
     "Connections",
     "HTTPRequest",
     "HTTPResponse",
     "Handler",
+    "LogThrottle",
     "OutClose",
     "OutDrop",
     "OutEncoded",
     "OutFrame",
     "OutItem",
     "Outbox",
+    "RecordLog",
     "RestAPI",
     "Router",
+    "ServerLimits",
     "Silenceable",
     "UpgradeHandler",
     "WebSocketDriver",
+    "WriteTimeout",
     "accept_websocket",
     "encode_frame",
     "error_response",
     "json_response",
+    "preview",
     "serve_http",
+    "serve_listeners",
 ]

@@ -5,6 +5,11 @@ upgraded to a WebSocket), tracked until it ends.
 it lasts, so a shutdown can cancel the plain HTTP connections (:meth:`Connections.cancel_http`)
 while WebSockets get a close handshake from their owner, and so the owner can wait for all of
 them to go. It reports each change and each crashed handler through callbacks.
+
+It serves at most ``limits.max_connections`` at once: one more is answered ``503 Service
+Unavailable`` with ``Retry-After: 1`` and ``Connection: close`` at once, without reading its
+request, and closed (a refusal costs one bounded write; refusals are logged at most once a
+minute).
 """
 
 from __future__ import annotations
@@ -14,15 +19,28 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import trio
 
-from ._http import HTTPRequest, HTTPResponse, serve_http
+from ._accept import LogThrottle
+from ._http import (
+    HTTPRequest,
+    HTTPResponse,
+    ServerLimits,
+    WriteTimeout,
+    raw_response,
+    send_all_bounded,
+    serve_http,
+)
 
-__all__ = ["Connection", "Connections", "UpgradeHandler"]
+__all__ = ["REFUSAL", "Connection", "Connections", "UpgradeHandler"]
 
 logger = logging.getLogger("trio_sogni.localnet")
+
+REFUSAL: Final = raw_response(503, "Too many connections", [("retry-after", "1")])
+"""What a connection over ``max_connections`` receives before it is closed."""
+REFUSAL_WRITE_TIMEOUT: Final = 1.0
 
 
 @dataclass(eq=False)
@@ -51,15 +69,44 @@ class Connections:
         *,
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
-        max_body_size: int,
+        limits: ServerLimits,
     ) -> None:
         self._open: set[Connection] = set()
         self._on_change = on_change
         self._on_error = on_error
-        self._max_body_size = max_body_size
+        self.limits = limits
+        self.refused = 0
+        """Connections refused because ``max_connections`` were open."""
+        self.timeouts: dict[str, int] = {}
+        """Connections cut by a bound, by phase (``idle``, ``header``, ``body``, ``write``)."""
+        self._refusal_log = LogThrottle(60.0)
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def _timed_out(self, phase: str) -> None:
+        self.timeouts[phase] = self.timeouts.get(phase, 0) + 1
+        self._on_change()
+
+    async def _refuse(self, stream: trio.abc.Stream) -> None:
+        self.refused += 1
+        held = self._refusal_log.allow()
+        if held is not None:
+            logger.warning(
+                "localnet: refusing connections: %d open (max_connections); %d more refused "
+                "since the last report",
+                len(self._open),
+                held,
+            )
+        try:
+            await send_all_bounded(
+                stream, REFUSAL, min(REFUSAL_WRITE_TIMEOUT, self.limits.write_timeout)
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, WriteTimeout):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._on_change()
 
     async def serve(
         self,
@@ -69,7 +116,11 @@ class Connections:
         on_upgrade: UpgradeHandler,
     ) -> None:
         """Serve ``stream`` until it ends (TCP_NODELAY on for TCP sockets), then close it.
-        Never raises for a crashed handler (see ``on_error``)."""
+        Never raises for a crashed handler (see ``on_error``). Over ``max_connections``: refuse
+        it (``503``) and close it."""
+        if len(self._open) >= self.limits.max_connections:
+            await self._refuse(stream)
+            return
         if isinstance(stream, trio.SocketStream):
             try:
                 stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
@@ -84,7 +135,8 @@ class Connections:
                     stream,
                     on_request=on_request,
                     on_upgrade=partial(on_upgrade, stream, conn),
-                    max_body_size=self._max_body_size,
+                    limits=self.limits,
+                    on_timeout=self._timed_out,
                 )
         except Exception as exc:
             logger.exception("localnet: connection handler failed")

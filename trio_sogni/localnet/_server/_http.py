@@ -4,6 +4,13 @@
 is handed to ``on_upgrade`` together with the bytes already read past it, and the HTTP loop ends
 there; any other request goes to ``on_request`` and its :class:`HTTPResponse` is written with a
 ``Content-Length`` (or chunked, for a streamed body).
+
+Every read and write is bounded (:class:`ServerLimits`): a connection waits at most
+``idle_timeout`` for the first byte of a request, ``header_timeout`` from that byte to the end of
+the request head, ``body_timeout`` for the whole body, and each write of at most
+:data:`WRITE_PIECE` bytes may take ``write_timeout``. A peer that is too slow is cut (after a
+best-effort ``408`` when a request was under way), so a stalled or malicious peer can never hold
+a connection, a file descriptor or a task for longer than these bounds.
 """
 
 from __future__ import annotations
@@ -20,12 +27,17 @@ import msgspec
 import trio
 
 __all__ = [
+    "WRITE_PIECE",
     "AbortConnection",
     "HTTPRequest",
     "HTTPResponse",
+    "ServerLimits",
+    "WriteTimeout",
     "error_response",
     "is_websocket_upgrade",
     "json_response",
+    "raw_response",
+    "send_all_bounded",
     "serve_http",
 ]
 
@@ -33,6 +45,71 @@ logger = logging.getLogger("trio_sogni.localnet")
 
 RECEIVE_SIZE: Final = 65_536
 MAX_HEADER_SIZE: Final = 64 * 1024
+_json: Final = msgspec.json.Encoder()
+WRITE_PIECE: Final = 65_536
+"""Writes are cut into pieces of at most this many bytes, each bounded by ``write_timeout``: a
+peer must take in 64 KiB every ``write_timeout`` seconds or be dropped."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    """The bounds a server puts on each connection (all times in seconds, Trio's clock).
+
+    ``idle_timeout``: the longest wait for the first byte of a request (on a new connection and
+    between keep-alive requests); ``header_timeout``: from that byte to the end of the request
+    head; ``body_timeout``: for the whole request body; ``write_timeout``: for each write of at
+    most :data:`WRITE_PIECE` bytes (responses, WebSocket frames); ``max_body_size``: bytes of
+    one request body; ``max_connections``: connections served at once (more are refused with
+    ``503``, see :class:`~._connections.Connections`).
+    """
+
+    max_body_size: int = 16 * 1024 * 1024
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    write_timeout: float = 30.0
+    max_connections: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "header_timeout", "body_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.max_body_size < 0:
+            raise ValueError("max_body_size must not be negative")
+
+
+class WriteTimeout(trio.BrokenResourceError):
+    """A write took longer than ``write_timeout``: the peer stopped reading. The stream is
+    unusable afterwards (part of the data may have been sent) and must be closed."""
+
+
+async def send_all_bounded(stream: trio.abc.SendStream, data: bytes, seconds: float) -> None:
+    """``stream.send_all(data)`` in pieces of at most :data:`WRITE_PIECE` bytes, each bounded by
+    ``seconds``.
+
+    Raises:
+        WriteTimeout: a piece was not taken in time.
+        trio.BrokenResourceError, trio.ClosedResourceError: as ``send_all``.
+    """
+    view = memoryview(data)
+    for start in range(0, max(len(view), 1), WRITE_PIECE):
+        with trio.move_on_after(seconds) as scope:
+            await stream.send_all(view[start : start + WRITE_PIECE])
+        if scope.cancelled_caught:
+            raise WriteTimeout(f"the peer took no data for {seconds} s")
+
+
+def raw_response(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A complete ``Connection: close`` response with the Sogni error envelope, as bytes (for
+    answers sent outside h11's state machine: timeouts and refused connections)."""
+    body = _json.encode({"status": "error", "message": message, "errorCode": status})
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    lines += ["content-type: application/json", f"content-length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 @dataclass(frozen=True)
@@ -92,9 +169,6 @@ class AbortConnection(Exception):
     leaving the body unfinished, as a network fault would (used for fault injection)."""
 
 
-_json: Final = msgspec.json.Encoder()
-
-
 def json_response(status: int, payload: object) -> HTTPResponse:
     """A JSON response (``payload`` is any msgspec-encodable value)."""
     return HTTPResponse(status, _json.encode(payload))
@@ -151,23 +225,55 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _next_event(
-    conn: h11.Connection, stream: trio.abc.Stream
-) -> h11.Event | type[h11.PAUSED]:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            conn.receive_data(bytes(data))
-            continue
-        return cast("h11.Event | type[h11.PAUSED]", event)
+class _ReadTimeout(Exception):
+    """A read deadline passed: ``phase`` is ``"idle"``, ``"header"`` or ``"body"``."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
+class _Reader:
+    """Feeds h11 from the stream under the current phase's deadline."""
+
+    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream, limits: ServerLimits):
+        self.conn = conn
+        self.stream = stream
+        self.limits = limits
+        self.phase = "idle"
+        self.deadline = trio.current_time() + limits.idle_timeout
+
+    def expect_request(self) -> None:
+        """Wait for the next request: the idle deadline starts now."""
+        self.phase = "idle"
+        self.deadline = trio.current_time() + self.limits.idle_timeout
+
+    def expect_body(self) -> None:
+        """The head is in: the body deadline starts now."""
+        self.phase = "body"
+        self.deadline = trio.current_time() + self.limits.body_timeout
+
+    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return cast("h11.Event | type[h11.PAUSED]", event)
+            data = b""
+            with trio.move_on_at(self.deadline) as scope:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+            if scope.cancelled_caught:
+                raise _ReadTimeout(self.phase)
+            if data and self.phase == "idle":  # the first byte of a request
+                self.phase = "header"
+                self.deadline = trio.current_time() + self.limits.header_timeout
+            self.conn.receive_data(bytes(data))
 
 
 async def _send_response(
-    conn: h11.Connection, stream: trio.abc.Stream, response: HTTPResponse
+    conn: h11.Connection, stream: trio.abc.Stream, response: HTTPResponse, seconds: float
 ) -> None:
     headers: list[tuple[str, str]] = [("content-type", response.content_type)]
     if response.stream is None:
@@ -177,22 +283,21 @@ async def _send_response(
         reason = HTTPStatus(response.status).phrase.encode()
     except ValueError:
         reason = b""
-    await stream.send_all(
-        conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-    )
+    head = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     if response.stream is None:
-        if response.body:
-            await stream.send_all(conn.send(h11.Data(data=response.body)))
-    else:
-        chunks = response.stream()
-        try:
-            async for chunk in chunks:
-                if chunk:
-                    await stream.send_all(conn.send(h11.Data(data=chunk)))
-        finally:
-            if isinstance(chunks, AsyncGenerator):
-                await chunks.aclose()  # run its cleanup now, not when it is collected
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+        data = head + conn.send(h11.Data(data=response.body)) if response.body else head
+        await send_all_bounded(stream, data + conn.send(h11.EndOfMessage()), seconds)
+        return
+    await send_all_bounded(stream, head, seconds)
+    chunks = response.stream()
+    try:
+        async for chunk in chunks:
+            if chunk:
+                await send_all_bounded(stream, conn.send(h11.Data(data=chunk)), seconds)
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()  # run its cleanup now, not when it is collected
+    await send_all_bounded(stream, conn.send(h11.EndOfMessage()), seconds)
 
 
 async def serve_http(
@@ -200,34 +305,41 @@ async def serve_http(
     *,
     on_request: Callable[[HTTPRequest], Awaitable[HTTPResponse]],
     on_upgrade: Callable[[HTTPRequest, bytes], Awaitable[HTTPResponse | None]],
-    max_body_size: int,
+    limits: ServerLimits,
+    on_timeout: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve HTTP/1.1 on ``stream`` until the peer closes it, a response demands closing, or a
-    WebSocket upgrade takes it over.
+    """Serve HTTP/1.1 on ``stream`` until the peer closes it, a response demands closing, a
+    WebSocket upgrade takes it over, or a bound of ``limits`` is exceeded.
 
     ``on_upgrade`` either serves the WebSocket to its end and returns ``None``, or refuses the
-    handshake by returning the HTTP response to send. Does not close ``stream``; never raises for
-    a peer's protocol error (answers 400 when it still can) or a vanished peer.
+    handshake by returning the HTTP response to send. A read deadline that passes ends the
+    connection: silently while idle, with a best-effort ``408`` mid-request; ``on_timeout``
+    then gets the phase (``"idle"``, ``"header"``, ``"body"``; ``"write"`` for a write that
+    timed out). Does not close ``stream``; never raises for a peer's protocol error (answers 400
+    when it still can), a slow peer or a vanished peer.
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_SIZE)
+    reader = _Reader(conn, stream, limits)
+    timeout = limits.write_timeout
     try:
         while True:
-            event = await _next_event(conn, stream)
+            event = await reader.next_event()
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return
             if not isinstance(event, h11.Request):  # pragma: no cover - h11 guarantees Request
                 return
             head = _make_request(event, b"")
             if is_websocket_upgrade(head):
-                while (await _next_event(conn, stream)) is not h11.PAUSED:
+                while (await reader.next_event()) is not h11.PAUSED:
                     pass
                 trailing, _closed = conn.trailing_data
                 refusal = await on_upgrade(head, bytes(trailing))
                 if refusal is not None:
-                    await _send_response(conn, stream, refusal)
+                    await _send_response(conn, stream, refusal, timeout)
                 return
+            reader.expect_body()
             try:
-                body = await _read_body(conn, stream, max_body_size)
+                body = await _read_body(reader, limits.max_body_size)
             except _BodyTooLarge:
                 await _send_response(
                     conn,
@@ -235,6 +347,7 @@ async def serve_http(
                     error_response(
                         413, "Request body too large", headers=[("connection", "close")]
                     ),
+                    timeout,
                 )
                 return
             request = _make_request(event, body)
@@ -245,27 +358,44 @@ async def serve_http(
                     "localnet: REST handler failed for %s %s", request.method, request.path
                 )
                 response = error_response(500, "Internal server error")
-            await _send_response(conn, stream, response)
+            await _send_response(conn, stream, response, timeout)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
+            reader.expect_request()
+    except _ReadTimeout as exc:
+        if on_timeout is not None:
+            on_timeout(exc.phase)
+        if exc.phase != "idle" and conn.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+            try:
+                await send_all_bounded(
+                    stream, raw_response(408, f"Request {exc.phase} timed out"), timeout
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
     except h11.RemoteProtocolError as exc:
         if conn.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
             try:
                 await _send_response(
-                    conn, stream, error_response(exc.error_status_hint, f"Bad request: {exc}")
+                    conn,
+                    stream,
+                    error_response(exc.error_status_hint, f"Bad request: {exc}"),
+                    timeout,
                 )
             except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+    except WriteTimeout:
+        if on_timeout is not None:
+            on_timeout("write")
     except (trio.BrokenResourceError, trio.ClosedResourceError, AbortConnection):
         return
 
 
-async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> bytes:
+async def _read_body(reader: _Reader, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, stream)
+        event = await reader.next_event()
         if isinstance(event, h11.Data):
             size += len(event.data)
             if size > limit:

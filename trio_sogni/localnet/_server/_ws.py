@@ -8,6 +8,10 @@ The writer takes every queued item at once and writes all the data frames among 
 ``send_all`` (up to :data:`WRITE_BATCH_BYTES`); it frames data messages itself
 (:func:`encode_frame`: unmasked, unfragmented, no extensions are ever negotiated), and leaves
 control frames and the close handshake to wsproto.
+
+Every write is bounded (:func:`~._http.send_all_bounded`: ``write_timeout`` per 64 KiB). A peer
+that stops reading is dropped: the writer aborts the TCP connection, the driver ends with
+:attr:`WebSocketDriver.stalled` set, and its owner decides what becomes of the socket's work.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ._frames import (
     OutFrame,
     encode_frame,
 )
-from ._http import HTTPRequest, HTTPResponse, error_response
+from ._http import HTTPRequest, HTTPResponse, WriteTimeout, error_response, send_all_bounded
 
 __all__ = ["WebSocketDriver", "accept_websocket"]
 
@@ -62,8 +66,9 @@ class WebSocketDriver:
 
     :meth:`run` returns when the connection is over: the client closed it, the TCP connection
     died, a queued :class:`OutClose` finished (or timed out after ``close_timeout`` seconds
-    waiting for the client's reply), or an :class:`OutDrop` cut it. The stream is closed on return.
-    Incoming messages larger than ``max_message_size`` bytes close the socket with 1009.
+    waiting for the client's reply), an :class:`OutDrop` cut it, or a write timed out
+    (``write_timeout`` per 64 KiB; :attr:`stalled` is then true). The stream is closed on
+    return. Incoming messages larger than ``max_message_size`` bytes close the socket with 1009.
     """
 
     def __init__(
@@ -74,12 +79,17 @@ class WebSocketDriver:
         max_message_size: int,
         outbox_limit: int,
         close_timeout: float,
+        write_timeout: float,
     ) -> None:
         self.stream = stream
         self.ws = ws
         self.outbox = Outbox(outbox_limit)
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
+        self.write_timeout = write_timeout
+        self.stalled = False
+        """Whether the connection was dropped because a write timed out (the peer stopped
+        reading)."""
         self.sent_close: int | None = None
         """The close code this server sent, if any."""
         self.received_close: int | None = None
@@ -87,19 +97,47 @@ class WebSocketDriver:
         self.dropped = False
         self._send_lock = trio.Lock()
         self._peer_gone = trio.Event()
+        self._run_scope = trio.CancelScope()
 
     async def run(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
         """Serve the socket until it is over. ``on_message`` gets each complete client message
         (``bytes`` for binary, ``str`` for text); it may block, which pauses reading."""
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
-                await self._reader(on_message)
-                self._peer_gone.set()
-                nursery.cancel_scope.cancel()
+            with self._run_scope:
+                await self._run(on_message)
         finally:
             self.outbox.close()
             await trio.aclose_forcefully(self.stream)
+
+    async def _run(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            await self._reader(on_message)
+            self._peer_gone.set()
+            nursery.cancel_scope.cancel()
+
+    def _stall(self) -> None:
+        """A write timed out: the peer stopped reading. End :meth:`run` at once."""
+        if not self.stalled:
+            logger.warning(
+                "localnet: dropping a socket that took no data for %s s", self.write_timeout
+            )
+        self.stalled = True
+        _reset_on_close(self.stream)  # abort: free the unsent data at once (RST)
+        self._peer_gone.set()
+        self._run_scope.cancel()
+
+    async def _send_bytes(self, data: bytes) -> bool:
+        """Write ``data`` (the send lock held); ``False`` when the peer is gone or too slow."""
+        try:
+            await send_all_bounded(self.stream, data, self.write_timeout)
+        except WriteTimeout:
+            self._stall()
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone.set()
+            return False
+        return True
 
     async def _send(self, event: Event) -> bool:
         async with self._send_lock:
@@ -107,12 +145,7 @@ class WebSocketDriver:
                 data = self.ws.send(event)
             except LocalProtocolError:
                 return False
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._peer_gone.set()
-                return False
-            return True
+            return await self._send_bytes(data)
 
     async def _reader(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
         parts: list[bytes | str] = []
@@ -179,12 +212,7 @@ class WebSocketDriver:
         async with self._send_lock:
             if self.ws.state is not ConnectionState.OPEN:
                 return False
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._peer_gone.set()
-                return False
-            return True
+            return await self._send_bytes(data)
 
     async def _writer(self) -> None:
         pending: list[bytes] = []
@@ -249,6 +277,7 @@ async def accept_websocket(
     max_message_size: int,
     outbox_limit: int,
     close_timeout: float,
+    write_timeout: float,
 ) -> WebSocketDriver | HTTPResponse:
     """Complete the WebSocket upgrade that ``request`` asks for on ``stream``.
 
@@ -256,6 +285,10 @@ async def accept_websocket(
     client sent after its request) is fed to the connection, and the returned driver is ready to
     :meth:`~WebSocketDriver.run`. A malformed handshake returns a 400 response instead (nothing
     was sent).
+
+    Raises:
+        WriteTimeout: the ``101`` was not taken within ``write_timeout`` (close the stream).
+        trio.BrokenResourceError, trio.ClosedResourceError: the peer is gone.
     """
     ws = WSConnection(ConnectionType.SERVER)
     try:
@@ -265,7 +298,7 @@ async def accept_websocket(
         accept = ws.send(AcceptConnection())
     except RemoteProtocolError as exc:
         return error_response(400, f"Bad WebSocket handshake: {exc}")
-    await stream.send_all(accept)
+    await send_all_bounded(stream, accept, write_timeout)
     if trailing:
         ws.receive_data(trailing)
     return WebSocketDriver(
@@ -274,4 +307,5 @@ async def accept_websocket(
         max_message_size=max_message_size,
         outbox_limit=outbox_limit,
         close_timeout=close_timeout,
+        write_timeout=write_timeout,
     )
