@@ -295,12 +295,7 @@ class FrameParser:
                 )
             end = pos + header + length
             if end > size:
-                # The payload is incomplete: collect reads until the whole frame is in.
-                self._parts = [buf[pos:]]
-                self._have = size - pos
-                self._need = end - pos
-                self._buf = b""
-                return
+                break
             payload = buf[pos + header : end]
             pos = end
             if opcode >= 0x8:
@@ -328,7 +323,27 @@ class FrameParser:
                     self._frag_size = length
             else:
                 raise WebSocketProtocolError(f"reserved opcode {opcode:#x}")
+        if pos < size:
+            need = _frame_size(buf, pos, size)
+            if need:  # the header is in, not all the payload: collect reads until it is
+                self._parts = [buf[pos:]]
+                self._have = size - pos
+                self._need = need
+                self._buf = b""
+                return
         self._buf = buf[pos:] if pos < size else b""
+
+
+def _frame_size(buf: bytes, pos: int, size: int) -> int:
+    """The whole size of the (already validated) frame at ``pos``; 0 if its header is partial."""
+    if size - pos < 2:
+        return 0
+    length = buf[pos + 1] & 0x7F
+    if length == 126:
+        return 4 + ((buf[pos + 2] << 8) | buf[pos + 3]) if size - pos >= 4 else 0
+    if length == 127:
+        return 10 + _U64.unpack_from(buf, pos + 2)[0] if size - pos >= 10 else 0
+    return 2 + length
 
 
 def _text(payload: bytes) -> str:
