@@ -56,9 +56,18 @@ def test_sse_multibyte_text_across_chunks_and_oversize_frames() -> None:
     data = 'data: {"t":"héllo ✓"}\n\n'.encode()
     frames = parser.feed(data[:9]) + parser.feed(data[9:])
     assert frames[0].data == '{"t":"héllo ✓"}'
-    assert parser.feed(b"data: " + b"x" * 100) == []
-    assert parser.dropped == 1
-    assert parser.feed(b"x" * 100 + b"\n\ndata: ok\n\n")[0].data == "ok"
+    with pytest.raises(ProtocolError, match="longer than 64 bytes"):
+        parser.feed(b"data: " + b"x" * 100)
+    # frames completed before the oversize one are returned first; the error comes next
+    parser = SSEParser(max_frame=64)
+    assert parser.feed(b"data: ok\n\ndata: " + b"x" * 100)[0].data == "ok"
+    with pytest.raises(ProtocolError):
+        parser.feed(b"\n\n")
+    with pytest.raises(ProtocolError):
+        parser.finish()
+    # a complete frame over the limit is refused as well
+    with pytest.raises(ProtocolError):
+        SSEParser(max_frame=64).feed(b"data: " + b"x" * 100 + b"\n\n")
 
 
 # --- the estimate formula -------------------------------------------------------------------------
@@ -219,14 +228,24 @@ def runs_for(script: Script) -> tuple[ChatRuns, list[httpx.Request]]:
     return ChatRuns(rest, app_source=None), seen
 
 
-def body_of(*parts: bytes, error: Exception | None = None) -> AsyncIterator[bytes]:
-    async def gen() -> AsyncIterator[bytes]:
-        for part in parts:
-            yield part
-        if error is not None:
-            raise error
+class body_of:
+    """A response body that yields ``parts``, then raises ``error`` if given. Not an async
+    generator: httpx never closes a body it did not exhaust, and Trio warns when an unfinished
+    async generator is garbage-collected during the run."""
 
-    return gen()
+    def __init__(self, *parts: bytes, error: Exception | None = None) -> None:
+        self._parts = list(parts)
+        self._error = error
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._parts:
+            return self._parts.pop(0)
+        if self._error is not None:
+            raise self._error
+        raise StopAsyncIteration
 
 
 async def test_stream_resumes_after_drops_and_yields_each_event_once_in_order(

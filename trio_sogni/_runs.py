@@ -386,6 +386,11 @@ def _run_error(exc: APIStatusError) -> APIStatusError | ChatJobError:
 
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_GAP_RETRIES: Final = 3
+_FIRST_DELAY: Final = 0.25
+_MAX_DELAY: Final = 10.0
+_HEALTHY_AFTER: Final = 10.0
+"""A connection open this long counts as a success even if it delivered no new event (a run
+waiting for its user sends only heartbeats)."""
 
 
 @final
@@ -397,14 +402,18 @@ class RunEventStream:
 
     - **Reconnects.** When the connection drops, the server closes it before the terminal event,
       or the server restarts (connection refused, 5xx, 408, 429), it reconnects with
-      ``Last-Event-ID`` set to the last sequence it delivered, after an exponential backoff with
-      jitter (0.25 s doubling to 10 s; ``Retry-After`` is honoured). It gives up with
-      `TransportError` after ``reconnect_timeout`` seconds without a successful connection.
+      ``Last-Event-ID`` set to the last sequence it delivered. A connection that ends without
+      delivering a new event (an empty 200, say) is a failed attempt too, unless it stayed
+      open 10 s. After a failed attempt it waits before the next: an exponential backoff with
+      jitter (0.25 s doubling to 10 s), lengthened to ``Retry-After`` if the server sent one.
+      It gives up with `TransportError` after ``reconnect_timeout`` seconds without a
+      successful connection.
     - **Exactly once, in order.** Events at or below the last delivered sequence are dropped as
       duplicates; a jump in the sequence makes it reconnect from the last delivered one to fill
       the gap (and raise `ProtocolError` if the server keeps skipping).
     - **Robust.** Malformed frames (bad JSON, missing fields) are skipped and counted in
-      ``skipped_frames``; ``run_status`` and comment (heartbeat) frames are ignored.
+      ``skipped_frames``; ``run_status`` and comment (heartbeat) frames are ignored. A frame
+      longer than 16 MiB raises `ProtocolError` (it is never buffered whole).
     - Other HTTP errors (404, 401, 403, ...) raise at once (`ChatJobError` / `APIStatusError`).
 
     Cancellation just stops reading; it does not cancel the run (use `ChatRuns.cancel`).
@@ -425,6 +434,15 @@ class RunEventStream:
         self._done = False
         self._closed = False
         self._gaps = 0
+        # Reconnecting: a failed attempt (an error, or a connection that ended without a new
+        # event) sets _failure; the next attempt waits _delay (jittered, doubling) first, and
+        # the outage ends in TransportError at _deadline.
+        self._failure: Exception | None = None
+        self._delay = _FIRST_DELAY
+        self._deadline: float | None = None
+        self._retry_after: float | None = None
+        self._connected_at = 0.0
+        self._progress = False
         self.reconnects = 0
         """How many times the stream reconnected."""
         self.skipped_frames = 0
@@ -477,14 +495,15 @@ class RunEventStream:
 
     async def _connect(self) -> None:
         """Connect (retrying transient failures with backoff) and set up the byte iterator."""
-        delay = 0.25
-        deadline = trio.current_time() + self._reconnect_timeout
+        if self._deadline is None:
+            self._deadline = trio.current_time() + self._reconnect_timeout
         while True:
+            if self._failure is not None:
+                await self._back_off(self._failure, self._deadline)
             headers = {"Accept": "text/event-stream"}
             if self._last is not None:
                 headers["Last-Event-ID"] = str(self._last)
             stack = AsyncExitStack()
-            retry_after: float | None = None
             try:
                 response = await stack.enter_async_context(
                     self._rest.stream("GET", self._path, headers=headers)
@@ -493,28 +512,52 @@ class RunEventStream:
                 await stack.aclose()
                 if exc.status_code not in _TRANSIENT_STATUSES:
                     raise _run_error(exc) from None
-                retry_after = exc.retry_after
-                failure: Exception = exc
+                self._retry_after = exc.retry_after
+                self._failure = exc
             except TransportError as exc:
                 await stack.aclose()
-                failure = exc
+                self._failure = exc
             else:
                 self._stack = stack
                 chunks = cast("AsyncGenerator[bytes]", response.aiter_bytes())  # an async generator
                 self._chunks = await stack.enter_async_context(aclosing(chunks))
                 self._parser = SSEParser()
+                self._connected_at = trio.current_time()
+                self._progress = False
                 return
-            now = trio.current_time()
-            if now >= deadline:
-                raise TransportError(
-                    f"the event stream of run {self.run_id} could not be reopened for "
-                    f"{self._reconnect_timeout:.0f} s: {failure}"
-                ) from failure
-            wait = retry_after if retry_after is not None else delay * (0.5 + random.random())
-            logger.info("run %s: event stream unavailable (%s); retrying", self.run_id, failure)
-            await trio.sleep(min(wait, max(0.0, deadline - now)))
-            delay = min(delay * 2, 10.0)
+
+    async def _back_off(self, failure: Exception, deadline: float) -> None:
+        """Wait before the next attempt (jittered, doubling; at least ``Retry-After``), or raise
+        once the outage has lasted ``reconnect_timeout``."""
+        now = trio.current_time()
+        if now >= deadline:
+            raise TransportError(
+                f"the event stream of run {self.run_id} could not be reopened for "
+                f"{self._reconnect_timeout:.0f} s: {failure}"
+            ) from failure
+        wait = self._delay * (0.5 + random.random())
+        if self._retry_after is not None:
+            wait = max(wait, self._retry_after)
+        logger.info("run %s: event stream unavailable (%s); retrying", self.run_id, failure)
+        await trio.sleep(min(wait, deadline - now))
+        self._delay = min(self._delay * 2, _MAX_DELAY)
+        self._retry_after = None
+        self.reconnects += 1
+
+    async def _lost(self, failure: Exception) -> None:
+        """The connection ended before the terminal event. It counts as a success (reconnect at
+        once, backoff and ``reconnect_timeout`` reset) only if it delivered a new event or
+        stayed open ``_HEALTHY_AFTER`` seconds; otherwise it is a failed attempt (backoff)."""
+        await self._disconnect()
+        if self._done:
+            return
+        if self._progress or trio.current_time() - self._connected_at >= _HEALTHY_AFTER:
+            self._failure = None
+            self._delay = _FIRST_DELAY
+            self._deadline = None
             self.reconnects += 1
+        else:
+            self._failure = failure
 
     async def _fill(self) -> None:
         """Read until at least one new event is pending, the run has ended, or a reconnect."""
@@ -525,22 +568,24 @@ class RunEventStream:
             data = await self._chunks.__anext__()
             frames = self._parser.feed(data)
         except StopAsyncIteration:
-            frames = self._parser.finish()
-            self._accept(frames)
-            await self._disconnect()
-            if not self._done:  # the server closed before the end: reconnect and resume
-                self.reconnects += 1
+            self._accept(self._parser.finish())
+            if self._pending:
+                self._progress = True
+            await self._lost(
+                TransportError("the server ended the event stream before the run's end")
+            )
             return
         except (httpx.HTTPError, TransportError) as exc:
             logger.info(
                 "run %s: event stream broke (%s); resuming", self.run_id, type(exc).__name__
             )
-            await self._disconnect()
-            self.reconnects += 1
+            await self._lost(exc)
             return
-        if not self._accept(frames):
-            await self._disconnect()  # a gap: reconnect from the last delivered event
-            self.reconnects += 1
+        in_order = self._accept(frames)
+        if self._pending:
+            self._progress = True
+        if not in_order:  # a gap: reconnect from the last delivered event
+            await self._lost(ProtocolError(f"run {self.run_id}: a gap in the event sequence"))
 
     def _accept(self, frames: list[Any]) -> bool:
         """Queue the new events of ``frames``; False when the sequence skipped ahead."""

@@ -193,10 +193,26 @@ class FrameParser:
     between the fragments of a message is returned in its place in the sequence.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frag_parts", "_frag_size", "_max", "error")
+    __slots__ = (
+        "_buf",
+        "_frag_op",
+        "_frag_parts",
+        "_frag_size",
+        "_have",
+        "_max",
+        "_need",
+        "_parts",
+        "error",
+    )
 
     def __init__(self, max_message_size: int) -> None:
         self._buf = b""
+        # A frame whose header has arrived but not all its payload: its bytes so far are kept
+        # as a list of reads (_parts, _have bytes) and joined once when _need bytes are in, so
+        # a large frame split over many reads costs time in proportion to its size.
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
         self._max = max_message_size
         self._frag_op: int | None = None
         self._frag_parts: list[bytes] = []
@@ -216,8 +232,19 @@ class FrameParser:
         if self.error is not None:
             raise self.error
         events: list[tuple[int, bytes | str]] = []
+        if self._need:
+            parts = self._parts
+            parts.append(bytes(data))
+            self._have += len(data)
+            if self._have < self._need:
+                return events
+            buf = b"".join(parts)
+            self._parts = []
+            self._have = self._need = 0
+        else:
+            buf = self._buf + data if self._buf else bytes(data)
         try:
-            self._parse(self._buf + data if self._buf else bytes(data), events)
+            self._parse(buf, events)
         except WebSocketProtocolError as exc:
             self.error = exc
             self._buf = b""
@@ -296,7 +323,27 @@ class FrameParser:
                     self._frag_size = length
             else:
                 raise WebSocketProtocolError(f"reserved opcode {opcode:#x}")
+        if pos < size:
+            need = _frame_size(buf, pos, size)
+            if need:  # the header is in, not all the payload: collect reads until it is
+                self._parts = [buf[pos:]]
+                self._have = size - pos
+                self._need = need
+                self._buf = b""
+                return
         self._buf = buf[pos:] if pos < size else b""
+
+
+def _frame_size(buf: bytes, pos: int, size: int) -> int:
+    """The whole size of the (already validated) frame at ``pos``; 0 if its header is partial."""
+    if size - pos < 2:
+        return 0
+    length = buf[pos + 1] & 0x7F
+    if length == 126:
+        return 4 + ((buf[pos + 2] << 8) | buf[pos + 3]) if size - pos >= 4 else 0
+    if length == 127:
+        return 10 + _U64.unpack_from(buf, pos + 2)[0] if size - pos >= 10 else 0
+    return 2 + length
 
 
 def _text(payload: bytes) -> str:
