@@ -70,7 +70,13 @@ _EXTERNAL_PACKAGES = (
     "ssl",
 )
 _EXTERNAL = "|".join(re.escape(name) for name in _EXTERNAL_PACKAGES)
-nitpick_ignore_regex = [(r"py:.*", rf"(?:{_EXTERNAL})(?:\..+)?")]
+nitpick_ignore_regex = [
+    (r"py:.*", rf"(?:{_EXTERNAL})(?:\..+)?"),
+    # Type variables have no page of their own (``T`` of a generic class or function).
+    (r"py:(?:class|obj)", r"trio_sogni(?:\.\w+)*\._?T"),
+    # msgspec ``Meta`` constraints shown in ``Annotated`` types (``ge=...``), not references.
+    (r"py:class", r"(?:ge|le|gt|lt|min_length|max_length|pattern)=.*"),
+]
 
 # Public names are documented where users import them (``trio_sogni.ChatStream``, not
 # ``trio_sogni._stream.ChatStream``), and signatures, base classes and type hints must name and

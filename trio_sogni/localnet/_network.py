@@ -178,7 +178,7 @@ class LocalNetwork:
         self.rejected_frames = RecordLog[RejectedFrame](
             max_items=record_limit, max_bytes=record_bytes, size=rejected_frame_size
         )
-        """Client frames refused by strict decoding or validation (a correct client: none);
+        """Client frames refused by strict decoding or validation, none from a correct client;
         each keeps a preview of the frame and its size."""
         self.http_requests = RecordLog[HTTPRequestRecord](
             max_items=record_limit, max_bytes=record_bytes, size=http_request_size

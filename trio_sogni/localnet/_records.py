@@ -3,9 +3,9 @@
 The job-level record, :class:`~._jobs.JobRecord`, lives with the jobs layer that writes it.
 
 Records hold *summaries* of what clients sent, never whole payloads of unbounded size: header
-and query values, paths and ids are cut to :data:`PREVIEW_CHARS` characters, at most
-:data:`MAX_FIELDS` headers or query parameters are kept, and a rejected frame keeps its first
-:data:`FRAME_PREVIEW` characters (or bytes) plus its full size. Each log is a
+and query values, paths and ids are cut to 256 (``PREVIEW_CHARS``) characters, at most
+64 (``MAX_FIELDS``) headers or query parameters are kept, and a rejected frame keeps its first
+512 (``FRAME_PREVIEW``) characters (or bytes) plus its full size. Each log is a
 :class:`~._server.RecordLog` bounded in count (``record_limit``) and in accounted bytes
 (``record_bytes``); the ``*_size`` functions here give each record's accounted size.
 """
@@ -50,8 +50,8 @@ def redact(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def summarize_fields(fields: Mapping[str, str], *, redacted: bool = False) -> dict[str, str]:
-    """The first :data:`MAX_FIELDS` items of ``fields``, names and values cut to
-    :data:`PREVIEW_CHARS` (credential headers redacted when ``redacted``)."""
+    """The first 64 (``MAX_FIELDS``) items of ``fields``, names and values cut to
+    256 (``PREVIEW_CHARS``) (credential headers redacted when ``redacted``)."""
     out: dict[str, str] = {}
     for name, value in fields.items():
         if len(out) >= MAX_FIELDS:
@@ -73,7 +73,7 @@ def _strings_size(values: Iterable[str | None]) -> int:
 @dataclass(frozen=True)
 class HTTPRequestRecord:
     """One REST request the network answered: a summary (credential headers redacted, values
-    cut to :data:`PREVIEW_CHARS`, at most :data:`MAX_FIELDS` headers and query parameters)."""
+    cut to 256 (``PREVIEW_CHARS``), at most 64 (``MAX_FIELDS``) headers and query parameters)."""
 
     method: str
     path: str
@@ -143,9 +143,9 @@ def handshake_size(record: HandshakeRecord) -> int:
 class RejectedFrame:
     """A client frame localnet refused (strict decoding or request validation failed).
 
-    ``frame`` is the frame's first :data:`FRAME_PREVIEW` characters (text frames) or bytes
+    ``frame`` is the frame's first 512 (``FRAME_PREVIEW``) characters (text frames) or bytes
     (binary ones) and ``size`` its whole length, so ``truncated`` tells whether ``frame`` is all
-    of it. ``reason``, ``job_id`` and ``message_type`` are cut to :data:`PREVIEW_CHARS`.
+    of it. ``reason``, ``job_id`` and ``message_type`` are cut to 256 (``PREVIEW_CHARS``).
     """
 
     reason: str
