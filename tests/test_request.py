@@ -6,9 +6,15 @@ import base64
 from typing import Any
 
 import pytest
+from hypothesis import given, strategies as st
 
 from trio_sogni import InvalidRequestError
-from trio_sogni._request import build_llm_request, new_job_id
+from trio_sogni._request import (  # pyright: ignore[reportPrivateUsage]
+    _has_unsendable,
+    build_llm_request,
+    check_sendable,
+    new_job_id,
+)
 from trio_sogni.protocol import ResponseFormatJSONSchema, ToolChoiceFunction
 
 USER = [{"role": "user", "content": "hi"}]
@@ -162,3 +168,32 @@ def test_bad_params(params: dict[str, Any], match: str) -> None:
 def test_model_is_required() -> None:
     with pytest.raises(InvalidRequestError, match="model"):
         build_llm_request(model=" ", messages=USER, stream=True, params={}, default_app_source=None)
+
+
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=4),
+)
+_values = st.recursive(
+    _leaves,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_values)
+def test_the_fast_sendability_check_agrees_with_the_careful_walk(value: object) -> None:
+    """Every request takes the fast walk; the careful one only runs to name what is wrong."""
+    fast = _has_unsendable(value)
+    try:
+        check_sendable(value, "value")
+    except InvalidRequestError:
+        careful = True
+    else:
+        careful = False
+    assert fast == careful

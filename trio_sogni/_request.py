@@ -126,6 +126,39 @@ def _number(
     return value
 
 
+def _has_unsendable(value: object) -> bool:
+    """Whether `check_sendable` would refuse ``value``: the same walk without building paths
+    (every request takes it, so it allocates nothing per node but the stack)."""
+    stack: list[object] = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if item is None or kind is int or kind is bool:
+            continue
+        if kind is str:
+            if not item.isascii():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+                try:
+                    cast("str", item).encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif kind is float:
+            if not math.isfinite(cast("float", item)):
+                return True
+        elif kind is dict:
+            mapping = cast("dict[object, object]", item)
+            extend(mapping)
+            extend(mapping.values())
+        elif kind is list or kind is tuple:
+            extend(cast("Sequence[object]", item))
+        elif isinstance(item, msgspec.Struct):
+            extend(msgspec.structs.astuple(item))
+        elif isinstance(item, str | float | Mapping | list | tuple):
+            # Subclasses: the careful walk decides.
+            return True
+    return False
+
+
 def check_sendable(value: object, where: str) -> None:
     """Refuse, before anything is sent, a value that JSON cannot carry faithfully: a NaN or
     infinite float (msgspec would send ``null``) or a string holding a lone surrogate (encoding
@@ -135,6 +168,9 @@ def check_sendable(value: object, where: str) -> None:
     Raises:
         InvalidRequestError: naming ``where`` and the path to the bad value.
     """
+    if not _has_unsendable(value):
+        return
+    # Something is wrong: walk again, tracking paths, to name it (the rare, slow path).
     stack: list[tuple[str, object]] = [(where, value)]
     while stack:
         path, item = stack.pop()
