@@ -11,9 +11,10 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = "3.11"
 
 
-COVERAGE_FLOOR = 90
+COVERAGE_FLOOR = 91
 """The whole suite's branch coverage (subprocesses included) may not fall below this: the
-measured total minus one (90.92%, shown as 91%, on 2026-12-04; 87% without the subprocesses).
+measured total minus one (92.9% on a fresh-clone CI run after the hardening merges, 90.92% before them,
+on 2026-12-04; 87% without the subprocesses).
 Raise it when coverage rises."""
 
 
