@@ -36,7 +36,16 @@ from ._hosted._completions import hosted_routes
 from ._hosted._estimates import estimate_routes
 from ._jobs._manager import Changes, JobManager, SocketBinding
 from ._jobs._records import JobRecord
-from ._jobs._session import Abort, Handshake, Rejected, Reply, Session, Submit, parse_handshake
+from ._jobs._session import (
+    MAX_APP_ID_LENGTH,
+    Abort,
+    Handshake,
+    Rejected,
+    Reply,
+    Session,
+    Submit,
+    parse_handshake,
+)
 from ._records import (
     PREVIEW_CHARS,
     HandshakeRecord,
@@ -605,6 +614,8 @@ class LocalNetwork:
             rejection = (4021, "Authentication failed")
         elif handshake.app_id is None:
             rejection = (4010, "appId is required")
+        elif len(handshake.app_id) > MAX_APP_ID_LENGTH:
+            rejection = (4010, f"appId is longer than {MAX_APP_ID_LENGTH} characters")
         self._record_handshake(handshake, request, rejection)
         if rejection is not None or account is None:
             code, reason = rejection or (4021, "Authentication failed")

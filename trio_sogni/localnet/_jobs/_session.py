@@ -48,6 +48,8 @@ logger = logging.getLogger("trio_sogni.localnet")
 
 MAX_STOP_SEQUENCES: Final = 16
 MAX_JOB_ID_LENGTH: Final = 128
+MAX_APP_ID_LENGTH: Final = 256
+"""A handshake whose ``appId`` is longer is refused (close 4010): ids are kept per job and per app."""
 
 # --- handshake -------------------------------------------------------------------------------------
 
@@ -273,6 +275,10 @@ class Session:
                     ]
                 return [Submit(message)]
             case AbortJob(job_id=job_id, error=error):
+                if len(job_id) > MAX_JOB_ID_LENGTH:
+                    # No job has such an id: refuse it quietly (nothing to echo back at length).
+                    problem = f"jobID is longer than {MAX_JOB_ID_LENGTH} characters"
+                    return [Rejected(problem, None, message.message_type, frame)]
                 return [Abort(job_id, error)]
             case ChangeNetwork(network=network):
                 self.network = network
