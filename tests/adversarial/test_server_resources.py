@@ -51,8 +51,9 @@ def retained_bytes(net: LocalNetwork) -> int:
 async def test_a_flood_of_large_frames_leaves_bounded_records(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """40 half-megabyte messages: 20 rejected frames, 20 job requests (for a model no worker
-    serves, so each is recorded and refused), and 20 aborts naming huge job ids."""
+    """60 half-megabyte messages: 20 rejected frames, 20 job requests (for a model no worker
+    serves, so each is recorded and refused), and 20 aborts naming huge job ids (rejected frames
+    too: no job has such an id)."""
     async with local_network(listen=False) as net, trio.open_nursery() as nursery:
         ws = await trio_websocket.wrap_client_stream(
             nursery,
@@ -84,16 +85,19 @@ async def test_a_flood_of_large_frames_leaves_bounded_records(
             assert log.accounted_bytes <= RECORD_BYTES
         # Summaries: every rejected frame is recorded (size and preview), the newest job
         # requests are kept whole.
-        assert len(net.rejected_frames) == 20
-        last = net.rejected_frames[-1]
-        assert last.job_id == "BAD-19"
+        assert len(net.rejected_frames) == 40
+        bad = [r for r in net.rejected_frames if r.job_id is not None]
+        assert [r.job_id for r in bad] == [f"BAD-{i}" for i in range(20)]
+        last = bad[-1]
         assert last.size > MESSAGE
         assert last.truncated
         assert len(last.frame) == FRAME_PREVIEW
         assert net.job_requests[-1].job_id == "BIG-19"
         assert net.job_requests[-1].messages[0].content == big
-        assert len(net.aborted_job_ids) == 20
-        assert all(len(j) <= 257 for j in net.aborted_job_ids)
+        aborts = [r for r in net.rejected_frames if r.job_id is None]
+        assert len(aborts) == 20
+        assert all(len(r.frame) <= FRAME_PREVIEW for r in aborts)
+        assert len(net.aborted_job_ids) == 0
 
 
 async def test_a_flood_of_unauthenticated_requests_leaves_bounded_records(
