@@ -8,29 +8,20 @@ Raw WebSocket clients on in-memory connections, in virtual time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 import trio
 import trio.testing
 import trio_websocket
+from rawsocket import connect, recv, send
 
-from trio_sogni.localnet import DEFAULT_MODEL, LocalNetwork, SimulatedWorker, open_local_network
+from trio_sogni.localnet import DEFAULT_MODEL, SimulatedWorker, open_local_network
 from trio_sogni.localnet._jobs._scheduler import POSITION_WINDOW, Job, Scheduler
 from trio_sogni.protocol import (
-    Authenticated,
     ChatMessage,
-    ClientMessage,
     JobState,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
-    ServerMessage,
-    SwarmLLMModels,
-    UnknownMessage,
-    decode_server_message,
-    encode_client_message,
 )
 
 FLOOD = 5_000
@@ -43,38 +34,6 @@ def request(job_id: str, text: str = "x") -> LLMJobRequest:
     return LLMJobRequest(
         job_id=job_id, model=DEFAULT_MODEL, messages=[ChatMessage(role="user", content=text)]
     )
-
-
-@asynccontextmanager
-async def connect(
-    net: LocalNetwork, key: str, app_id: str
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            net.connect_in_memory(),  # type: ignore[arg-type]
-            "localnet",
-            f"/?appId={app_id}",
-            extra_headers=[(b"api-key", key.encode())],
-            message_queue_size=64,
-        )
-        try:
-            assert isinstance(await recv(ws), Authenticated)
-            assert isinstance(await recv(ws), SwarmLLMModels)
-            yield ws
-        finally:
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
-async def recv(ws: trio_websocket.WebSocketConnection) -> ServerMessage:
-    message = decode_server_message(await ws.get_message())
-    assert not isinstance(message, UnknownMessage)
-    return message
-
-
-async def send(ws: trio_websocket.WebSocketConnection, message: ClientMessage) -> None:
-    await ws.send_message(encode_client_message(message))
 
 
 class Ledger:
@@ -122,8 +81,8 @@ async def test_a_flood_from_one_account_does_not_starve_another(
         flooder, bystander = Ledger(), Ledger()
         async with (
             trio.open_nursery() as nursery,
-            connect(net, net.api_key, "flood") as a_ws,
-            connect(net, b_key, "flood") as b_ws,  # the same appId, too
+            connect(net, net.api_key, "flood", queue=64) as (a_ws, _),
+            connect(net, b_key, "flood", queue=64) as (b_ws, _),  # the same appId, too
         ):
             nursery.start_soon(flooder.read, a_ws)
             nursery.start_soon(bystander.read, b_ws)
@@ -170,8 +129,8 @@ async def test_round_robin_between_two_backlogged_accounts(
         first, second = Ledger(), Ledger()
         async with (
             trio.open_nursery() as nursery,
-            connect(net, net.api_key, "one") as one,
-            connect(net, key, "two") as two,
+            connect(net, net.api_key, "one", queue=64) as (one, _),
+            connect(net, key, "two", queue=64) as (two, _),
         ):
             nursery.start_soon(first.read, one)
             nursery.start_soon(second.read, two)

@@ -8,31 +8,24 @@ virtual time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import trio
 import trio.testing
 import trio_websocket
+from rawsocket import connect, recv, send
 
-from trio_sogni.localnet import DEFAULT_MODEL, LocalNetwork, default_reply_text, open_local_network
+from trio_sogni.localnet import DEFAULT_MODEL, default_reply_text, open_local_network
 from trio_sogni.protocol import (
     AbortJob,
-    Authenticated,
     ChangeNetwork,
     ChatCompletionChunk,
     ChatMessage,
-    ClientMessage,
     JobState,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
     ServerMessage,
-    SwarmLLMModels,
-    UnknownMessage,
-    decode_server_message,
-    encode_client_message,
 )
 
 SHARED_APP_ID = "shared-app-id"
@@ -44,36 +37,6 @@ def request(job_id: str, text: str = "one two three four five six") -> LLMJobReq
     )
 
 
-@asynccontextmanager
-async def connect(
-    net: LocalNetwork, key: str, app_id: str = SHARED_APP_ID
-) -> AsyncIterator[tuple[trio_websocket.WebSocketConnection, Authenticated]]:
-    """A raw socket on an in-memory connection; yields it with its ``authenticated`` frame."""
-    async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            net.connect_in_memory(),  # type: ignore[arg-type]
-            "localnet",
-            f"/?appId={app_id}",
-            extra_headers=[(b"api-key", key.encode())],
-            message_queue_size=4096,
-        )
-        try:
-            authenticated = await recv(ws)
-            assert isinstance(authenticated, Authenticated)
-            assert isinstance(await recv(ws), SwarmLLMModels)
-            yield ws, authenticated
-        finally:
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
-async def recv(ws: trio_websocket.WebSocketConnection) -> ServerMessage:
-    message = decode_server_message(await ws.get_message())
-    assert not isinstance(message, UnknownMessage)
-    return message
-
-
 async def close_code(ws: trio_websocket.WebSocketConnection) -> int | None:
     """Read until the server closes ``ws``; its close code."""
     try:
@@ -81,10 +44,6 @@ async def close_code(ws: trio_websocket.WebSocketConnection) -> int | None:
             await ws.get_message()
     except trio_websocket.ConnectionClosed as closed:
         return None if closed.reason is None else closed.reason.code
-
-
-async def send(ws: trio_websocket.WebSocketConnection, message: ClientMessage) -> None:
-    await ws.send_message(encode_client_message(message))
 
 
 async def until_job_ends(
@@ -121,12 +80,12 @@ async def test_same_app_id_from_another_account_cannot_take_over_a_job(
         victim_before = net.balance("victim")
         attacker_before = net.balance("attacker")
         with trio.fail_after(120):
-            async with connect(net, victim_key) as (victim, _):
+            async with connect(net, victim_key, SHARED_APP_ID) as (victim, _):
                 await send(victim, request("VICTIM-JOB"))
                 frames: list[ServerMessage] = []
                 while not any(isinstance(f, ChatCompletionChunk) for f in frames):
                     frames.append(await recv(victim))
-                async with connect(net, attacker_key) as (attacker, authenticated):
+                async with connect(net, attacker_key, SHARED_APP_ID) as (attacker, authenticated):
                     # Not told about the victim's job, and the victim is not kicked.
                     assert authenticated.active_llm_job_ids == []
                     assert net.connected_sockets == 2
@@ -175,12 +134,12 @@ async def test_other_accounts_jobs_are_not_rebound_to_a_same_app_id_socket(
         victim_key = net.create_api_key("victim")
         attacker_key = net.create_api_key("attacker")
         with trio.fail_after(120):
-            async with connect(net, victim_key) as (victim, _):
+            async with connect(net, victim_key, SHARED_APP_ID) as (victim, _):
                 await send(victim, request("DETACHED"))
                 while not isinstance(await recv(victim), ChatCompletionChunk):
                     pass
             await net.wait_until(lambda: net.statistics().detached_jobs == 1)
-            async with connect(net, attacker_key) as (attacker, authenticated):
+            async with connect(net, attacker_key, SHARED_APP_ID) as (attacker, authenticated):
                 assert authenticated.active_llm_job_ids == []
                 assert net.statistics().detached_jobs == 1
                 await trio.sleep(1)
@@ -188,7 +147,7 @@ async def test_other_accounts_jobs_are_not_rebound_to_a_same_app_id_socket(
                     getattr(f, "job_id", None) == "DETACHED"
                     for f in await frames_until_pong(attacker)
                 )
-            async with connect(net, victim_key) as (victim, authenticated):
+            async with connect(net, victim_key, SHARED_APP_ID) as (victim, authenticated):
                 assert authenticated.active_llm_job_ids == ["DETACHED"]
                 frames = await until_job_ends(victim, "DETACHED")
                 assert isinstance(frames[-1], LLMJobResult)
@@ -203,11 +162,11 @@ async def test_same_account_same_app_id_still_takes_over(
         net.add_account("owner", password="owner-password")
         key = net.create_api_key("owner")
         with trio.fail_after(120):
-            async with connect(net, key) as (old, _):
+            async with connect(net, key, SHARED_APP_ID) as (old, _):
                 await send(old, request("MINE"))
                 while not isinstance(await recv(old), ChatCompletionChunk):
                     pass
-                async with connect(net, key) as (new, authenticated):
+                async with connect(net, key, SHARED_APP_ID) as (new, authenticated):
                     assert authenticated.active_llm_job_ids == ["MINE"]
                     assert await close_code(old) == 4015
                     frames = await until_job_ends(new, "MINE")
