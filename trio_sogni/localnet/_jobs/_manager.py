@@ -375,6 +375,9 @@ class JobManager:
         app.socket = None
         app.flowing = False
         self._detach_logs(app)
+        if sock.driver.received_close == 1000:
+            # The client said goodbye: it wants nothing more of the jobs that already ended.
+            app.lingering.clear()
         if not app.jobs and not app.lingering:
             if app.grace is not None:
                 app.grace.cancel()
