@@ -175,7 +175,8 @@ async def test_rebind_within_grace_and_expiry(
         # two connections together saw every chunk once.
         chunks = [first, *(m for m in frames if isinstance(m, ChatCompletionChunk))]
         result = frames[-1]
-        assert isinstance(result, LLMJobResult) and result.usage is not None
+        assert isinstance(result, LLMJobResult)
+        assert result.usage is not None
         assert sum(1 for c in chunks if c.content) == result.usage.completion_tokens
         assert chunks[-1].finish_reason == "stop"
         assert net.frames_dropped == 0

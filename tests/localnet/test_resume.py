@@ -99,7 +99,8 @@ def check_exact(frames: list[object]) -> LLMJobResult:
     states = [f.type for f in frames if isinstance(f, JobState)]
     assert states == ["pending", "queued", "assigned", "jobStarted"]
     result = frames[-1]
-    assert isinstance(result, LLMJobResult) and result.usage is not None
+    assert isinstance(result, LLMJobResult)
+    assert result.usage is not None
     chunks = [f for f in frames if isinstance(f, ChatCompletionChunk)]
     assert sum(1 for c in chunks if c.content) == result.usage.completion_tokens
     assert sum(1 for f in frames if isinstance(f, LLMJobResult)) == 1
@@ -123,7 +124,8 @@ async def test_a_job_resumes_from_the_clients_count(
             answer = await recv(ws)
             assert isinstance(answer, JobsResumed)
             (entry,) = answer.jobs
-            assert entry.status == "resumed" and entry.replayed > 0
+            assert entry.status == "resumed"
+            assert entry.replayed > 0
             rest = await until_final(ws, "J1")
         check_exact(first + rest)
         assert net.frames_dropped == 0
@@ -206,8 +208,8 @@ async def test_a_gap_is_said_and_the_job_ended(
             await send(ws, make_request("BIG", max_tokens=30_000))
             await frames_of(ws, "BIG", 3)
             # Wait until the frames after the client's third are no longer all held.
-            while not all(j.replay.floor > 3 for j in jobs.jobs.values()):
-                await trio.sleep(0.01)  # virtual time: polling costs nothing
+            while not all(j.replay.floor > 3 for j in jobs.jobs.values()):  # noqa: ASYNC110
+                await trio.sleep(0.01)  # virtual time: polling costs nothing (no event to wait on)
         async with connect(net, "app") as (ws, _):
             await send(ws, ResumeJobs(jobs=[ResumeEntry(job_id="BIG", received=3)]))
             answer = await recv(ws)
@@ -237,10 +239,12 @@ async def test_detached_frames_are_bounded_and_the_job_waits(
         async with connect(net, "app") as (ws, _):
             await send(ws, ResumeJobs(jobs=[ResumeEntry(job_id="BIG", received=4)]))
             answer = await recv(ws)
-            assert isinstance(answer, JobsResumed) and answer.jobs[0].status == "resumed"
+            assert isinstance(answer, JobsResumed)
+            assert answer.jobs[0].status == "resumed"
             rest = await until_final(ws, "BIG")
         result = check_exact(first + rest)
-        assert result.usage is not None and result.usage.completion_tokens == 20_000
+        assert result.usage is not None
+        assert result.usage.completion_tokens == 20_000
 
 
 async def test_resume_frames_that_break_the_rules_are_rejected(

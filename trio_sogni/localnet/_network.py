@@ -498,6 +498,7 @@ class LocalNetwork:
             refused_connections=self._connections.refused,
             timed_out_connections=sum(self._connections.timeouts.values()),
             stalled_sockets=self._stalled_sockets,
+            lingering_jobs=self._jobs.lingering_jobs(),
         )
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -631,7 +632,11 @@ class LocalNetwork:
             self._sockets.discard(sock)
             if driver.stalled:
                 self._stalled_sockets += 1
-                self._abort_jobs_of(sock)
+                if not sock.session.handshake.job_resume:
+                    # A client that cannot resume would lose the frames anyway: free the
+                    # workers now. A resuming client's jobs detach like any others (their
+                    # held frames are bounded, and so is the grace).
+                    self._abort_jobs_of(sock)
             self._jobs.unbind(sock)
             self._changes.notify()
         return None

@@ -186,6 +186,9 @@ class NetworkStatistics:
 
     ``job_state_entries`` counts every per-job entry the network holds anywhere (job table, app
     tables, queues, worker slots, detached apps); it returns to 0 once no job is live.
+    ``lingering_jobs`` counts the finished jobs whose last frames are kept for clients that
+    resume jobs (``jobResume=1``), each for ``rebind_grace`` at most, and at most
+    ``max_jobs_per_socket`` and 16 MiB per app (see ``docs/connections.md``).
     ``refused_connections`` counts connections answered ``503`` because ``max_connections`` were
     open, ``timed_out_connections`` those cut by a read or write bound, and ``stalled_sockets``
     the WebSockets dropped because they stopped reading (all since the network started).
@@ -201,3 +204,4 @@ class NetworkStatistics:
     refused_connections: int = 0
     timed_out_connections: int = 0
     stalled_sockets: int = 0
+    lingering_jobs: int = 0

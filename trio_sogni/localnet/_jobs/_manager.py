@@ -73,8 +73,9 @@ __all__ = [
     "DEFAULT_MAX_JOBS_PER_SOCKET",
     "DEFAULT_REPLAY_BYTES",
     "INTERNAL_APP_ID",
+    "LINGERING_BYTES",
     "LINGER_BYTES",
-    "MAX_LINGERING",
+    "MAX_ENDED_IDS",
     "RESTART_MESSAGE",
     "TOO_MANY_JOBS",
     "AppKey",
@@ -107,11 +108,15 @@ budget (each job keeping at most ``replay_bytes`` and at least `MIN_REPLAY_WINDO
 MIN_REPLAY_WINDOW: Final = 16 * 1024
 """The least a live job of a resuming app keeps of the frames it sent."""
 
-MAX_LINGERING: Final = 256
-"""Finished jobs whose frames an app keeps (the oldest forgotten first), for ``rebind_grace``."""
+LINGERING_BYTES: Final = 16 * 1024 * 1024
+"""The bytes of finished jobs' frames an app keeps, at most (the oldest forgotten first); it
+also keeps at most ``max_jobs_per_socket`` finished jobs, each for ``rebind_grace``."""
 
 LINGER_BYTES: Final = 16 * 1024
 """The bytes of a finished job's last frames kept while it lingers."""
+
+MAX_ENDED_IDS: Final = 16_384
+"""Ids of recently ended jobs an app remembers (for ``rebind_grace``), at most."""
 
 AppKey = tuple[str, str]
 """What owns socket jobs: ``(account id, appId)``."""
@@ -176,6 +181,20 @@ class _App:
     def __post_init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.lingering: OrderedDict[str, _Lingering] = OrderedDict()
+        self.lingering_bytes = 0
+        self.ended: OrderedDict[str, float] = OrderedDict()
+        """Keys of the app's jobs that ended recently (when), so that a resuming client is told
+        ``gap`` for them, never ``unknown`` (which invites it to send the request again)."""
+
+    def forget_lingering(self, key: str | None = None) -> None:
+        """Forget one finished job's frames (the oldest if ``key`` is ``None``), or all of them
+        with ``key="*"``."""
+        if key == "*":
+            self.lingering.clear()
+            self.lingering_bytes = 0
+            return
+        entry = self.lingering.popitem(last=False)[1] if key is None else self.lingering.pop(key)
+        self.lingering_bytes -= entry.log.size
 
 
 INTERNAL_APP_ID: Final = "localnet-internal"
@@ -348,7 +367,7 @@ class JobManager:
             if app.grace is None:
                 self._start_grace(app)
         else:
-            app.lingering.clear()
+            app.forget_lingering("*")
             if app.grace is not None:
                 app.grace.cancel()
                 app.grace = None
@@ -377,7 +396,7 @@ class JobManager:
         self._detach_logs(app)
         if sock.driver.received_close == 1000:
             # The client said goodbye: it wants nothing more of the jobs that already ended.
-            app.lingering.clear()
+            app.forget_lingering("*")
         if not app.jobs and not app.lingering:
             if app.grace is not None:
                 app.grace.cancel()
@@ -414,7 +433,7 @@ class JobManager:
         A socket still waiting to resume gets the app's (new) jobs' frames from now on."""
         for job in list(app.jobs.values()):
             self.end_job(job, "expired", None)
-        app.lingering.clear()
+        app.forget_lingering("*")
         if app.socket is not None:
             app.flowing = True
         elif not app.jobs:
@@ -432,7 +451,7 @@ class JobManager:
         answers: list[ResumedJob] = []
         replays: list[OutFrame | OutEncoded] = []
         wanted: set[str] = set()
-        if app is not None and holding:
+        if app is not None:
             self._forget_stale(app)
         for entry in entries:
             key = entry.job_id.upper()
@@ -443,7 +462,8 @@ class JobManager:
             elif app is not None and holding and key in app.lingering:
                 log = app.lingering[key].log
             if log is None:
-                answers.append(ResumedJob(job_id=entry.job_id, status="unknown"))
+                status = "gap" if app is not None and key in app.ended else "unknown"
+                answers.append(ResumedJob(job_id=entry.job_id, status=status))
                 continue
             items = log.since(entry.received, job)
             if items is None:
@@ -461,7 +481,10 @@ class JobManager:
             for key, job in list(app.jobs.items()):
                 if key not in wanted:
                     self.end_job(job, "aborted", None)
-            app.lingering.clear()
+            # Finished jobs the client did not ask for are not wanted; those it did ask for
+            # keep lingering: their replayed frames may die in flight too.
+            for key in [key for key in app.lingering if key not in wanted]:
+                app.forget_lingering(key)
             app.flowing = True
             if app.grace is not None:
                 app.grace.cancel()
@@ -481,21 +504,30 @@ class JobManager:
 
     def _forget_stale(self, app: _App) -> None:
         deadline = trio.current_time() - self.rebind_grace
+        ended = app.ended
+        while ended and next(iter(ended.values())) < deadline:
+            ended.popitem(last=False)
         lingering = app.lingering
         while lingering:
             first = next(iter(lingering.values()))
             if first.ended >= deadline:
                 break
-            lingering.popitem(last=False)
+            app.forget_lingering()
 
     def detached_jobs(self) -> int:
         return sum(len(a.jobs) for a in self.apps.values() if not a.flowing)
 
+    def lingering_jobs(self) -> int:
+        """Finished jobs kept for resuming clients (pruned as they age past the grace)."""
+        for app in list(self.apps.values()):
+            self._forget_stale(app)
+        return sum(len(a.lingering) for a in self.apps.values())
+
     def state_entries(self) -> int:
         """Every per-job entry held anywhere (see `NetworkStatistics.job_state_entries`)."""
         queued, running, queues = self.scheduler.statistics()
-        app_entries = sum(len(a.jobs) + len(a.lingering) for a in self.apps.values())
-        detached_apps = sum(1 for a in self.apps.values() if a.socket is None)
+        app_entries = sum(len(a.jobs) for a in self.apps.values())
+        detached_apps = sum(1 for a in self.apps.values() if a.socket is None and a.jobs)
         return len(self.jobs) + app_entries + queued + running + queues + detached_apps
 
     # -- job lifecycle --------------------------------------------------------------------------
@@ -678,7 +710,14 @@ class JobManager:
 
     def _linger(self, app: _App, job: Job) -> None:
         """Keep a finished job's last frames while its client may still lack them: for a
-        resuming app, a job that ended with its own final frame (not aborted, not expired)."""
+        resuming app, a job that ended with its own final frame (not aborted, not expired).
+        Every ended job of a resuming app is remembered (bounded) in ``app.ended``."""
+        if app.resumes and not isinstance(job, InternalJob):
+            self._forget_stale(app)
+            app.ended[job.key] = trio.current_time()
+            app.ended.move_to_end(job.key)
+            while len(app.ended) > MAX_ENDED_IDS:
+                app.ended.popitem(last=False)
         if (
             isinstance(job, InternalJob)
             or job.outcome in (None, "aborted", "expired")
@@ -689,9 +728,14 @@ class JobManager:
             job.replay.clear()
             return
         job.replay.trim(LINGER_BYTES)
+        if job.key in app.lingering:
+            app.forget_lingering(job.key)
         app.lingering[job.key] = _Lingering(job.job_id, job.replay, trio.current_time())
-        while len(app.lingering) > MAX_LINGERING:
-            app.lingering.popitem(last=False)
+        app.lingering_bytes += job.replay.size
+        while len(app.lingering) > self.max_jobs_per_socket or (
+            app.lingering_bytes > LINGERING_BYTES
+        ):
+            app.forget_lingering()
 
     # -- the job task ---------------------------------------------------------------------------
 
