@@ -37,7 +37,7 @@ async def submit(ws: trio_websocket.WebSocketConnection, ids: list[str]) -> dict
             case LLMJobError():
                 assert message.error_code == "429"
                 assert "account already has" in (message.error_message or "")
-                answers[message.job_id] = message.error
+                answers[message.job_id] = str(message.error)
             case _:
                 continue
     return answers

@@ -11,6 +11,7 @@ the test controls every byte; :class:`MessageBoundaries` is also tested alone (s
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -121,7 +122,7 @@ def half_a_header(sock: HandSocket) -> bytes:
 
 @pytest.mark.parametrize("partial", [cut_short, unfinished_fragments, half_a_header])
 async def test_an_unfinished_message_is_closed_with_1008_at_message_timeout(
-    autojump_clock: trio.testing.MockClock, partial: object
+    autojump_clock: trio.testing.MockClock, partial: Callable[[HandSocket], bytes]
 ) -> None:
     async with local_network(
         listen=False,
@@ -133,7 +134,6 @@ async def test_an_unfinished_message_is_closed_with_1008_at_message_timeout(
         sock = await open_socket(net)
         await sock.stream.send_all(sock.frame(job("HALF-1")))
         await net.wait_until(lambda: net.statistics().running_jobs == 1)
-        assert callable(partial)
         await sock.stream.send_all(partial(sock))
         started = trio.current_time()
         with trio.fail_after(MESSAGE_TIMEOUT + CLOSE_TIMEOUT + 5):
