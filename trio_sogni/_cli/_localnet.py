@@ -12,11 +12,11 @@ with BALANCE sogni (default 100) when created; a user already in the database ke
 ``--testnet`` makes logins and signups use the testnet EIP-712 domain. ``--prices FILE.json``
 loads the price table (format: :func:`trio_sogni.localnet.load_prices`).
 
-Limits against hostile or broken peers: every bound of :class:`~trio_sogni.localnet.
-LocalNetworkConfig` has an option named after its field (``--write-timeout``,
-``--max-jobs-per-account``, ... ; :data:`LIMIT_OPTIONS`), validated when parsed (times are
-positive, finite seconds; counts and sizes integers with a floor), so a bad value exits with
-status 2 and one line naming the option.
+Limits against hostile or broken peers: every bound of
+:class:`~trio_sogni.localnet.LocalNetworkConfig` has an option named after its field
+(``--write-timeout``, ``--max-jobs-per-account``, ... ; :data:`LIMIT_OPTIONS`), validated when
+parsed (times are positive, finite seconds; counts and sizes whole numbers with a floor), so a
+bad value exits with status 2 and one line naming the option, before anything starts.
 
 Real inference instead of simulated workers: ``--llama [--model-path PATH] [--model-name NAME]``
 runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--upstream URL
@@ -177,8 +177,8 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 @dataclass(frozen=True)
 class LimitOption:
-    """One ``localnet serve`` option that sets the :class:`~trio_sogni.localnet.
-    LocalNetworkConfig` field ``name`` (``--name-with-dashes``)."""
+    """One ``localnet serve`` option that sets the field ``name`` of
+    :class:`~trio_sogni.localnet.LocalNetworkConfig` (flag: ``--name-with-dashes``)."""
 
     name: str
     parse: Callable[[str], float | int]
