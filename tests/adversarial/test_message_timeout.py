@@ -10,7 +10,9 @@ the test controls every byte; :class:`MessageBoundaries` is also tested alone (s
 
 from __future__ import annotations
 
+import gc
 import struct
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -193,6 +195,47 @@ async def test_an_idle_socket_between_messages_is_not_timed(
         with trio.fail_after(5):
             await net.wait_until(lambda: len(net.job_records) == 1)
         await trio.aclose_forcefully(sock.stream)
+
+
+@pytest.mark.deadline(120)  # virtual seconds
+async def test_half_sent_messages_are_freed_at_the_default_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """50 sockets each send 1 MiB of a 16 MiB message and stop (the default limits): the server
+    holds the parts until ``message_timeout`` (30 s) + ``close_timeout`` (2 s), then nothing.
+    Measured with tracemalloc (what this process allocated, client side included)."""
+    sockets, part = 50, 1 << 20
+    async with local_network(listen=False) as net:
+        tracemalloc.start()
+        try:
+            gc.collect()
+            base = tracemalloc.get_traced_memory()[0]
+            opened: list[HandSocket] = []
+            for i in range(sockets):
+                sock = await open_socket(net, f"half-{i}")
+                await sock.stream.send_all(sock.frame(b"x" * (16 << 20))[:part])
+                opened.append(sock)
+            started = trio.current_time()
+            await trio.sleep(1.0)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+            with trio.fail_after(60):
+                await net.wait_until(lambda: net.statistics().connected_sockets == 0)
+            freed_after = trio.current_time() - started
+            for sock in opened:
+                await trio.aclose_forcefully(sock.stream)
+            opened.clear()
+            gc.collect()
+            left = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+    print(
+        f"\n{sockets} sockets x 1 MiB of a 16 MiB message: {held / 1e6:.1f} MB held, every "
+        f"socket closed after {freed_after:.1f} virtual s, {left / 1e6:.2f} MB left"
+    )
+    assert held > sockets * part  # the parts really were held
+    assert freed_after == pytest.approx(30.0 + 2.0, abs=0.01)
+    assert left < 2_000_000
 
 
 # -- MessageBoundaries alone ----------------------------------------------------------------------
