@@ -320,8 +320,9 @@ class WebSocketDriver:
                         return
                     case _:
                         pass
-            if not self.boundaries.in_message or self.message_timed_out:
-                budget = None
+            closing = self.message_timed_out or discarding or self.sent_close is not None
+            if not self.boundaries.in_message or closing:
+                budget = None  # nothing under way, or close_timeout bounds what is left
             elif budget is None or self.boundaries.completed != completed:
                 budget = self.message_timeout  # a message began since the last read
             completed = self.boundaries.completed
