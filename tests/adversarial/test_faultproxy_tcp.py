@@ -175,7 +175,7 @@ def user(text: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.deadline(240)  # real seconds; the run takes about 30
+@pytest.mark.deadline(240)  # real seconds; the run takes about 25
 async def test_chaos_100_streams_through_the_tcp_proxy() -> None:
     """100 concurrent streams from the real client through the proxy (loopback TCP) to a real
     localnet server, while the proxy resets, delays, throttles and blackholes the connection at
