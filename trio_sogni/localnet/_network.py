@@ -42,6 +42,7 @@ from ._jobs._session import (
     Handshake,
     Rejected,
     Reply,
+    Resume,
     Session,
     Submit,
     parse_handshake,
@@ -688,10 +689,12 @@ class LocalNetwork:
             active_llm_job_ids=active,
             subscription_entitlement={"active": False, "subscription": None},
             tokens=self._accounts.ledger.balances(sock.account.id) or sock.account.balances(),
+            job_resume=True if sock.session.handshake.job_resume else None,
         )
         sock.driver.outbox.put_nowait(OutFrame(encode_server_message(authenticated)))
         if sock.session.wants("modelAvailability"):
             sock.driver.outbox.put_nowait(OutFrame(encode_server_message(self.model_map())))
+        self._jobs.attached(sock)
         self._sockets.add(sock)
         self._changes.notify()
 
@@ -707,6 +710,13 @@ class LocalNetwork:
                         await self._reply(sock, error)
                 case Abort(job_id=job_id):
                     self._jobs.abort(sock.app_key, job_id)
+                case Resume(jobs=entries):
+                    problem = self._jobs.resume(sock, entries)
+                    if problem is not None:
+                        logger.warning("localnet: rejected a client frame: %s", problem)
+                        self.rejected_frames.append(
+                            RejectedFrame.summarize(problem, None, "resumeJobs", frame)
+                        )
                 case Rejected(reason=reason, job_id=job_id, message_type=kind, frame=raw):
                     logger.warning("localnet: rejected a client frame: %s", reason)
                     self.rejected_frames.append(RejectedFrame.summarize(reason, job_id, kind, raw))

@@ -21,6 +21,7 @@ from ._codec import (
     encode_server_message as encode_server_message,
 )
 from ._messages import (
+    MAX_RESUME_ENTRIES as MAX_RESUME_ENTRIES,
     SAMPLING_FIELDS as SAMPLING_FIELDS,
     AbortJob as AbortJob,
     Authenticated as Authenticated,
@@ -29,6 +30,7 @@ from ._messages import (
     ChangeNetwork as ChangeNetwork,
     ChatCompletionChunk as ChatCompletionChunk,
     JobError as JobError,
+    JobsResumed as JobsResumed,
     JobState as JobState,
     LLMJobCost as LLMJobCost,
     LLMJobError as LLMJobError,
@@ -37,6 +39,10 @@ from ._messages import (
     LLMModelInfo as LLMModelInfo,
     LLMParamConstraint as LLMParamConstraint,
     LLMSamplingDefaults as LLMSamplingDefaults,
+    ResumedJob as ResumedJob,
+    ResumeEntry as ResumeEntry,
+    ResumeJobs as ResumeJobs,
+    ResumeStatus as ResumeStatus,
     SetSocketEventSubscriptions as SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated as SocketEventSubscriptionsUpdated,
     SwarmLLMModels as SwarmLLMModels,
@@ -68,6 +74,7 @@ from ._openai import (
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MAX_RESUME_ENTRIES",
     "SAMPLING_FIELDS",
     "AbortJob",
     "Authenticated",
@@ -88,6 +95,7 @@ __all__ = [
     "JSONSchemaFormat",
     "JobError",
     "JobState",
+    "JobsResumed",
     "LLMJobCost",
     "LLMJobError",
     "LLMJobRequest",
@@ -99,6 +107,10 @@ __all__ = [
     "ResponseFormatJSONObject",
     "ResponseFormatJSONSchema",
     "ResponseFormatText",
+    "ResumeEntry",
+    "ResumeJobs",
+    "ResumeStatus",
+    "ResumedJob",
     "Role",
     "ServerMessage",
     "SetSocketEventSubscriptions",

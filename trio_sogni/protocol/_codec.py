@@ -29,11 +29,13 @@ from ._messages import (
     ChangeNetwork,
     ChatCompletionChunk,
     JobError,
+    JobsResumed,
     JobState,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
     LLMModelInfo,
+    ResumeJobs,
     SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated,
     SwarmLLMModels,
@@ -66,11 +68,14 @@ ServerMessage: TypeAlias = (
     | LLMJobResult
     | LLMJobError
     | JobError
+    | JobsResumed
     | ChangeNetwork
 )
 """Every server-to-client message this package understands."""
 
-ClientMessage: TypeAlias = LLMJobRequest | AbortJob | ChangeNetwork | SetSocketEventSubscriptions
+ClientMessage: TypeAlias = (
+    LLMJobRequest | AbortJob | ChangeNetwork | SetSocketEventSubscriptions | ResumeJobs
+)
 """Every client-to-server message this package understands."""
 
 
@@ -254,6 +259,7 @@ _SERVER_DECODERS: Final[dict[str, _Decode]] = {
         LLMJobResult,
         LLMJobError,
         JobError,
+        JobsResumed,
     )
 }
 _SERVER_DECODERS[SwarmLLMModels.message_type] = _wrap_models
@@ -261,7 +267,7 @@ _SERVER_DECODERS[ChangeNetwork.message_type] = _server_network
 
 _CLIENT_DECODERS: Final[dict[str, _Decode]] = {
     cls.message_type: msgspec.json.Decoder(cls).decode
-    for cls in (LLMJobRequest, AbortJob, SetSocketEventSubscriptions)
+    for cls in (LLMJobRequest, AbortJob, SetSocketEventSubscriptions, ResumeJobs)
 }
 _CLIENT_DECODERS[ChangeNetwork.message_type] = _client_network
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import trio
 
 from ...protocol import LLMJobRequest
+from ._replay import ReplayLog
 
 if TYPE_CHECKING:
     from .._accounts._ledger import Hold
@@ -94,6 +95,8 @@ class Job:
         self.outcome: JobOutcome | None = None
         self.hold: Hold | None = None
         """The balance reserved for this job (``None``: its account is not billed)."""
+        self.replay = ReplayLog()
+        """Every frame sent for the job, numbered; the newest kept for a reconnecting client."""
         self._wake: trio.Event | None = None
 
     @property

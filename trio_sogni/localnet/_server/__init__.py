@@ -37,6 +37,7 @@ from ._frames import (
     OutItem as OutItem,
     Silenceable as Silenceable,
     encode_frame as encode_frame,
+    skip_frames as skip_frames,
 )
 from ._http import (
     AbortConnection as AbortConnection,
@@ -86,4 +87,5 @@ __all__ = [
     "preview",
     "serve_http",
     "serve_listeners",
+    "skip_frames",
 ]
