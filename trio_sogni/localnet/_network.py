@@ -114,6 +114,7 @@ class LocalNetwork:
         record_limit: int,
         max_jobs_per_socket: int,
         record_bytes: int,
+        max_jobs_per_account: int,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -141,6 +142,7 @@ class LocalNetwork:
             errors=self.errors,
             record_limit=record_limit,
             max_jobs_per_socket=max_jobs_per_socket,
+            max_jobs_per_account=max_jobs_per_account,
             record_bytes=record_bytes,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
@@ -601,6 +603,7 @@ class LocalNetwork:
             outbox_limit=self._outbox_limit,
             close_timeout=self._close_timeout,
             write_timeout=self._limits.write_timeout,
+            message_timeout=self._limits.message_timeout,
         )
         if isinstance(driver, HTTPResponse):  # a bad handshake: nothing was sent
             conn.websocket = False

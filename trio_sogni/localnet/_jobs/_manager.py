@@ -70,6 +70,7 @@ from ._session import Session, validate_request
 
 __all__ = [
     "APP_REPLAY_BYTES",
+    "DEFAULT_MAX_JOBS_PER_ACCOUNT",
     "DEFAULT_MAX_JOBS_PER_SOCKET",
     "DEFAULT_REPLAY_BYTES",
     "INTERNAL_APP_ID",
@@ -91,10 +92,14 @@ RESTART_MESSAGE: Final = "Server is restarting; this LLM request was refunded."
 
 TOO_MANY_JOBS: Final = "too_many_jobs"
 """The ``llmJobError.error`` of a job refused because its socket already has
-``max_jobs_per_socket`` live jobs (``error_code`` ``"429"``)."""
+``max_jobs_per_socket`` live jobs, or its account ``max_jobs_per_account`` (``error_code``
+``"429"``)."""
 
 DEFAULT_MAX_JOBS_PER_SOCKET: Final = 1_000
 """The default cap on one socket's (one app's) live jobs: queued, running or detached."""
+
+DEFAULT_MAX_JOBS_PER_ACCOUNT: Final = 4_000
+"""The default cap on one account's live socket jobs, over all its sockets and ``appId`` values."""
 
 DEFAULT_REPLAY_BYTES: Final = 256 * 1024
 """The default bound on one job's held frames, in bytes (``replay_bytes``): while its app has
@@ -266,6 +271,7 @@ class JobManager:
         changes: Changes,
         replay_bytes: int = DEFAULT_REPLAY_BYTES,
         max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET,
+        max_jobs_per_account: int = DEFAULT_MAX_JOBS_PER_ACCOUNT,
         errors: deque[str],
         record_limit: int,
         record_bytes: int = 4 * 1024 * 1024,
@@ -286,6 +292,13 @@ class JobManager:
             raise ValueError("max_jobs_per_socket must be at least 1")
         self.max_jobs_per_socket = max_jobs_per_socket
         """Live jobs one socket (one app) may have; more are refused with ``too_many_jobs``."""
+        if max_jobs_per_account < 1:
+            raise ValueError("max_jobs_per_account must be at least 1")
+        self.max_jobs_per_account = max_jobs_per_account
+        """Live socket jobs one account may have over all its sockets and apps (internal jobs,
+        i.e. hosted and run jobs, do not count); more are refused with ``too_many_jobs``."""
+        self._account_jobs: dict[str, int] = {}
+        """Live socket jobs per account id (no entry at 0)."""
         self.scheduler = Scheduler()
         self.jobs: dict[str, Job] = {}
         self.apps: dict[AppKey, _App] = {}
@@ -542,9 +555,17 @@ class JobManager:
                 f"{self.max_jobs_per_socket}); wait for some to finish."
             )
             return _error(request.job_id, TOO_MANY_JOBS, message, error_code="429")
+        held = self._account_jobs.get(sock.account.id, 0)
+        if held >= self.max_jobs_per_account:
+            message = (
+                f"This account already has {held} live jobs (the limit is "
+                f"{self.max_jobs_per_account}); wait for some to finish."
+            )
+            return _error(request.job_id, TOO_MANY_JOBS, message, error_code="429")
         admitted = self._admit(request, sock.account.id, sock.app_id, Job)
         if isinstance(admitted, LLMJobError):
             return admitted
+        self._account_jobs[admitted.account] = held + 1
         app.jobs[admitted.key] = admitted
         assert self._nursery is not None
         self._nursery.start_soon(self._run_job, admitted)
@@ -694,6 +715,10 @@ class JobManager:
         if self.jobs.get(job.key) is not job:
             return
         del self.jobs[job.key]
+        if not isinstance(job, InternalJob):
+            left = self._account_jobs.pop(job.account, 1) - 1
+            if left:
+                self._account_jobs[job.account] = left
         app = self.apps.get(job.app_key)
         if app is not None:
             app.jobs.pop(job.key, None)

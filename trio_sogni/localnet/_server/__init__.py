@@ -18,8 +18,8 @@ What it needs of a job (whether its output is still wanted) it reads through
   logs at most once per period (:class:`LogThrottle`);
 * ``_recordlog``: :class:`RecordLog`, introspection records bounded in count and in bytes.
 
-Every read and write is bounded by :class:`ServerLimits` (idle, header, body and write
-timeouts; ``max_connections``).
+Every read and write is bounded by :class:`ServerLimits` (idle, header, body, write and
+WebSocket message timeouts; ``max_connections``).
 """
 
 from ._accept import LogThrottle as LogThrottle, serve_listeners as serve_listeners

@@ -60,7 +60,9 @@ class ServerLimits:
     head; ``body_timeout``: for the whole request body; ``write_timeout``: for each write of at
     most :data:`WRITE_PIECE` bytes (responses, WebSocket frames); ``max_body_size``: bytes of
     one request body; ``max_connections``: connections served at once (more are refused with
-    ``503``, see :class:`~._connections.Connections`).
+    ``503``, see :class:`~._connections.Connections`); ``message_timeout``: for each incoming
+    WebSocket message, from its first byte to its last (see
+    :class:`~._ws.WebSocketDriver`).
     """
 
     max_body_size: int = 16 * 1024 * 1024
@@ -69,9 +71,16 @@ class ServerLimits:
     body_timeout: float = 60.0
     write_timeout: float = 30.0
     max_connections: int = 512
+    message_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "header_timeout", "body_timeout", "write_timeout"):
+        for name in (
+            "idle_timeout",
+            "header_timeout",
+            "body_timeout",
+            "write_timeout",
+            "message_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_connections < 1:
