@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, cast
 
 import trio
+from typing_extensions import override
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -465,6 +466,7 @@ class SimulatedMediaWorker:
         self.encode_in_thread = encode_in_thread
         self._threads = trio.CapacityLimiter(capacity)
 
+    @override
     def __repr__(self) -> str:
         return f"SimulatedMediaWorker({self._name!r}, test double)"
 
@@ -641,8 +643,8 @@ def _base_picture(
 
     rng = _rng(spec, b"background")
     # A gradient at a seeded angle: rotate a larger square, keep its middle (no empty corners).
-    gradient = Image.linear_gradient("L").resize((363, 363)).rotate(rng.uniform(0, 360))
-    gradient = gradient.crop((53, 53, 309, 309)).resize((width, height))
+    gradient = Image.linear_gradient("L").resize((363, 363)).rotate(rng.uniform(0, 360))  # pyright: ignore[reportUnknownMemberType]
+    gradient = gradient.crop((53, 53, 309, 309)).resize((width, height))  # pyright: ignore[reportUnknownMemberType]
     picture = ImageOps.colorize(gradient, _color(rng), _color(rng)).convert("RGB")
     draw = ImageDraw.Draw(picture)
     scale = min(width, height)
@@ -682,7 +684,7 @@ def _caption(picture: PILImage.Image, lines: Sequence[str]) -> None:
 def _prompt_lines(spec: RenderSpec, width: int, size_hint: int) -> list[str]:
     chars = max(8, width // max(6, size_hint // 2))
     text = spec.prompt.strip() or "(empty prompt)"
-    return textwrap.wrap(text, chars)[:6] + [f"seed {spec.seed}"]
+    return [*textwrap.wrap(text, chars)[:6], f"seed {spec.seed}"]
 
 
 def _draw_image(spec: RenderSpec, limits: MediaLimits) -> PILImage.Image:
@@ -727,10 +729,18 @@ def _encode_image(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     )
 
 
-def _encode_video(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
+def _pyav() -> Any:
+    """PyAV, typed ``Any``: its stubs leave packet types unknown, which strict pyright
+    refuses."""
     import av
+
+    return av
+
+
+def _encode_video(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     from PIL import Image
 
+    av = _pyav()
     frames, fps = spec.video_frames()
     rate = Fraction(fps).limit_denominator(1001)
     shapes = _shapes(_rng(spec, b"shapes"), 5 + spec.seed % 4)
@@ -794,7 +804,9 @@ def _tune(spec: RenderSpec, seconds: float) -> bytes:
     samples = array("h", bytes(2 * total))
     position = 0
     while position < total:
-        length = min(total - position, max(1, round(beat * rng.choice((0.5, 1, 1, 2)) * SAMPLE_RATE)))
+        length = min(
+            total - position, max(1, round(beat * rng.choice((0.5, 1, 1, 2)) * SAMPLE_RATE))
+        )
         step = _TABLE_SIZE * root * 2 ** (rng.choice(_SCALE) / 12) / SAMPLE_RATE
         attack = max(1, min(length // 10, 441))
         phase = 0.0
@@ -809,8 +821,7 @@ def _tune(spec: RenderSpec, seconds: float) -> bytes:
 
 
 def _encode_audio(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
-    import av
-
+    av = _pyav()
     seconds = spec.duration or 10.0
     pcm = _tune(spec, seconds)
     out = io.BytesIO()

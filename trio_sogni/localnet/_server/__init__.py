@@ -40,6 +40,7 @@ from ._frames import (
 )
 from ._http import (
     AbortConnection as AbortConnection,
+    HeadVerdict as HeadVerdict,
     HTTPRequest as HTTPRequest,
     HTTPResponse as HTTPResponse,
     ServerLimits as ServerLimits,
@@ -53,17 +54,19 @@ from ._recordlog import (
     RecordLog as RecordLog,
     preview as preview,
 )
-from ._rest import Handler as Handler, RestAPI as RestAPI, Router as Router
+from ._rest import Admission as Admission, Handler as Handler, RestAPI as RestAPI, Router as Router
 from ._ws import WebSocketDriver as WebSocketDriver, accept_websocket as accept_websocket
 
 __all__ = [
     "RECORD_OVERHEAD",
     "AbortConnection",
+    "Admission",
     "Connection",
     "Connections",
     "HTTPRequest",
     "HTTPResponse",
     "Handler",
+    "HeadVerdict",
     "LogThrottle",
     "OutClose",
     "OutDrop",
