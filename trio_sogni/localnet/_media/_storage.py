@@ -369,7 +369,7 @@ class MediaStorage:
         stored = self._files.get(file_id)
         return None if stored is None or stored.upload else stored
 
-    async def chunks(self, stored: StoredFile) -> AsyncGenerator[bytes]:
+    async def chunks(self, stored: StoredFile) -> AsyncGenerator[bytes, None]:
         """The file's bytes in pieces of at most :data:`CHUNK_SIZE` (opened when iteration
         starts; a file evicted meanwhile raises ``FileNotFoundError``). Each piece is read in a
         thread; the file is closed when the iterator ends or is closed."""
