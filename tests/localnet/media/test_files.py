@@ -14,10 +14,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 import trio
+from helpers import InMemoryHTTP
 from PIL import Image
 from sogni_client import SogniClient
 
-from helpers import InMemoryHTTP
 from trio_sogni.localnet import LocalNetwork, open_local_network
 from trio_sogni.localnet._media._files import MEDIA_REFUSAL, media_file_routes, request_base_url
 from trio_sogni.localnet._media._render import RenderedMedia, RenderSpec, SimulatedMediaWorker
