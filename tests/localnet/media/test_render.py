@@ -149,10 +149,11 @@ async def test_video_is_h264_mp4_with_the_requested_frames_fps_and_size() -> Non
     )
     media = await render(spec)
     assert (media.frames, media.fps, media.duration) == (17, 16, 17 / 16)
-    with av.open(io.BytesIO(media.data)) as container:
+    with av.open(io.BytesIO(media.data), mode="r") as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert (stream.codec_context.width, stream.codec_context.height) == (160, 96)
+        assert stream.average_rate is not None
         assert float(stream.average_rate) == 16
         assert container.metadata["comment"] == SIMULATED_LABEL
         frames = list(container.decode(video=0))
@@ -178,7 +179,7 @@ async def test_video_frames_come_from_duration_and_start_from_the_input_image() 
     )
     media = await render(spec)
     assert media.frames == 4
-    with av.open(io.BytesIO(media.data)) as container:
+    with av.open(io.BytesIO(media.data), mode="r") as container:
         first = next(iter(container.decode(video=0))).to_image()
     assert min(_mean(first)) > 200  # strength 0: the first frame is the (white) input
 
@@ -195,7 +196,7 @@ async def test_audio_has_the_requested_duration(fmt: str, codec: str) -> None:
     )
     media = await render(spec)
     assert media.content_type == {"mp3": "audio/mpeg", "wav": "audio/wav"}[fmt]
-    with av.open(io.BytesIO(media.data)) as container:
+    with av.open(io.BytesIO(media.data), mode="r") as container:
         stream = container.streams.audio[0]
         assert stream.codec_context.name.startswith(codec)
         assert stream.codec_context.sample_rate == 44_100
