@@ -4,6 +4,8 @@ caps; fault injection."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -374,3 +376,35 @@ async def test_a_threaded_encode_is_abandoned_on_cancel() -> None:
     with trio.move_on_after(0.05) as scope:
         await worker.render(big, Steps())
     assert scope.cancelled_caught
+
+
+_WITHOUT_EXTRA = """
+import sys
+sys.modules["PIL"] = None  # as if the media extra were not installed
+sys.modules["av"] = None
+import trio
+import trio_sogni.localnet
+from trio_sogni.localnet._media._render import MediaDependencyError, RenderSpec, SimulatedMediaWorker
+
+async def main():
+    async def on_step(step, count):
+        pass
+    for media_type, fmt in (("image", "png"), ("audio", "mp3")):
+        spec = RenderSpec(media_type=media_type, model_id="m", prompt="p", output_format=fmt)
+        try:
+            await SimulatedMediaWorker().render(spec, on_step)
+        except MediaDependencyError as exc:
+            print(exc)
+
+trio.run(main)
+"""
+
+
+def test_localnet_runs_without_the_media_extra_and_names_it_when_needed() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRA], check=True, capture_output=True, text=True
+    )
+    assert out.stdout.splitlines() == [
+        "media rendering needs Pillow: pip install 'trio-sogni[media]'",
+        "video and audio rendering need PyAV: pip install 'trio-sogni[media]'",
+    ]
