@@ -188,6 +188,12 @@ async def test_a_generation_is_one_json_request_and_b64_json_comes_back_untouche
     assert served.media_types == frozenset({"image"})
 
 
+async def test_a_prompt_with_a_lone_surrogate_is_sent_as_valid_utf8() -> None:
+    async with upstream(lambda seen: b64_answer(picture((64, 48)))) as api:
+        await OpenAIImagesBridgeWorker(api.url).render(spec(prompt="a \ud800 b"), Steps())
+    assert json.loads(api.seen[0].body)["prompt"] == "a ? b"
+
+
 async def test_another_size_and_format_are_converted() -> None:
     async with upstream(lambda seen: b64_answer(picture((128, 128), "JPEG"))) as api:
         worker = OpenAIImagesBridgeWorker(api.url, extra={"quality": "low"}, response_format=None)

@@ -213,6 +213,27 @@ async def test_audio_has_the_requested_duration(fmt: str, codec: str) -> None:
     assert with_reference.data != media.data
 
 
+@pytest.mark.parametrize(
+    "prompt", ["\ud800 a lone surrogate", "nul\x00 and \x1b", "🦊 中文 " * 50, ""]
+)
+@pytest.mark.parametrize(
+    ("media_type", "fmt"), [("image", "png"), ("video", "mp4"), ("audio", "wav")]
+)
+async def test_any_prompt_text_renders(prompt: str, media_type: str, fmt: str) -> None:
+    spec = RenderSpec(
+        media_type=media_type,  # type: ignore[arg-type]
+        model_id="m",
+        prompt=prompt,
+        width=64,
+        height=64,
+        frames=2,
+        duration=0.05,
+        output_format=fmt,
+    )
+    media = await render(spec)
+    assert media.size > 0
+
+
 async def test_steps_are_paced_in_trio_time(autojump_clock: trio.testing.MockClock) -> None:
     steps = Steps()
     worker = SimulatedMediaWorker(seconds_per_step=0.5, encode_in_thread=False)

@@ -349,7 +349,7 @@ class OpenAIImagesBridgeWorker:
     def _fields(self, spec: RenderSpec) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "model": self.upstream_model or spec.model_id,
-            "prompt": spec.prompt,
+            "prompt": spec.prompt.encode("utf-8", "replace").decode("utf-8"),  # no lone surrogates
             "n": 1,
             "size": f"{spec.width}x{spec.height}",
         }

@@ -26,10 +26,10 @@ import struct
 import textwrap
 from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import trio
 from typing_extensions import override
@@ -530,12 +530,10 @@ class SimulatedMediaWorker:
         reported through ``on_step``, then the encode. Cancellable at every step and during
         the encode."""
         self.check(spec)
-        if spec.media_type == "image":
-            require_pillow()
-        else:
+        if spec.media_type != "audio":
+            require_pillow()  # images and video frames are drawn with Pillow
+        if spec.media_type != "image":
             require_pyav()
-            if spec.input_image is not None:
-                require_pillow()
         fault = self.faults(spec) if self.faults is not None else None
         for step in range(1, spec.steps + 1):
             await self._at_step(fault, step - 1)
@@ -553,8 +551,8 @@ class SimulatedMediaWorker:
         else:
             media = encode(spec, self.limits)
         if isinstance(fault, FlagNSFW):
-            media = _replace(media, nsfw=True)
-        return _replace(media, worker_name=self._name)
+            media = replace(media, nsfw=True)
+        return replace(media, worker_name=self._name)
 
     async def _at_step(self, fault: MediaFault | None, done: int) -> None:
         if isinstance(fault, FailRender) and fault.at_step == done:
@@ -566,12 +564,6 @@ class SimulatedMediaWorker:
 
 
 _names: Final = itertools.count(1)
-
-
-def _replace(media: RenderedMedia, **changes: Any) -> RenderedMedia:
-    from dataclasses import replace
-
-    return replace(media, **changes)
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -681,9 +673,16 @@ def _caption(picture: PILImage.Image, lines: Sequence[str]) -> None:
     draw.text((size // 2, height - size - size // 2), label, fill=(255, 255, 0), font=small)
 
 
+def _clean(text: str, limit: int) -> str:
+    """``text[:limit]`` safe for fonts and metadata: lone surrogates become ``?``, other
+    unprintable characters spaces."""
+    text = text[:limit].encode("utf-8", "replace").decode("utf-8")
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def _prompt_lines(spec: RenderSpec, width: int, size_hint: int) -> list[str]:
     chars = max(8, width // max(6, size_hint // 2))
-    text = spec.prompt.strip() or "(empty prompt)"
+    text = _clean(spec.prompt, 2000).strip() or "(empty prompt)"
     return [*textwrap.wrap(text, chars)[:6], f"seed {spec.seed}"]
 
 
@@ -709,7 +708,7 @@ def _encode_image(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     if fmt == "png":
         info = PngImagePlugin.PngInfo()
         info.add_text("Software", SIMULATED_LABEL)
-        info.add_text("Description", spec.prompt[:1000])
+        info.add_text("Description", _clean(spec.prompt, 1000))
         picture.save(out, "PNG", pnginfo=info)
     elif fmt in {"jpg", "jpeg"}:
         picture.save(out, "JPEG", quality=90, comment=SIMULATED_LABEL.encode())
@@ -751,7 +750,7 @@ def _encode_video(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     out = io.BytesIO()
     with av.open(out, mode="w", format="mp4") as container:
         container.metadata["comment"] = SIMULATED_LABEL
-        container.metadata["title"] = spec.prompt[:200]
+        container.metadata["title"] = _clean(spec.prompt, 200)
         stream = container.add_stream("libx264", rate=rate)
         stream.width = spec.width
         stream.height = spec.height
@@ -829,7 +828,7 @@ def _encode_audio(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     codec = "libmp3lame" if fmt == "mp3" else "pcm_s16le"
     with av.open(out, mode="w", format=fmt) as container:
         container.metadata["comment"] = SIMULATED_LABEL
-        container.metadata["title"] = spec.prompt[:200]
+        container.metadata["title"] = _clean(spec.prompt, 200)
         stream = container.add_stream(codec, rate=SAMPLE_RATE, layout="mono")
         if fmt == "mp3":
             stream.bit_rate = 128_000
@@ -854,7 +853,8 @@ def _encode_audio(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     )
 
 
-_ENCODERS: Final[Mapping[str, Callable[[RenderSpec, MediaLimits], RenderedMedia]]] = cast(
-    "Mapping[str, Callable[[RenderSpec, MediaLimits], RenderedMedia]]",
-    {"image": _encode_image, "video": _encode_video, "audio": _encode_audio},
-)
+_ENCODERS: Final[Mapping[str, Callable[[RenderSpec, MediaLimits], RenderedMedia]]] = {
+    "image": _encode_image,
+    "video": _encode_video,
+    "audio": _encode_audio,
+}
