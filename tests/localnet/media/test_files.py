@@ -316,6 +316,19 @@ async def test_the_in_process_path_checks_uploads_too() -> None:
         assert (await m.net.handle_rest(request)).status == 200
 
 
+async def test_routes_without_admission_read_bodies_under_the_server_limit() -> None:
+    async with media_network() as m:
+        router = m.net.rest.router
+        head = HTTPRequest.build("PUT", "/localnet/media/uploads/x?expires=1&signature=0")
+        verdict = router.admit(head)
+        assert verdict is not None
+        assert not isinstance(verdict, int)
+        assert verdict.status == 403
+        assert router.admit(HTTPRequest.build("GET", "/v1/account/me")) is None
+        assert router.admit(HTTPRequest.build("POST", "/no/such/route")) is None
+        assert m.net.rest.admit(HTTPRequest.build("GET", "/v1/image/uploadUrl")) is None
+
+
 async def test_upload_url_requests_are_validated() -> None:
     async with media_network() as m:
         assert (await upload_url(m, contentType="text/html")).status_code == 415

@@ -193,6 +193,19 @@ async def test_upload_slots_expire_and_are_capped_per_account(tmp_path: Path) ->
         storage.close()
 
 
+async def test_open_slots_are_capped_in_all(tmp_path: Path) -> None:
+    storage = MediaStorage(tmp_path, max_files=2, offload_io=False)
+    try:
+        types = frozenset({"image/png"})
+        storage.open_upload("a", "P", "r", content_types=types, max_size=5)
+        storage.open_upload("b", "P", "r", content_types=types, max_size=5)
+        with pytest.raises(StorageError, match="try again later") as caught:
+            storage.open_upload("c", "P", "r", content_types=types, max_size=5)
+        assert caught.value.status == 429
+    finally:
+        storage.close()
+
+
 async def test_uploads_are_replaced_discarded_and_never_evicted(tmp_path: Path) -> None:
     storage = MediaStorage(tmp_path, max_total_bytes=10, offload_io=False)
     try:

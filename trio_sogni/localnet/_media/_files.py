@@ -284,7 +284,8 @@ class _FileEndpoints:
             if slot is None:
                 raise StorageError(404, "This upload URL is unknown or expired")
             length = head.headers.get("content-length")
-            declared = int(length) if length is not None and length.strip().isdigit() else None
+            text = (length or "").strip()
+            declared = int(text) if text.isascii() and text.isdigit() else None
             self._storage.check_upload(slot, head.headers.get("content-type"), declared)
         except StorageError as exc:
             return error_response(exc.status, exc.message)

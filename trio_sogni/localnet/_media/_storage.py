@@ -27,7 +27,8 @@ expired URL with :class:`StorageError` ``403``. Time comes from the injectable `
   404); when that is not enough (uploads fill the space) the new file is refused
   (:class:`StorageError` ``507``). Uploads are never evicted for room;
 * pending upload slots (opened, not yet used, not expired) per account: at most
-  ``max_pending_uploads`` (one more is ``429``); a slot expires with its URL (``upload_ttl``);
+  ``max_pending_uploads``, and at most ``max_files`` in all (one more is ``429``); a slot
+  expires with its URL (``upload_ttl``);
 * a received upload lives ``upload_ttl`` seconds after it arrived, or until
   :meth:`MediaStorage.discard_project`; a second upload for the same ``(account, project,
   role)`` replaces the first.
@@ -398,12 +399,15 @@ class MediaStorage:
         :meth:`upload_url`.
 
         Raises:
-            StorageError: 429 when the account already has ``max_pending_uploads`` open slots.
+            StorageError: 429 when the account already has ``max_pending_uploads`` open slots,
+                or ``max_files`` slots are open in all.
             ValueError: ``content_types`` is empty or ``max_size`` is not positive.
         """
         if not content_types or max_size < 1:
             raise ValueError("an upload slot needs content types and a positive max_size")
         self._sweep()
+        if len(self._slots) >= self.max_files:
+            raise StorageError(429, "Too many pending uploads; try again later")
         if self.pending_uploads(account_id) >= self.max_pending_uploads:
             raise StorageError(
                 429, f"Too many pending uploads (at most {self.max_pending_uploads} per account)"
