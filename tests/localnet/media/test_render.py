@@ -300,6 +300,20 @@ async def test_paced_renders_take_no_real_time_under_a_mock_clock(
         ),
         (
             RenderSpec(
+                media_type="video",
+                model_id="m",
+                prompt="p",
+                width=64,
+                height=64,
+                frames=2,
+                fps=121,
+                output_format="mp4",
+            ),
+            MediaLimits(),
+            "121 fps is over the limit of 120.0",
+        ),
+        (
+            RenderSpec(
                 media_type="audio", model_id="m", prompt="p", duration=601, output_format="mp3"
             ),
             MediaLimits(),

@@ -385,13 +385,14 @@ class MediaLimits:
     :class:`RenderRejected`, before any step): memory and CPU per render stay bounded.
 
     ``max_image_pixels``: width x height of an image; ``max_video_pixels``: of one video frame;
-    ``max_video_frames``; ``max_audio_seconds``; ``max_steps``; ``max_input_bytes`` and
+    ``max_video_frames``; ``max_fps``; ``max_audio_seconds``; ``max_steps``; ``max_input_bytes`` and
     ``max_input_pixels``: an input image (checked before it is decoded).
     """
 
     max_image_pixels: int = 4096 * 4096
     max_video_pixels: int = 1920 * 1088
     max_video_frames: int = 721
+    max_fps: float = 120.0
     max_audio_seconds: float = 600.0
     max_steps: int = 200
     max_input_bytes: int = 64 * 1024 * 1024
@@ -513,8 +514,8 @@ class SimulatedMediaWorker:
                 )
             if spec.width % 2 or spec.height % 2:
                 raise RenderRejected("H.264 video needs an even width and height")
-            if fps > 240:
-                raise RenderRejected(f"{fps} fps is over the limit of 240")
+            if fps > limits.max_fps:
+                raise RenderRejected(f"{fps} fps is over the limit of {limits.max_fps}")
         if spec.media_type == "audio":
             seconds = spec.duration or 10.0
             if seconds > limits.max_audio_seconds:
