@@ -56,12 +56,15 @@ Script = Callable[[Seen], Reply]
 
 
 @dataclass
-class Upstream:
-    """A scripted images API: records each request, answers with ``script(request)``."""
+class ScriptedUpstream:
+    """A TEST DOUBLE of an OpenAI-compatible images API (no model): records each request and
+    answers with ``script(request)``. A stalled answer waits until the client hangs up, which
+    sets ``hung_up``."""
 
     script: Script
     port: int = 0
     seen: list[Seen] = field(default_factory=list[Seen])
+    hung_up: trio.Event = field(default_factory=trio.Event)
 
     @property
     def url(self) -> str:
@@ -95,7 +98,10 @@ class Upstream:
             self.seen.append(seen)
             reply = self.script(seen)
             if reply.stall:
-                await trio.sleep_forever()
+                while await stream.receive_some(65536):
+                    pass
+                self.hung_up.set()
+                return
             headers = [
                 ("content-type", reply.content_type),
                 ("content-length", str(len(reply.body))),
@@ -109,8 +115,8 @@ class Upstream:
 
 
 @asynccontextmanager
-async def upstream(script: Script) -> AsyncIterator[Upstream]:
-    server = Upstream(script)
+async def upstream(script: Script) -> AsyncIterator[ScriptedUpstream]:
+    server = ScriptedUpstream(script)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
         server.port = listeners[0].socket.getsockname()[1]
@@ -328,6 +334,7 @@ async def test_cancelling_a_render_closes_the_upstream_request() -> None:
             await worker.render(spec(), Steps())
         assert scope.cancelled_caught
         assert len(api.seen) == 1
+        await api.hung_up.wait()  # the upstream saw the connection close
 
 
 async def test_specs_it_cannot_serve_are_rejected_before_any_request() -> None:

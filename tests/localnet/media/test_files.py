@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
-import pytest
 import trio
 from helpers import InMemoryHTTP
 from PIL import Image
@@ -404,6 +403,3 @@ async def test_the_official_sdk_uploads_and_downloads() -> None:
         assert reference is not None
         assert (starting.data, reference.data) == (b"\x89PNG sdk bytes", b"ID3 sdk audio")
         assert not m.net.errors
-
-
-pytestmark = pytest.mark.deadline(60)
