@@ -28,6 +28,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
@@ -153,9 +154,9 @@ class MediaInput:
     data: bytes = field(repr=False)
     content_type: str
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """SHA-256 of :attr:`data` (hex)."""
+        """SHA-256 of :attr:`data` (hex; computed once)."""
         return hashlib.sha256(self.data).hexdigest()
 
 
@@ -207,7 +208,9 @@ class RenderSpec:
     fps: float | None = None
     duration: float | None = None
     bpm: float | None = None
-    inputs: Mapping[str, MediaInput] = field(default_factory=lambda: MappingProxyType({}))
+    inputs: Mapping[str, MediaInput] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.media_type not in _FORMATS:
@@ -256,9 +259,11 @@ class RenderSpec:
             return self.frames, fps
         return max(1, round((self.duration or 1.0) * fps)), fps
 
+    @cached_property
     def fingerprint(self) -> bytes:
         """SHA-256 over everything that shapes the output (prompts, seed, model, size, format,
-        timing, the inputs' digests): the simulated worker's source of randomness."""
+        timing, the inputs' digests): the simulated worker's source of randomness (computed
+        once)."""
         parts: list[str] = [
             self.media_type,
             self.model_id,
@@ -571,7 +576,7 @@ _names: Final = itertools.count(1)
 
 
 def _rng(spec: RenderSpec, salt: bytes = b"") -> random.Random:
-    return random.Random(hashlib.sha256(spec.fingerprint() + salt).digest())
+    return random.Random(hashlib.sha256(spec.fingerprint + salt).digest())
 
 
 def _color(rng: random.Random) -> tuple[int, int, int]:
@@ -628,17 +633,22 @@ def _font(size: int) -> Any:
     return ImageFont.load_default(size=max(8, size))
 
 
-def _base_picture(
-    spec: RenderSpec, width: int, height: int, shapes: Sequence[_Shape], t: float
-) -> PILImage.Image:
-    """The gradient background and the shapes at time ``t`` (seconds; 0 for images)."""
-    from PIL import Image, ImageDraw, ImageOps
+def _background(spec: RenderSpec, width: int, height: int) -> PILImage.Image:
+    """A two-colour gradient at a seeded angle."""
+    from PIL import Image, ImageOps
 
     rng = _rng(spec, b"background")
-    # A gradient at a seeded angle: rotate a larger square, keep its middle (no empty corners).
+    # Rotate a larger square and keep its middle: no empty corners.
     gradient = Image.linear_gradient("L").resize((363, 363)).rotate(rng.uniform(0, 360))  # pyright: ignore[reportUnknownMemberType]
     gradient = gradient.crop((53, 53, 309, 309)).resize((width, height))  # pyright: ignore[reportUnknownMemberType]
-    picture = ImageOps.colorize(gradient, _color(rng), _color(rng)).convert("RGB")
+    return ImageOps.colorize(gradient, _color(rng), _color(rng)).convert("RGB")
+
+
+def _draw_shapes(picture: PILImage.Image, shapes: Sequence[_Shape], t: float) -> PILImage.Image:
+    """``picture`` (modified) with the shapes at time ``t`` (seconds; 0 for images)."""
+    from PIL import ImageDraw
+
+    width, height = picture.size
     draw = ImageDraw.Draw(picture)
     scale = min(width, height)
     for shape in shapes:
@@ -691,7 +701,7 @@ def _draw_image(spec: RenderSpec, limits: MediaLimits) -> PILImage.Image:
     from PIL import Image
 
     shapes = _shapes(_rng(spec, b"shapes"), 6 + spec.seed % 5)
-    picture = _base_picture(spec, spec.width, spec.height, shapes, 0.0)
+    picture = _draw_shapes(_background(spec, spec.width, spec.height), shapes, 0.0)
     source = spec.input_image
     if source is not None:
         picture = Image.blend(_load_input_image(source, spec, limits), picture, spec.strength)
@@ -748,6 +758,7 @@ def _encode_video(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
     first = _load_input_image(start, spec, limits) if start is not None else None
     size = max(8, min(spec.width, spec.height) // 20)
     lines = _prompt_lines(spec, spec.width, size)
+    background = _background(spec, spec.width, spec.height)
     out = io.BytesIO()
     with av.open(out, mode="w", format="mp4") as container:
         container.metadata["comment"] = SIMULATED_LABEL
@@ -760,7 +771,7 @@ def _encode_video(spec: RenderSpec, limits: MediaLimits) -> RenderedMedia:
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
         for index in range(frames):
             t = index / float(fps)
-            picture = _base_picture(spec, spec.width, spec.height, shapes, t)
+            picture = _draw_shapes(background.copy(), shapes, t)
             if first is not None:
                 weight = spec.strength + (1.0 - spec.strength) * index / max(1, frames - 1)
                 picture = Image.blend(first, picture, weight)
