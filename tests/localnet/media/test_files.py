@@ -293,6 +293,50 @@ async def test_upload_refusals() -> None:
         assert expired.status_code == 403
 
 
+async def _answer_to(m: Media, head: bytes, body: bytes) -> bytes:
+    """Send ``head`` and ``body`` on a raw in-memory connection, never finishing the body, and
+    return what the server answers before closing."""
+    stream = m.net.connect_in_memory()
+    async with stream:
+        await stream.send_all(head + body)
+        received = b""
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+async def test_an_upload_is_refused_without_reading_past_its_limit() -> None:
+    async with media_network(image_upload_limit=1000) as m:
+        url = urlsplit((await upload_url(m)).json()["data"]["uploadUrl"])
+        target = f"{url.path}?{url.query}".encode()
+        # A declared length over the limit: answered before any byte of the body is sent.
+        declared = await _answer_to(
+            m,
+            b"PUT " + target + b" HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\n"
+            b"content-length: 5000\r\n\r\n",
+            b"",
+        )
+        assert declared.startswith(b"HTTP/1.1 413 ")
+        # A chunked body that never ends: answered once 1001 bytes are in, the rest never read.
+        chunked = await _answer_to(
+            m,
+            b"PUT " + target + b" HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\n"
+            b"transfer-encoding: chunked\r\n\r\n",
+            b"3e9\r\n" + b"z" * 1001 + b"\r\n",
+        )
+        assert chunked.startswith(b"HTTP/1.1 413 ")
+        assert b"Request body too large" in chunked
+        # A wrong content type: answered from the head alone.
+        wrong = await _answer_to(
+            m,
+            b"PUT " + target + b" HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\n"
+            b"content-length: 10\r\n\r\n",
+            b"",
+        )
+        assert wrong.startswith(b"HTTP/1.1 415 ")
+        assert await m.storage.read_upload(m.account, "P", "contextImage1") is None
+
+
 async def test_the_in_process_path_checks_uploads_too() -> None:
     """``RestAPI.handle`` (no socket, so no admission step) makes the same checks."""
     async with media_network(image_upload_limit=10) as m:
