@@ -35,7 +35,7 @@ LOCALNET = Path(trio_sogni.localnet.__file__).parent
 DOMAIN = ("_workers", "_jobs", "_accounts", "_hosted", "_runs", "_media")
 
 # Each layer package and the localnet packages it must never load. Lower layers first:
-# _server < _workers, _accounts < _jobs < _hosted, _runs < the composition root.
+# _server < _workers, _accounts < _jobs < _hosted, _runs, _media < the composition root.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_server": DOMAIN,
     "_workers": ("_jobs", "_accounts", "_hosted", "_runs", "_media"),
@@ -43,6 +43,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_jobs": ("_hosted", "_runs", "_media"),
     "_hosted": ("_runs", "_media"),
     "_runs": ("_hosted", "_media"),
+    "_media": ("_hosted", "_runs"),
 }
 
 # Imports one layer package and every module in it, with trio_sogni and trio_sogni.localnet
@@ -79,6 +80,13 @@ def test_layer_loads_no_higher_layer(layer: str) -> None:
     forbidden = {f"trio_sogni.localnet.{name}" for name in FORBIDDEN[layer]}
     loaded = {m for m in modules if m.startswith(tuple(forbidden))}
     assert not loaded, f"{layer} loads {sorted(loaded)}"
+
+
+def test_media_layer_loads_no_http_client_and_no_media_library() -> None:
+    """``_media`` talks to upstreams over h11 itself (no httpx), and Pillow and PyAV (the
+    ``media`` extra) are imported on first use only, so localnet runs without them."""
+    roots = {m.split(".")[0] for m in _loaded_by_layer("_media")}
+    assert not roots & {"httpx", "httpcore", "trio_websocket", "PIL", "av"}, roots
 
 
 def test_server_layer_loads_no_domain_code() -> None:

@@ -576,7 +576,10 @@ class LocalNetwork:
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
         await self._connections.serve(
-            stream, on_request=self.handle_rest, on_upgrade=self._on_upgrade
+            stream,
+            on_request=self.handle_rest,
+            on_upgrade=self._on_upgrade,
+            on_head=self.rest.admit,
         )
 
     async def handle_rest(self, request: HTTPRequest) -> HTTPResponse:

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_FIELDS",
     "PREVIEW_CHARS",
     "REDACTED_HEADERS",
+    "REDACTED_QUERY",
     "HTTPRequestRecord",
     "HandshakeRecord",
     "NetworkStatistics",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 REDACTED_HEADERS: Final = frozenset({"api-key", "authorization", "cookie"})
+REDACTED_QUERY: Final = frozenset({"signature"})
+"""Query parameters that are credentials (a signed media URL's ``signature``)."""
 PREVIEW_CHARS: Final = 256
 """Longest header value, query value, path or id a record keeps (longer ones end in ``…``)."""
 MAX_FIELDS: Final = 64
@@ -72,8 +75,9 @@ def _strings_size(values: Iterable[str | None]) -> int:
 
 @dataclass(frozen=True)
 class HTTPRequestRecord:
-    """One REST request the network answered: a summary (credential headers redacted, values
-    cut to 256 (``PREVIEW_CHARS``), at most 64 (``MAX_FIELDS``) headers and query parameters)."""
+    """One REST request the network answered: a summary (credential headers and query
+    parameters redacted, values cut to 256 (``PREVIEW_CHARS``), at most 64 (``MAX_FIELDS``)
+    headers and query parameters)."""
 
     method: str
     path: str
@@ -93,7 +97,9 @@ class HTTPRequestRecord:
         return cls(
             preview(method, PREVIEW_CHARS),
             preview(path, PREVIEW_CHARS),
-            summarize_fields(query),
+            summarize_fields(
+                {k: ("<redacted>" if k in REDACTED_QUERY else v) for k, v in query.items()}
+            ),
             summarize_fields(headers, redacted=True),
             status,
         )
