@@ -15,7 +15,7 @@ from typing_extensions import override
 from .._errors import APIStatusError, ConnectError, TransportError
 from ..protocol import decode_json
 
-__all__ = ["MAX_RESPONSE_SIZE", "RestClient", "redact_url"]
+__all__ = ["MAX_RESPONSE_SIZE", "BodyStream", "RestClient", "redact_url"]
 
 logger = logging.getLogger("trio_sogni.rest")
 
@@ -81,6 +81,34 @@ def _signed_url(url: str) -> httpx.URL:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise TransportError(f"the server gave an invalid URL: {redact_url(url)[:200]}")
     return parsed
+
+
+class BodyStream:
+    """The body of a download (`RestClient.get_url`), chunk by chunk as the network delivers
+    it (an async iterator of ``bytes``), with httpx's errors mapped to `TransportError` (the
+    message shows the URL without its query). Valid only inside the ``get_url`` block."""
+
+    __slots__ = ("_chunks", "_shown", "content_length")
+
+    def __init__(self, response: httpx.Response, shown: str) -> None:
+        declared = response.headers.get("content-length", "")
+        self.content_length: int | None = (
+            int(declared)
+            if declared.isdigit() and not response.headers.get("content-encoding")
+            else None
+        )
+        """The declared ``Content-Length`` (``None`` if absent or content-encoded)."""
+        self._chunks = response.aiter_bytes()
+        self._shown = shown
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except httpx.HTTPError as exc:
+            raise TransportError(f"GET {self._shown} failed: {type(exc).__name__}") from None
 
 
 class RestClient:
@@ -291,10 +319,10 @@ class RestClient:
             )
 
     @asynccontextmanager
-    async def get_url(self, url: str) -> AsyncGenerator[httpx.Response]:
-        """GET a signed ``url`` (a download URL the API handed out) and yield the response once
-        its status is 2xx, its body unread (``response.aiter_bytes()``); the response is closed
-        when the block exits. No credentials are sent and redirects are not followed.
+    async def get_url(self, url: str) -> AsyncGenerator[BodyStream]:
+        """GET a signed ``url`` (a download URL the API handed out) and yield its body as a
+        `BodyStream` once the status is 2xx, unread; the response is closed when the block
+        exits. No credentials are sent and redirects are not followed.
 
         Raises:
             APIStatusError: a non-2xx answer (its body read up to the size limit); the message
@@ -322,6 +350,6 @@ class RestClient:
                     payload=error.payload,
                     retry_after=error.retry_after,
                 )
-            yield response
+            yield BodyStream(response, shown)
         finally:
             await response.aclose()
