@@ -21,7 +21,7 @@ import trio
 
 from .._errors import InvalidRequestError, ProtocolError
 from .._transport import RestClient
-from ._request import MediaType, ProjectOptions
+from ._request import MediaType, ProjectOptions, check_options
 
 __all__ = [
     "CATALOG_TTL",
@@ -297,7 +297,7 @@ def _mapped(option: TierOption | None, ids: Mapping[str, str]) -> TierOption | N
     def wire(item: Scalar) -> Scalar:
         return ids.get(item, item) if isinstance(item, str) else item
 
-    return replace(
+    return msgspec.structs.replace(
         option,
         allowed=None if option.allowed is None else [wire(item) for item in option.allowed],
         default=wire(option.default),
@@ -474,8 +474,9 @@ class MediaModelCatalog:
         return (await self.get()).options_for(model)
 
     async def prepare(self, options: ProjectOptions) -> ProjectOptions:
-        """``options`` checked against its model's tier, with the tier's defaults filled in
-        (`ModelOptions.apply_defaults`, then `ModelOptions.validate`). Nothing is sent but the
+        """``options`` checked on their own (`check_options`) and against the model's tier,
+        with the tier's defaults filled in (`ModelOptions.apply_defaults`, then
+        `ModelOptions.validate`). Nothing is sent but the
         catalog fetch, if the cache is stale.
 
         Raises:
@@ -483,6 +484,7 @@ class MediaModelCatalog:
                 range or not allowed (named, with the value and the allowed range or list).
             APIStatusError / ProtocolError / TransportError: as `get`.
         """
+        check_options(options)
         model_options = await self.options_for(options.model)
         # The type check first: a video tier's defaults make no sense on an image project.
         if options.type != model_options.media_type:

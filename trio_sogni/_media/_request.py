@@ -27,6 +27,7 @@ __all__ = [
     "ProjectOptions",
     "build_job_request",
     "calculate_video_frames",
+    "check_options",
     "content_type_of_output",
     "is_comfy_model",
     "new_project_id",
@@ -581,6 +582,22 @@ def _check_audio(options: ProjectOptions) -> None:
             _real(name, value, 0, 100)
 
 
+def check_options(options: ProjectOptions) -> None:
+    """Check ``options`` on their own (no catalog): types, NaN and infinity, lone surrogates,
+    text lengths, counts, sizes, durations, and options or inputs the media type does not take.
+    `build_job_request` runs it first; `MediaModelCatalog.prepare` too, before the tier checks.
+
+    Raises:
+        InvalidRequestError: naming the option, its value and what is allowed.
+    """
+    _check_common(options)
+    _check_sizes(options)
+    if options.type == "video":
+        _check_video_timing(options)
+    elif options.type == "audio":
+        _check_audio(options)
+
+
 def build_job_request(options: ProjectOptions, *, project_id: str | None = None) -> dict[str, Any]:
     """The ``data`` of the ``jobRequest`` frame for ``options``: the SDKs' keyframe envelope
     (top-level constants, one keyframe, ``numberOfImages``, ``previews``, ``disableSafety``,
@@ -593,12 +610,7 @@ def build_job_request(options: ProjectOptions, *, project_id: str | None = None)
             type, NaN or infinity, a lone surrogate, a prompt over `MAX_PROMPT_LENGTH`, a count
             or size out of range, an option or input the media type does not take).
     """
-    _check_common(options)
-    _check_sizes(options)
-    if options.type == "video":
-        _check_video_timing(options)
-    elif options.type == "audio":
-        _check_audio(options)
+    check_options(options)
     if project_id is None:
         project_id = new_project_id()
     seed = options.seed
