@@ -41,7 +41,8 @@ async def test_both_lists_are_fetched_from_the_socket_host_and_parsed() -> None:
         "image",
     )
     tier = snapshot.tiers["flux-schnell"]
-    assert tier.steps is not None and (tier.steps.min, tier.steps.max, tier.steps.default) == (
+    assert tier.steps is not None
+    assert (tier.steps.min, tier.steps.max, tier.steps.default) == (
         1,
         10,
         4,
@@ -191,7 +192,8 @@ async def test_a_cancelled_fetcher_does_not_strand_the_waiters() -> None:
             assert api.catalog_gate is not None
             api.catalog_gate.set()
         assert fetcher_scope.cancelled_caught
-        assert len(got) == 3 and all(g is got[0] for g in got)
+        assert len(got) == 3
+        assert all(g is got[0] for g in got)
         assert catalog.cached is got[0]
         assert len(api.path_calls("/api/v1/models/list")) == 2
 
@@ -290,7 +292,7 @@ async def test_steps_range_check_through_the_catalog_itself() -> None:
     # value inside that sanity range but outside the tier's.
     async with catalog_for(FakeSogniAPI()) as catalog:
         options = await catalog.options_for("z_image_turbo_bf16")
-        with pytest.raises(InvalidRequestError, match="steps 3 is out of range .* 4 to 12"):
+        with pytest.raises(InvalidRequestError, match=r"steps 3 is out of range .* 4 to 12"):
             options.validate(image(model="z_image_turbo_bf16", steps=3))
 
 
