@@ -8,7 +8,7 @@ Every host is a loopback address that nothing listens on: MockTransport answers 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -281,5 +281,18 @@ def rest_client(api: FakeSogniAPI, http: httpx.AsyncClient) -> RestClient:
     return RestClient(REST, SOCKET, credentials, http)
 
 
+class StreamingMockTransport(httpx.AsyncBaseTransport):
+    """Like ``httpx.MockTransport``, but the handler gets the request body unread (the mock
+    transport reads it all first), so a test sees an upload's chunks as they are sent."""
+
+    def __init__(self, handler: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> None:
+        self._handler = handler
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._handler(request)
+        response.request = request
+        return response
+
+
 def mock_http(api: FakeSogniAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+    return httpx.AsyncClient(transport=StreamingMockTransport(api.handler))
