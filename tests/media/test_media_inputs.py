@@ -10,11 +10,12 @@ import tracemalloc
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import trio
 from media.fakeapi import SIGNATURE, FakeSogniAPI, mock_http, rest_client
 
-from trio_sogni import APIStatusError, InvalidRequestError
+from trio_sogni import APIStatusError, InvalidRequestError, ProtocolError
 from trio_sogni._media._inputs import (
     CHUNK_SIZE,
     MediaInput,
@@ -119,7 +120,7 @@ async def test_bad_inputs_are_refused(value: object, role: str, message: str) ->
 
 
 async def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InvalidRequestError, match="cannot read the media input .*nothing.png"):
+    with pytest.raises(InvalidRequestError, match=r"cannot read the media input .*nothing\.png"):
         await media_input(tmp_path / "nothing.png", "contextImage1")
 
 
@@ -271,21 +272,13 @@ async def test_a_refused_upload_is_typed_and_shows_no_signature(status: int, wor
 
 
 async def test_an_upload_url_answer_of_the_wrong_shape_is_a_protocol_error() -> None:
-    from trio_sogni import ProtocolError
-
-    api = FakeSogniAPI()
-
-    async def handler(request):  # type: ignore[no-untyped-def]
-        import httpx
-
+    async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"status": "success", "data": {"url": "x"}})
-
-    import httpx
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         media = await media_input(PNG, "startingImage")
         with pytest.raises(ProtocolError, match="unexpected upload URL answer for startingImage"):
-            await upload_input(rest_client(api, http), "P", "startingImage", media)
+            await upload_input(rest_client(FakeSogniAPI(), http), "P", "startingImage", media)
 
 
 async def test_an_upload_is_cancellable_mid_stream(tmp_path: Path) -> None:
