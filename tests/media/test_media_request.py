@@ -426,8 +426,9 @@ def test_bad_audio_options_are_refused_before_sending(
 
 def test_music_options_are_refused_on_images() -> None:
     for name, value in (("keyscale", "C major"), ("prompt_strength", 1.0), ("composer_mode", True)):
+        fields: dict[str, Any] = {"type": "image", "model": "m", "prompt": "p", name: value}
         with pytest.raises(InvalidRequestError, match=f"{name} is not an option of image projects"):
-            build_job_request(ProjectOptions(type="image", model="m", prompt="p", **{name: value}))
+            build_job_request(ProjectOptions(**fields))
 
 
 def test_the_inputs_in_upload_order() -> None:
