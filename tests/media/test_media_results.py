@@ -319,6 +319,7 @@ async def test_a_download_that_breaks_leaves_no_file(tmp_path: Path) -> None:
         with pytest.raises(TransportError, match="ReadError") as info:
             await result(api, http, "video").save(tmp_path / "clip.mp4")
     assert "SECRETSIG" not in str(info.value)
+    assert info.value.__context__ is None
     assert names(tmp_path) == []
 
 

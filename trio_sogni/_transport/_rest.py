@@ -83,6 +83,14 @@ def _signed_url(url: str) -> httpx.URL:
     return parsed
 
 
+def _signed_url_failure(method: str, shown: str, exc: httpx.HTTPError) -> TransportError:
+    """The error for a failed signed-URL request: the URL without its query and the httpx
+    error's type, never its text (which may hold the signature)."""
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectError(f"cannot connect to {shown}: {type(exc).__name__}")
+    return TransportError(f"{method} {shown} failed: {type(exc).__name__}")
+
+
 class BodyStream:
     """The body of a download (`RestClient.get_url`), chunk by chunk as the network delivers
     it (an async iterator of ``bytes``), with httpx's errors mapped to `TransportError` (the
@@ -108,7 +116,10 @@ class BodyStream:
         try:
             return await self._chunks.__anext__()
         except httpx.HTTPError as exc:
-            raise TransportError(f"GET {self._shown} failed: {type(exc).__name__}") from None
+            failure = _signed_url_failure("GET", self._shown, exc)
+        # Raised outside the handler: httpx's error (whose text may hold the signed URL) is
+        # neither the cause nor the context.
+        raise failure
 
 
 class RestClient:
@@ -297,12 +308,16 @@ class RestClient:
         shown = redact_url(url)
         headers = {"content-type": content_type, "content-length": str(content_length)}
         request = self._http.build_request("PUT", target, content=content, headers=headers)
+        response: httpx.Response | None = None
+        failure: TransportError | None = None
         try:
             response = await self._http.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            raise ConnectError(f"cannot connect to {shown}: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
-            raise TransportError(f"PUT {shown} failed: {type(exc).__name__}") from None
+            failure = _signed_url_failure("PUT", shown, exc)
+        if response is None:
+            # Raised outside the handler, so httpx's error is not even the context.
+            assert failure is not None
+            raise failure
         try:
             body = await self._read_body(response, "PUT", shown)
         finally:
@@ -332,12 +347,16 @@ class RestClient:
         target = _signed_url(url)
         shown = redact_url(url)
         request = self._http.build_request("GET", target)
+        response: httpx.Response | None = None
+        failure: TransportError | None = None
         try:
             response = await self._http.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            raise ConnectError(f"cannot connect to {shown}: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
-            raise TransportError(f"GET {shown} failed: {type(exc).__name__}") from None
+            failure = _signed_url_failure("GET", shown, exc)
+        if response is None:
+            # Raised outside the handler, so httpx's error is not even the context.
+            assert failure is not None
+            raise failure
         try:
             if not response.is_success:
                 body = await self._read_body(response, "GET", shown)
