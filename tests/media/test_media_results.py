@@ -277,6 +277,25 @@ async def test_save_into_a_directory_names_the_file(tmp_path: Path) -> None:
     assert saved.stat().st_size == 1234
 
 
+async def test_ids_from_the_server_cannot_escape_the_directory(tmp_path: Path) -> None:
+    api = FakeSogniAPI()
+    inside = tmp_path / "out"
+    inside.mkdir()
+    async with mock_http(api) as http:
+        media = MediaResult(
+            rest_client(api, http),
+            project_id="../..",
+            render_id="x/y z",
+            media_type="image",
+            result_url=f"{STORAGE}/blob/r?{SIGNATURE}",
+        )
+        api.add_blob("r", lambda: PatternStream(10), 10)
+        saved = await media.save(inside)
+    assert saved == inside / "_..-x_y_z.png"
+    assert names(inside) == ["_..-x_y_z.png"]
+    assert names(tmp_path) == ["out"]
+
+
 @pytest.mark.parametrize("declared", [True, False])
 async def test_save_refuses_a_body_over_max_size_and_leaves_nothing(
     tmp_path: Path, declared: bool

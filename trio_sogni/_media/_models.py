@@ -172,7 +172,8 @@ class ModelOptions:
         return _mapped(self.tier.comfy_scheduler or self.tier.scheduler, _SCHEDULER_IDS)
 
     def validate(self, options: ProjectOptions) -> None:
-        """Check ``options`` against this model's tier. Synchronous; sends nothing.
+        """Check ``options`` on their own (`check_options`), then against this model's tier.
+        Synchronous; sends nothing.
 
         Raises:
             InvalidRequestError: the tier makes another media type; steps, guidance, width,
@@ -181,6 +182,7 @@ class ModelOptions:
                 models), fps, time signature, language or key not in its ``allowed`` list. The
                 message names the option, the value and the allowed range or list.
         """
+        check_options(options)
         model = self.model.id
         if options.type != self.media_type:
             raise InvalidRequestError(

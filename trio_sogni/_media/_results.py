@@ -11,6 +11,7 @@ GET that carries no credentials. Downloads stream: `MediaResult.read` holds at m
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Final
@@ -34,6 +35,8 @@ DEFAULT_MAX_SAVE_SIZE: Final = 4 * 1024 * 1024 * 1024
 
 CLEANUP_GRACE: Final = 5.0
 """Seconds a cancelled or failed `MediaResult.save` may spend removing its partial file."""
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 _EXTENSIONS: Final = {
     "image/png": "png",
@@ -209,7 +212,8 @@ class MediaResult:
 
         The body streams into a new temporary file in the same directory (one network chunk
         in memory at a time), which is renamed to ``path`` only once the whole body is
-        written, so ``path`` is either untouched or complete. On any failure, cancellation
+        written, so ``path`` is either untouched or complete. (In a directory, characters of the
+        ids other than letters, digits, ``-``, ``_`` and ``.`` become ``_``.) On any failure, cancellation
         included, the temporary file is removed (a shielded cleanup bounded by
         `CLEANUP_GRACE`). Cancellable at every network read and file write.
 
@@ -224,7 +228,8 @@ class MediaResult:
         target = trio.Path(path)
         if await target.is_dir():
             extension = _EXTENSIONS.get(self.content_type, "bin")
-            target = target / f"{self.project_id}-{self.render_id}.{extension}"
+            name = _safe_name(f"{self.project_id}-{self.render_id}")
+            target = target / f"{name}.{extension}"
         url = await self.url()
         async with self._rest.get_url(url) as download:
             self._check_declared_size(download.content_length, max_size)
@@ -257,6 +262,13 @@ class MediaResult:
             f"the media of render {self.render_id} of project {self.project_id} is larger "
             f"than {max_size} bytes (max_size)"
         )
+
+
+def _safe_name(name: str) -> str:
+    """``name`` as one harmless file name: ids come from the server, so anything but letters,
+    digits, ``-``, ``_`` and ``.`` becomes ``_`` and leading dots are dropped (no ``..``, no
+    separators, no hidden files)."""
+    return _UNSAFE.sub("_", name).lstrip(".")[:200] or "media"
 
 
 def _remove(path: str) -> None:
