@@ -300,3 +300,43 @@ async def test_an_upload_is_cancellable_mid_stream(tmp_path: Path) -> None:
                 scope.cancel()
     assert scope.cancelled_caught
     assert api.uploads == []
+
+
+async def test_a_file_that_grows_before_its_upload_fails_clearly(tmp_path: Path) -> None:
+    file = tmp_path / "x.png"
+    file.write_bytes(PNG)
+    api = FakeSogniAPI()
+    async with mock_http(api) as http:
+        media = await media_input(file, "startingImage")
+        file.write_bytes(PNG + b"more")
+        with pytest.raises(InvalidRequestError, match="grew while it was being uploaded"):
+            await upload_input(rest_client(api, http), "P", "startingImage", media)
+
+
+async def test_chunks_of_bytes_and_of_a_file_are_the_content(tmp_path: Path) -> None:
+    data = PNG + bytes(CHUNK_SIZE * 2)
+    file = tmp_path / "x.png"
+    file.write_bytes(data)
+    for media in (MediaInput.from_bytes(data), await MediaInput.from_path(file)):
+        pieces = [chunk async for chunk in media.chunks()]
+        assert b"".join(pieces) == data
+        assert [len(p) for p in pieces] == [CHUNK_SIZE, CHUNK_SIZE, len(PNG)]
+
+
+async def test_the_constructors_refuse_what_they_do_not_take() -> None:
+    with pytest.raises(InvalidRequestError, match="must be bytes, a path or a data URI, not str"):
+        MediaInput.from_bytes("text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="must be a data: URI or a path"):
+        MediaInput.from_data_uri("http://127.0.0.1/x.png")
+
+
+async def test_an_upload_refuses_media_of_the_wrong_kind_for_its_role() -> None:
+    api = FakeSogniAPI()
+    async with mock_http(api) as http:
+        with pytest.raises(
+            InvalidRequestError, match="referenceVideo takes video media, not image/png"
+        ):
+            await upload_input(
+                rest_client(api, http), "P", "referenceVideo", MediaInput.from_bytes(PNG)
+            )
+    assert api.calls == []

@@ -162,8 +162,8 @@ class MediaInput:
 
     @classmethod
     def from_data_uri(cls, uri: str, *, max_size: int = DEFAULT_MAX_INPUT_SIZE) -> MediaInput:
-        """An input from a ``data:`` URI (base64 or percent-free plain data). The declared type
-        is ignored: the decoded bytes are sniffed.
+        """An input from a base64 ``data:`` URI. The declared type is ignored: the decoded bytes
+        are sniffed.
 
         Raises:
             InvalidRequestError: not a data URI, bad base64, too large, or not supported media.
