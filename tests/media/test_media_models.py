@@ -349,3 +349,18 @@ async def test_a_catalog_fetch_is_the_only_request_options_checks_make() -> None
             await catalog.prepare(image(steps=99))
         await catalog.prepare(image())
     assert [path for _, path in api.calls] == ["/api/v1/models/list", "/api/v2/models/tiers"]
+
+
+async def test_an_fps_list_in_a_tier_is_checked_as_a_list() -> None:
+    api = FakeSogniAPI()
+    api.tiers = dict(api.tiers)
+    api.tiers["wan"] = {**api.tiers["wan"], "fps": {"allowed": [16, 24], "default": 16}}
+    async with catalog_for(api) as catalog:
+        wan = "wan_v2.2-14b-fp8_t2v_lightx2v"
+        assert (
+            await catalog.prepare(ProjectOptions(type="video", model=wan, prompt="x", fps=24))
+        ).fps == 24
+        with pytest.raises(
+            InvalidRequestError, match=r"fps 20 is not allowed .* allowed are 16, 24"
+        ):
+            await catalog.prepare(ProjectOptions(type="video", model=wan, prompt="x", fps=20))

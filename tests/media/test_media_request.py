@@ -452,3 +452,61 @@ def test_the_inputs_in_upload_order() -> None:
         type="image", model="m", prompt="p", starting_image=PNG, context_images=(JPEG,)
     )
     assert [role for role, _ in image.inputs()] == ["startingImage", "contextImage1"]
+
+
+@pytest.mark.parametrize(
+    ("model", "limit"),
+    [
+        ("gpt-image-2", 16),
+        ("flux3_image_klein_9b", 10),
+        ("seedream-5-0-pro-uncensored", 10),
+        ("flux1-kontext-dev", 2),
+    ],
+)
+def test_context_image_limits_follow_the_model(model: str, limit: int) -> None:
+    fits = ProjectOptions(type="image", model=model, prompt="p", context_images=(PNG,) * limit)
+    assert build_job_request(fits)["keyFrames"][0][f"hasContextImage{limit}"] is True
+    if limit < 16:
+        with pytest.raises(InvalidRequestError, match=f"takes at most {limit} context_images"):
+            build_job_request(
+                ProjectOptions(
+                    type="image", model=model, prompt="p", context_images=(PNG,) * (limit + 1)
+                )
+            )
+    with pytest.raises(InvalidRequestError, match="at most 16 context_images are allowed, got 17"):
+        build_job_request(
+            ProjectOptions(type="image", model=model, prompt="p", context_images=(PNG,) * 17)
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "duration", "ok"),
+    [
+        ("happyhorse-1.1-t2v", 3, True),
+        ("happyhorse-1.1-t2v", 2.9, False),
+        ("seedance-2-5", 30, True),
+        ("seedance-2-0", 16, False),
+        ("wan_v2.2-14b-fp8_animate-move_lightx2v", 20, True),
+        ("flashvsr_v1.1_tiny_long_bf16", 0.05, True),
+    ],
+)
+def test_video_duration_bounds_follow_the_family(model: str, duration: float, ok: bool) -> None:
+    options = ProjectOptions(type="video", model=model, prompt="p", duration=duration)
+    if ok:
+        assert build_job_request(options)["keyFrames"][0]["frames"] >= 1
+    else:
+        with pytest.raises(InvalidRequestError, match="duration must be between"):
+            build_job_request(options)
+
+
+def test_minimax_h3_takes_small_canvases_and_inputs_must_be_media_inputs() -> None:
+    kf = build_job_request(
+        ProjectOptions(
+            type="video", model="minimax-h3-fl2va-fp8_t2v", prompt="p", width=384, height=224
+        )
+    )["keyFrames"][0]
+    assert (kf["width"], kf["height"]) == (384, 224)
+    with pytest.raises(InvalidRequestError, match="startingImage must be a MediaInput"):
+        build_job_request(
+            ProjectOptions(type="image", model="m", prompt="p", starting_image=b"raw")
+        )  # type: ignore[arg-type]
