@@ -506,6 +506,6 @@ def test_minimax_h3_takes_small_canvases_and_inputs_must_be_media_inputs() -> No
         )
     )["keyFrames"][0]
     assert (kf["width"], kf["height"]) == (384, 224)
+    raw: Any = b"raw"
     with pytest.raises(InvalidRequestError, match="startingImage must be a MediaInput"):
-        raw: Any = b"raw"
         build_job_request(ProjectOptions(type="image", model="m", prompt="p", starting_image=raw))
