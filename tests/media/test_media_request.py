@@ -160,16 +160,22 @@ def test_a_video_request_sends_frames_fps_and_the_comfy_fields() -> None:
     assert wan["outputFormat"] == "mp4"
     assert wan["previews"] == 0
     h3 = build_job_request(
-        ProjectOptions(
-            type="video",
-            model="minimax-h3-fl2va-fp8_t2v",
-            prompt="x",
-            negative_prompt="dropped",
-            duration=6,
-        )
+        ProjectOptions(type="video", model="minimax-h3-fl2va-fp8_t2v", prompt="x", duration=6)
     )["keyFrames"][0]
     assert (h3["frames"], h3["fps"]) == (141, 24)
-    assert "negativePrompt" not in h3  # MiniMax H3 and partner models take none
+    assert "negativePrompt" not in h3
+    with pytest.raises(InvalidRequestError, match="MiniMax H3 models take no negative prompt"):
+        build_job_request(
+            ProjectOptions(
+                type="video", model="minimax-h3-fl2va-fp8_t2v", prompt="x", negative_prompt="n"
+            )
+        )
+    partner = build_job_request(
+        ProjectOptions(
+            type="video", model="seedance-2-0", prompt="x", negative_prompt="dropped", duration=5
+        )
+    )["keyFrames"][0]
+    assert "negativePrompt" not in partner  # partner models take none: dropped, as the SDKs do
     wan3 = build_job_request(
         ProjectOptions(type="video", model="wan3.0-video", prompt="x", duration=2)
     )
@@ -509,3 +515,244 @@ def test_minimax_h3_takes_small_canvases_and_inputs_must_be_media_inputs() -> No
     raw: Any = b"raw"
     with pytest.raises(InvalidRequestError, match="startingImage must be a MediaInput"):
         build_job_request(ProjectOptions(type="image", model="m", prompt="p", starting_image=raw))
+
+
+# The official Python SDK (a test dependency) builds the same frames: ours must equal its
+# create_job_request_message output key for key, for the same inputs.
+DIFFERENTIAL_CASES: list[tuple[dict[str, Any], dict[str, Any], ProjectOptions]] = [
+    (
+        {
+            "type": "image",
+            "modelId": "z_image_turbo_bf16",
+            "positivePrompt": "p",
+            "negativePrompt": "n",
+            "stylePrompt": "s",
+            "numberOfMedia": 3,
+            "width": 1024,
+            "height": 768,
+            "steps": 8,
+            "guidance": 1.5,
+            "seed": 7,
+            "sampler": "euler",
+            "scheduler": "simple",
+            "outputFormat": "webp",
+            "tokenType": "sogni",
+            "disableNSFWFilter": True,
+            "network": "fast",
+        },
+        {"type": "image", "sampler": {"allowed": ["euler"]}, "scheduler": {"allowed": ["simple"]}},
+        ProjectOptions(
+            type="image",
+            model="z_image_turbo_bf16",
+            prompt="p",
+            negative_prompt="n",
+            style_prompt="s",
+            number_of_media=3,
+            width=1024,
+            height=768,
+            steps=8,
+            guidance=1.5,
+            seed=7,
+            sampler="euler",
+            scheduler="simple",
+            output_format="webp",
+            token_type="sogni",
+            disable_safety=True,
+            network="fast",
+        ),
+    ),
+    (
+        {
+            "type": "image",
+            "modelId": "flux1-schnell-fp8",
+            "positivePrompt": "p",
+            "numberOfMedia": 1,
+            "startingImage": b"x",
+            "startingImageStrength": 0.7,
+            "contextImages": [b"a", b"b"],
+            "sizePreset": "square",
+            "numberOfPreviews": 3,
+        },
+        {"type": "image"},
+        ProjectOptions(
+            type="image",
+            model="flux1-schnell-fp8",
+            prompt="p",
+            starting_image=PNG,
+            starting_image_strength=0.7,
+            context_images=(PNG, JPEG),
+            size_preset="square",
+            number_of_previews=3,
+            random_seed=False,
+        ),
+    ),
+    (
+        {
+            "type": "video",
+            "modelId": "wan_v2.2-14b-fp8_t2v_lightx2v",
+            "positivePrompt": "p",
+            "negativePrompt": "n",
+            "numberOfMedia": 1,
+            "duration": 5,
+            "width": 832,
+            "height": 480,
+            "steps": 4,
+            "seed": 1,
+            "sampler": "euler",
+            "scheduler": "simple",
+        },
+        {"type": "video", "sampler": {"allowed": ["euler"]}, "scheduler": {"allowed": ["simple"]}},
+        ProjectOptions(
+            type="video",
+            model="wan_v2.2-14b-fp8_t2v_lightx2v",
+            prompt="p",
+            negative_prompt="n",
+            duration=5,
+            width=832,
+            height=480,
+            steps=4,
+            seed=1,
+            sampler="euler",
+            scheduler="simple",
+        ),
+    ),
+    (
+        {
+            "type": "video",
+            "modelId": "minimax-h3-fl2va-fp8_t2v",
+            "positivePrompt": "p",
+            "numberOfMedia": 2,
+            "duration": 6,
+        },
+        {"type": "video"},
+        ProjectOptions(
+            type="video",
+            model="minimax-h3-fl2va-fp8_t2v",
+            prompt="p",
+            number_of_media=2,
+            duration=6,
+            random_seed=False,
+        ),
+    ),
+    (
+        {
+            "type": "video",
+            "modelId": "ltx2-19b-fp8_t2v",
+            "positivePrompt": "p",
+            "numberOfMedia": 1,
+            "duration": 3,
+            "fps": 25,
+        },
+        {"type": "video"},
+        ProjectOptions(
+            type="video",
+            model="ltx2-19b-fp8_t2v",
+            prompt="p",
+            duration=3,
+            fps=25,
+            random_seed=False,
+        ),
+    ),
+    (
+        {
+            "type": "video",
+            "modelId": "seedance-2-0",
+            "positivePrompt": "p",
+            "negativePrompt": "n",
+            "numberOfMedia": 1,
+            "duration": 5,
+        },
+        {"type": "video"},
+        ProjectOptions(
+            type="video",
+            model="seedance-2-0",
+            prompt="p",
+            negative_prompt="n",
+            duration=5,
+            random_seed=False,
+        ),
+    ),
+    (
+        {
+            "type": "video",
+            "modelId": "wan_v2.2-14b-fp8_i2v",
+            "positivePrompt": "p",
+            "numberOfMedia": 1,
+            "referenceImage": b"x",
+            "referenceImageEnd": b"y",
+            "frames": 33,
+        },
+        {"type": "video"},
+        ProjectOptions(
+            type="video",
+            model="wan_v2.2-14b-fp8_i2v",
+            prompt="p",
+            reference_image=PNG,
+            reference_image_end=JPEG,
+            frames=33,
+            random_seed=False,
+        ),
+    ),
+    (
+        {
+            "type": "audio",
+            "modelId": "ace_step_1.5_turbo",
+            "positivePrompt": "p",
+            "negativePrompt": "n",
+            "numberOfMedia": 1,
+            "duration": 30,
+            "bpm": 90,
+            "timesignature": "4",
+            "language": "en",
+            "lyrics": "la",
+            "keyscale": "C major",
+            "composerMode": True,
+            "promptStrength": 2.0,
+            "creativity": 0.5,
+            "outputFormat": "wav",
+            "steps": 8,
+            "referenceAudio": b"x",
+        },
+        {"type": "audio"},
+        ProjectOptions(
+            type="audio",
+            model="ace_step_1.5_turbo",
+            prompt="p",
+            negative_prompt="n",
+            duration=30,
+            bpm=90,
+            timesignature="4",
+            language="en",
+            lyrics="la",
+            keyscale="C major",
+            composer_mode=True,
+            prompt_strength=2.0,
+            creativity=0.5,
+            output_format="wav",
+            steps=8,
+            reference_audio=MP3,
+            random_seed=False,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "tier", "options"),
+    DIFFERENTIAL_CASES,
+    ids=[c[0]["modelId"] for c in DIFFERENTIAL_CASES],
+)
+def test_the_frames_equal_the_official_python_sdk_output(
+    params: dict[str, Any], tier: dict[str, Any], options: ProjectOptions
+) -> None:
+    from sogni_client.projects import create_job_request_message
+
+    official = create_job_request_message("PID", params, tier)
+    # The SDK adds an input's content type to the keyframe after uploading it; ours knows it
+    # from the start (sniffed), so add what the SDK's upload would.
+    for role, media in options.inputs():
+        if options.type != "image" and not role.startswith("contextImage"):
+            official["keyFrames"][0][f"{role}ContentType"] = media.content_type
+    assert_same_fields(
+        on_the_wire(build_job_request(options, project_id="PID")), on_the_wire(official)
+    )

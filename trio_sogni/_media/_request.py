@@ -593,6 +593,11 @@ def check_options(options: ProjectOptions) -> None:
     _check_common(options)
     _check_sizes(options)
     if options.type == "video":
+        if options.negative_prompt and _family(options.model) == "h3":
+            raise InvalidRequestError(
+                "negative_prompt: MiniMax H3 models take no negative prompt; put the "
+                "exclusions in the prompt"
+            )
         _check_video_timing(options)
     elif options.type == "audio":
         _check_audio(options)
