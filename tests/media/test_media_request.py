@@ -756,3 +756,32 @@ def test_the_frames_equal_the_official_python_sdk_output(
     assert_same_fields(
         on_the_wire(build_job_request(options, project_id="PID")), on_the_wire(official)
     )
+
+
+def test_frame_counts_equal_the_official_python_sdk_for_every_family() -> None:
+    from sogni_client.utils import calculate_video_frames as official
+
+    models = [
+        "wan_v2.2-14b-fp8_t2v_lightx2v",
+        "ltx2-19b-fp8_t2v",
+        "ltx23-22b-fp8_i2v_distilled",
+        "minimax-h3-fl2va-fp8_i2v",
+        "seedance-2-0",
+        "happyhorse-1.1-t2v",
+        "wan3.0-video",
+        "flashvsr_v1.1_tiny_long_bf16",
+    ]
+    checked = 0
+    for model in models:
+        for quarter in range(2, 121):
+            for fps in (16, 24, 25, 30):
+                duration = quarter / 4
+                assert calculate_video_frames(model, duration, fps) == official(
+                    model, duration, fps
+                ), (
+                    model,
+                    duration,
+                    fps,
+                )
+                checked += 1
+    assert checked == len(models) * 119 * 4
