@@ -56,11 +56,22 @@ async def test_both_lists_are_fetched_from_the_socket_host_and_parsed() -> None:
 
 async def test_malformed_model_entries_are_skipped() -> None:
     api = FakeSogniAPI(
-        models=[{"name": "no id"}, 17, {"id": "flux1-schnell-fp8", "tier": "flux-schnell"}]
+        models=[
+            {"name": "no id"},
+            17,
+            {"id": 5, "tier": "flux-schnell"},
+            {"id": "flux1-schnell-fp8", "tier": "flux-schnell"},
+            {"id": "z_image_turbo_bf16", "SID": "102", "tier": "z-image", "name": None},
+        ]
     )
     async with catalog_for(api) as catalog:
         snapshot = await catalog.get()
-    assert list(snapshot.models) == ["flux1-schnell-fp8"]
+    assert list(snapshot.models) == ["flux1-schnell-fp8", "z_image_turbo_bf16"]
+    assert snapshot.models["flux1-schnell-fp8"].sid is None
+    assert (
+        snapshot.models["z_image_turbo_bf16"].sid,
+        snapshot.models["z_image_turbo_bf16"].name,
+    ) == ("102", None)
     assert snapshot.models["flux1-schnell-fp8"].media is None
 
 

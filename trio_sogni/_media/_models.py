@@ -45,8 +45,8 @@ class MediaModel(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of ``GET /api/v1/models/list``: ``{id, name, SID, tier, media}``."""
 
     id: str
-    name: str = ""
-    sid: int | None = msgspec.field(name="SID", default=None)
+    name: str | None = None
+    sid: int | str | None = msgspec.field(name="SID", default=None)
     tier: str | None = None
     media: str | None = None
 
