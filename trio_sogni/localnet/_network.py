@@ -115,6 +115,7 @@ class LocalNetwork:
         max_jobs_per_socket: int,
         record_bytes: int,
         max_jobs_per_account: int,
+        replay_bytes: int,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -144,6 +145,7 @@ class LocalNetwork:
             max_jobs_per_socket=max_jobs_per_socket,
             max_jobs_per_account=max_jobs_per_account,
             record_bytes=record_bytes,
+            replay_bytes=replay_bytes,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )
