@@ -300,7 +300,9 @@ class JobManager:
         self._account_jobs: dict[str, int] = {}
         """Live socket jobs per account id (no entry at 0)."""
         self.scheduler = Scheduler()
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[tuple[str, str], Job] = {}
+        """Live jobs by ``(account, upper-cased job id)``: job ids are scoped to their account,
+        so nobody learns whether another account uses an id."""
         self.apps: dict[AppKey, _App] = {}
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -587,8 +589,8 @@ class JobManager:
         problem = validate_request(request)
         if problem is not None:
             return _error(request.job_id, "invalid_request", problem)
-        if key in self.jobs:
-            message = f"jobID {request.job_id} is already in use by a live job"
+        if (account_id or "", key) in self.jobs:
+            message = f"jobID {request.job_id} is already in use by a live job of this account"
             return _error(request.job_id, "invalid_request", message)
         if spec is None or not self.scheduler.serves(request.model):
             return self._unavailable(request.job_id, request.model)
@@ -620,7 +622,7 @@ class JobManager:
             estimated_cost=estimate,
         )
         job.hold = hold
-        self.jobs[key] = job
+        self.jobs[job.global_key] = job
         return job
 
     async def run_internal(
@@ -663,7 +665,7 @@ class JobManager:
         nothing more. A job of another app (another account's, even with the same ``appId``) or
         an internal job is left alone, exactly like an unknown id."""
         self.aborted_job_ids.append(preview(job_id, 256))
-        job = self.jobs.get(job_id.upper())
+        job = self.jobs.get((app_key[0], job_id.upper()))
         if job is None or isinstance(job, InternalJob) or job.app_key != app_key:
             logger.debug("localnet: abort for a job that is not live")
             return
@@ -712,9 +714,9 @@ class JobManager:
     def _forget(self, job: Job) -> None:
         if job.hold is not None and self.ledger is not None:
             self.ledger.release(job.hold)  # no-op once settled
-        if self.jobs.get(job.key) is not job:
+        if self.jobs.get(job.global_key) is not job:
             return
-        del self.jobs[job.key]
+        del self.jobs[job.global_key]
         if not isinstance(job, InternalJob):
             left = self._account_jobs.pop(job.account, 1) - 1
             if left:

@@ -100,6 +100,11 @@ class Job:
         self._wake: trio.Event | None = None
 
     @property
+    def global_key(self) -> tuple[str, str]:
+        """The job's key in the network's job table: ``(account, upper-cased job id)``."""
+        return (self.account, self.key)
+
+    @property
     def app_key(self) -> tuple[str, str]:
         """The app the job belongs to: ``(account, appId)``."""
         return (self.account, self.app_id)
