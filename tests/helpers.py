@@ -13,11 +13,13 @@ from typing import Any
 import h11
 import httpx
 import trio
+import wsproto
+import wsproto.events
 
 import trio_sogni
 from trio_sogni import SocketOptions
 from trio_sogni.localnet import LocalNetwork, ScriptFunction, Text, ToolCall, open_local_network
-from trio_sogni.protocol import LLMJobRequest
+from trio_sogni.protocol import Authenticated, LLMJobRequest, encode_server_message
 
 MODEL = "test-model"
 
@@ -182,3 +184,16 @@ def tool_then_text(tool: str, arguments: Mapping[str, Any], text: str) -> Script
         return [ToolCall(tool, arguments, id="call_img")]
 
     return script
+
+
+async def accept_and_authenticate(stream: trio.abc.Stream) -> None:
+    """Play a bare socket server on ``stream``: accept the WebSocket upgrade and send an empty
+    ``authenticated`` (no ``jobResume``, like the real network). Then it is the caller's peer."""
+    conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    while True:
+        conn.receive_data(bytes(await stream.receive_some(65536)))
+        if any(isinstance(e, wsproto.events.Request) for e in conn.events()):
+            break
+    await stream.send_all(conn.send(wsproto.events.AcceptConnection()))
+    message = wsproto.events.BytesMessage(data=encode_server_message(Authenticated()))
+    await stream.send_all(conn.send(message))

@@ -8,27 +8,54 @@ extension). Nothing is lost or repeated; what cannot be resumed fails with a ret
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-import wsproto
 from faultproxy import FaultProxy, Faults
-from helpers import MODEL, client_in_memory, local_network
-from wsproto.events import AcceptConnection, Request
+from helpers import MODEL, accept_and_authenticate, client_in_memory, local_network
 
 import trio_sogni
 from trio_sogni import ChatJobError
-from trio_sogni.localnet import DropConnection, Stall, Text, default_reply_text
-from trio_sogni.protocol import Authenticated, encode_server_message
+from trio_sogni.localnet import DropConnection, LocalNetwork, Stall, Text, default_reply_text
 
 pytestmark = pytest.mark.parametrize("engine", ["fast", "trio-websocket"])
 
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+def upstream_of(net: LocalNetwork) -> Callable[[], Awaitable[trio.abc.Stream]]:
+    async def upstream() -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        return net.connect_in_memory()
+
+    return upstream
+
+
+def proxied_client(
+    net: LocalNetwork, proxy: FaultProxy, engine: str
+) -> AbstractAsyncContextManager[trio_sogni.SogniClient]:
+    """A client whose socket goes through ``proxy`` (a 1 s ping, so a half-open link is found
+    within 2 s)."""
+    options = trio_sogni.SocketOptions(
+        engine=engine,  # type: ignore[arg-type]
+        ping_interval=1.0,
+        ping_timeout=1.0,
+        reconnect_initial_delay=0.5,
+    )
+    return trio_sogni.open_sogni_client(
+        api_key=net.api_key,
+        socket_endpoint="ws://proxy.in-memory",
+        rest_endpoint="http://proxy.in-memory",
+        socket_options=options,
+        open_stream=proxy.open_stream,
+    )
 
 
 async def test_a_dropped_connection_is_resumed_with_nothing_lost_or_repeated(
@@ -62,26 +89,9 @@ async def test_frames_lost_in_flight_are_resumed_exactly(
         local_network(listen=False, tokens_per_second=5, rebind_grace=30.0) as net,
         trio.open_nursery() as nursery,
     ):
-
-        async def upstream() -> trio.abc.Stream:
-            await trio.lowlevel.checkpoint()
-            return net.connect_in_memory()
-
-        proxy = FaultProxy(nursery, upstream, seed=7)
-        options = trio_sogni.SocketOptions(
-            engine=engine,  # type: ignore[arg-type]
-            ping_interval=1.0,
-            ping_timeout=1.0,
-            reconnect_initial_delay=0.5,
-        )
+        proxy = FaultProxy(nursery, upstream_of(net), seed=7)
         messages = user("tell me a long story about resuming jobs")
-        async with trio_sogni.open_sogni_client(
-            api_key=net.api_key,
-            socket_endpoint="ws://proxy.in-memory",
-            rest_endpoint="http://proxy.in-memory",
-            socket_options=options,
-            open_stream=proxy.open_stream,
-        ) as sogni:
+        async with proxied_client(net, proxy, engine) as sogni:
             with trio.fail_after(60):
                 async with sogni.chat.completions.stream(model=MODEL, messages=messages) as s:
                     seen = 0
@@ -105,26 +115,9 @@ async def test_a_request_lost_in_flight_is_sent_again(
         local_network(listen=False, rebind_grace=30.0, meter_default_account=True) as net,
         trio.open_nursery() as nursery,
     ):
-
-        async def upstream() -> trio.abc.Stream:
-            await trio.lowlevel.checkpoint()
-            return net.connect_in_memory()
-
-        proxy = FaultProxy(nursery, upstream, seed=7)
-        options = trio_sogni.SocketOptions(
-            engine=engine,  # type: ignore[arg-type]
-            ping_interval=1.0,
-            ping_timeout=1.0,
-            reconnect_initial_delay=0.5,
-        )
+        proxy = FaultProxy(nursery, upstream_of(net), seed=7)
         before = net.balance(net.account.id)
-        async with trio_sogni.open_sogni_client(
-            api_key=net.api_key,
-            socket_endpoint="ws://proxy.in-memory",
-            rest_endpoint="http://proxy.in-memory",
-            socket_options=options,
-            open_stream=proxy.open_stream,
-        ) as sogni:
+        async with proxied_client(net, proxy, engine) as sogni:
             await sogni.chat.wait_for_models()
             proxy.faults = Faults(blackhole=True)  # the request never reaches the server
             with trio.fail_after(60):
@@ -192,14 +185,7 @@ async def test_a_job_not_resumed_within_the_window_fails_typed_at_that_instant(
 async def _plain_peer(stream: trio.abc.Stream, connections: list[float]) -> None:
     """A WebSocket server that authenticates the socket without ``jobResume`` (like the real
     network), answers pings, then drops the connection the first time, 2 s in."""
-    conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-    while True:
-        conn.receive_data(bytes(await stream.receive_some(65536)))
-        if any(isinstance(e, Request) for e in conn.events()):
-            break
-    await stream.send_all(conn.send(AcceptConnection()))
-    message = wsproto.events.BytesMessage(data=encode_server_message(Authenticated()))
-    await stream.send_all(conn.send(message))
+    await accept_and_authenticate(stream)
     connections.append(trio.current_time())
     if len(connections) == 1:
         await trio.sleep(2)

@@ -13,14 +13,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import wsproto
-from helpers import MODEL, client_in_memory, local_network
-from wsproto.events import AcceptConnection, Request
+from helpers import MODEL, accept_and_authenticate, client_in_memory, local_network
 
 import trio_sogni
 from trio_sogni import AuthenticationError, ChatJobError, SessionTokens
 from trio_sogni.localnet import DropConnection, Stall, Text, default_reply_text
-from trio_sogni.protocol import Authenticated, encode_server_message
 
 pytestmark = pytest.mark.parametrize("engine", ["fast", "trio-websocket"])
 
@@ -105,14 +102,7 @@ async def _silent_peer(
     stream: trio.abc.Stream, connected: list[float], reconnected: trio.Event
 ) -> None:
     """A WebSocket server that authenticates the socket, then never reads or answers again."""
-    conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-    while True:
-        conn.receive_data(bytes(await stream.receive_some(65536)))
-        if any(isinstance(e, Request) for e in conn.events()):
-            break
-    await stream.send_all(conn.send(AcceptConnection()))
-    message = wsproto.events.BytesMessage(data=encode_server_message(Authenticated()))
-    await stream.send_all(conn.send(message))
+    await accept_and_authenticate(stream)
     connected.append(trio.current_time())
     if len(connected) == 2:
         reconnected.set()

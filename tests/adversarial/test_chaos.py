@@ -16,15 +16,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from chaos import FaultMix, check_outcomes, random_faults, stream_job
 from faultproxy import FaultProxy, Faults
 from helpers import MODEL, local_network
 
 import trio_sogni
-from trio_sogni import ChatJobError, SogniError
 from trio_sogni.fanout import FanoutItem, FanoutOptions, Journal, ResultsWriter, open_fanout
 from trio_sogni.localnet import LocalNetwork, default_reply_text
 
 SOCKET = "ws://chaos.in-memory"
+MIX = FaultMix(
+    pause=(1.0, 4.0), latency=(0.05, 1.0), jitter=0.3, bandwidth=(2_000, 50_000), blackhole=(2, 8)
+)
 REST = "http://chaos.in-memory"
 
 
@@ -158,53 +161,16 @@ async def test_chaos_500_streams_through_random_faults(
 
             async def job(i: int) -> None:
                 await trio.sleep(rng.uniform(0.0, 50.0))
-                with trio.fail_after(bound):
-                    try:
-                        async with sogni.chat.completions.stream(
-                            model=MODEL, messages=user("chaos")
-                        ) as stream:
-                            async for _ in stream:
-                                pass
-                        outcomes[i] = ("ok", stream)
-                    except SogniError as exc:
-                        outcomes[i] = ("error", exc)
-
-            async def chaos() -> None:
-                end = trio.current_time() + 60.0
-                while trio.current_time() < end:
-                    await trio.sleep(rng.uniform(1.0, 4.0))
-                    kind = rng.choice(["reset", "latency", "blackhole", "bandwidth", "calm"])
-                    if kind == "reset":
-                        proxy.reset_all()
-                    elif kind == "latency":
-                        proxy.faults = Faults(latency=rng.uniform(0.05, 1.0), jitter=0.3)
-                    elif kind == "bandwidth":
-                        proxy.faults = Faults(bandwidth=rng.uniform(2_000, 50_000))
-                    elif kind == "blackhole":
-                        proxy.faults = Faults(blackhole=True)
-                        await trio.sleep(rng.uniform(2.0, 8.0))
-                        proxy.faults = Faults()
-                        proxy.reset_all()
-                    else:
-                        proxy.faults = Faults()
-                proxy.faults = Faults()
+                outcomes[i] = await stream_job(sogni, MODEL, user("chaos"), bound=bound)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(chaos)
+                nursery.start_soon(random_faults, proxy, rng, 60.0, MIX)
                 for i in range(jobs):
                     nursery.start_soon(job, i)
 
-            # Every job ended, within its bound (fail_after above), with full text or a typed error.
+            # Every job ended, within its bound, with full text or a typed error.
             assert len(outcomes) == jobs
-            expected = default_reply_text(user("chaos"))
-            kinds = Counter(kind for kind, _ in outcomes.values())
-            for kind, value in outcomes.values():
-                if kind == "ok":
-                    assert value.content == expected
-                else:
-                    assert isinstance(value, SogniError)
-                    if isinstance(value, ChatJobError):
-                        assert value.error_type  # typed, never a bare failure
+            kinds, _ = check_outcomes(list(outcomes.values()), default_reply_text(user("chaos")))
             statistics = sogni.chat.statistics()
             assert kinds["ok"] > 0
             if resume_window:

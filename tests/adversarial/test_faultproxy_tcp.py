@@ -21,14 +21,17 @@ from typing import Any
 
 import pytest
 import trio
+from chaos import FaultMix, check_outcomes, random_faults, stream_job
 from faultproxy import FaultProxy, Faults
 from helpers import MODEL, local_network
 
 import trio_sogni
-from trio_sogni import ChatJobError, SogniError
 from trio_sogni.localnet import default_reply_text
 
 LOOPBACK = "127.0.0.1"
+MIX = FaultMix(
+    pause=(0.5, 2.0), latency=(0.02, 0.5), jitter=0.1, bandwidth=(5_000, 100_000), blackhole=(1, 4)
+)
 SLACK = 2.0
 """Seconds a real-time bound may be late by on a loaded 2-core machine."""
 
@@ -226,60 +229,18 @@ async def test_chaos_100_streams_through_the_tcp_proxy() -> None:
             async def job(i: int) -> None:
                 await trio.sleep(rng.uniform(0.0, chaos_seconds - 2.0))
                 start = trio.current_time()
-                with trio.fail_after(bound):
-                    try:
-                        async with sogni.chat.completions.stream(
-                            model=MODEL, messages=user("chaos over tcp")
-                        ) as stream:
-                            async for _ in stream:
-                                pass
-                        outcomes[i] = ("ok", stream)
-                    except SogniError as exc:
-                        outcomes[i] = ("error", exc)
+                outcomes[i] = await stream_job(sogni, MODEL, user("chaos over tcp"), bound=bound)
                 durations.append(trio.current_time() - start)
 
             faults_seen: Counter[str] = Counter()
-
-            async def chaos() -> None:
-                end = trio.current_time() + chaos_seconds
-                while trio.current_time() < end:
-                    await trio.sleep(rng.uniform(0.5, 2.0))
-                    kind = rng.choice(["reset", "latency", "blackhole", "bandwidth", "calm"])
-                    faults_seen[kind] += 1
-                    if kind == "reset":
-                        proxy.reset_all()
-                    elif kind == "latency":
-                        proxy.faults = Faults(latency=rng.uniform(0.02, 0.5), jitter=0.1)
-                    elif kind == "bandwidth":
-                        proxy.faults = Faults(bandwidth=rng.uniform(5_000, 100_000))
-                    elif kind == "blackhole":
-                        proxy.faults = Faults(blackhole=True)
-                        await trio.sleep(rng.uniform(1.0, 4.0))
-                        proxy.faults = Faults()
-                        proxy.reset_all()
-                    else:
-                        proxy.faults = Faults()
-                proxy.faults = Faults()
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(chaos)
+                nursery.start_soon(random_faults, proxy, rng, chaos_seconds, MIX, faults_seen)
                 for i in range(jobs):
                     nursery.start_soon(job, i)
 
             assert len(outcomes) == jobs
             expected = default_reply_text(user("chaos over tcp"))
-            kinds = Counter(kind for kind, _ in outcomes.values())
-            error_types: Counter[str] = Counter()
-            for kind, value in outcomes.values():
-                if kind == "ok":
-                    assert value.content == expected
-                else:
-                    assert isinstance(value, SogniError)
-                    if isinstance(value, ChatJobError):
-                        assert value.error_type  # typed, never a bare failure
-                        error_types[value.error_type] += 1
-                    else:
-                        error_types[type(value).__name__] += 1
+            kinds, error_types = check_outcomes(list(outcomes.values()), expected)
             assert kinds["ok"] > 0
             assert kinds["error"] > 0, "the chaos never hurt a job: the test proves nothing"
             assert sogni.chat.statistics().live_jobs == 0
