@@ -229,7 +229,7 @@ class Authenticated(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     free_spark_locked: bool | None = field(default=None, name="freeSparkLocked")
     free_spark_unlock_path: str | None = field(default=None, name="freeSparkUnlockPath")
     job_resume: bool | None = field(default=None, name="jobResume")
-    """A localnet extension: ``True`` when the server holds this app's jobs for a `ResumeJobs`
+    """``True`` (a localnet extension) when the server holds this app's jobs for a `ResumeJobs`
     frame (the client asked with the ``jobResume=1`` handshake parameter)."""
 
 

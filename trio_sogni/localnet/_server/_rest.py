@@ -83,7 +83,7 @@ class Router:
         self._routes.extend(other._routes)
 
     def admit(self, head: HTTPRequest) -> HeadVerdict:
-        """The first matching route's :data:`Admission` verdict on a request head (``None``
+        """The first matching route's ``admit`` verdict on a request head (``None``
         when that route has none, or no route matches)."""
         segments = _split(head.path)
         for route in self._routes:
