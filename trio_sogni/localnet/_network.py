@@ -404,7 +404,7 @@ class LocalNetwork:
 
     @property
     def workers(self) -> list[Worker]:
-        return [slot.worker for slot in self._jobs.scheduler.slots]
+        return [slot.chat_worker() for slot in self._jobs.scheduler.slots if slot.kind == "chat"]
 
     def model_map(self) -> SwarmLLMModels:
         """The current ``swarmLLMModels`` message: every model with at least one worker."""
