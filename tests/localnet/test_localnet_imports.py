@@ -35,7 +35,7 @@ LOCALNET = Path(trio_sogni.localnet.__file__).parent
 DOMAIN = ("_workers", "_jobs", "_accounts", "_hosted", "_runs", "_media")
 
 # Each layer package and the localnet packages it must never load. Lower layers first:
-# _server < _workers, _accounts < _jobs < _hosted, _runs < the composition root.
+# _server < _workers, _accounts < _jobs < _hosted, _runs, _media < the composition root.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_server": DOMAIN,
     "_workers": ("_jobs", "_accounts", "_hosted", "_runs", "_media"),
@@ -43,6 +43,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_jobs": ("_hosted", "_runs", "_media"),
     "_hosted": ("_runs", "_media"),
     "_runs": ("_hosted", "_media"),
+    "_media": ("_hosted", "_runs"),
 }
 
 # Imports one layer package and every module in it, with trio_sogni and trio_sogni.localnet
