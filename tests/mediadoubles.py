@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 import trio_websocket
-
 from rawsocket import recv
+
 from trio_sogni.localnet import LocalNetwork, open_local_network
 from trio_sogni.localnet._media._projects import RenderSpec, StepCallback
 from trio_sogni.localnet._server import HTTPRequest
