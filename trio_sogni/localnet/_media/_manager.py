@@ -187,13 +187,13 @@ class ProjectsManager:
         models = frozenset(worker.models)
         if not models:
             raise ValueError("a media worker must serve at least one model")
-        unknown = sorted(m for m in models if self.catalog.get(m) is None)
-        if unknown:
-            raise ValueError(f"media model {unknown[0]!r} is not in the media catalog")
         reserved = self._reserved_models() if self._reserved_models is not None else ()
         clash = sorted(m for m in models if m in reserved)
         if clash:
             raise ValueError(f"{clash[0]!r} is a chat model; media model ids must differ")
+        unknown = sorted(m for m in models if self.catalog.get(m) is None)
+        if unknown:
+            raise ValueError(f"media model {unknown[0]!r} is not in the media catalog")
         self.scheduler.add_worker(worker, models, kind="media")
         self.workers[worker.name] = worker
         self._models_changed()
