@@ -25,6 +25,7 @@ from mediadoubles import (
 )
 from rawsocket import recv, send
 
+from trio_sogni.localnet._accounts._ledger import Ledger
 from trio_sogni.protocol import (
     AbortJob,
     ArtistCancelConfirmation,
@@ -268,8 +269,10 @@ async def test_a_removed_worker_s_render_moves_to_another(
         assert_empty(net)
 
 
-async def wait_for(net: object, predicate: object) -> None:
-    await net.wait_until(predicate)  # type: ignore[attr-defined]
+def ledger(net: object) -> Ledger:
+    book = net._projects.ledger  # type: ignore[attr-defined]
+    assert isinstance(book, Ledger)
+    return book
 
 
 @pytest.mark.parametrize("phase", ["queued", "started", "finished"])
@@ -313,7 +316,7 @@ async def test_cancel_at_every_phase(autojump_clock: trio.testing.MockClock, pha
         assert kinds(after)[-1] == "JobState:jobCompleted"
         assert "C" not in {k[1] for k in storage.items} or phase == "finished"
         assert_empty(net)
-        assert net._projects.ledger.held(net.account.id, "sogni") == 0
+        assert ledger(net).held(net.account.id, "sogni") == 0
 
 
 async def test_another_accounts_cancel_is_ignored(autojump_clock: trio.testing.MockClock) -> None:
@@ -346,7 +349,7 @@ async def test_billing_holds_settles_per_render_and_quotes_match(
         assert cost == Decimal("0.6")  # 3 renders x 0.002 USD x 100 sogni per USD
         async with media_socket(net, key) as (ws, _):
             await send(ws, media_request("B1", count=3, steps=2))  # type: ignore[arg-type]
-            updates: list[ServerMessage] = []
+            updates: list[object] = []
             while True:
                 message = decode_server_message(await ws.get_message())
                 if type(message).__name__ == "BalanceUpdate":
@@ -355,13 +358,13 @@ async def test_billing_holds_settles_per_render_and_quotes_match(
                     break
             assert len(updates) == 3  # one balanceUpdate per settled render
             assert net.balance("payer") == Decimal("1") - cost
-            assert net._projects.ledger.held(net.get_account("payer").id, "sogni") == 0
+            assert ledger(net).held(net.get_account("payer").id, "sogni") == 0
             # More renders than the balance covers: refused before anything is queued.
             await send(ws, media_request("B2", count=16))  # type: ignore[arg-type]
             error = await recv(ws)
             assert isinstance(error, JobError)
             assert (error.error, error.img_id) == ("insufficient_balance", None)
-            assert net._projects.ledger.held(net.get_account("payer").id, "sogni") == 0
+            assert ledger(net).held(net.get_account("payer").id, "sogni") == 0
             assert_empty(net)
 
 
