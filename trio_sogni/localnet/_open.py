@@ -20,6 +20,7 @@ from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
 from ._jobs._manager import DEFAULT_MAX_JOBS_PER_SOCKET
+from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaModelSpec, MediaPricing
 from ._network import LocalNetwork
 from ._server import ServerLimits
 from ._workers._base import Worker
@@ -78,6 +79,8 @@ class LocalNetworkOptions(TypedDict, total=False):
     header_timeout: float
     body_timeout: float
     max_connections: int
+    media_models: Sequence[MediaModelSpec]
+    media_pricing: MediaPricing | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +101,8 @@ class LocalNetworkConfig:
     ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
     ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
     ``max_jobs_per_socket``, ``record_bytes``, ``write_timeout``, ``idle_timeout``,
-    ``header_timeout``, ``body_timeout``, ``max_connections``. Their meaning is documented on
+    ``header_timeout``, ``body_timeout``, ``max_connections``. Media projects:
+    ``media_models``, ``media_pricing``. Their meaning is documented on
     :func:`open_local_network`.
     """
 
@@ -138,6 +142,8 @@ class LocalNetworkConfig:
     header_timeout: float = 10.0
     body_timeout: float = 60.0
     max_connections: int = 512
+    media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS
+    media_pricing: MediaPricing | None = None
 
 
 def _merged_config(
@@ -214,6 +220,13 @@ async def open_local_network(
     ``Retry-After: 1`` and are closed). The introspection logs keep at most ``record_limit``
     entries and ``record_bytes`` accounted bytes each, as summaries.
 
+    Media projects (``jobRequest``): ``media_models`` is the media catalog (default
+    :data:`DEFAULT_MEDIA_MODELS`; served at ``/api/v1/models/list`` and ``/api/v2/models/tiers``,
+    announced to sockets in ``swarmModels`` once media workers serve them); ``media_pricing``
+    (default :class:`MediaPricing`) prices each render, converted with ``pricing``'s rates. A
+    project holds all its renders' prices on admission and settles one per finished render.
+    Live projects per app are capped at ``max_jobs_per_socket`` too.
+
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
@@ -274,6 +287,8 @@ async def open_local_network(
                 record_limit=c.record_limit,
                 max_jobs_per_socket=c.max_jobs_per_socket,
                 record_bytes=c.record_bytes,
+                media_models=c.media_models,
+                media_pricing=c.media_pricing,
             ),
             host=c.host,
             port=c.port,
