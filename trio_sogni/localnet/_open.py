@@ -79,7 +79,7 @@ class LocalNetworkOptions(TypedDict, total=False):
     header_timeout: float
     body_timeout: float
     max_connections: int
-    media_models: Sequence[MediaModelSpec]
+    media_models: Sequence[MediaModelSpec] | None
     media_pricing: MediaPricing | None
 
 
@@ -142,7 +142,7 @@ class LocalNetworkConfig:
     header_timeout: float = 10.0
     body_timeout: float = 60.0
     max_connections: int = 512
-    media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS
+    media_models: Sequence[MediaModelSpec] | None = None
     media_pricing: MediaPricing | None = None
 
 
@@ -220,7 +220,7 @@ async def open_local_network(
     ``Retry-After: 1`` and are closed). The introspection logs keep at most ``record_limit``
     entries and ``record_bytes`` accounted bytes each, as summaries.
 
-    Media projects (``jobRequest``): ``media_models`` is the media catalog (default
+    Media projects (``jobRequest``): ``media_models`` is the media catalog (``None``:
     :data:`DEFAULT_MEDIA_MODELS`; served at ``/api/v1/models/list`` and ``/api/v2/models/tiers``,
     announced to sockets in ``swarmModels`` once media workers serve them); ``media_pricing``
     (default :class:`MediaPricing`) prices each render, converted with ``pricing``'s rates. A
@@ -287,7 +287,9 @@ async def open_local_network(
                 record_limit=c.record_limit,
                 max_jobs_per_socket=c.max_jobs_per_socket,
                 record_bytes=c.record_bytes,
-                media_models=c.media_models,
+                media_models=(
+                    c.media_models if c.media_models is not None else DEFAULT_MEDIA_MODELS
+                ),
                 media_pricing=c.media_pricing,
             ),
             host=c.host,

@@ -8,9 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from mediadoubles import rest
 from sogni_client.projects import ProjectsApi, create_job_request_message
 
-from trio_sogni.localnet import Pricing
+from trio_sogni.localnet import Pricing, open_local_network
 from trio_sogni.localnet._media._catalog import (
     DEFAULT_MEDIA_MODELS,
     MediaCatalog,
@@ -149,3 +150,20 @@ def test_the_official_sdk_refuses_a_sampler_our_tier_does_not_allow() -> None:
             },
             options,
         )
+
+
+async def test_the_catalog_and_prices_are_configurable() -> None:
+    only = model("ace_step_1.5_turbo")
+    pricing = MediaPricing(per_type={"audio": Decimal("0.5")})
+    async with open_local_network(listen=False, media_models=[only], media_pricing=pricing) as net:
+        status, models = await rest(net, "/api/v1/models/list")
+        assert (status, [m["id"] for m in models]) == (200, ["ace_step_1.5_turbo"])
+        status, tiers = await rest(net, "/api/v2/models/tiers")
+        assert list(tiers) == [only.tier.name]
+        target = "/api/v1/job-audio/estimate/spark/ace_step_1.5_turbo/30/8/2"
+        status, quote = await rest(net, target, net.api_key)
+        assert (status, quote["quote"]["project"]["costInToken"]) == (200, "100")
+        status, _ = await rest(net, "/api/v1/job-audio/estimate/spark/nope/30/8/2", net.api_key)
+        assert status == 404
+        status, _ = await rest(net, "/api/v1/job-audio/estimate/spark/ace_step_1.5_turbo/30/8/99", net.api_key)  # fmt: skip
+        assert status == 400

@@ -144,13 +144,14 @@ class MediaTier:
 @dataclass(frozen=True, kw_only=True)
 class MediaModelSpec:
     """One media model: its id, display ``name``, numeric ``sid`` (``SID`` on the wire), media
-    type, :class:`MediaTier`, and for video its :data:`FramesRule` and frame limit."""
+    type, :class:`MediaTier`, and for video its frames rule (``wan``: ``16·d+1``; ``ltx``:
+    ``fps·d+1`` snapped down to ``8n+1``; ``fps``: ``fps·d+1``) and frame limit."""
 
     id: str
     name: str
     sid: int
     tier: MediaTier
-    frames_rule: FramesRule | None = None
+    frames_rule: Literal["wan", "ltx", "fps"] | None = None
     max_frames: int = 481
 
     def __post_init__(self) -> None:
