@@ -55,7 +55,8 @@ class ScriptedMediaWorker:
     """A TEST DOUBLE media worker: ``step_seconds`` per step, then deterministic bytes.
 
     ``fail_attempts`` renders fail (raise) before any succeeds; ``hold`` (an Event) makes every
-    render wait after its first step until it is set.
+    render (only those of prompt ``hold_prompt``, when set) wait after its first step until it
+    is set.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class ScriptedMediaWorker:
         self.fail_attempts = fail_attempts
         self.nsfw = nsfw
         self.hold: trio.Event | None = None
+        self.hold_prompt: str | None = None
         self.specs: list[RenderSpec] = []
         self.running = 0
 
@@ -88,7 +90,8 @@ class ScriptedMediaWorker:
                     self.fail_attempts -= 1
                     raise WorkerFailed("scripted failure")
                 await on_step(step, spec.steps)
-                if step == 1 and self.hold is not None:
+                held = self.hold_prompt is None or spec.prompt == self.hold_prompt
+                if step == 1 and self.hold is not None and held:
                     await self.hold.wait()
         finally:
             self.running -= 1
