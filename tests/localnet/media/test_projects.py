@@ -259,8 +259,8 @@ async def test_a_removed_worker_s_render_moves_to_another(
     async with media_network(first) as (net, _), media_socket(net) as (ws, _):
         await send(ws, media_request("W", steps=3))  # type: ignore[arg-type]
         frames = await project_frames(ws, "W", until=("JobProgress",))
-        net._projects.remove_worker("first")
         net._projects.add_worker(ScriptedMediaWorker("second"))
+        net._projects.remove_worker("first")
         frames += await project_frames(ws, "W")
         retry = next(f for f in frames if isinstance(f, JobRetry))
         assert retry.worker_name == "first"
@@ -273,6 +273,25 @@ def ledger(net: object) -> Ledger:
     book = net._projects.ledger  # type: ignore[attr-defined]
     assert isinstance(book, Ledger)
     return book
+
+
+async def test_projects_of_a_model_left_without_workers_fail_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = ScriptedMediaWorker("only")
+    worker.hold = trio.Event()
+    async with media_network(worker) as (net, _), media_socket(net) as (ws, _):
+        await send(ws, media_request("RUN", steps=2))  # type: ignore[arg-type]
+        await project_frames(ws, "RUN", until=("JobProgress",))
+        await send(ws, media_request("WAIT", steps=2))  # type: ignore[arg-type]
+        await project_frames(ws, "WAIT", until=("JobState",))
+        net._projects.remove_worker("only")
+        for project_id in ("RUN", "WAIT"):
+            last = (await project_frames(ws, project_id))[-1]
+            assert isinstance(last, JobError)
+            assert (last.error, last.img_id) == ("model_unavailable", None)
+        assert_empty(net)
+        assert ledger(net).held(net.account.id, "sogni") == 0
 
 
 @pytest.mark.parametrize("phase", ["queued", "started", "finished"])

@@ -199,8 +199,9 @@ class ProjectsManager:
         self._models_changed()
 
     def remove_worker(self, name: str) -> None:
-        """Unregister a media worker: its running renders are retried elsewhere (``jobRetry``;
-        they wait in the queue until a worker serves their model again).
+        """Unregister a media worker: its running renders are retried on another worker
+        (``jobRetry``). Live projects of a model no worker serves any more end at once with
+        ``jobError model_unavailable`` (no ``imgID``; holds released), as queued chat jobs do.
 
         Raises:
             KeyError: no media worker has that name.
@@ -209,6 +210,19 @@ class ProjectsManager:
             raise KeyError(name)
         slot = self.scheduler.remove_worker(name)
         del self.workers[name]
+        served = self.scheduler.worker_counts("media")
+        for project in list(self.projects.values()):
+            model = project.plan.model.id
+            if model in served:
+                continue
+            error = JobError(
+                job_id=project.job_id,
+                error="model_unavailable",
+                error_message=f"Model {model!r} has no worker on this network any more.",
+                is_from_worker=False,
+            )
+            self._end(project, "errored", "model_unavailable")
+            self._deliver_nowait(project.app_key, OutFrame(encode_server_message(error)))
         for unit in list(slot.active):
             if isinstance(unit, Render) and unit.attempt_scope is not None:
                 unit.worker_lost = True
