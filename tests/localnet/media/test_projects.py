@@ -191,6 +191,11 @@ async def test_malformed_job_requests_are_refused_with_a_job_error(
             {"jobID": "M1", "keyFrames": "not a list"},
             {"jobID": "M2", "keyFrames": [{"modelID": IMAGE_MODEL}], "numberOfImages": "two"},
             {"jobID": "M3", "keyFrames": []},
+            {  # an oversized request (a few KiB is normal)
+                "jobID": "M4",
+                "keyFrames": [{"modelID": IMAGE_MODEL}],
+                "cnVideoFrames": ["x" * 1000] * 100,
+            },
         ):
             await ws.send_message(raw_job_request(payload))
             error = await recv(ws)

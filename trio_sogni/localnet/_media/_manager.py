@@ -46,7 +46,7 @@ from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing
 from .._jobs._manager import Changes
 from .._jobs._scheduler import Scheduler
-from .._server import OutFrame
+from .._server import RECORD_OVERHEAD, OutFrame, RecordLog
 from ._catalog import MediaCatalog, MediaPricing, RenderQuote
 from ._projects import (
     MAX_SEED,
@@ -62,6 +62,7 @@ from ._projects import (
 
 __all__ = [
     "DEFAULT_MAX_PROJECTS_PER_APP",
+    "MAX_REQUEST_BYTES",
     "Deliver",
     "DeliverNowait",
     "ProjectsManager",
@@ -95,6 +96,14 @@ class ProjectsStatistics:
 
 
 _json: Final = msgspec.json.Encoder()
+
+MAX_REQUEST_BYTES: Final = 64 * 1024
+"""The largest ``jobRequest`` payload (as JSON) a project may have: the official SDKs send a few
+KiB, and each live or kept project holds its request."""
+
+
+def _request_size(request: MediaJobRequest) -> int:
+    return 2 * len(_json.encode(request)) + RECORD_OVERHEAD
 
 
 class ProjectsManager:
@@ -171,8 +180,11 @@ class ProjectsManager:
         self.closing = False
         self._seq = 0
         self.frames_dropped = 0
-        self.requests: deque[MediaJobRequest] = deque(maxlen=256)
-        """The newest well-formed ``jobRequest``s received, accepted or not."""
+        self.requests = RecordLog[MediaJobRequest](
+            max_items=256, max_bytes=4 * 1024 * 1024, size=_request_size
+        )
+        """The newest well-formed ``jobRequest``s received, accepted or not (bounded in count
+        and accounted bytes)."""
 
     # -- workers and models ---------------------------------------------------------------------
 
@@ -278,6 +290,13 @@ class ProjectsManager:
             return refuse(
                 "model_unavailable", f"Model {plan.model.id!r} has no worker on this network."
             )
+        request_json = _json.encode(request)
+        if len(request_json) > MAX_REQUEST_BYTES:
+            return refuse(
+                "invalid_request",
+                f"The jobRequest is {len(request_json)} bytes; at most {MAX_REQUEST_BYTES} are "
+                "accepted.",
+            )
         account, app_id = app_key
         price = self.pricing.quote(plan.model, plan.token_type, self._rates())
         project = Project(
@@ -286,7 +305,7 @@ class ProjectsManager:
             account=account,
             app_id=app_id,
             created_ms=self._wall_ms(),
-            request_json=_json.encode(request),
+            request_json=request_json,
         )
         base_seed = plan.seed if plan.seed is not None else secrets.randbelow(MAX_SEED + 1)
         for index in range(plan.count):
