@@ -25,10 +25,12 @@ from mediadoubles import (
 )
 from rawsocket import recv, send
 
+from trio_sogni.localnet import SimulatedWorker
 from trio_sogni.localnet._accounts._ledger import Ledger
 from trio_sogni.protocol import (
     AbortJob,
     ArtistCancelConfirmation,
+    ChatMessage,
     JobError,
     JobETA,
     JobProgress,
@@ -36,6 +38,7 @@ from trio_sogni.protocol import (
     JobRetry,
     JobState,
     LLMJobError,
+    LLMJobRequest,
     ServerMessage,
     SwarmModels,
     decode_server_message,
@@ -556,3 +559,32 @@ async def test_a_hundred_concurrent_projects_on_one_socket(
         assert len(storage.items) == 200
         assert_empty(net)
         assert net._projects.statistics().finished_records == 100
+
+
+async def test_fairness_is_per_account_across_chat_jobs_and_renders(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One scheduler: an account's chat backlog counts against its media renders too, so
+    another account's render goes first although it was submitted later."""
+    media = ScriptedMediaWorker("m1", step_seconds=0.01)
+    media.hold = trio.Event()
+    chat = SimulatedWorker("chat", tokens_per_second=1)
+    async with media_network(media, workers=[chat], models=["chat-model"]) as (net, _):
+        net.add_account("bob", password="pw", balance=100)
+        bob = net.create_api_key("bob")
+        async with media_socket(net) as (ws, _), media_socket(net, bob) as (ws_bob, _):
+            await send(ws, media_request("BUSY", steps=1, prompt="BUSY"))  # type: ignore[arg-type]
+            await project_frames(ws, "BUSY", until=("JobProgress",))
+            for i in range(10):
+                message = ChatMessage(role="user", content="a b c d e f")
+                await send(
+                    ws, LLMJobRequest(job_id=f"C{i}", model="chat-model", messages=[message])
+                )
+            await net.wait_until(lambda: net.statistics().queued_jobs >= 9)
+            await send(ws, media_request("MINE", steps=1, prompt="MINE"))  # type: ignore[arg-type]
+            await send(ws_bob, media_request("BOBS", steps=1, prompt="BOBS"))  # type: ignore[arg-type]
+            await net.wait_until(lambda: net._projects.statistics().queued_renders == 2)
+            media.hold.set()
+            media.hold = None
+            await project_frames(ws, "MINE")
+            assert [s.prompt for s in media.specs] == ["BUSY", "BOBS", "MINE"]
