@@ -354,8 +354,9 @@ class ProjectsManager:
         """
         key = project_id.upper()
         project = self.projects.get(key)
-        if project is None or project.app_key != app_key:
-            finished = self.finished.get(key)
+        if project is None or project.app_key != app_key or project.finished:
+            finished = project if project is not None and project.finished else None
+            finished = finished or self.finished.get(key)
             if finished is None or finished.app_key != app_key:
                 return False
             await self._deliver(
