@@ -176,6 +176,7 @@ class LocalNetwork:
             on_settled=self._push_balance,
             on_models_changed=self._broadcast_media_models,
             reserved_models=lambda: self._jobs.models,
+            subscribed=self._app_subscribed,
             max_projects_per_app=max_jobs_per_socket,
         )
         router = self.rest.router
@@ -473,6 +474,11 @@ class LocalNetwork:
     def _deliver_to_app_nowait(self, app_key: AppKey, frame: OutFrame) -> bool:
         sock = self._socket_of(app_key)
         return sock is not None and sock.driver.outbox.put_nowait(frame)
+
+    def _app_subscribed(self, app_key: AppKey, group: str) -> bool:
+        """Whether the socket holding ``app_key`` opted in to the event group ``group``."""
+        sock = self._socket_of(app_key)
+        return sock is not None and sock.session.subscriptions.get(group, False)
 
     def _broadcast_media_models(self) -> None:
         frame = encode_server_message(self._projects.swarm_models())

@@ -39,7 +39,10 @@ from trio_sogni.protocol import (
     JobState,
     LLMJobError,
     LLMJobRequest,
+    ProjectQueue,
     ServerMessage,
+    SetSocketEventSubscriptions,
+    SocketEventSubscriptionsUpdated,
     SwarmModels,
     decode_server_message,
     encode_client_message,
@@ -588,3 +591,24 @@ async def test_fairness_is_per_account_across_chat_jobs_and_renders(
             media.hold = None
             await project_frames(ws, "MINE")
             assert [s.prompt for s in media.specs] == ["BUSY", "BOBS", "MINE"]
+
+
+async def test_project_queue_frames_only_for_subscribed_sockets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = ScriptedMediaWorker("m1", step_seconds=0.01)
+    async with media_network(worker) as (net, _):
+        for subscribe, expected in ((False, 0), (True, 1)):
+            app = f"app-{subscribe}"
+            async with media_socket(net, app_id=app) as (ws, _):
+                if subscribe:
+                    await send(
+                        ws, SetSocketEventSubscriptions(subscriptions={"projectQueue": True})
+                    )
+                    assert isinstance(await recv(ws), SocketEventSubscriptionsUpdated)
+                await send(ws, media_request(app, steps=1))  # type: ignore[arg-type]
+                frames = await project_frames(ws, app)
+                queue = [f for f in frames if isinstance(f, ProjectQueue)]
+                assert len(queue) == expected
+                if queue:
+                    assert (queue[0].queue_position, queue[0].queue_status) == (1, "waiting")

@@ -35,6 +35,7 @@ from ...protocol import (
     JobState,
     MediaJobRequest,
     ProjectModel,
+    ProjectQueue,
     ProjectSnapshot,
     ServerMessage,
     SwarmModels,
@@ -141,6 +142,7 @@ class ProjectsManager:
         on_settled: Callable[[str], None] | None = None,
         on_models_changed: Callable[[], None] | None = None,
         reserved_models: Callable[[], Collection[str]] | None = None,
+        subscribed: Callable[[AppKey, str], bool] | None = None,
         max_projects_per_app: int = DEFAULT_MAX_PROJECTS_PER_APP,
         retry_budget: int = 2,
         finished_limit: int = 1_000,
@@ -165,6 +167,7 @@ class ProjectsManager:
         self._on_settled = on_settled
         self._on_models_changed = on_models_changed
         self._reserved_models = reserved_models
+        self._subscribed = subscribed
         self.max_projects_per_app = max_projects_per_app
         self.retry_budget = retry_budget
         self.finished_limit = finished_limit
@@ -596,16 +599,31 @@ class ProjectsManager:
         elif final:
             project.claimed = True
 
-    def _queued(self, project: Project, position: int) -> JobState:
-        benchmark = project.plan.model.tier.benchmark
-        return JobState(
-            job_id=project.job_id,
-            type="queued",
-            queue_position=position,
-            model_id=project.plan.model.id,
-            estimated_start_seconds=max(0, position - 1) * benchmark,
-            queue_status="waiting",
+    async def _emit_queued(self, project: Project, position: int) -> None:
+        """``jobState queued``, and ``projectQueue`` when the app's socket subscribed to it
+        (``socketEventSubscriptions`` ``{"projectQueue": true}``; off by default)."""
+        estimate = max(0, position - 1) * project.plan.model.tier.benchmark
+        await self._emit(
+            project,
+            JobState(
+                job_id=project.job_id,
+                type="queued",
+                queue_position=position,
+                model_id=project.plan.model.id,
+                estimated_start_seconds=estimate,
+                queue_status="waiting",
+            ),
         )
+        if self._subscribed is not None and self._subscribed(project.app_key, "projectQueue"):
+            await self._emit(
+                project,
+                ProjectQueue(
+                    job_id=project.job_id,
+                    queue_position=position,
+                    estimated_start_seconds=estimate,
+                    queue_status="waiting",
+                ),
+            )
 
     async def _run_project(self, project: Project) -> None:
         """The whole life of one project: ``queued``, its renders (concurrently), then
@@ -614,7 +632,7 @@ class ProjectsManager:
             with project.cancel_scope:
                 positions = [self.scheduler.enqueue(r) for r in project.renders]
                 self._changes.notify()
-                await self._emit(project, self._queued(project, min(positions)))
+                await self._emit_queued(project, min(positions))
                 async with trio.open_nursery() as nursery:
                     for render in project.renders:
                         nursery.start_soon(self._run_render, project, render)
@@ -661,7 +679,7 @@ class ProjectsManager:
                 current = self.scheduler.position(render)
                 if current is not None and current != reported:
                     if reported is not None:
-                        await self._emit(project, self._queued(project, current))
+                        await self._emit_queued(project, current)
                     reported = current
                     continue
             await render.wait_for_change()
