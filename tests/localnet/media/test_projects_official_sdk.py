@@ -9,6 +9,7 @@ slice: the SDK's attempt to mint one is answered 404 and it completes the render
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import trio
@@ -21,6 +22,7 @@ from mediadoubles import (
     ScriptedMediaWorker,
 )
 from sogni_client import SogniClient
+from sogni_client.errors import ProjectError
 
 from trio_sogni.localnet import open_local_network
 
@@ -67,6 +69,8 @@ async def run_sdk(rest_url: str, socket_url: str, api_key: str, hold: Any) -> di
         if not held.jobs:
             await asyncio.wait_for(started.wait(), 10)
         await client.projects.cancel(held.id)
+        with contextlib.suppress(ProjectError):  # a cancelled project's wait raises
+            await held.wait_for_completion(timeout=5)
         return {
             "models": models,
             "image": image,
