@@ -68,7 +68,9 @@ class RenderSpec:
 
     ``frames``/``fps`` are set for video, ``duration`` (seconds) for video and audio; ``inputs``
     maps an input role (``startingImage``, ``contextImage1``, ``referenceAudio`` ...) to its
-    bytes. ``seed`` is this render's own seed (the project's seed plus the render's index).
+    bytes (empty until uploaded inputs are wired to the projects manager: the keyframe's
+    ``has...`` flags are accepted, their uploads not yet looked up). ``seed`` is this render's
+    own seed (the project's seed plus the render's index).
     """
 
     media_type: MediaType
