@@ -24,8 +24,9 @@ def tests(session: nox.Session) -> None:
     test process and in every Python subprocess it starts (``[tool.coverage.run] patch``).
 
     Without arguments (as CI runs it) the total must reach ``COVERAGE_FLOOR``; with arguments
-    (``nox -s tests -- -m "not slow"``, a path, ...) the report is informational."""
-    session.install("-e", ".[test]")
+    (``nox -s tests -- -m "not slow"``, a path, ...) the report is informational. The `media`
+    extra (Pillow, PyAV) is installed: localnet's media tests decode what they render."""
+    session.install("-e", ".[test,media]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet")
@@ -53,8 +54,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """pyright in strict mode over the trio_sogni package and docs/examples, and in basic mode
     over tests/ (tests/pyrightconfig.json), which needs what the tests import: the `test`
-    extra."""
-    session.install("-e", ".[test]", "pyright>=1.1.380")
+    and `media` extras."""
+    session.install("-e", ".[test,media]", "pyright>=1.1.380")
     python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
     python = str(python).strip()
     session.run("pyright", "--pythonpath", python)

@@ -80,11 +80,18 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self.faults = Faults()
         self.statistics = ProxyStatistics()
+        self._link_ended = trio.Event()
 
     @property
     def live_connections(self) -> int:
         """Connections currently forwarded."""
         return len(self._links)
+
+    async def wait_idle(self) -> None:
+        """Block until no connection is forwarded (always a checkpoint)."""
+        await trio.lowlevel.checkpoint()
+        while self._links:
+            await self._link_ended.wait()
 
     async def open_stream(self, host: str, port: int, ssl_context: object) -> trio.abc.Stream:
         """An ``open_stream`` for the client: a new in-memory connection through the proxy."""
@@ -121,6 +128,8 @@ class FaultProxy:
                     nursery.start_soon(self._direction, link, server, client)
         finally:
             self._links.discard(link)
+            self._link_ended.set()
+            self._link_ended = trio.Event()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(client)
                 await trio.aclose_forcefully(server)

@@ -252,7 +252,10 @@ async def test_malformed_frame_for_a_live_job_fails_that_job(engine: str) -> Non
 
 
 async def test_server_restart_is_a_retryable_job_error(engine: str) -> None:
-    async with local_network(script=lambda r: [Stall()]) as net, client_for(net, engine) as sogni:
+    async with (
+        local_network(script=lambda r: [Stall()]) as net,
+        client_for(net, engine, resume_window=0) as sogni,
+    ):
         stream = await sogni.chat.completions.create(model=MODEL, messages=user("x"), stream=True)
         with trio.fail_after(10):
             await net.wait_until(lambda: net.statistics().running_jobs == 1)

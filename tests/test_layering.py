@@ -166,3 +166,75 @@ def test_no_import_cycles_anywhere_in_the_package() -> None:
     graph = importgraph.graph(root, "trio_sogni")
     assert graph["trio_sogni._client"], "the import scan found nothing"
     assert importgraph.cycles(graph) == []
+
+
+MEDIA_MODULES = sorted((PACKAGE_ROOT / "_media").rglob("*.py"))
+MEDIA_MAY_IMPORT = (
+    "trio_sogni._media",
+    "trio_sogni._transport",
+    "trio_sogni._errors",
+    "trio_sogni.protocol",
+)
+"""The client's media leaves are facade-level: the transport, the errors and the protocol."""
+
+
+def media_layer_violations(source: str, module: str, *, is_package: bool) -> list[str]:
+    found: list[str] = []
+    for line, name in imported_modules(source, module, is_package=is_package):
+        if name.split(".")[0] != "trio_sogni" or name == "trio_sogni":
+            continue
+        if not any(name == a or name.startswith(a + ".") for a in MEDIA_MAY_IMPORT):
+            found.append(f"{module}:{line}: {name}")
+    return found
+
+
+def test_the_media_modules_are_found() -> None:
+    names = {module_name(p) for p in MEDIA_MODULES}
+    assert {
+        "trio_sogni._media._models",
+        "trio_sogni._media._request",
+        "trio_sogni._media._inputs",
+        "trio_sogni._media._results",
+    } <= names
+
+
+@pytest.mark.parametrize("path", MEDIA_MODULES, ids=module_name)
+def test_media_uses_only_the_transport_errors_and_protocol(path: Path) -> None:
+    found = media_layer_violations(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not found, "trio_sogni._media may not import: " + ", ".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from .._router import JobRouter", ["trio_sogni._media._x:1: trio_sogni._router"]),
+        ("from .. import _driver", ["trio_sogni._media._x:1: trio_sogni._driver"]),
+        ("import trio_sogni._chat", ["trio_sogni._media._x:1: trio_sogni._chat"]),
+        ("from .._client import SogniClient", ["trio_sogni._media._x:1: trio_sogni._client"]),
+        ("from .._transport import RestClient", []),
+        ("from .._errors import ProjectError", []),
+        ("from ..protocol import decode_json", []),
+        ("from ._request import ProjectOptions", []),
+    ],
+)
+def test_the_media_import_check_itself(source: str, expected: list[str]) -> None:
+    assert media_layer_violations(source, "trio_sogni._media._x", is_package=False) == expected
+
+
+def test_media_loads_no_router_driver_chat_or_client() -> None:
+    modules = loaded_after(
+        "import trio_sogni._media._models, trio_sogni._media._request, "
+        "trio_sogni._media._inputs, trio_sogni._media._results"
+    )
+    forbidden = {
+        "trio_sogni._router",
+        "trio_sogni._driver",
+        "trio_sogni._chat",
+        "trio_sogni._client",
+        "trio_sogni._stream",
+        "trio_sogni._jobstate",
+    }
+    assert "trio_sogni._media._results" in modules
+    assert not (modules & forbidden), modules & forbidden

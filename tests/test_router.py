@@ -9,18 +9,30 @@ import base64
 
 import pytest
 
-from trio_sogni import ChatJobError, ClientClosedError, ConnectionLost, InvalidRequestError
+from trio_sogni import (
+    AuthenticationError,
+    ChatJobError,
+    ClientClosedError,
+    ConnectionLost,
+    InvalidRequestError,
+)
 from trio_sogni._event_types import ChatEvent
 from trio_sogni._jobstate import JobSlot
 from trio_sogni._router import JobRouter
 from trio_sogni.protocol import (
     Authenticated,
     ChatCompletionChunk,
+    JobsResumed,
+    JobState,
     LLMJobError,
     LLMJobResult,
     LLMModelInfo,
+    ResumedJob,
+    ResumeEntry,
+    ResumeJobs,
     SwarmLLMModels,
     Usage,
+    decode_client_message,
     encode_server_message,
 )
 
@@ -190,3 +202,157 @@ def test_the_router_loads_no_trio_and_no_io() -> None:
     assert bad == "[]"
     for layer in ("_transport", "_stream", "_driver", "_chat", "_client"):
         assert f"trio_sogni.{layer}" not in ours
+
+
+# --- resuming jobs across a reconnect (sans-IO) -------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_resuming(window: float = 30.0) -> tuple[JobRouter, Clock, Waker, Waker]:
+    clock, aborts, detached = Clock(), Waker(), Waker()
+    router = JobRouter(
+        max_buffered_chunks=4,
+        events=Events(),
+        wake_aborts=aborts.unpark_all,
+        wake_detached=detached.unpark_all,
+        clock=clock,
+        resume_window=window,
+    )
+    return router, clock, aborts, detached
+
+
+def decode_hello(frames: list[bytes]) -> ResumeJobs:
+    (frame,) = frames
+    message = decode_client_message(frame)
+    assert isinstance(message, ResumeJobs)
+    return message
+
+
+def lost() -> ConnectionLost:
+    return ConnectionLost("gone", close_code=1006, reason="")
+
+
+def test_every_frame_of_a_job_is_counted_and_a_drop_detaches_it() -> None:
+    router, _, _, detached = make_resuming()
+    slot = sent_job(router)
+    state = encode_server_message(JobState(job_id=JOB, type="pending"))
+    router.feed_batch([state, chunk("a"), chunk("b"), chunk("c", job_id="OTHER")])
+    assert slot.frames == 3
+    router.connection_lost(lost())
+    assert slot.detached
+    assert not slot.done
+    assert router.detach_deadline == 130.0
+    assert detached.calls == 1
+    hello = decode_hello(router.connected(Authenticated(job_resume=True)))
+    assert hello.jobs == [ResumeEntry(job_id=JOB, received=3)]
+    router.feed(encode_server_message(JobsResumed(jobs=[ResumedJob(job_id=JOB, status="resumed")])))
+    assert not slot.detached
+    assert router.detach_deadline is None
+    router.feed(chunk("d"))
+    assert slot.content() == "abd"
+    assert router.statistics().jobs_resumed == 1
+
+
+def test_a_server_that_does_not_resume_fails_detached_jobs_and_aborts_them() -> None:
+    router, _, aborts, _ = make_resuming()
+    slot = sent_job(router)
+    router.connection_lost(lost())
+    assert router.connected(Authenticated(active_llm_job_ids=[JOB])) == []
+    assert isinstance(slot.error, ChatJobError)
+    assert slot.error.error_type == "transport_lost"
+    assert slot.error.retryable
+    assert "does not resume jobs" in str(slot.error)
+    assert isinstance(slot.error.__cause__, ConnectionLost)
+    assert router.pop_abort() == JOB  # the server still runs it: aborted
+    assert aborts.calls == 1
+
+
+def test_answers_other_than_resumed_fail_the_job_and_unanswered_jobs_fail_too() -> None:
+    router, _, _, _ = make_resuming()
+    gap, known, silent = (
+        sent_job(router, f"00000000-0000-4000-8000-00000000000{i}") for i in "123"
+    )
+    router.feed(encode_server_message(JobState(job_id=known.job_id, type="pending")))
+    router.connection_lost(lost())
+    router.connected(Authenticated(job_resume=True))
+    answer = JobsResumed(
+        jobs=[
+            ResumedJob(job_id=gap.job_id, status="gap"),
+            ResumedJob(job_id=known.job_id, status="unknown"),  # it had frames: cannot resend
+        ]
+    )
+    router.feed(encode_server_message(answer))
+    for slot, why in (
+        (gap, "no longer holds"),
+        (known, "no longer knows"),
+        (silent, "did not resume"),
+    ):
+        assert isinstance(slot.error, ChatJobError), slot.job_id
+        assert why in str(slot.error)
+    assert router.statistics().jobs_not_resumed == 3
+    assert router.statistics().live_jobs == 0
+
+
+def test_a_request_the_server_never_received_is_sent_again() -> None:
+    router, _, aborts, _ = make_resuming()
+    slot = router.register(JOB, "m")
+    router.sent(slot, b"the request frame")
+    router.connection_lost(lost())
+    hello = decode_hello(router.connected(Authenticated(job_resume=True)))
+    assert hello.jobs == [ResumeEntry(job_id=JOB, received=0)]
+    router.feed(encode_server_message(JobsResumed(jobs=[ResumedJob(job_id=JOB, status="unknown")])))
+    assert not slot.done
+    assert aborts.calls == 1  # the driver's sender is woken
+    assert router.pop_resend() == b"the request frame"
+    assert router.pop_resend() is None
+    router.feed(encode_server_message(JobState(job_id=JOB, type="pending")))
+    assert slot.request is None  # answered: the frame is not kept any longer
+    assert router.statistics().requests_resent == 1
+
+
+def test_detached_jobs_expire_at_the_end_of_the_window() -> None:
+    router, clock, _, _ = make_resuming(window=12.0)
+    slot = sent_job(router)
+    router.connection_lost(lost())
+    clock.now += 11.9
+    assert router.expire_detached() == 112.0
+    assert not slot.done
+    clock.now += 0.1
+    assert router.expire_detached() is None
+    assert isinstance(slot.error, ChatJobError)
+    assert "not resumed within 12 s" in str(slot.error)
+    # A later connection that resumes jobs asks for none (and the server gets an empty list).
+    assert decode_hello(router.connected(Authenticated(job_resume=True))).jobs == []
+
+
+def test_without_a_window_jobs_fail_with_their_connection() -> None:
+    router, _, _, detached = make_resuming(window=0.0)
+    slot = sent_job(router)
+    router.connection_lost(lost())
+    assert isinstance(slot.error, ChatJobError)
+    assert detached.calls == 0
+    assert router.detach_deadline is None
+
+
+def test_credentials_rejected_fail_jobs_even_with_a_window() -> None:
+    router, _, _, _ = make_resuming()
+    slot = sent_job(router)
+    router.connection_lost(AuthenticationError("rejected"))
+    assert isinstance(slot.error, AuthenticationError)
+    assert not slot.detached
+
+
+def test_a_closed_stream_leaves_no_detached_state() -> None:
+    router, _, _, _ = make_resuming()
+    slot = sent_job(router)
+    router.connection_lost(lost())
+    assert router.release(slot) is True  # still runs on the server: abort it
+    assert router.statistics().detached_jobs == 0
+    assert decode_hello(router.connected(Authenticated(job_resume=True))).jobs == []

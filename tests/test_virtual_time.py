@@ -73,6 +73,7 @@ async def test_reconnect_backoff_doubles_to_the_cap_with_jitter(
             rest_endpoint="http://localnet.in-memory",
             socket_options=options,
             open_stream=flaky,
+            resume_window=0,  # fail jobs at once (resuming is tested below)
         ) as sogni:
             stream = await sogni.chat.completions.create(
                 model=MODEL, messages=user("x"), stream=True
@@ -144,6 +145,7 @@ async def test_missing_pong_fails_jobs_at_the_ping_deadline(
             rest_endpoint="http://silent.in-memory",
             socket_options=options,
             open_stream=open_stream,
+            resume_window=0,  # fail jobs with their connection (resuming is tested below)
         ) as sogni:
             start = trio.current_time()
             stream = await sogni.chat.completions.create(
@@ -191,7 +193,7 @@ async def test_a_dropped_connection_fails_the_job_at_once_and_work_resumes(
 
     async with (
         local_network(listen=False, script=script) as net,
-        client_in_memory(net, engine) as sogni,
+        client_in_memory(net, engine, resume_window=0) as sogni,
     ):
         stream = await sogni.chat.completions.create(
             model=MODEL, messages=user("drop"), stream=True

@@ -267,6 +267,7 @@ async def open_sogni_client(
     http_client: httpx.AsyncClient | None = None,
     open_stream: StreamOpener | None = None,
     max_response_size: int = MAX_RESPONSE_SIZE,
+    resume_window: float = 30.0,
 ) -> AsyncGenerator[SogniClient]:
     """Connect to a Sogni Supernet and yield a `SogniClient`; disconnect on exit.
 
@@ -277,7 +278,8 @@ async def open_sogni_client(
     official handshake (query parameters, and the ``api-key`` or ``Authorization`` header) and
     waits, bounded by ``socket_options.authenticated_timeout``, for the server's
     ``authenticated`` frame: no work is ever sent before it. The client owns one nursery,
-    which runs the receive loop, the keep-alive ping and the abort sender, and nothing else.
+    which runs the receive loop, the keep-alive ping, the abort sender and the resume watchdog
+    (it fails jobs not resumed within ``resume_window``), and nothing else.
 
     Exiting (a checkpoint) aborts every job still running on the server, fails their streams with
     `ClientClosedError`, closes the socket with code 1000 — all shielded and bounded — and cancels
@@ -310,6 +312,12 @@ async def open_sogni_client(
             returns an in-memory connection to localnet (``net.connect_in_memory()``).
         max_response_size: the largest REST response body read, in bytes (default 64 MiB); a
             larger one fails its call with `TransportError` after at most that many bytes.
+        resume_window: how many seconds a job whose connection dropped waits for the next
+            connection to resume it, exactly where it stopped (a localnet extension the client
+            asks for with ``jobResume=1``; see ``docs/connections.md``). A job that is not
+            resumed in time, or whose server does not resume jobs, fails with a retryable
+            ``transport_lost`` `ChatJobError`. ``0`` fails jobs as soon as their connection
+            drops (and does not ask the server to hold them).
 
     Raises:
         InvalidRequestError: bad arguments.
@@ -352,6 +360,12 @@ async def open_sogni_client(
         max_buffered_chunks = check_buffer_size(max_buffered_chunks)
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from None
+    if (
+        isinstance(resume_window, bool)
+        or not isinstance(resume_window, int | float)  # pyright: ignore[reportUnnecessaryIsInstance]
+        or not 0 <= resume_window < float("inf")
+    ):
+        raise InvalidRequestError("resume_window must be a finite number of seconds, 0 or more")
     app_id = (app_id or f"trio-sogni-{uuid.uuid4()}").strip()
     options = socket_options or SocketOptions()
     url = build_socket_url(
@@ -360,6 +374,7 @@ async def open_sogni_client(
         network=network,
         app_source=app_source,
         socket_event_subscriptions=socket_event_subscriptions,
+        job_resume=resume_window > 0,
     )
     socket_host = _socket_host(socket_endpoint)
     owns_http = http_client is None
@@ -391,16 +406,22 @@ async def open_sogni_client(
         events = EventHub()
         abort_lot = trio.lowlevel.ParkingLot()
         models_lot = trio.lowlevel.ParkingLot()
+        detached_lot = trio.lowlevel.ParkingLot()
         router = JobRouter(
             max_buffered_chunks=max_buffered_chunks,
             events=events,
             wake_aborts=abort_lot.unpark_all,
             wake_models=models_lot.unpark_all,
+            wake_detached=detached_lot.unpark_all,
+            clock=trio.current_time,
+            resume_window=float(resume_window),
         )
         transport = SocketTransport(
             url, session.socket_headers, router, options, open_stream or open_tcp
         )
-        driver = JobDriver(router, transport, abort_lot, abort_grace=abort_grace)
+        driver = JobDriver(
+            router, transport, abort_lot, abort_grace=abort_grace, detached_lot=detached_lot
+        )
         chat = ChatAPI(
             router=router,
             driver=driver,
@@ -432,6 +453,7 @@ async def open_sogni_client(
                     await nursery.start(transport.run)
                     nursery.start_soon(transport.keepalive)
                     nursery.start_soon(driver.abort_sender)
+                    nursery.start_soon(driver.resume_watchdog)
                     yield client
                 finally:
                     await _shutdown(driver, events, transport)

@@ -39,10 +39,13 @@ class JobDriver:
       by ``abort_grace`` if the router says the job still runs.
     * `abort_sender` (a task in the client's nursery) sends the aborts the router queued from
       synchronous code: dropped streams, undecodable frames, jobs abandoned across a reconnect.
+    * `resume_watchdog` (a task in the client's nursery) fails detached jobs that no connection
+      resumed within the router's ``resume_window``.
     * `shutdown` closes the router and aborts every job that was still running.
 
     ``abort_lot`` is the parking lot the router wakes (through its ``wake_aborts`` hook) when the
-    abort queue stops being empty.
+    abort queue stops being empty; ``detached_lot`` the one it wakes (``wake_detached``) when
+    jobs detach.
     """
 
     def __init__(
@@ -52,11 +55,15 @@ class JobDriver:
         abort_lot: trio.lowlevel.ParkingLot,
         *,
         abort_grace: float,
+        detached_lot: trio.lowlevel.ParkingLot | None = None,
     ) -> None:
         self._router = router
         self._sender = sender
         self._abort_lot = abort_lot
         self._abort_grace = abort_grace
+        self._detached_lot = (
+            detached_lot if detached_lot is not None else trio.lowlevel.ParkingLot()
+        )
 
     @override
     def __repr__(self) -> str:
@@ -81,7 +88,7 @@ class JobDriver:
         except BaseException:
             self._router.unsent(slot)
             raise
-        self._router.sent(slot)
+        self._router.sent(slot, frame)
         return stream
 
     async def release(self, slot: JobSlot) -> None:
@@ -104,19 +111,39 @@ class JobDriver:
         self._router.orphaned(slot)
 
     async def abort_sender(self) -> None:
-        """Send the aborts the router queued, each bounded by ``abort_grace``. Runs in the
-        client's nursery until cancelled; an abort that cannot be sent is dropped (the server
-        fails the job itself when its socket goes)."""
+        """Send the aborts the router queued, and the job requests it wants sent again (the
+        server never received them), each bounded by ``abort_grace``. Runs in the client's
+        nursery until cancelled; an abort that cannot be sent is dropped (the server fails the
+        job itself when its socket goes); a request that cannot be sent is the next
+        connection's business (its job detaches again and is offered for resuming)."""
         router = self._router
         while True:
             job_id = router.pop_abort()
             if job_id is None:
+                request = router.pop_resend()
+                if request is not None:
+                    with trio.move_on_after(self._abort_grace):
+                        await self._sender.send_if_connected(request)
+                    continue
                 await self._abort_lot.park()
                 continue
             frame = encode_client_message(AbortJob(job_id=job_id))
             with trio.move_on_after(self._abort_grace):
                 if await self._sender.send_if_connected(frame):
                     router.abort_done(job_id, True)
+
+    async def resume_watchdog(self) -> None:
+        """Fail the detached jobs nobody resumed in time. Runs in the client's nursery until
+        cancelled: parked while no job is detached, else asleep until the router's
+        ``detach_deadline``."""
+        router = self._router
+        while True:
+            deadline = router.detach_deadline
+            if deadline is None:
+                await self._detached_lot.park()
+                continue
+            await trio.sleep_until(deadline)
+            router.expire_detached()
 
     async def shutdown(self, error: BaseException) -> None:
         """Close the router (every live job fails with ``error``) and abort on the server every

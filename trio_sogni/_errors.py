@@ -10,8 +10,11 @@
     │   └── ConnectionLost         the socket died; ``close_code``, ``reason``; retryable
     ├── APIError                   the server said no
     │   ├── APIStatusError         a REST call failed: ``status_code``, ``error_code``, ``payload``
-    │   └── ChatJobError           a chat job failed: ``code``, ``error_type``, ``job_id``, ``payload``
-    │       └── RunStateError      a durable run refused the request in its state (HTTP 409)
+    │   ├── ChatJobError           a chat job failed: ``code``, ``error_type``, ``job_id``, ``payload``
+    │   │   └── RunStateError      a durable run refused the request in its state (HTTP 409)
+    │   └── ProjectError           a media project (or one render of it) failed: ``code``,
+    │                              ``project_id``, ``img_id``, ``vendor_failure_category``,
+    │                              ``nsfw``, ``retryable``
     ├── ProtocolError              a frame could not be decoded (a server bug); ``frame`` excerpt
     ├── ClientClosedError          the client was closed while the operation was pending
     └── ToolLoopError              the automatic tool loop ran out of rounds
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from typing_extensions import override
+
 __all__ = [
     "RETRYABLE_CHAT_ERROR_TYPES",
     "SUBSCRIPTION_ERROR_CODES",
@@ -36,6 +41,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "InvalidRequestError",
+    "ProjectError",
     "ProtocolError",
     "RunStateError",
     "SogniError",
@@ -272,6 +278,62 @@ class RunStateError(ChatJobError):
     cost of a run that is not waiting for it, with a stale cost preview, or cancelling a run that
     has ended. ``code`` / ``error_type`` say which when the server told (e.g.
     ``cost_preview_stale``); ``status`` is 409."""
+
+
+class ProjectError(APIError):
+    """A media project failed, or one render (``imgID``) of it did: a ``jobError`` frame, a
+    render withheld by the NSFW filter, or a project the server no longer knows after a
+    reconnect.
+
+    Attributes:
+        code: the wire ``error`` value as a string (a numeric code such as ``"4103"`` or a
+            symbol such as ``"artistCanceled"``), or ``None``.
+        project_id: the project's id (the ``jobID`` of its frames).
+        img_id: the render that failed (``imgID``), or ``None`` when the whole project failed.
+        vendor_failure_category: ``vendorFailureCategory`` of an external (partner) model's
+            failure, when the server gave one.
+        nsfw: true when the result was withheld by the safety filter.
+        is_from_worker: ``isFromWorker`` of the frame (the worker, not the server, failed it).
+        retryable: true when creating the same project again may succeed (the server lost the
+            project, a worker vanished); set by whoever raises the error.
+        payload: the raw error payload (a decoded frame or JSON), or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        project_id: str,
+        code: str | None = None,
+        img_id: str | None = None,
+        vendor_failure_category: str | None = None,
+        nsfw: bool = False,
+        is_from_worker: bool = False,
+        retryable: bool = False,
+        payload: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.project_id = project_id
+        self.img_id = img_id
+        self.vendor_failure_category = vendor_failure_category
+        self.nsfw = nsfw
+        self.is_from_worker = is_from_worker
+        self.retryable = retryable
+        self.payload = payload
+
+    @override
+    def __repr__(self) -> str:
+        fields = [f"{self.args[0]!r}" if self.args else "", f"project_id={self.project_id!r}"]
+        if self.img_id is not None:
+            fields.append(f"img_id={self.img_id!r}")
+        if self.code is not None:
+            fields.append(f"code={self.code!r}")
+        if self.nsfw:
+            fields.append("nsfw=True")
+        if self.retryable:
+            fields.append("retryable=True")
+        return f"ProjectError({', '.join(f for f in fields if f)})"
 
 
 class ProtocolError(SogniError):

@@ -247,11 +247,13 @@ class JobSlot(_Accumulator):
         "coalesced",
         "cost",
         "delivered",
+        "detached",
         "done",
         "done_lot",
         "error",
         "finish_reason",
         "folded",
+        "frames",
         "job_id",
         "lot",
         "max_buffer",
@@ -259,6 +261,7 @@ class JobSlot(_Accumulator):
         "parked",
         "parts",
         "received",
+        "request",
         "role",
         "sent",
         "time_taken",
@@ -297,6 +300,13 @@ class JobSlot(_Accumulator):
         left set by a consumer cancelled while parked (then one wake-up is a no-op); it is never
         clear while a consumer is parked."""
         self.received = 0
+        self.frames = 0
+        """Server frames routed to this job (every kind): what a resuming client says it has."""
+        self.detached = False
+        """The job's connection died and it waits to be resumed on the next one."""
+        self.request: bytes | None = None
+        """The job's request frame, kept until the server answers it, so that a request lost
+        with its connection can be sent again."""
         self.delivered = 0
         self.coalesced = 0
         self.buffer_peak = 0

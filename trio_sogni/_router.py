@@ -10,6 +10,13 @@ the abort queue to the socket.
 Every frame is routed in O(1) (a dict lookup by job id). A malformed frame is counted and fails
 the job it names (if any); it never reaches the caller as an exception.
 
+Jobs survive a dropped connection when the server resumes them (a localnet extension, see
+``docs/connections.md``): the router counts every frame of each job, keeps the jobs that were
+running as *detached* when the connection dies, and, if the next ``authenticated`` says
+``jobResume``, hands the transport a ``resumeJobs`` frame with those counts, so the server sends
+exactly the frames the client lacks. A job the server cannot resume, or that is not resumed
+within ``resume_window`` seconds, fails with a retryable ``transport_lost`` `ChatJobError`.
+
 Media projects will be a second kind of job in this router.
 """
 
@@ -42,19 +49,24 @@ from ._event_types import (
 from ._jobstate import JobSlot
 from .protocol import (
     MAX_JSON_DEPTH,
+    MAX_RESUME_ENTRIES,
     Authenticated,
     BalanceUpdate,
     ChatCompletionChunk,
+    JobsResumed,
     JobState,
     JSONDecoder,
     LLMJobError,
     LLMJobResult,
     LLMModelInfo,
+    ResumeEntry,
+    ResumeJobs,
     SwarmLLMModels,
     UnknownMessage,
     check_json_depth,
     decode_envelope,
     decode_server_payload,
+    encode_client_message,
 )
 
 __all__ = ["MAX_PENDING_ABORTS", "ChatStatistics", "EventSink", "JobRouter"]
@@ -93,6 +105,14 @@ class ChatStatistics(msgspec.Struct, kw_only=True, frozen=True):
     late_frames: int
     pending_aborts: int
     aborts_sent: int
+    detached_jobs: int = 0
+    """Jobs whose connection died, waiting to be resumed on the next one."""
+    jobs_resumed: int = 0
+    """Jobs the server resumed after a reconnect (nothing lost, nothing repeated)."""
+    jobs_not_resumed: int = 0
+    """Jobs that failed with ``transport_lost`` because they could not be resumed."""
+    requests_resent: int = 0
+    """Job requests sent again after a reconnect because the server never received them."""
 
 
 class EventSink(Protocol):
@@ -129,14 +149,32 @@ def _nothing() -> None:
     return None
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
+def _lost_error(job_id: str, why: str, cause: BaseException | None) -> ChatJobError:
+    error = ChatJobError(
+        f"the connection was lost while the job was running ({why})",
+        error_type="transport_lost",
+        job_id=job_id,
+        payload=None,
+    )
+    error.__cause__ = cause
+    return error
+
+
 class JobRouter:
     """Routes server frames to jobs and keeps the abort queue. No I/O, no Trio, never blocks.
 
     Outputs: each job's `JobSlot` (chunks, result or error; its waiting consumers are woken
     through the slot), job events through ``events``, the latest models / balance /
     ``authenticated`` frame, and `pop_abort` for the job ids the driver must abort.
-    ``wake_aborts`` is called whenever the abort queue goes from empty to non-empty, and
-    ``wake_models`` whenever a non-empty model map arrives.
+    ``wake_aborts`` is called whenever the abort queue goes from empty to non-empty,
+    ``wake_models`` whenever a non-empty model map arrives, and ``wake_detached`` whenever jobs
+    detach (a new `detach_deadline`). ``clock`` tells the time (seconds, any origin: the driver
+    passes Trio's); ``resume_window`` is how long detached jobs wait for a connection that
+    resumes them (``0``: jobs fail as soon as their connection dies).
     """
 
     def __init__(
@@ -146,13 +184,29 @@ class JobRouter:
         events: EventSink,
         wake_aborts: Callable[[], object] = _nothing,
         wake_models: Callable[[], object] = _nothing,
+        wake_detached: Callable[[], object] = _nothing,
+        clock: Callable[[], float] = _no_clock,
+        resume_window: float = 0.0,
     ) -> None:
+        if not resume_window >= 0:
+            raise ValueError("resume_window must be a non-negative number of seconds")
         self._jobs: dict[str, JobSlot] = {}
         self._max_buffer = max_buffered_chunks
         self._events = events
         self._wake_aborts = wake_aborts
         self._wake_models = wake_models
+        self._wake_detached = wake_detached
+        self._clock = clock
+        self.resume_window = resume_window
+        self._detached: dict[str, JobSlot] = {}
+        self._detach_deadline: float | None = None
+        self._lost_cause: BaseException | None = None
+        self._awaiting_resume = False
+        self._resumed = 0
+        self._not_resumed = 0
         self._aborts: deque[str] = deque(maxlen=MAX_PENDING_ABORTS)
+        self._resends: deque[JobSlot] = deque()
+        self._resent = 0
         self._abandoned: set[str] = set()
         self._closed: BaseException | None = None
         self.models: dict[str, LLMModelInfo] = {}
@@ -173,6 +227,7 @@ class JobRouter:
             SwarmLLMModels: self._on_models,
             BalanceUpdate: self._on_balance,
             Authenticated: self._on_authenticated,
+            JobsResumed: self._on_resumed,
             UnknownMessage: self._on_unknown,
         }
 
@@ -220,6 +275,8 @@ class JobRouter:
                         slot = self._slot(chunk.job_id)
                         if slot is None:
                             continue
+                    else:
+                        slot.frames += 1
                     slot.push(chunk)
                     if "token" in listening:
                         events.emit(TokenEvent(chunk))
@@ -233,43 +290,127 @@ class JobRouter:
             except Exception:
                 logger.exception("error while handling a server frame; frame skipped")
 
-    def connected(self, authenticated: Authenticated) -> None:
-        """A connection authenticated: queue aborts for jobs this client gave up on when the last
-        connection died but that the server still runs (``activeLLMJobIDs``)."""
+    @property
+    def detach_deadline(self) -> float | None:
+        """When detached jobs stop waiting to be resumed (``clock`` time), or ``None``."""
+        return self._detach_deadline if self._detached else None
+
+    def connected(self, authenticated: Authenticated) -> list[bytes]:
+        """A connection authenticated. Returns the frames to send before anything else.
+
+        If the server resumes jobs (``jobResume: true``), that is a ``resumeJobs`` frame listing
+        the detached jobs with their frame counts (an empty list when none is detached, so the
+        server stops holding this app's frames). Otherwise detached jobs fail with
+        ``transport_lost``, and jobs this client gave up on that the server still runs
+        (``activeLLMJobIDs``) are queued for abort.
+        """
         self.authenticated = authenticated
+        hello: list[bytes] = []
+        detached = list(self._detached.values())
+        if authenticated.job_resume:
+            keep = detached[:MAX_RESUME_ENTRIES]
+            entries = [ResumeEntry(job_id=slot.job_id, received=slot.frames) for slot in keep]
+            hello.append(encode_client_message(ResumeJobs(jobs=entries)))
+            self._awaiting_resume = True
+            for slot in detached[MAX_RESUME_ENTRIES:]:
+                self._not_resumable(slot, "too many jobs to resume at once")
+        else:
+            for slot in detached:
+                self._not_resumable(slot, "the server does not resume jobs")
         for job_id in authenticated.active_llm_job_ids:
             key = job_id.upper()
             if key in self._abandoned and key not in self._jobs:
                 self._queue_abort(job_id)
         self._abandoned.clear()
+        return hello
 
     def connection_lost(self, error: ConnectionLost | AuthenticationError) -> None:
-        """The connection died: every live job fails now with a retryable ``transport_lost``
-        `ChatJobError` (caused by ``error``), or with an `AuthenticationError` when the server
-        rejected the credentials (close code 4021); those already sent are remembered as
-        abandoned."""
+        """The connection died. With a ``resume_window``, every job already sent detaches and
+        waits for the next connection to resume it (see `connected`); otherwise, and always
+        when the server rejected the credentials (close code 4021, an `AuthenticationError`),
+        every live job fails now: with a retryable ``transport_lost`` `ChatJobError` (caused by
+        ``error``) or with the `AuthenticationError`. Failed jobs that were sent are remembered
+        as abandoned (aborted if the server still reports them)."""
+        self._awaiting_resume = False
+        if self.resume_window > 0 and not isinstance(error, AuthenticationError):
+            self._lost_cause = error
+            fresh = not self._detached
+            for slot in self._jobs.values():
+                if slot.sent and not slot.done and not slot.detached:
+                    slot.detached = True
+                    self._detached[slot.job_id] = slot
+            if fresh and self._detached:
+                self._detach_deadline = self._clock() + self.resume_window
+                self._wake_detached()
+            return
         jobs = list(self._jobs.values())
         self._jobs.clear()
+        self._detached.clear()
         for slot in jobs:
             if isinstance(error, AuthenticationError):
                 rejected = AuthenticationError(str(error))
                 rejected.__cause__ = error
                 slot.fail(rejected)
-                if slot.sent:
-                    self._abandoned.add(slot.job_id)
-                continue
-            job_error = ChatJobError(
-                f"the connection was lost while the job was running ({error})",
-                error_type="transport_lost",
-                job_id=slot.job_id,
-                payload=None,
-            )
-            job_error.__cause__ = error
-            slot.fail(job_error)
+            else:
+                slot.fail(_lost_error(slot.job_id, str(error), error))
             if slot.sent:
                 self._abandoned.add(slot.job_id)
         if len(self._abandoned) > MAX_PENDING_ABORTS:
             self._abandoned.clear()
+
+    def expire_detached(self) -> float | None:
+        """Fail the detached jobs whose ``resume_window`` has passed; returns the deadline of
+        those still waiting (``None``: none is)."""
+        deadline = self.detach_deadline
+        if deadline is not None and self._clock() >= deadline:
+            for slot in list(self._detached.values()):
+                why = f"not resumed within {self.resume_window:g} s"
+                self._not_resumable(slot, why)
+        return self.detach_deadline
+
+    def _not_resumable(self, slot: JobSlot, why: str) -> None:
+        """Fail a detached job with ``transport_lost``; it is aborted if the server still runs
+        it (its id is remembered as abandoned)."""
+        self._detached.pop(slot.job_id, None)
+        slot.detached = False
+        if self._jobs.pop(slot.job_id, None) is None:
+            return
+        self._not_resumed += 1
+        slot.fail(_lost_error(slot.job_id, why, self._lost_cause))
+        self._abandoned.add(slot.job_id)
+        if len(self._abandoned) > MAX_PENDING_ABORTS:
+            self._abandoned.clear()
+
+    def _on_resumed(self, message: JobsResumed) -> None:
+        if not self._awaiting_resume:
+            logger.debug("ignored an unexpected jobsResumed")
+            return
+        self._awaiting_resume = False
+        for entry in message.jobs:
+            slot = self._detached.get(entry.job_id) or self._detached.get(entry.job_id.upper())
+            if slot is None:
+                continue
+            if entry.status == "resumed":
+                del self._detached[slot.job_id]
+                slot.detached = False
+                self._resumed += 1
+            elif entry.status == "unknown" and slot.request is not None and not slot.frames:
+                # The request died with the connection: the server never saw it. Send it again.
+                del self._detached[slot.job_id]
+                slot.detached = False
+                empty = not self._aborts and not self._resends
+                self._resends.append(slot)
+                if empty:
+                    self._wake_aborts()
+            else:
+                why = (
+                    "the server no longer holds all of its frames"
+                    if entry.status == "gap"
+                    else "the server no longer knows the job"
+                )
+                self._not_resumable(slot, why)
+        for slot in list(self._detached.values()):
+            self._not_resumable(slot, "the server did not resume it")
 
     # --- frame handlers -------------------------------------------------------------------------
 
@@ -279,6 +420,9 @@ class JobRouter:
             slot = self._jobs.get(job_id.upper())
             if slot is None:
                 self._late += 1
+                return None
+        slot.frames += 1
+        slot.request = None
         return slot
 
     def _on_job_state(self, state: JobState) -> None:
@@ -293,6 +437,7 @@ class JobRouter:
         if slot is None:
             return
         del self._jobs[slot.job_id]
+        self._detached.pop(slot.job_id, None)
         time_taken = None if result.time_taken is None else float(result.time_taken)
         slot.complete(result.usage, time_taken, result.cost, result.worker_name)
         if "completed" in self._events.listening:
@@ -303,6 +448,7 @@ class JobRouter:
         if slot is None:
             return
         del self._jobs[slot.job_id]
+        self._detached.pop(slot.job_id, None)
         slot.set_worker(message.worker_name)
         slot.fail(_job_error(message))
         if "error" in self._events.listening:
@@ -348,6 +494,7 @@ class JobRouter:
         if slot is not None:
             # Never lose data silently: the job this frame belonged to fails loudly.
             del self._jobs[slot.job_id]
+            self._detached.pop(slot.job_id, None)
             error = ProtocolError(f"undecodable frame for job {slot.job_id}: {exc}", frame=raw)
             error.__cause__ = exc
             slot.fail(error)
@@ -370,9 +517,13 @@ class JobRouter:
         self._jobs[job_id] = slot
         return slot
 
-    def sent(self, slot: JobSlot) -> None:
-        """The job's request is on the wire: from now on, giving up on it needs an abort."""
+    def sent(self, slot: JobSlot, request: bytes | None = None) -> None:
+        """The job's request is on the wire: from now on, giving up on it needs an abort. With a
+        ``resume_window``, ``request`` (the frame) is kept until the server answers the job, to
+        be sent again if the server says it never received it."""
         slot.sent = True
+        if self.resume_window > 0:
+            slot.request = request
 
     def unsent(self, slot: JobSlot) -> None:
         """Sending the job's request failed or was cancelled: forget the job."""
@@ -384,6 +535,7 @@ class JobRouter:
         on the server (then it is failed locally with `ClientClosedError` and the caller should
         send an abort, reporting the outcome with `abort_done`)."""
         self._jobs.pop(slot.job_id, None)
+        self._detached.pop(slot.job_id, None)
         if slot.done or not slot.sent:
             return False
         slot.fail(ClientClosedError("the stream was closed before the job finished"))
@@ -402,6 +554,7 @@ class JobRouter:
     def orphaned(self, slot: JobSlot) -> None:
         """A stream was dropped unclosed (garbage-collected): deregister it now and queue an
         abort if the job was sent."""
+        self._detached.pop(slot.job_id, None)
         if self._jobs.pop(slot.job_id, None) is not None and slot.sent:
             self._queue_abort(slot.job_id)
 
@@ -415,12 +568,24 @@ class JobRouter:
         """The next job id to abort on the server, or ``None`` if the queue is empty."""
         return self._aborts.popleft() if self._aborts else None
 
+    def pop_resend(self) -> bytes | None:
+        """The next request to send again (a job whose request the server never received), or
+        ``None`` if there is none. Jobs that ended meanwhile are skipped."""
+        while self._resends:
+            slot = self._resends.popleft()
+            if not slot.done and slot.request is not None and slot.job_id in self._jobs:
+                self._resent += 1
+                return slot.request
+        return None
+
     def close(self, error: BaseException) -> list[JobSlot]:
         """Fail every live job with ``error`` and refuse new ones. Returns the jobs that were
         live (the caller aborts those that were sent)."""
         self._closed = error
         jobs = list(self._jobs.values())
         self._jobs.clear()
+        self._detached.clear()
+        self._resends.clear()
         for slot in jobs:
             slot.fail(error)
         return jobs
@@ -435,4 +600,8 @@ class JobRouter:
             late_frames=self._late,
             pending_aborts=len(self._aborts),
             aborts_sent=self._aborts_sent,
+            detached_jobs=len(self._detached),
+            jobs_resumed=self._resumed,
+            jobs_not_resumed=self._not_resumed,
+            requests_resent=self._resent,
         )

@@ -112,13 +112,15 @@ async def test_reset_blackhole_and_slow_close(autojump_clock: trio.testing.MockC
 
 
 @pytest.mark.deadline(900)  # virtual seconds; about 5 s of real time
+@pytest.mark.parametrize("resume_window", [0.0, 30.0])
 async def test_chaos_500_streams_through_random_faults(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, resume_window: float
 ) -> None:
     """500 concurrent streams for 60 virtual seconds while the proxy cuts, stalls, slows and
     half-opens the connection at random. Invariants: every job ends within its bound with its
     full text or a typed error; no client or server state is left; nothing is billed twice and
-    only completed jobs are billed."""
+    only completed jobs are billed. Without resuming (``resume_window=0``) the faults fail
+    jobs; with it, jobs are resumed after each reconnect with nothing lost or repeated."""
     rng = random.Random(20261204)
     jobs, bound, price = 500, 180.0, Decimal(1000)
     outcomes: dict[int, tuple[str, Any]] = {}
@@ -130,6 +132,7 @@ async def test_chaos_500_streams_through_random_faults(
             tokens_per_second=10,
             meter_default_account=True,
             price_per_million_tokens=price,
+            rebind_grace=30.0 if resume_window else 1.0,
         ) as net,
         trio.open_nursery() as proxy_nursery,
     ):
@@ -149,6 +152,7 @@ async def test_chaos_500_streams_through_random_faults(
             socket_options=options,
             socket_endpoint=SOCKET,
             rest_endpoint=REST,
+            resume_window=resume_window,
         ) as sogni:
             await sogni.chat.wait_for_models()
 
@@ -201,9 +205,19 @@ async def test_chaos_500_streams_through_random_faults(
                     assert isinstance(value, SogniError)
                     if isinstance(value, ChatJobError):
                         assert value.error_type  # typed, never a bare failure
+            statistics = sogni.chat.statistics()
             assert kinds["ok"] > 0
-            assert kinds["error"] > 0, "the chaos never hurt a job: the test proves nothing"
-            assert sogni.chat.statistics().live_jobs == 0
+            if resume_window:
+                # Every fault (cut, or stall detected by the ping) is shorter than the window.
+                assert kinds["ok"] == jobs, Counter(
+                    str(v) for k, v in outcomes.values() if k != "ok"
+                )
+                assert statistics.jobs_resumed > 0, "nothing was resumed: the test proves nothing"
+                assert statistics.jobs_not_resumed == 0
+            else:
+                assert kinds["error"] > 0, "the chaos never hurt a job: the test proves nothing"
+            assert statistics.live_jobs == 0
+            assert statistics.detached_jobs == 0
             completed_here = {v.job_id for k, v in outcomes.values() if k == "ok"}
 
         with trio.fail_after(60):
@@ -228,7 +242,8 @@ async def test_fanout_under_chaos_records_each_item_exactly_once(
 ) -> None:
     """A journaled fan-out of 300 items through the same random faults, then a resume that
     retries the failures: the journal holds exactly one final outcome per item, the results file
-    exactly one line per item, and every ``ok`` carries the full text."""
+    exactly one line per item, and every ``ok`` carries the full text. (Jobs are not resumed
+    across reconnects here, ``resume_window=0``, so that the faults do fail items.)"""
     rng = random.Random(42)
     journal_path, results_path = tmp_path / "journal.jsonl", tmp_path / "results.jsonl"
     items = [
@@ -265,6 +280,7 @@ async def test_fanout_under_chaos_records_each_item_exactly_once(
                 socket_options=socket_options,
                 socket_endpoint=SOCKET,
                 rest_endpoint=REST,
+                resume_window=0,
             ) as sogni:
                 await sogni.chat.wait_for_models()
                 with (

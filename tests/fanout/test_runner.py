@@ -42,7 +42,7 @@ from trio_sogni.localnet import (
 
 @asynccontextmanager
 async def fanout_env(
-    *, in_memory: bool = False, **net_kwargs: Any
+    *, in_memory: bool = False, resume_window: float = 30.0, **net_kwargs: Any
 ) -> AsyncIterator[tuple[LocalNetwork, trio_sogni.SogniClient]]:
     """A local network (4 simulated workers of capacity 8 unless told) and a client: over
     loopback TCP, or ``in_memory`` (no socket at all, so the test can run in virtual time)."""
@@ -51,7 +51,11 @@ async def fanout_env(
     if in_memory:
         net_kwargs["listen"] = False
     async with local_network(**net_kwargs) as net:
-        opened = client_in_memory(net) if in_memory else client_for(net)
+        opened = (
+            client_in_memory(net, resume_window=resume_window)
+            if in_memory
+            else client_for(net, resume_window=resume_window)
+        )
         async with opened as sogni:
             await sogni.chat.wait_for_models()
             yield net, sogni
@@ -626,7 +630,8 @@ async def test_a_lost_connection_is_retried_on_the_next_one() -> None:
             return [Text("partial"), DropConnection()]
         return None
 
-    async with fanout_env(script=script) as (net, sogni):
+    # Jobs are not resumed across the reconnect here (resume_window=0), so the drop fails one.
+    async with fanout_env(script=script, resume_window=0) as (net, sogni):
         options = FanoutOptions(concurrency=4, backoff_base=0.05)
         with trio.fail_after(20):
             async with open_fanout(sogni, make_items(4), options) as run:

@@ -82,6 +82,13 @@ def test_layer_loads_no_higher_layer(layer: str) -> None:
     assert not loaded, f"{layer} loads {sorted(loaded)}"
 
 
+def test_media_layer_loads_no_http_client_and_no_media_library() -> None:
+    """``_media`` talks to upstreams over h11 itself (no httpx), and Pillow and PyAV (the
+    ``media`` extra) are imported on first use only, so localnet runs without them."""
+    roots = {m.split(".")[0] for m in _loaded_by_layer("_media")}
+    assert not roots & {"httpx", "httpcore", "trio_websocket", "PIL", "av"}, roots
+
+
 def test_server_layer_loads_no_domain_code() -> None:
     """The server layer: stdlib, trio, h11, wsproto, msgspec and trio_sogni._groups only; not
     even the Sogni protocol messages."""

@@ -12,6 +12,12 @@ with BALANCE sogni (default 100) when created; a user already in the database ke
 ``--testnet`` makes logins and signups use the testnet EIP-712 domain. ``--prices FILE.json``
 loads the price table (format: :func:`trio_sogni.localnet.load_prices`).
 
+Limits against hostile or broken peers: every bound of
+:class:`~trio_sogni.localnet.LocalNetworkConfig` has an option named after its field
+(``--write-timeout``, ``--max-jobs-per-account``, ... ; :data:`LIMIT_OPTIONS`), validated when
+parsed (times are positive, finite seconds; counts and sizes whole numbers with a floor), so a
+bad value exits with status 2 and one line naming the option, before anything starts.
+
 Real inference instead of simulated workers: ``--llama [--model-path PATH] [--model-name NAME]``
 runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--upstream URL
 [--upstream-model NAME] [--upstream-api-key KEY]`` an
@@ -21,10 +27,14 @@ runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Final
 
 import trio
 
@@ -36,6 +46,7 @@ from trio_sogni.localnet import (
     FirehoseWorker,
     LlamaCppWorker,
     LocalNetwork,
+    LocalNetworkConfig,
     ModelSpec,
     Pricing,
     Worker,
@@ -44,7 +55,16 @@ from trio_sogni.localnet import (
     wallet_from_password,
 )
 
-__all__ = ["UserSpec", "add_serve_arguments", "ensure_user", "parse_user", "serve_from_args"]
+__all__ = [
+    "LIMIT_OPTIONS",
+    "LimitOption",
+    "UserSpec",
+    "add_serve_arguments",
+    "ensure_user",
+    "limits_from_args",
+    "parse_user",
+    "serve_from_args",
+]
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,135 @@ def ensure_user(net: LocalNetwork, user: UserSpec) -> None:
         return
     if existing.wallet_address != wallet:
         raise ValueError(f"user {user.username!r} exists with another password")
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (zero, negative, NaN, infinite, not a number).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive, finite number of seconds, got {text!r}"
+        )
+    return value
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers of at least ``minimum`` (an ``argparse`` ``type``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at least {minimum}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class LimitOption:
+    """One ``localnet serve`` option that sets the field ``name`` of
+    :class:`~trio_sogni.localnet.LocalNetworkConfig` (flag: ``--name-with-dashes``)."""
+
+    name: str
+    parse: Callable[[str], float | int]
+    help: str
+    metavar: str = "N"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+LIMIT_OPTIONS: Final[tuple[LimitOption, ...]] = (
+    LimitOption(
+        "idle_timeout", seconds, "close a connection that sends no request for this long", "S"
+    ),
+    LimitOption("header_timeout", seconds, "408 and close when a request head takes longer", "S"),
+    LimitOption("body_timeout", seconds, "408 and close when a request body takes longer", "S"),
+    LimitOption(
+        "write_timeout",
+        seconds,
+        "drop a peer that takes no 64 KiB of a write for this long (a WebSocket's jobs are "
+        "aborted and refunded)",
+        "S",
+    ),
+    LimitOption(
+        "message_timeout",
+        seconds,
+        "close a WebSocket (1008) whose message is not complete this long after its first byte",
+        "S",
+    ),
+    LimitOption(
+        "close_timeout", seconds, "wait this long for a client's reply to a close frame", "S"
+    ),
+    LimitOption(
+        "shutdown_timeout", seconds, "the bound on a shutdown (live jobs told, sockets closed)", "S"
+    ),
+    LimitOption(
+        "max_connections", at_least(1), "connections served at once; more get 503 and are closed"
+    ),
+    LimitOption(
+        "max_message_size", at_least(1), "bytes of one WebSocket message; more: close with 1009"
+    ),
+    LimitOption("max_body_size", at_least(0), "bytes of one request body; more: 413"),
+    LimitOption("outbox_limit", at_least(1), "frames queued per socket before job output waits"),
+    LimitOption(
+        "max_jobs_per_socket",
+        at_least(1),
+        "live jobs of one socket (one appId); more are refused with too_many_jobs",
+    ),
+    LimitOption(
+        "max_jobs_per_account",
+        at_least(1),
+        "live socket jobs of one account over all its sockets and appIds; more are refused "
+        "with too_many_jobs",
+    ),
+    LimitOption("record_limit", at_least(0), "records kept in each introspection log"),
+    LimitOption(
+        "record_bytes", at_least(0), "accounted bytes kept in each introspection log", "BYTES"
+    ),
+)
+"""The limit options of ``localnet serve``, one per bound of
+:class:`~trio_sogni.localnet.LocalNetworkConfig` (a test checks that none is missing)."""
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "limits", "bounds against slow, stuck and flooding peers (docs/localnet.md, 'Limits')"
+    )
+    defaults = LocalNetworkConfig()
+    for option in LIMIT_OPTIONS:
+        default = getattr(defaults, option.name)
+        shown = f"{default:g}" if isinstance(default, float) else f"{default:,}"
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.parse,
+            default=None,
+            metavar=option.metavar,
+            help=f"{option.help} (default: {shown})",
+        )
+
+
+def limits_from_args(args: argparse.Namespace) -> LocalNetworkConfig:
+    """The default :class:`~trio_sogni.localnet.LocalNetworkConfig` with the limit options given
+    in ``args`` (from :func:`add_serve_arguments`) applied."""
+    given = {o.name: getattr(args, o.name) for o in LIMIT_OPTIONS}
+    return dataclasses.replace(
+        LocalNetworkConfig(), **{k: v for k, v in given.items() if v is not None}
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +381,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a disconnected app's jobs wait for a reconnect (default: 30)",
     )
+    _add_limit_arguments(parser)
 
 
 async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[str | ModelSpec]]:
@@ -304,6 +454,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
             print(f"trio-sogni localnet serve: --prices: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     async with open_local_network(
+        limits_from_args(args),
         pricing=pricing,
         host=args.host,
         port=args.port,

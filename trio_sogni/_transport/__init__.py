@@ -1,7 +1,7 @@
 """I/O only: the WebSocket connection and the REST client. No chat semantics live here."""
 
 from ._engines import StreamOpener as StreamOpener, open_tcp as open_tcp
-from ._rest import RestClient as RestClient
+from ._rest import BodyStream as BodyStream, RestClient as RestClient, redact_url as redact_url
 from ._socket import (
     FrameSink as FrameSink,
     SocketOptions as SocketOptions,
@@ -10,6 +10,7 @@ from ._socket import (
 )
 
 __all__ = [
+    "BodyStream",
     "FrameSink",
     "RestClient",
     "SocketOptions",
@@ -17,4 +18,5 @@ __all__ = [
     "StreamOpener",
     "build_socket_url",
     "open_tcp",
+    "redact_url",
 ]

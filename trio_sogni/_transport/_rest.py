@@ -4,7 +4,7 @@ typed errors. Two bases: the REST endpoint and the "socket host" (the socket end
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -15,7 +15,7 @@ from typing_extensions import override
 from .._errors import APIStatusError, ConnectError, TransportError
 from ..protocol import decode_json
 
-__all__ = ["MAX_RESPONSE_SIZE", "RestClient"]
+__all__ = ["MAX_RESPONSE_SIZE", "BodyStream", "RestClient", "redact_url"]
 
 logger = logging.getLogger("trio_sogni.rest")
 
@@ -65,6 +65,61 @@ def _error_from_response(response: httpx.Response, content: bytes) -> APIStatusE
         payload=payload,
         retry_after=retry_after,
     )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its query and fragment (``scheme://host/path``): what errors and logs may
+    show of a signed URL, whose query carries the signature."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _signed_url(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise TransportError(f"the server gave an invalid URL: {redact_url(url)[:200]}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise TransportError(f"the server gave an invalid URL: {redact_url(url)[:200]}")
+    return parsed
+
+
+def _signed_url_failure(method: str, shown: str, exc: httpx.HTTPError) -> TransportError:
+    """The error for a failed signed-URL request: the URL without its query and the httpx
+    error's type, never its text (which may hold the signature)."""
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectError(f"cannot connect to {shown}: {type(exc).__name__}")
+    return TransportError(f"{method} {shown} failed: {type(exc).__name__}")
+
+
+class BodyStream:
+    """The body of a download (`RestClient.get_url`), chunk by chunk as the network delivers
+    it (an async iterator of ``bytes``), with httpx's errors mapped to `TransportError` (the
+    message shows the URL without its query). Valid only inside the ``get_url`` block."""
+
+    __slots__ = ("_chunks", "_shown", "content_length")
+
+    def __init__(self, response: httpx.Response, shown: str) -> None:
+        declared = response.headers.get("content-length", "")
+        self.content_length: int | None = (
+            int(declared)
+            if declared.isdigit() and not response.headers.get("content-encoding")
+            else None
+        )
+        """The declared ``Content-Length`` (``None`` if absent or content-encoded)."""
+        self._chunks = response.aiter_bytes()
+        self._shown = shown
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except httpx.HTTPError as exc:
+            failure = _signed_url_failure("GET", self._shown, exc)
+        # Raised outside the handler: httpx's error (whose text may hold the signed URL) is
+        # neither the cause nor the context.
+        raise failure
 
 
 class RestClient:
@@ -230,3 +285,90 @@ class RestClient:
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
         return bytes(body)
+
+    async def put_url(
+        self,
+        url: str,
+        content: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str,
+        content_length: int,
+    ) -> None:
+        """PUT ``content`` to a signed ``url`` (an upload URL the API handed out). No credentials
+        are sent (the URL carries its own signature) and redirects are not followed. An
+        iterable body is streamed as it is produced, with the given ``Content-Length`` (signed
+        storage URLs refuse chunked uploads). Cancellable at every chunk.
+
+        Raises:
+            APIStatusError: a non-2xx answer; the message names the status and the URL without
+                its query (never the signature).
+            ConnectError / TransportError: the upload could not be completed.
+        """
+        target = _signed_url(url)
+        shown = redact_url(url)
+        headers = {"content-type": content_type, "content-length": str(content_length)}
+        request = self._http.build_request("PUT", target, content=content, headers=headers)
+        response: httpx.Response | None = None
+        failure: TransportError | None = None
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            failure = _signed_url_failure("PUT", shown, exc)
+        if response is None:
+            # Raised outside the handler, so httpx's error is not even the context.
+            assert failure is not None
+            raise failure
+        try:
+            body = await self._read_body(response, "PUT", shown)
+        finally:
+            await response.aclose()
+        if not response.is_success:
+            error = _error_from_response(response, body)
+            raise APIStatusError(
+                f"PUT {shown}: HTTP {response.status_code}"
+                + (f" ({error.args[0]})" if error.payload is not None else ""),
+                status_code=response.status_code,
+                error_code=error.error_code,
+                payload=error.payload,
+                retry_after=error.retry_after,
+            )
+
+    @asynccontextmanager
+    async def get_url(self, url: str) -> AsyncGenerator[BodyStream]:
+        """GET a signed ``url`` (a download URL the API handed out) and yield its body as a
+        `BodyStream` once the status is 2xx, unread; the response is closed when the block
+        exits. No credentials are sent and redirects are not followed.
+
+        Raises:
+            APIStatusError: a non-2xx answer (its body read up to the size limit); the message
+                names the status and the URL without its query (never the signature).
+            ConnectError / TransportError: the request could not be completed.
+        """
+        target = _signed_url(url)
+        shown = redact_url(url)
+        request = self._http.build_request("GET", target)
+        response: httpx.Response | None = None
+        failure: TransportError | None = None
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            failure = _signed_url_failure("GET", shown, exc)
+        if response is None:
+            # Raised outside the handler, so httpx's error is not even the context.
+            assert failure is not None
+            raise failure
+        try:
+            if not response.is_success:
+                body = await self._read_body(response, "GET", shown)
+                error = _error_from_response(response, body)
+                raise APIStatusError(
+                    f"GET {shown}: HTTP {response.status_code}"
+                    + (f" ({error.args[0]})" if error.payload is not None else ""),
+                    status_code=response.status_code,
+                    error_code=error.error_code,
+                    payload=error.payload,
+                    retry_after=error.retry_after,
+                )
+            yield BodyStream(response, shown)
+        finally:
+            await response.aclose()

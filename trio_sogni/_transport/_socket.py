@@ -64,12 +64,14 @@ class FrameSink(Protocol):
     def feed_batch(self, frames: Sequence[bytes | str]) -> None:
         """Every message of one socket read, in order (must handle each like `feed`)."""
 
-    def connected(self, authenticated: Authenticated) -> None:
-        """A connection finished its handshake (``authenticated`` received)."""
+    def connected(self, authenticated: Authenticated) -> Sequence[bytes]:
+        """A connection finished its handshake (``authenticated`` received). Returns frames to
+        send on it before anything else (before any waiting sender is let through)."""
+        ...
 
     def connection_lost(self, error: ConnectionLost | AuthenticationError) -> None:
         """The current connection died (`AuthenticationError`: the server closed it with 4021,
-        credentials rejected). Jobs that depended on it must fail now."""
+        credentials rejected). Jobs that depended on it fail now or wait to be resumed."""
 
 
 class SocketOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -94,8 +96,11 @@ def build_socket_url(
     network: str,
     app_source: str | None = None,
     socket_event_subscriptions: dict[str, bool] | None = None,
+    job_resume: bool = False,
 ) -> str:
-    """The WebSocket URL with the official query parameters, in the official order (§1.6)."""
+    """The WebSocket URL with the official query parameters, in the official order (§1.6), and
+    ``jobResume=1`` last when ``job_resume`` (a localnet extension: a server that does not know
+    it ignores it)."""
     parts = urlsplit(socket_endpoint)
     scheme = "ws" if parts.scheme in ("ws", "http") else "wss"
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -108,6 +113,8 @@ def build_socket_url(
     query.append(("clientName", CLIENT_NAME))
     query.append(("clientType", "artist"))
     query.append(("forceWorkerId", "fast" if network == "fast" else ""))
+    if job_resume:
+        query.append(("jobResume", "1"))
     return SplitResult(scheme, parts.netloc, parts.path or "/", urlencode(query), "").geturl()
 
 
@@ -161,6 +168,7 @@ class SocketTransport:
         self.connections = 0
         self.frames_received = 0
         self.authenticated: Authenticated | None = None
+        self._hello: Sequence[bytes] = ()
 
     @override
     def __repr__(self) -> str:
@@ -247,6 +255,13 @@ class SocketTransport:
                 raise ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
             try:
                 early = await self._await_authenticated(ws)
+                hello, self._hello = self._hello, ()
+                try:
+                    for frame in hello:
+                        await self._write(ws, frame)
+                except ConnectionLost as exc:
+                    self._notify_lost(exc)
+                    return exc
                 self.connections += 1
                 self._ws = ws
                 self._ready.set()
@@ -279,7 +294,7 @@ class SocketTransport:
                             message = decode_server_message(frame)
                             assert isinstance(message, Authenticated)
                             self.authenticated = message
-                            self._sink.connected(message)
+                            self._hello = self._sink.connected(message)
                             return list(batch[i + 1 :])
                         self._feed(frame)
         except trio.TooSlowError as exc:

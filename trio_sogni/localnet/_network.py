@@ -42,6 +42,7 @@ from ._jobs._session import (
     Handshake,
     Rejected,
     Reply,
+    Resume,
     Session,
     Submit,
     SubmitProject,
@@ -117,6 +118,7 @@ class LocalNetwork:
         record_limit: int,
         max_jobs_per_socket: int,
         record_bytes: int,
+        max_jobs_per_account: int,
         media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS,
         media_pricing: MediaPricing | None = None,
     ) -> None:
@@ -146,6 +148,7 @@ class LocalNetwork:
             errors=self.errors,
             record_limit=record_limit,
             max_jobs_per_socket=max_jobs_per_socket,
+            max_jobs_per_account=max_jobs_per_account,
             record_bytes=record_bytes,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
@@ -552,6 +555,7 @@ class LocalNetwork:
             refused_connections=self._connections.refused,
             timed_out_connections=sum(self._connections.timeouts.values()),
             stalled_sockets=self._stalled_sockets,
+            lingering_jobs=self._jobs.lingering_jobs(),
         )
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -627,7 +631,10 @@ class LocalNetwork:
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
         await self._connections.serve(
-            stream, on_request=self.handle_rest, on_upgrade=self._on_upgrade
+            stream,
+            on_request=self.handle_rest,
+            on_upgrade=self._on_upgrade,
+            on_head=self.rest.admit,
         )
 
     async def handle_rest(self, request: HTTPRequest) -> HTTPResponse:
@@ -654,6 +661,7 @@ class LocalNetwork:
             outbox_limit=self._outbox_limit,
             close_timeout=self._close_timeout,
             write_timeout=self._limits.write_timeout,
+            message_timeout=self._limits.message_timeout,
         )
         if isinstance(driver, HTTPResponse):  # a bad handshake: nothing was sent
             conn.websocket = False
@@ -685,7 +693,11 @@ class LocalNetwork:
             self._sockets.discard(sock)
             if driver.stalled:
                 self._stalled_sockets += 1
-                self._abort_jobs_of(sock)
+                if not sock.session.handshake.job_resume:
+                    # A client that cannot resume would lose the frames anyway: free the
+                    # workers now. A resuming client's jobs detach like any others (their
+                    # held frames are bounded, and so is the grace).
+                    self._abort_jobs_of(sock)
             self._jobs.unbind(sock)
             self._changes.notify()
         return None
@@ -743,6 +755,7 @@ class LocalNetwork:
             unclaimed_completed_projects=projects[1],
             subscription_entitlement={"active": False, "subscription": None},
             tokens=self._accounts.ledger.balances(sock.account.id) or sock.account.balances(),
+            job_resume=True if sock.session.handshake.job_resume else None,
         )
         sock.driver.outbox.put_nowait(OutFrame(encode_server_message(authenticated)))
         if sock.session.wants("modelAvailability"):
@@ -750,6 +763,7 @@ class LocalNetwork:
             if self._projects.workers:
                 media = encode_server_message(self._projects.swarm_models())
                 sock.driver.outbox.put_nowait(OutFrame(media))
+        self._jobs.attached(sock)
         self._sockets.add(sock)
         self._changes.notify()
 
@@ -772,6 +786,13 @@ class LocalNetwork:
                     # id is a chat job abort (unknown ids included, silently).
                     if not await self._projects.cancel(sock.app_key, job_id):
                         self._jobs.abort(sock.app_key, job_id)
+                case Resume(jobs=entries):
+                    problem = self._jobs.resume(sock, entries)
+                    if problem is not None:
+                        logger.warning("localnet: rejected a client frame: %s", problem)
+                        self.rejected_frames.append(
+                            RejectedFrame.summarize(problem, None, "resumeJobs", frame)
+                        )
                 case Rejected(reason=reason, job_id=job_id, message_type=kind, frame=raw):
                     logger.warning("localnet: rejected a client frame: %s", reason)
                     self.rejected_frames.append(RejectedFrame.summarize(reason, job_id, kind, raw))

@@ -19,7 +19,7 @@ from ._accounts._accounts import Accounts
 from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
-from ._jobs._manager import DEFAULT_MAX_JOBS_PER_SOCKET
+from ._jobs._manager import DEFAULT_MAX_JOBS_PER_ACCOUNT, DEFAULT_MAX_JOBS_PER_SOCKET
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaModelSpec, MediaPricing
 from ._network import LocalNetwork
 from ._server import ServerLimits
@@ -79,6 +79,8 @@ class LocalNetworkOptions(TypedDict, total=False):
     header_timeout: float
     body_timeout: float
     max_connections: int
+    max_jobs_per_account: int
+    message_timeout: float
     media_models: Sequence[MediaModelSpec] | None
     media_pricing: MediaPricing | None
 
@@ -101,8 +103,9 @@ class LocalNetworkConfig:
     ``meter_default_account``. Limits: ``max_message_size``, ``max_body_size``,
     ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
     ``max_jobs_per_socket``, ``record_bytes``, ``write_timeout``, ``idle_timeout``,
-    ``header_timeout``, ``body_timeout``, ``max_connections``. Media projects:
-    ``media_models``, ``media_pricing``. Their meaning is documented on
+    ``header_timeout``, ``body_timeout``, ``max_connections``, ``max_jobs_per_account``,
+    ``message_timeout``. Media projects: ``media_models``, ``media_pricing``. Their meaning is
+    documented on
     :func:`open_local_network`.
     """
 
@@ -142,6 +145,8 @@ class LocalNetworkConfig:
     header_timeout: float = 10.0
     body_timeout: float = 60.0
     max_connections: int = 512
+    max_jobs_per_account: int = DEFAULT_MAX_JOBS_PER_ACCOUNT
+    message_timeout: float = 30.0
     media_models: Sequence[MediaModelSpec] | None = None
     media_pricing: MediaPricing | None = None
 
@@ -206,9 +211,10 @@ async def open_local_network(
     ``balanceUpdate``) unless ``meter_default_account``.
 
     Hostile clients: one socket (one ``appId`` of one account) may have at most
-    ``max_jobs_per_socket`` live jobs (queued, running or detached; default 1,000); more are
-    refused with ``llmJobError`` ``too_many_jobs`` (``error_code`` ``"429"``). Queued jobs are
-    served fairly between accounts (see docs/localnet.md, "Scheduling").
+    ``max_jobs_per_socket`` live jobs (queued, running or detached; default 1,000), and one
+    account at most ``max_jobs_per_account`` over all its sockets and ``appId`` values (default
+    4,000); more are refused with ``llmJobError`` ``too_many_jobs`` (``error_code`` ``"429"``).
+    Queued jobs are served fairly between accounts (see docs/localnet.md, "Scheduling").
 
     Hostile peers are bounded (docs/localnet.md, "Limits"): a connection waits at most
     ``idle_timeout`` seconds for the first byte of a request (new or kept-alive),
@@ -217,7 +223,9 @@ async def open_local_network(
     progress by 64 KiB every ``write_timeout`` seconds, else the connection is aborted (a
     WebSocket that stopped reading has its jobs aborted and their billing holds released); at
     most ``max_connections`` connections are served at once (the next ones get ``503`` with
-    ``Retry-After: 1`` and are closed). The introspection logs keep at most ``record_limit``
+    ``Retry-After: 1`` and are closed). A WebSocket message (all its fragments) must arrive
+    within ``message_timeout`` seconds of its first byte, else the socket is closed with 1008
+    and treated as any dropped socket (its jobs detach for ``rebind_grace``). The introspection logs keep at most ``record_limit``
     entries and ``record_bytes`` accounted bytes each, as summaries.
 
     Media projects (``jobRequest``): ``media_models`` is the media catalog (``None``:
@@ -281,12 +289,14 @@ async def open_local_network(
                     body_timeout=c.body_timeout,
                     write_timeout=c.write_timeout,
                     max_connections=c.max_connections,
+                    message_timeout=c.message_timeout,
                 ),
                 outbox_limit=c.outbox_limit,
                 close_timeout=c.close_timeout,
                 record_limit=c.record_limit,
                 max_jobs_per_socket=c.max_jobs_per_socket,
                 record_bytes=c.record_bytes,
+                max_jobs_per_account=c.max_jobs_per_account,
                 media_models=(
                     c.media_models if c.media_models is not None else DEFAULT_MEDIA_MODELS
                 ),

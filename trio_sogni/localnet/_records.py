@@ -23,6 +23,7 @@ __all__ = [
     "MAX_FIELDS",
     "PREVIEW_CHARS",
     "REDACTED_HEADERS",
+    "REDACTED_QUERY",
     "HTTPRequestRecord",
     "HandshakeRecord",
     "NetworkStatistics",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 REDACTED_HEADERS: Final = frozenset({"api-key", "authorization", "cookie"})
+REDACTED_QUERY: Final = frozenset({"signature"})
+"""Query parameters that are credentials (a signed media URL's ``signature``)."""
 PREVIEW_CHARS: Final = 256
 """Longest header value, query value, path or id a record keeps (longer ones end in ``…``)."""
 MAX_FIELDS: Final = 64
@@ -72,8 +75,9 @@ def _strings_size(values: Iterable[str | None]) -> int:
 
 @dataclass(frozen=True)
 class HTTPRequestRecord:
-    """One REST request the network answered: a summary (credential headers redacted, values
-    cut to 256 (``PREVIEW_CHARS``), at most 64 (``MAX_FIELDS``) headers and query parameters)."""
+    """One REST request the network answered: a summary (credential headers and query
+    parameters redacted, values cut to 256 (``PREVIEW_CHARS``), at most 64 (``MAX_FIELDS``)
+    headers and query parameters)."""
 
     method: str
     path: str
@@ -93,7 +97,9 @@ class HTTPRequestRecord:
         return cls(
             preview(method, PREVIEW_CHARS),
             preview(path, PREVIEW_CHARS),
-            summarize_fields(query),
+            summarize_fields(
+                {k: ("<redacted>" if k in REDACTED_QUERY else v) for k, v in query.items()}
+            ),
             summarize_fields(headers, redacted=True),
             status,
         )
@@ -186,6 +192,9 @@ class NetworkStatistics:
 
     ``job_state_entries`` counts every per-job entry the network holds anywhere (job table, app
     tables, queues, worker slots, detached apps); it returns to 0 once no job is live.
+    ``lingering_jobs`` counts the finished jobs whose last frames are kept for clients that
+    resume jobs (``jobResume=1``), each for ``rebind_grace`` at most, and at most
+    ``max_jobs_per_socket`` and 16 MiB per app (see ``docs/connections.md``).
     ``refused_connections`` counts connections answered ``503`` because ``max_connections`` were
     open, ``timed_out_connections`` those cut by a read or write bound, and ``stalled_sockets``
     the WebSockets dropped because they stopped reading (all since the network started).
@@ -201,3 +210,4 @@ class NetworkStatistics:
     refused_connections: int = 0
     timed_out_connections: int = 0
     stalled_sockets: int = 0
+    lingering_jobs: int = 0

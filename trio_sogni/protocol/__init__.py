@@ -38,6 +38,7 @@ from ._media import (
     WorkerRef as WorkerRef,
 )
 from ._messages import (
+    MAX_RESUME_ENTRIES as MAX_RESUME_ENTRIES,
     SAMPLING_FIELDS as SAMPLING_FIELDS,
     AbortJob as AbortJob,
     Authenticated as Authenticated,
@@ -46,6 +47,7 @@ from ._messages import (
     ChangeNetwork as ChangeNetwork,
     ChatCompletionChunk as ChatCompletionChunk,
     JobError as JobError,
+    JobsResumed as JobsResumed,
     JobState as JobState,
     LLMJobCost as LLMJobCost,
     LLMJobError as LLMJobError,
@@ -54,6 +56,10 @@ from ._messages import (
     LLMModelInfo as LLMModelInfo,
     LLMParamConstraint as LLMParamConstraint,
     LLMSamplingDefaults as LLMSamplingDefaults,
+    ResumedJob as ResumedJob,
+    ResumeEntry as ResumeEntry,
+    ResumeJobs as ResumeJobs,
+    ResumeStatus as ResumeStatus,
     SetSocketEventSubscriptions as SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated as SocketEventSubscriptionsUpdated,
     SwarmLLMModels as SwarmLLMModels,
@@ -85,6 +91,7 @@ from ._openai import (
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MAX_RESUME_ENTRIES",
     "MEDIA_TYPES",
     "SAMPLING_FIELDS",
     "AbortJob",
@@ -111,6 +118,7 @@ __all__ = [
     "JobResult",
     "JobRetry",
     "JobState",
+    "JobsResumed",
     "LLMJobCost",
     "LLMJobError",
     "LLMJobRequest",
@@ -128,6 +136,10 @@ __all__ = [
     "ResponseFormatJSONObject",
     "ResponseFormatJSONSchema",
     "ResponseFormatText",
+    "ResumeEntry",
+    "ResumeJobs",
+    "ResumeStatus",
+    "ResumedJob",
     "Role",
     "ServerMessage",
     "SetSocketEventSubscriptions",

@@ -41,11 +41,13 @@ from ._messages import (
     ChangeNetwork,
     ChatCompletionChunk,
     JobError,
+    JobsResumed,
     JobState,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
     LLMModelInfo,
+    ResumeJobs,
     SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated,
     SwarmLLMModels,
@@ -78,6 +80,7 @@ ServerMessage: TypeAlias = (
     | LLMJobResult
     | LLMJobError
     | JobError
+    | JobsResumed
     | ChangeNetwork
     | SwarmModels
     | JobProgress
@@ -90,7 +93,12 @@ ServerMessage: TypeAlias = (
 """Every server-to-client message this package understands."""
 
 ClientMessage: TypeAlias = (
-    LLMJobRequest | MediaJobRequest | AbortJob | ChangeNetwork | SetSocketEventSubscriptions
+    LLMJobRequest
+    | MediaJobRequest
+    | AbortJob
+    | ChangeNetwork
+    | SetSocketEventSubscriptions
+    | ResumeJobs
 )
 """Every client-to-server message this package understands."""
 
@@ -286,6 +294,7 @@ _SERVER_DECODERS: Final[dict[str, _Decode]] = {
         JobRetry,
         ArtistCancelConfirmation,
         ProjectQueue,
+        JobsResumed,
     )
 }
 _SERVER_DECODERS[SwarmLLMModels.message_type] = _wrap_models
@@ -294,7 +303,13 @@ _SERVER_DECODERS[ChangeNetwork.message_type] = _server_network
 
 _CLIENT_DECODERS: Final[dict[str, _Decode]] = {
     cls.message_type: msgspec.json.Decoder(cls).decode
-    for cls in (LLMJobRequest, MediaJobRequest, AbortJob, SetSocketEventSubscriptions)
+    for cls in (
+        LLMJobRequest,
+        MediaJobRequest,
+        AbortJob,
+        SetSocketEventSubscriptions,
+        ResumeJobs,
+    )
 }
 _CLIENT_DECODERS[ChangeNetwork.message_type] = _client_network
 

@@ -34,6 +34,7 @@ from ._openai import (
 )
 
 __all__ = [
+    "MAX_RESUME_ENTRIES",
     "SAMPLING_FIELDS",
     "AbortJob",
     "Authenticated",
@@ -43,6 +44,7 @@ __all__ = [
     "ChatCompletionChunk",
     "JobError",
     "JobState",
+    "JobsResumed",
     "LLMJobCost",
     "LLMJobError",
     "LLMJobRequest",
@@ -50,6 +52,10 @@ __all__ = [
     "LLMModelInfo",
     "LLMParamConstraint",
     "LLMSamplingDefaults",
+    "ResumeEntry",
+    "ResumeJobs",
+    "ResumeStatus",
+    "ResumedJob",
     "SetSocketEventSubscriptions",
     "SocketEventSubscriptionsUpdated",
     "SwarmLLMModels",
@@ -166,6 +172,32 @@ class SetSocketEventSubscriptions(
     enabled: bool | None = None
 
 
+MAX_RESUME_ENTRIES: Final = 10_000
+"""A `ResumeJobs` frame lists at most this many jobs (more is a malformed frame)."""
+
+
+class ResumeEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One job in `ResumeJobs`: its id and how many of its frames the client already has."""
+
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = field(name="jobID")
+    received: Annotated[int, msgspec.Meta(ge=0, le=2**53)] = 0
+    """The number of this job's server frames (``jobState``, ``jobTokens``, the final message...)
+    the client received before its connection dropped; the server resumes after them."""
+
+
+class ResumeJobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``resumeJobs`` — **a localnet extension**, not part of the Sogni protocol: sent by a client
+    right after ``authenticated`` (when that frame says ``jobResume: true``) to take back the jobs
+    its previous connection was running, each from the first frame it did not receive. Jobs of the
+    app that are not listed are ended by the server (refunded). See ``docs/connections.md``."""
+
+    message_type: ClassVar[str] = "resumeJobs"
+
+    jobs: Annotated[list[ResumeEntry], msgspec.Meta(max_length=MAX_RESUME_ENTRIES)] = field(
+        default_factory=list[ResumeEntry]
+    )
+
+
 # --- server -> client -----------------------------------------------------------------------------
 
 
@@ -203,6 +235,9 @@ class Authenticated(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     tokens: dict[str, Balance] | None = None
     free_spark_locked: bool | None = field(default=None, name="freeSparkLocked")
     free_spark_unlock_path: str | None = field(default=None, name="freeSparkUnlockPath")
+    job_resume: bool | None = field(default=None, name="jobResume")
+    """A localnet extension: ``True`` when the server holds this app's jobs for a `ResumeJobs`
+    frame (the client asked with the ``jobResume=1`` handshake parameter)."""
 
 
 class BalanceUpdate(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -362,6 +397,32 @@ class LLMJobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
     required_plans: list[str] | None = field(default=None, name="requiredPlans")
     feature: str | None = None
     limitation: Any = None
+
+
+ResumeStatus = Literal["resumed", "unknown", "gap"]
+"""How the server answered one job of `ResumeJobs`: ``resumed`` (its missing frames follow),
+``unknown`` (this server never received the job's request, as far as it remembers: the client
+may send the request again) or ``gap`` (the job is known but frames the client lacks are no
+longer held, or it ended without them; a live job answered so is ended and its charge
+released)."""
+
+
+class ResumedJob(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One job's answer in `JobsResumed`."""
+
+    job_id: str = field(name="jobID")
+    status: ResumeStatus
+    replayed: int = 0
+    """How many frames the server sends again (those after the client's ``received``)."""
+
+
+class JobsResumed(msgspec.Struct, kw_only=True, frozen=True):
+    """``jobsResumed`` — **a localnet extension**: the answer to `ResumeJobs`, one entry per job
+    the client listed, sent before any replayed frame."""
+
+    message_type: ClassVar[str] = "jobsResumed"
+
+    jobs: list[ResumedJob] = field(default_factory=list[ResumedJob])
 
 
 class JobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -3,16 +3,31 @@
 Jobs belong to an *app*, not to a socket: an app is an ``appId`` **of one account** (the key is
 ``(account id, appId)``), so the same ``appId`` sent by another account is a different app that
 can neither take over nor see, receive or abort this one's jobs. A job's frames go to whichever
-socket currently holds its app and are dropped while none does. When an app loses its socket,
-its jobs keep running for ``rebind_grace`` seconds; a new socket of the same account with the
-same ``appId`` takes them over, else they are ended. Every method except the job task itself is
-synchronous, so state changes are atomic with respect to other tasks.
+socket currently holds its app, through the job's :class:`ReplayLog` (every frame numbered).
+
+When an app loses its socket, its jobs keep running for ``rebind_grace`` seconds and their
+frames are held (bounded by ``replay_bytes`` per job; a job that fills its log waits). A new
+socket of the same account with the same ``appId`` takes them over, else they are ended:
+
+* a client that said ``jobResume=1`` in its handshake (a localnet extension) gets
+  ``authenticated`` with ``jobResume: true``, and its jobs' frames stay held until it sends
+  ``resumeJobs`` (how many frames of each job it has); the answer ``jobsResumed`` is followed by
+  exactly the frames it lacks, so nothing is lost or sent twice. Jobs it does not list are ended.
+  Frames already sent are kept (the newest, up to a window per job) because the last ones may
+  have died in flight, and so are the logs of jobs that finished shortly before, for the same
+  reason.
+* any other client (the official SDKs) gets the frames produced while no socket held the app,
+  then the live ones (frames in flight when the connection died are lost, as on the real
+  network).
+
+Every method except the job task itself is synchronous, so state changes are atomic with
+respect to other tasks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,10 +39,13 @@ import trio
 
 from ...protocol import (
     ChatCompletionChunk,
+    JobsResumed,
     JobState,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
+    ResumedJob,
+    ResumeEntry,
     ServerMessage,
     SwarmLLMModels,
     encode_server_message,
@@ -46,12 +64,19 @@ from .._server import (
 from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
 from ._records import JobRecord
+from ._replay import ReplayLog
 from ._scheduler import Job, JobOutcome, Scheduler
 from ._session import Session, validate_request
 
 __all__ = [
+    "APP_REPLAY_BYTES",
+    "DEFAULT_MAX_JOBS_PER_ACCOUNT",
     "DEFAULT_MAX_JOBS_PER_SOCKET",
+    "DEFAULT_REPLAY_BYTES",
     "INTERNAL_APP_ID",
+    "LINGERING_BYTES",
+    "LINGER_BYTES",
+    "MAX_ENDED_IDS",
     "RESTART_MESSAGE",
     "TOO_MANY_JOBS",
     "AppKey",
@@ -67,10 +92,36 @@ RESTART_MESSAGE: Final = "Server is restarting; this LLM request was refunded."
 
 TOO_MANY_JOBS: Final = "too_many_jobs"
 """The ``llmJobError.error`` of a job refused because its socket already has
-``max_jobs_per_socket`` live jobs (``error_code`` ``"429"``)."""
+``max_jobs_per_socket`` live jobs, or its account ``max_jobs_per_account`` (``error_code``
+``"429"``)."""
 
 DEFAULT_MAX_JOBS_PER_SOCKET: Final = 1_000
 """The default cap on one socket's (one app's) live jobs: queued, running or detached."""
+
+DEFAULT_MAX_JOBS_PER_ACCOUNT: Final = 4_000
+"""The default cap on one account's live socket jobs, over all its sockets and ``appId`` values."""
+
+DEFAULT_REPLAY_BYTES: Final = 256 * 1024
+"""The default bound on one job's held frames, in bytes (``replay_bytes``): while its app has
+no socket, a job whose unsent frames reach it waits; while it has one, the frames already sent
+that are kept for a resuming client never exceed it."""
+
+APP_REPLAY_BYTES: Final = 16 * 1024 * 1024
+"""The frames kept after they were sent are shared out among the app's live jobs from this
+budget (each job keeping at most ``replay_bytes`` and at least `MIN_REPLAY_WINDOW`)."""
+
+MIN_REPLAY_WINDOW: Final = 16 * 1024
+"""The least a live job of a resuming app keeps of the frames it sent."""
+
+LINGERING_BYTES: Final = 16 * 1024 * 1024
+"""The bytes of finished jobs' frames an app keeps, at most (the oldest forgotten first); it
+also keeps at most ``max_jobs_per_socket`` finished jobs, each for ``rebind_grace``."""
+
+LINGER_BYTES: Final = 16 * 1024
+"""The bytes of a finished job's last frames kept while it lingers."""
+
+MAX_ENDED_IDS: Final = 16_384
+"""Ids of recently ended jobs an app remembers (for ``rebind_grace``), at most."""
 
 AppKey = tuple[str, str]
 """What owns socket jobs: ``(account id, appId)``."""
@@ -100,6 +151,8 @@ class SocketBinding:
     driver: WebSocketDriver
     session: Session
     account: Account
+    resumed: bool = False
+    """Whether this socket sent its ``resumeJobs`` (one per socket)."""
 
     @property
     def app_id(self) -> str:
@@ -112,13 +165,41 @@ class SocketBinding:
 
 
 @dataclass(eq=False)
+class _Lingering:
+    """A finished job's id and last frames, kept for a client that may have missed them."""
+
+    job_id: str
+    log: ReplayLog
+    ended: float
+
+
+@dataclass(eq=False)
 class _App:
     key: AppKey
     socket: SocketBinding | None = None
     grace: trio.CancelScope | None = None
+    flowing: bool = False
+    """Frames go to ``socket`` (false: there is none, or it must send ``resumeJobs`` first)."""
+    resumes: bool = False
+    """The app's latest socket said ``jobResume=1``: keep frames for it to resume from."""
 
     def __post_init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+        self.lingering: OrderedDict[str, _Lingering] = OrderedDict()
+        self.lingering_bytes = 0
+        self.ended: OrderedDict[str, float] = OrderedDict()
+        """Keys of the app's jobs that ended recently (when), so that a resuming client is told
+        ``gap`` for them, never ``unknown`` (which invites it to send the request again)."""
+
+    def forget_lingering(self, key: str | None = None) -> None:
+        """Forget one finished job's frames (the oldest if ``key`` is ``None``), or all of them
+        with ``key="*"``."""
+        if key == "*":
+            self.lingering.clear()
+            self.lingering_bytes = 0
+            return
+        entry = self.lingering.popitem(last=False)[1] if key is None else self.lingering.pop(key)
+        self.lingering_bytes -= entry.log.size
 
 
 INTERNAL_APP_ID: Final = "localnet-internal"
@@ -188,7 +269,9 @@ class JobManager:
         script: ScriptFunction | None,
         rebind_grace: float,
         changes: Changes,
+        replay_bytes: int = DEFAULT_REPLAY_BYTES,
         max_jobs_per_socket: int = DEFAULT_MAX_JOBS_PER_SOCKET,
+        max_jobs_per_account: int = DEFAULT_MAX_JOBS_PER_ACCOUNT,
         errors: deque[str],
         record_limit: int,
         record_bytes: int = 4 * 1024 * 1024,
@@ -201,10 +284,21 @@ class JobManager:
         self.pricing = pricing
         self.script = script
         self.rebind_grace = rebind_grace
+        if replay_bytes < 1024:
+            raise ValueError("replay_bytes must be at least 1024")
+        self.replay_bytes = replay_bytes
+        """The bound on one job's held frames (see `DEFAULT_REPLAY_BYTES`)."""
         if max_jobs_per_socket < 1:
             raise ValueError("max_jobs_per_socket must be at least 1")
         self.max_jobs_per_socket = max_jobs_per_socket
         """Live jobs one socket (one app) may have; more are refused with ``too_many_jobs``."""
+        if max_jobs_per_account < 1:
+            raise ValueError("max_jobs_per_account must be at least 1")
+        self.max_jobs_per_account = max_jobs_per_account
+        """Live socket jobs one account may have over all its sockets and apps (internal jobs,
+        i.e. hosted and run jobs, do not count); more are refused with ``too_many_jobs``."""
+        self._account_jobs: dict[str, int] = {}
+        """Live socket jobs per account id (no entry at 0)."""
         self.scheduler = Scheduler()
         self.jobs: dict[str, Job] = {}
         self.apps: dict[AppKey, _App] = {}
@@ -268,15 +362,44 @@ class JobManager:
 
     def bind(self, sock: SocketBinding) -> tuple[SocketBinding | None, list[str]]:
         """Make ``sock`` the socket of its app. Returns the socket it replaces (if any) and the
-        ids of the app's live jobs, which now report to ``sock``."""
+        ids of the app's live jobs, which now report to ``sock``.
+
+        A resuming socket (``jobResume=1``) that finds jobs or lingering frames gets nothing of
+        them until its ``resumeJobs`` (:meth:`resume`); the rebind-grace timer keeps running
+        meanwhile (one is started if none runs), so a client that never sends it cannot hold
+        them for longer. Any other socket gets the frames held while the app had no socket once
+        :meth:`attached` runs, then the live ones."""
         app = self.apps.get(sock.app_key)
         if app is None:
             app = self.apps[sock.app_key] = _App(sock.app_key)
         old, app.socket = app.socket, sock
-        if app.grace is not None:
-            app.grace.cancel()
-            app.grace = None
-        return old, [job.job_id for job in app.jobs.values()]
+        if old is not None:
+            self._detach_logs(app)
+        app.resumes = sock.session.handshake.job_resume
+        holding = app.resumes and bool(app.jobs or app.lingering)
+        app.flowing = not holding
+        if holding:
+            if app.grace is None:
+                self._start_grace(app)
+        else:
+            app.forget_lingering("*")
+            if app.grace is not None:
+                app.grace.cancel()
+                app.grace = None
+        return old, [job.job_id for job in app.jobs.values() if not isinstance(job, InternalJob)]
+
+    def attached(self, sock: SocketBinding) -> None:
+        """``sock``'s ``authenticated`` is queued: a socket that does not resume jobs now gets
+        the frames its app's jobs produced while no socket held it (never sent anywhere)."""
+        app = self.apps.get(sock.app_key)
+        if app is None or app.socket is not sock or not app.flowing:
+            return
+        outbox = sock.driver.outbox
+        for job in app.jobs.values():
+            for item in job.replay.unsent(job):
+                outbox.put_nowait(item)
+            job.replay.trim(self._window(app))
+        self._changes.notify()
 
     def unbind(self, sock: SocketBinding) -> None:
         """``sock`` is gone. If it still held its app, the app's jobs detach (rebind grace)."""
@@ -284,33 +407,142 @@ class JobManager:
         if app is None or app.socket is not sock:
             return
         app.socket = None
-        if not app.jobs:
+        app.flowing = False
+        self._detach_logs(app)
+        if sock.driver.received_close == 1000:
+            # The client said goodbye: it wants nothing more of the jobs that already ended.
+            app.forget_lingering("*")
+        if not app.jobs and not app.lingering:
+            if app.grace is not None:
+                app.grace.cancel()
+                app.grace = None
             del self.apps[app.key]
         elif self.closing:
             pass  # shutdown ends every job itself
         elif self.rebind_grace <= 0:
-            for job in list(app.jobs.values()):
-                self.end_job(job, "expired", None)
-        elif self._nursery is not None:
-            app.grace = trio.CancelScope()
-            self._nursery.start_soon(self._grace_timer, app, app.grace)
+            self._expire(app)
+        elif app.grace is None:
+            self._start_grace(app)
+        self._changes.notify()
+
+    @staticmethod
+    def _detach_logs(app: _App) -> None:
+        for job in app.jobs.values():
+            job.replay.detached_at = job.replay.count
+
+    def _start_grace(self, app: _App) -> None:
+        if self._nursery is None:
+            return
+        app.grace = trio.CancelScope()
+        self._nursery.start_soon(self._grace_timer, app, app.grace)
 
     async def _grace_timer(self, app: _App, scope: trio.CancelScope) -> None:
         with scope:
             await trio.sleep(self.rebind_grace)
             app.grace = None
-            for job in list(app.jobs.values()):
-                self.end_job(job, "expired", None)
+            self._expire(app)
             self._changes.notify()
 
+    def _expire(self, app: _App) -> None:
+        """The rebind grace is over: end the jobs nobody took back and forget lingering frames.
+        A socket still waiting to resume gets the app's (new) jobs' frames from now on."""
+        for job in list(app.jobs.values()):
+            self.end_job(job, "expired", None)
+        app.forget_lingering("*")
+        if app.socket is not None:
+            app.flowing = True
+        elif not app.jobs:
+            self.apps.pop(app.key, None)
+
+    def resume(self, sock: SocketBinding, entries: tuple[ResumeEntry, ...]) -> str | None:
+        """``sock`` sent ``resumeJobs``: answer ``jobsResumed`` and send each listed job's frames
+        after the client's count; end the app's other held jobs (they are not wanted). Returns
+        a reason to reject the frame instead (a second ``resumeJobs`` on one socket)."""
+        if sock.resumed:
+            return "resumeJobs may be sent once per connection"
+        sock.resumed = True
+        app = self.apps.get(sock.app_key)
+        holding = app is not None and app.socket is sock and not app.flowing
+        answers: list[ResumedJob] = []
+        replays: list[OutFrame | OutEncoded] = []
+        wanted: set[str] = set()
+        if app is not None:
+            self._forget_stale(app)
+        for entry in entries:
+            key = entry.job_id.upper()
+            job = app.jobs.get(key) if app is not None and holding else None
+            log: ReplayLog | None = None
+            if job is not None:
+                log = job.replay
+            elif app is not None and holding and key in app.lingering:
+                log = app.lingering[key].log
+            if log is None:
+                status = "gap" if app is not None and key in app.ended else "unknown"
+                answers.append(ResumedJob(job_id=entry.job_id, status=status))
+                continue
+            items = log.since(entry.received, job)
+            if items is None:
+                answers.append(ResumedJob(job_id=entry.job_id, status="gap"))
+                continue
+            wanted.add(key)
+            replayed = log.count - entry.received
+            answers.append(ResumedJob(job_id=entry.job_id, status="resumed", replayed=replayed))
+            replays.extend(items)
+        outbox = sock.driver.outbox
+        outbox.put_nowait(OutFrame(encode_server_message(JobsResumed(jobs=answers))))
+        for item in replays:
+            outbox.put_nowait(item)
+        if app is not None and holding:
+            for key, job in list(app.jobs.items()):
+                if key not in wanted:
+                    self.end_job(job, "aborted", None)
+            # Finished jobs the client did not ask for are not wanted; those it did ask for
+            # keep lingering: their replayed frames may die in flight too.
+            for key in [key for key in app.lingering if key not in wanted]:
+                app.forget_lingering(key)
+            app.flowing = True
+            if app.grace is not None:
+                app.grace.cancel()
+                app.grace = None
+            window = self._window(app)
+            for job in app.jobs.values():
+                job.replay.trim(window)
+        self._changes.notify()
+        return None
+
+    def _window(self, app: _App) -> int:
+        """How many bytes of sent frames each live job of ``app`` keeps."""
+        if not app.resumes:
+            return 0
+        share = APP_REPLAY_BYTES // max(1, len(app.jobs))
+        return min(self.replay_bytes, max(MIN_REPLAY_WINDOW, share))
+
+    def _forget_stale(self, app: _App) -> None:
+        deadline = trio.current_time() - self.rebind_grace
+        ended = app.ended
+        while ended and next(iter(ended.values())) < deadline:
+            ended.popitem(last=False)
+        lingering = app.lingering
+        while lingering:
+            first = next(iter(lingering.values()))
+            if first.ended >= deadline:
+                break
+            app.forget_lingering()
+
     def detached_jobs(self) -> int:
-        return sum(len(a.jobs) for a in self.apps.values() if a.socket is None)
+        return sum(len(a.jobs) for a in self.apps.values() if not a.flowing)
+
+    def lingering_jobs(self) -> int:
+        """Finished jobs kept for resuming clients (pruned as they age past the grace)."""
+        for app in list(self.apps.values()):
+            self._forget_stale(app)
+        return sum(len(a.lingering) for a in self.apps.values())
 
     def state_entries(self) -> int:
         """Every per-job entry held anywhere (see `NetworkStatistics.job_state_entries`)."""
         queued, running, queues = self.scheduler.statistics()
         app_entries = sum(len(a.jobs) for a in self.apps.values())
-        detached_apps = sum(1 for a in self.apps.values() if a.socket is None)
+        detached_apps = sum(1 for a in self.apps.values() if a.socket is None and a.jobs)
         return len(self.jobs) + app_entries + queued + running + queues + detached_apps
 
     # -- job lifecycle --------------------------------------------------------------------------
@@ -325,9 +557,17 @@ class JobManager:
                 f"{self.max_jobs_per_socket}); wait for some to finish."
             )
             return _error(request.job_id, TOO_MANY_JOBS, message, error_code="429")
+        held = self._account_jobs.get(sock.account.id, 0)
+        if held >= self.max_jobs_per_account:
+            message = (
+                f"This account already has {held} live jobs (the limit is "
+                f"{self.max_jobs_per_account}); wait for some to finish."
+            )
+            return _error(request.job_id, TOO_MANY_JOBS, message, error_code="429")
         admitted = self._admit(request, sock.account.id, sock.app_id, Job)
         if isinstance(admitted, LLMJobError):
             return admitted
+        self._account_jobs[admitted.account] = held + 1
         app.jobs[admitted.key] = admitted
         assert self._nursery is not None
         self._nursery.start_soon(self._run_job, admitted)
@@ -440,9 +680,11 @@ class JobManager:
         if isinstance(job, InternalJob) and job.final is None:
             job.final = error or _error(job.job_id, outcome, f"The job ended ({outcome}).")
         if error is not None and not isinstance(job, InternalJob):
+            payload = encode_server_message(error)
+            job.replay.append(payload)
             app = self.apps.get(job.app_key)
-            if app is not None and app.socket is not None:
-                app.socket.driver.outbox.put_nowait(OutFrame(encode_server_message(error)))
+            if app is not None and app.socket is not None and app.flowing:
+                app.socket.driver.outbox.put_nowait(OutFrame(payload))
         job.end(outcome, silence=True)
         self.scheduler.discard(job)
         self._forget(job)
@@ -475,10 +717,15 @@ class JobManager:
         if self.jobs.get(job.key) is not job:
             return
         del self.jobs[job.key]
+        if not isinstance(job, InternalJob):
+            left = self._account_jobs.pop(job.account, 1) - 1
+            if left:
+                self._account_jobs[job.account] = left
         app = self.apps.get(job.app_key)
         if app is not None:
             app.jobs.pop(job.key, None)
-            if not app.jobs and app.socket is None:
+            self._linger(app, job)
+            if not app.jobs and not app.lingering and app.socket is None:
                 if app.grace is not None:
                     app.grace.cancel()
                 del self.apps[app.key]
@@ -488,18 +735,75 @@ class JobManager:
         )
         self._changes.notify()
 
+    def _linger(self, app: _App, job: Job) -> None:
+        """Keep a finished job's last frames while its client may still lack them: for a
+        resuming app, a job that ended with its own final frame (not aborted, not expired).
+        Every ended job of a resuming app is remembered (bounded) in ``app.ended``."""
+        if app.resumes and not isinstance(job, InternalJob):
+            self._forget_stale(app)
+            app.ended[job.key] = trio.current_time()
+            app.ended.move_to_end(job.key)
+            while len(app.ended) > MAX_ENDED_IDS:
+                app.ended.popitem(last=False)
+        if (
+            isinstance(job, InternalJob)
+            or job.outcome in (None, "aborted", "expired")
+            or not job.replay.count
+            or self.rebind_grace <= 0
+            or not app.resumes
+        ):
+            job.replay.clear()
+            return
+        job.replay.trim(LINGER_BYTES)
+        if job.key in app.lingering:
+            app.forget_lingering(job.key)
+        app.lingering[job.key] = _Lingering(job.job_id, job.replay, trio.current_time())
+        app.lingering_bytes += job.replay.size
+        while len(app.lingering) > self.max_jobs_per_socket or (
+            app.lingering_bytes > LINGERING_BYTES
+        ):
+            app.forget_lingering()
+
     # -- the job task ---------------------------------------------------------------------------
 
-    async def _put(self, job: Job, item: OutFrame | OutEncoded) -> None:
-        """Queue ``item`` on the socket holding the job's app (dropped, and counted, while the
-        app has none). A checkpoint; waits while that socket's outbox is full."""
+    async def deliver(
+        self, job: Job, payload: bytes | str, *, encoded: bool = False, frames: int = 1
+    ) -> None:
+        """Send one outbox item of ``job``'s frames to the socket holding its app: a frame's
+        payload, or (``encoded``) ``frames`` complete encoded WebSocket frames.
+
+        The item is logged in the job's :class:`ReplayLog` first. While the app has no socket
+        (or its socket has yet to resume), the item is only logged, and when the job's unsent
+        frames reach ``replay_bytes`` this waits until a socket takes the app back or the job
+        ends. Always a checkpoint; waits while the socket's outbox is full (backpressure)."""
+        log = job.replay
         app = self.apps.get(job.app_key)
-        sock = app.socket if app is not None else None
-        if sock is None:
+        if (
+            app is not None
+            and not app.flowing
+            and log.count > log.detached_at
+            and log.size + len(payload) > self.replay_bytes
+        ):
+            holder = app
+            await self._changes.wait_until(
+                lambda: holder.flowing or job.silenced or self.apps.get(job.app_key) is not holder
+            )
+            app = self.apps.get(job.app_key)
+        log.append(payload, encoded=encoded, frames=frames)
+        if app is None:  # the job ended with its app: nobody will ask for this frame
             self.frames_dropped += 1
             await trio.lowlevel.checkpoint()
             return
-        await sock.driver.outbox.put(item)
+        sock = app.socket if app.flowing else None
+        if sock is None:
+            await trio.lowlevel.checkpoint()
+            return
+        log.trim(self._window(app))
+        if encoded:
+            assert isinstance(payload, bytes)
+            await sock.driver.outbox.put(OutEncoded(payload, job))
+        else:
+            await sock.driver.outbox.put(OutFrame(payload, job))
 
     async def _emit(self, job: Job, message: ServerMessage) -> None:
         if isinstance(job, InternalJob):
@@ -507,15 +811,15 @@ class JobManager:
                 job.final = message
             await job.on_message(message)
             return
-        await self._put(job, OutFrame(encode_server_message(message), job))
+        await self.deliver(job, encode_server_message(message))
 
     async def _emit_chunk(self, job: Job, chunk: ChatCompletionChunk) -> None:
         await self._emit(job, chunk)
 
-    async def _emit_encoded(self, job: Job, data: bytes) -> None:
+    async def _emit_encoded(self, job: Job, data: bytes, frames: int) -> None:
         if isinstance(job, InternalJob):
             raise RuntimeError("pre-encoded frames cannot be delivered to an internal job")
-        await self._put(job, OutEncoded(data, job))
+        await self.deliver(job, data, encoded=True, frames=frames)
 
     async def _drop_for(self, job: Job, reset: bool) -> None:
         app = self.apps.get(job.app_key)

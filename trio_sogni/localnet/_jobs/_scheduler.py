@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 import trio
 
 from ...protocol import LLMJobRequest
+from ._replay import ReplayLog
 
 if TYPE_CHECKING:
     from .._accounts._ledger import Hold
@@ -126,6 +127,8 @@ class Job(Schedulable):
         self.outcome: JobOutcome | None = None
         self.hold: Hold | None = None
         """The balance reserved for this job (``None``: its account is not billed)."""
+        self.replay = ReplayLog()
+        """Every frame sent for the job, numbered; the newest kept for a reconnecting client."""
 
     @property
     def app_key(self) -> tuple[str, str]:

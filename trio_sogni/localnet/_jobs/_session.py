@@ -2,7 +2,7 @@
 
 :func:`parse_handshake` reads the upgrade request's query string. A :class:`Session` takes one
 client frame at a time and returns *effects* (:class:`Reply`, :class:`Submit`, :class:`Abort`,
-:class:`Rejected`) for the network to carry out. Nothing here touches a socket, a clock or a job,
+:class:`Resume`, :class:`Rejected`) for the network to carry out. Nothing here touches a socket, a clock or a job,
 so it can be tested with plain function calls.
 """
 
@@ -26,6 +26,8 @@ from ...protocol import (
     LLMJobRequest,
     MediaJobRequest,
     ResponseFormatJSONSchema,
+    ResumeEntry,
+    ResumeJobs,
     ServerMessage,
     SetSocketEventSubscriptions,
     SocketEventSubscriptionsUpdated,
@@ -40,6 +42,7 @@ __all__ = [
     "Handshake",
     "Rejected",
     "Reply",
+    "Resume",
     "Session",
     "Submit",
     "SubmitProject",
@@ -75,6 +78,9 @@ class Handshake:
     network: Literal["fast", "relaxed"]
     socket_event_subscriptions: Mapping[str, bool]
     problems: tuple[str, ...] = ()
+    job_resume: bool = False
+    """``jobResume=1`` (a localnet extension, see ``docs/connections.md``): this client resumes
+    its app's jobs with a ``resumeJobs`` frame right after ``authenticated``."""
 
 
 _subscriptions_decoder: Final = JSONDecoder(dict[str, bool])
@@ -100,6 +106,9 @@ def parse_handshake(target: str) -> Handshake:
         except msgspec.MsgspecError as exc:
             problems.append(f"socketEventSubscriptions: {exc}")
     force = query.get("forceWorkerId")
+    resume = query.get("jobResume")
+    if resume not in (None, "0", "1"):
+        problems.append("jobResume: expected 0 or 1")
     return Handshake(
         path=parts.path or "/",
         query=query,
@@ -111,6 +120,7 @@ def parse_handshake(target: str) -> Handshake:
         network="relaxed" if force == "" else "fast",
         socket_event_subscriptions=subscriptions,
         problems=tuple(problems),
+        job_resume=resume == "1",
     )
 
 
@@ -147,6 +157,13 @@ class Abort:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """The client asked to take back its app's jobs (``resumeJobs``, a localnet extension)."""
+
+    jobs: tuple[ResumeEntry, ...]
+
+
+@dataclass(frozen=True)
 class Rejected:
     """A frame was refused: it did not decode strictly, or a job request was invalid."""
 
@@ -156,7 +173,7 @@ class Rejected:
     frame: bytes | str = field(repr=False)
 
 
-Effect: TypeAlias = Reply | Submit | SubmitProject | Abort | Rejected
+Effect: TypeAlias = Reply | Submit | SubmitProject | Abort | Resume | Rejected
 """What the network must do after a client frame."""
 
 
@@ -296,6 +313,11 @@ class Session:
                     problem = f"jobID is longer than {MAX_JOB_ID_LENGTH} characters"
                     return [Rejected(problem, None, message.message_type, frame)]
                 return [Abort(job_id, error)]
+            case ResumeJobs(jobs=jobs):
+                if not self.handshake.job_resume:
+                    problem = "resumeJobs needs the jobResume=1 handshake parameter"
+                    return [Rejected(problem, None, message.message_type, frame)]
+                return [Resume(tuple(jobs))]
             case ChangeNetwork(network=network):
                 self.network = network
                 return [Reply(ChangeNetwork(network=network))]

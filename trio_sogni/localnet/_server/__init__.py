@@ -2,7 +2,7 @@
 
 Bottom of localnet's layers. It imports the stdlib, trio, h11, wsproto, msgspec and
 :mod:`trio_sogni._groups` only, never a domain package (``_workers``, ``_jobs``, ``_accounts``,
-``_hosted``, ``_runs``) nor :mod:`trio_sogni.protocol` (tests/localnet/test_localnet_imports.py).
+``_hosted``, ``_runs``, ``_media``) nor :mod:`trio_sogni.protocol` (tests/localnet/test_localnet_imports.py).
 What it needs of a job (whether its output is still wanted) it reads through
 :class:`Silenceable`.
 
@@ -13,13 +13,14 @@ What it needs of a job (whether its output is still wanted) it reads through
 * ``_connections``: :class:`Connections`, the served connections (one HTTP loop per stream,
   TCP_NODELAY, cancel plain HTTP ones on shutdown);
 * ``_rest``: :class:`Router` (features contribute routers, combined with
-  :meth:`Router.include`) and :class:`RestAPI`;
+  :meth:`Router.include`; a route may check a request's head before its body is read, see
+  :data:`Admission`) and :class:`RestAPI`;
 * ``_accept``: the accept loop (:func:`serve_listeners`), which backs off on ``EMFILE`` and
   logs at most once per period (:class:`LogThrottle`);
 * ``_recordlog``: :class:`RecordLog`, introspection records bounded in count and in bytes.
 
-Every read and write is bounded by :class:`ServerLimits` (idle, header, body and write
-timeouts; ``max_connections``).
+Every read and write is bounded by :class:`ServerLimits` (idle, header, body, write and
+WebSocket message timeouts; ``max_connections``).
 """
 
 from ._accept import LogThrottle as LogThrottle, serve_listeners as serve_listeners
@@ -37,9 +38,11 @@ from ._frames import (
     OutItem as OutItem,
     Silenceable as Silenceable,
     encode_frame as encode_frame,
+    skip_frames as skip_frames,
 )
 from ._http import (
     AbortConnection as AbortConnection,
+    HeadVerdict as HeadVerdict,
     HTTPRequest as HTTPRequest,
     HTTPResponse as HTTPResponse,
     ServerLimits as ServerLimits,
@@ -53,17 +56,19 @@ from ._recordlog import (
     RecordLog as RecordLog,
     preview as preview,
 )
-from ._rest import Handler as Handler, RestAPI as RestAPI, Router as Router
+from ._rest import Admission as Admission, Handler as Handler, RestAPI as RestAPI, Router as Router
 from ._ws import WebSocketDriver as WebSocketDriver, accept_websocket as accept_websocket
 
 __all__ = [
     "RECORD_OVERHEAD",
     "AbortConnection",
+    "Admission",
     "Connection",
     "Connections",
     "HTTPRequest",
     "HTTPResponse",
     "Handler",
+    "HeadVerdict",
     "LogThrottle",
     "OutClose",
     "OutDrop",
@@ -86,4 +91,5 @@ __all__ = [
     "preview",
     "serve_http",
     "serve_listeners",
+    "skip_frames",
 ]

@@ -25,6 +25,7 @@ import trio
 
 from ._accept import LogThrottle
 from ._http import (
+    HeadVerdict,
     HTTPRequest,
     HTTPResponse,
     ServerLimits,
@@ -114,8 +115,10 @@ class Connections:
         *,
         on_request: Callable[[HTTPRequest], Awaitable[HTTPResponse]],
         on_upgrade: UpgradeHandler,
+        on_head: Callable[[HTTPRequest], HeadVerdict] | None = None,
     ) -> None:
-        """Serve ``stream`` until it ends (TCP_NODELAY on for TCP sockets), then close it.
+        """Serve ``stream`` until it ends (TCP_NODELAY on for TCP sockets), then close it
+        (``on_head``: see :func:`serve_http`).
         Never raises for a crashed handler (see ``on_error``). Over ``max_connections``: refuse
         it (``503``) and close it."""
         if len(self._open) >= self.limits.max_connections:
@@ -137,6 +140,7 @@ class Connections:
                     on_upgrade=partial(on_upgrade, stream, conn),
                     limits=self.limits,
                     on_timeout=self._timed_out,
+                    on_head=on_head,
                 )
         except Exception as exc:
             logger.exception("localnet: connection handler failed")

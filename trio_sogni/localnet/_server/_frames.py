@@ -25,6 +25,7 @@ __all__ = [
     "Outbox",
     "Silenceable",
     "encode_frame",
+    "skip_frames",
 ]
 
 WRITE_BATCH_BYTES: Final = 262_144
@@ -149,3 +150,28 @@ class Outbox:
         self._items.clear()
         self._readers.unpark_all()
         self._writers.unpark_all()
+
+
+def skip_frames(data: bytes, count: int) -> bytes:
+    """``data`` (complete frames as :func:`encode_frame` writes them) without its first ``count``
+    frames. Reads only the frame headers: O(count).
+
+    Raises:
+        ValueError: ``data`` holds fewer than ``count`` complete frames.
+    """
+    offset = 0
+    for _ in range(count):
+        if offset + 2 > len(data):
+            raise ValueError("fewer frames than asked to skip")
+        length = data[offset + 1] & 0x7F
+        if length == 126:
+            (length,) = struct.unpack_from("!H", data, offset + 2)
+            offset += 4 + length
+        elif length == 127:
+            (length,) = struct.unpack_from("!Q", data, offset + 2)
+            offset += 10 + length
+        else:
+            offset += 2 + length
+        if offset > len(data):
+            raise ValueError("fewer frames than asked to skip")
+    return data[offset:]

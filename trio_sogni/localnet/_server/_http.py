@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final, cast
+from typing import Final, TypeAlias, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
@@ -31,6 +31,7 @@ __all__ = [
     "AbortConnection",
     "HTTPRequest",
     "HTTPResponse",
+    "HeadVerdict",
     "ServerLimits",
     "WriteTimeout",
     "error_response",
@@ -60,7 +61,9 @@ class ServerLimits:
     head; ``body_timeout``: for the whole request body; ``write_timeout``: for each write of at
     most :data:`WRITE_PIECE` bytes (responses, WebSocket frames); ``max_body_size``: bytes of
     one request body; ``max_connections``: connections served at once (more are refused with
-    ``503``, see :class:`~._connections.Connections`).
+    ``503``, see :class:`~._connections.Connections`); ``message_timeout``: for each incoming
+    WebSocket message, from its first byte to its last (see
+    :class:`~._ws.WebSocketDriver`).
     """
 
     max_body_size: int = 16 * 1024 * 1024
@@ -69,9 +72,16 @@ class ServerLimits:
     body_timeout: float = 60.0
     write_timeout: float = 30.0
     max_connections: int = 512
+    message_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "header_timeout", "body_timeout", "write_timeout"):
+        for name in (
+            "idle_timeout",
+            "header_timeout",
+            "body_timeout",
+            "write_timeout",
+            "message_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_connections < 1:
@@ -162,6 +172,14 @@ class HTTPResponse:
     content_type: str = "application/json"
     headers: Sequence[tuple[str, str]] = ()
     stream: Callable[[], AsyncIterator[bytes]] | None = None
+
+
+HeadVerdict: TypeAlias = int | HTTPResponse | None
+"""What an ``on_head`` hook of :func:`serve_http` says about a request whose head has arrived
+and whose body has not been read: ``None``, read the body under ``max_body_size``; an ``int``,
+read at most that many bytes (never more than ``max_body_size``), else answer ``413``; an
+:class:`HTTPResponse`, answer it at once without reading the body (the connection then
+closes)."""
 
 
 class AbortConnection(Exception):
@@ -307,6 +325,7 @@ async def serve_http(
     on_upgrade: Callable[[HTTPRequest, bytes], Awaitable[HTTPResponse | None]],
     limits: ServerLimits,
     on_timeout: Callable[[str], None] | None = None,
+    on_head: Callable[[HTTPRequest], HeadVerdict] | None = None,
 ) -> None:
     """Serve HTTP/1.1 on ``stream`` until the peer closes it, a response demands closing, a
     WebSocket upgrade takes it over, or a bound of ``limits`` is exceeded.
@@ -315,7 +334,9 @@ async def serve_http(
     handshake by returning the HTTP response to send. A read deadline that passes ends the
     connection: silently while idle, with a best-effort ``408`` mid-request; ``on_timeout``
     then gets the phase (``"idle"``, ``"header"``, ``"body"``; ``"write"`` for a write that
-    timed out). Does not close ``stream``; never raises for a peer's protocol error (answers 400
+    timed out). ``on_head``, when given, sees each non-upgrade request's head (``body``
+    empty) before its body is read and may lower the body limit or answer at once
+    (:data:`HeadVerdict`). Does not close ``stream``; never raises for a peer's protocol error (answers 400
     when it still can), a slow peer or a vanished peer.
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_SIZE)
@@ -337,9 +358,20 @@ async def serve_http(
                 if refusal is not None:
                     await _send_response(conn, stream, refusal, timeout)
                 return
+            body_limit = limits.max_body_size
+            verdict = on_head(head) if on_head is not None else None
+            if isinstance(verdict, HTTPResponse):
+                headers = [*verdict.headers, ("connection", "close")]
+                early = HTTPResponse(
+                    verdict.status, verdict.body, verdict.content_type, headers, verdict.stream
+                )
+                await _send_response(conn, stream, early, timeout)
+                return
+            if verdict is not None:
+                body_limit = max(0, min(verdict, body_limit))
             reader.expect_body()
             try:
-                body = await _read_body(reader, limits.max_body_size)
+                body = await _read_body(reader, body_limit)
             except _BodyTooLarge:
                 await _send_response(
                     conn,

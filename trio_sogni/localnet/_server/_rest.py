@@ -17,12 +17,16 @@ from urllib.parse import unquote
 
 import msgspec
 
-from ._http import HTTPRequest, HTTPResponse, error_response
+from ._http import HeadVerdict, HTTPRequest, HTTPResponse, error_response
 
-__all__ = ["Handler", "RestAPI", "Router"]
+__all__ = ["Admission", "Handler", "RestAPI", "Router"]
 
 Handler: TypeAlias = Callable[[HTTPRequest, Mapping[str, str]], Awaitable[HTTPResponse]]
 """A route handler: the request and the pattern's captured parameters."""
+
+Admission: TypeAlias = Callable[[HTTPRequest, Mapping[str, str]], HeadVerdict]
+"""A route's check of a request head before its body is read (synchronous; ``body`` is
+empty): its body limit, or an immediate answer (see :data:`~._http.HeadVerdict`)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class _Route:
     method: str
     segments: tuple[str, ...]
     handler: Handler
+    admit: Admission | None = None
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         if len(segments) != len(self.segments):
@@ -58,12 +63,16 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(
+        self, method: str, pattern: str, handler: Handler, *, admit: Admission | None = None
+    ) -> None:
         """Register ``handler`` for ``method`` requests whose path matches ``pattern``.
 
+        ``admit``, when given, sees the request head before its body is read, over TCP and
+        in-memory connections (:meth:`admit`); ``handler`` runs only if it let the body in.
         Earlier registrations win when several patterns match.
         """
-        self._routes.append(_Route(method.upper(), tuple(_split(pattern)), handler))
+        self._routes.append(_Route(method.upper(), tuple(_split(pattern)), handler, admit))
 
     def routes(self) -> list[tuple[str, str]]:
         """``(method, pattern)`` of every route, in registration order."""
@@ -72,6 +81,18 @@ class Router:
     def include(self, other: Router) -> None:
         """Append every route of ``other`` (in its order) after the routes registered so far."""
         self._routes.extend(other._routes)
+
+    def admit(self, head: HTTPRequest) -> HeadVerdict:
+        """The first matching route's :data:`Admission` verdict on a request head (``None``
+        when that route has none, or no route matches)."""
+        segments = _split(head.path)
+        for route in self._routes:
+            if route.method != head.method:
+                continue
+            params = route.match(segments)
+            if params is not None:
+                return route.admit(head, params) if route.admit is not None else None
+        return None
 
     async def dispatch(self, request: HTTPRequest) -> HTTPResponse:
         """Run the first matching route's handler; 405 (with ``allow``) when only other methods
@@ -111,3 +132,8 @@ class RestAPI:
     async def handle(self, request: HTTPRequest) -> HTTPResponse:
         """Answer one request (never raises for a client mistake)."""
         return await self.router.dispatch(request)
+
+    def admit(self, head: HTTPRequest) -> HeadVerdict:
+        """The router's verdict on a request head before its body is read
+        (:meth:`Router.admit`); the server calls it for every request."""
+        return self.router.admit(head)

@@ -12,11 +12,19 @@ control frames and the close handshake to wsproto.
 Every write is bounded (:func:`~._http.send_all_bounded`: ``write_timeout`` per 64 KiB). A peer
 that stops reading is dropped: the writer aborts the TCP connection, the driver ends with
 :attr:`WebSocketDriver.stalled` set, and its owner decides what becomes of the socket's work.
+
+Every incoming message is bounded in time as well as in size: from its first byte, the peer has
+``message_timeout`` seconds to send the rest (every fragment of a fragmented message, the whole
+payload a frame header announced). :class:`MessageBoundaries` follows the frame headers of the
+incoming byte stream to know when a message is under way, so half a frame header, a frame cut
+short or a fragmented message whose final frame never comes are all caught. A peer that runs
+out of time gets a close frame with code 1008 and is closed like any socket that ends.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -46,11 +54,81 @@ from ._frames import (
 )
 from ._http import HTTPRequest, HTTPResponse, WriteTimeout, error_response, send_all_bounded
 
-__all__ = ["WebSocketDriver", "accept_websocket"]
+__all__ = ["MESSAGE_TIMEOUT_CODE", "MessageBoundaries", "WebSocketDriver", "accept_websocket"]
 
 logger = logging.getLogger("trio_sogni.localnet")
 
 RECEIVE_SIZE: Final = 65_536
+MESSAGE_TIMEOUT_CODE: Final = 1008
+"""The close code sent to a peer that did not finish a message within ``message_timeout``
+(RFC 6455 "policy violation")."""
+
+
+class MessageBoundaries:
+    """Where a peer's byte stream stands with respect to WebSocket messages (sans-IO).
+
+    :meth:`feed` it every byte received, in order. It reads only the frame headers (FIN bit,
+    opcode, payload length, mask flag) and counts payload bytes; it validates nothing (the
+    WebSocket connection does) and keeps at most one frame header (14 bytes). A message is
+    *under way* (:attr:`in_message`) while a frame header or payload is incomplete, or after a
+    data frame without FIN until the final fragment ends; control frames inside a fragmented
+    message do not end it. :attr:`completed` counts the times the stream came back between
+    messages, so a caller can tell that a new message began within one read.
+    """
+
+    __slots__ = ("_fragmented", "_header", "_remaining", "completed")
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._remaining = 0
+        self._fragmented = False
+        self.completed = 0
+        """How many times the stream reached a point between two messages."""
+
+    @property
+    def in_message(self) -> bool:
+        """Whether the peer has begun a message (or a control frame) it has not finished."""
+        return bool(self._header) or self._remaining > 0 or self._fragmented
+
+    def _header_size(self) -> int:
+        """The full size of the frame header being collected (at least 2 bytes known)."""
+        second = self._header[1]
+        length = second & 0x7F
+        extended = 2 if length == 126 else 8 if length == 127 else 0
+        return 2 + extended + (4 if second & 0x80 else 0)
+
+    def _end_header(self) -> None:
+        header = self._header
+        length = header[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(header[2:4], "big")
+        elif length == 127:
+            length = int.from_bytes(header[2:10], "big")
+        if not header[0] & 0x08:  # a data or continuation frame (opcodes 0-7)
+            self._fragmented = not header[0] & 0x80
+        self._header.clear()
+        self._remaining = length
+        if not self.in_message:
+            self.completed += 1
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Account for ``data``, the next bytes the peer sent."""
+        view = memoryview(data)
+        at, end = 0, len(view)
+        while at < end:
+            if self._remaining:
+                step = min(self._remaining, end - at)
+                self._remaining -= step
+                at += step
+                if not self.in_message:
+                    self.completed += 1
+                continue
+            need = (2 if len(self._header) < 2 else self._header_size()) - len(self._header)
+            take = min(need, end - at)
+            self._header += view[at : at + take]
+            at += take
+            if len(self._header) >= 2 and len(self._header) == self._header_size():
+                self._end_header()
 
 
 def _reset_on_close(stream: trio.abc.Stream) -> None:
@@ -69,6 +147,14 @@ class WebSocketDriver:
     waiting for the client's reply), an :class:`OutDrop` cut it, or a write timed out
     (``write_timeout`` per 64 KiB; :attr:`stalled` is then true). The stream is closed on
     return. Incoming messages larger than ``max_message_size`` bytes close the socket with 1009.
+
+    An incoming message must be complete within ``message_timeout`` seconds of its first byte,
+    counting only the time the reader waits for the peer (time this server spends handling
+    earlier messages does not count): else :attr:`message_timed_out` is set and the socket is
+    closed with :data:`MESSAGE_TIMEOUT_CODE` (1008), so the half-received message is freed
+    after at most ``message_timeout`` + the close (``write_timeout`` per 64 KiB queued before
+    it, then ``close_timeout``). ``initial`` is data the peer sent before the driver started
+    (received along with the upgrade request).
     """
 
     def __init__(
@@ -80,6 +166,8 @@ class WebSocketDriver:
         outbox_limit: int,
         close_timeout: float,
         write_timeout: float,
+        message_timeout: float,
+        initial: bytes = b"",
     ) -> None:
         self.stream = stream
         self.ws = ws
@@ -87,6 +175,11 @@ class WebSocketDriver:
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.write_timeout = write_timeout
+        self.message_timeout = message_timeout
+        self.boundaries = MessageBoundaries()
+        """Where the incoming byte stream stands (see :class:`MessageBoundaries`)."""
+        self.message_timed_out = False
+        """Whether the peer was closed for not finishing a message within ``message_timeout``."""
         self.stalled = False
         """Whether the connection was dropped because a write timed out (the peer stopped
         reading)."""
@@ -98,6 +191,37 @@ class WebSocketDriver:
         self._send_lock = trio.Lock()
         self._peer_gone = trio.Event()
         self._run_scope = trio.CancelScope()
+        if initial:
+            self._receive_data(initial)
+
+    def _receive_data(self, data: bytes) -> None:
+        self.boundaries.feed(data)
+        self.ws.receive_data(data)
+
+    async def _receive_some(self, budget: float | None) -> tuple[bytes, float | None]:
+        """The next bytes from the peer (``b""``: the connection ended) and what is left of the
+        message's time ``budget`` (``None``: no message under way, wait as long as it takes).
+        Raises :class:`trio.TooSlowError` when the budget runs out first."""
+        start = trio.current_time()
+        data = b""
+        with trio.move_on_after(budget if budget is not None else math.inf) as scope:
+            try:
+                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+        return data, None if budget is None else max(0.0, budget - (trio.current_time() - start))
+
+    def _time_out_message(self) -> None:
+        self.message_timed_out = True
+        logger.info(
+            "localnet: closing a socket: a message not completed within %s s",
+            self.message_timeout,
+        )
+        self.outbox.put_nowait(
+            OutClose(MESSAGE_TIMEOUT_CODE, f"Message not completed within {self.message_timeout} s")
+        )
 
     async def run(self, on_message: Callable[[bytes | str], Awaitable[None]]) -> None:
         """Serve the socket until it is over. ``on_message`` gets each complete client message
@@ -151,6 +275,8 @@ class WebSocketDriver:
         parts: list[bytes | str] = []
         size = 0
         discarding = False
+        budget: float | None = None  # seconds left for the message under way
+        completed = self.boundaries.completed
         while True:
             for event in self.ws.events():
                 match event:
@@ -194,16 +320,24 @@ class WebSocketDriver:
                         return
                     case _:
                         pass
+            closing = self.message_timed_out or discarding or self.sent_close is not None
+            if not self.boundaries.in_message or closing:
+                budget = None  # nothing under way, or close_timeout bounds what is left
+            elif budget is None or self.boundaries.completed != completed:
+                budget = self.message_timeout  # a message began since the last read
+            completed = self.boundaries.completed
             try:
-                data_in = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data_in = b""
+                data_in, budget = await self._receive_some(budget)
+            except trio.TooSlowError:
+                self._time_out_message()
+                budget = None
+                continue
             if not data_in:
                 if self.received_close is None:
                     self.received_close = 1006
                 return
             try:
-                self.ws.receive_data(bytes(data_in))
+                self._receive_data(data_in)
             except LocalProtocolError:  # data after the close handshake
                 return
 
@@ -278,11 +412,13 @@ async def accept_websocket(
     outbox_limit: int,
     close_timeout: float,
     write_timeout: float,
+    message_timeout: float,
 ) -> WebSocketDriver | HTTPResponse:
     """Complete the WebSocket upgrade that ``request`` asks for on ``stream``.
 
     On success the ``101 Switching Protocols`` response is already sent, ``trailing`` (bytes the
-    client sent after its request) is fed to the connection, and the returned driver is ready to
+    client sent after its request) is fed to the connection (and its ``message_timeout`` clock
+    starts if they begin a message), and the returned driver is ready to
     :meth:`~WebSocketDriver.run`. A malformed handshake returns a 400 response instead (nothing
     was sent).
 
@@ -299,8 +435,6 @@ async def accept_websocket(
     except RemoteProtocolError as exc:
         return error_response(400, f"Bad WebSocket handshake: {exc}")
     await send_all_bounded(stream, accept, write_timeout)
-    if trailing:
-        ws.receive_data(trailing)
     return WebSocketDriver(
         stream,
         ws,
@@ -308,4 +442,6 @@ async def accept_websocket(
         outbox_limit=outbox_limit,
         close_timeout=close_timeout,
         write_timeout=write_timeout,
+        message_timeout=message_timeout,
+        initial=trailing,
     )

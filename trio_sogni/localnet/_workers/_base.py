@@ -54,7 +54,7 @@ class JobContext:
         network_script: ScriptFunction | None,
         send: Callable[[ChatCompletionChunk], Awaitable[None]],
         drop: Callable[[bool], Awaitable[None]],
-        send_encoded: Callable[[bytes], Awaitable[None]],
+        send_encoded: Callable[[bytes, int], Awaitable[None]],
     ) -> None:
         self.request = request
         self.job_id = request.job_id
@@ -132,7 +132,8 @@ class JobContext:
             await trio.lowlevel.checkpoint()
             return
         self.completion_tokens += repeat * sum(chunk.counts for chunk in chunks)
-        await self._send_encoded(b"".join(chunk.frame for chunk in chunks) * repeat)
+        data = b"".join(chunk.frame for chunk in chunks) * repeat
+        await self._send_encoded(data, len(chunks) * repeat)
 
     def fail(
         self,
