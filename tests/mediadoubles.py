@@ -77,6 +77,8 @@ class ScriptedMediaWorker:
         self.nsfw = nsfw
         self.hold: trio.Event | None = None
         self.hold_prompt: str | None = None
+        self.parked = trio.Event()
+        """Set whenever a render starts waiting on ``hold`` (replace it to wait again)."""
         self.specs: list[RenderSpec] = []
         self.running = 0
 
@@ -92,6 +94,7 @@ class ScriptedMediaWorker:
                 await on_step(step, spec.steps)
                 held = self.hold_prompt is None or spec.prompt == self.hold_prompt
                 if step == 1 and self.hold is not None and held:
+                    self.parked.set()
                     await self.hold.wait()
         finally:
             self.running -= 1

@@ -164,17 +164,15 @@ class LocalNetwork:
         )
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
-        # -- media projects hook: the projects manager shares the jobs' scheduler, ledger and
-        # app bindings (frames go to the socket holding the project's app).
+        # -- media projects hook: the projects manager shares the jobs' scheduler, ledger, app
+        # bindings and frame delivery (JobManager.deliver, add_owner/remove_owner).
         self._projects = ProjectsManager(
             catalog=MediaCatalog(media_models),
             pricing=media_pricing if media_pricing is not None else MediaPricing(),
             rates=lambda: self._jobs.pricing,
-            scheduler=self._jobs.scheduler,
+            jobs=self._jobs,
             changes=self._changes,
             errors=self.errors,
-            deliver=self._deliver_to_app,
-            deliver_nowait=self._deliver_to_app_nowait,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
             on_models_changed=self._broadcast_media_models,
@@ -464,19 +462,6 @@ class LocalNetwork:
     def _socket_of(self, app_key: AppKey) -> SocketBinding | None:
         app = self._jobs.apps.get(app_key)
         return app.socket if app is not None else None
-
-    async def _deliver_to_app(self, app_key: AppKey, frame: OutFrame) -> bool:
-        """Queue ``frame`` on the socket holding ``app_key`` (waits while its outbox is full);
-        ``False`` (dropped) while the app has no socket. A checkpoint."""
-        sock = self._socket_of(app_key)
-        if sock is None:
-            await trio.lowlevel.checkpoint()
-            return False
-        return await sock.driver.outbox.put(frame)
-
-    def _deliver_to_app_nowait(self, app_key: AppKey, frame: OutFrame) -> bool:
-        sock = self._socket_of(app_key)
-        return sock is not None and sock.driver.outbox.put_nowait(frame)
 
     def _app_subscribed(self, app_key: AppKey, group: str) -> bool:
         """Whether the socket holding ``app_key`` opted in to the event group ``group``."""

@@ -612,3 +612,32 @@ async def test_project_queue_frames_only_for_subscribed_sockets(
                 assert len(queue) == expected
                 if queue:
                     assert (queue[0].queue_position, queue[0].queue_status) == (1, "waiting")
+
+
+async def test_frames_made_while_the_socket_was_gone_arrive_on_the_next_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Project frames go through the jobs' delivery: held while the app has no socket, then
+    sent to the socket that takes the app back (before the project's later frames)."""
+    worker = ScriptedMediaWorker("m1")
+    first = worker.hold = trio.Event()
+    async with media_network(worker) as (net, _):
+        async with media_socket(net, app_id="app") as (ws, _):
+            await send(ws, media_request("GAP", count=2, steps=3))  # type: ignore[arg-type]
+            await worker.parked.wait()  # render 0 is at its first step
+            seen = await project_frames(ws, "GAP", until=("JobProgress",))
+        await net.wait_until(lambda: net.connected_sockets == 0)
+        worker.parked = trio.Event()
+        second = worker.hold = trio.Event()
+        first.set()  # render 0 finishes and render 1 starts, with no socket
+        await worker.parked.wait()
+        async with media_socket(net, app_id="app") as (ws, authenticated):
+            assert authenticated.active_projects is not None
+            assert [p.id for p in authenticated.active_projects] == ["GAP"]
+            second.set()
+            frames = await project_frames(ws, "GAP")
+    results = [f for f in frames if isinstance(f, JobResult)]
+    assert len(results) == 2  # render 0's result was made while no socket held the app
+    assert kinds(frames)[-1] == "JobState:jobCompleted"
+    assert kinds(seen)[0] == "JobState:queued"
+    assert net.frames_dropped == 0

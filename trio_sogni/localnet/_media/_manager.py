@@ -17,7 +17,7 @@ import base64
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, cast
@@ -45,8 +45,7 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing
-from .._jobs._manager import Changes
-from .._jobs._scheduler import Scheduler
+from .._jobs._manager import Changes, JobManager, SocketBinding
 from .._server import RECORD_OVERHEAD, OutFrame, RecordLog
 from ._catalog import MediaCatalog, MediaPricing, RenderQuote
 from ._projects import (
@@ -64,8 +63,6 @@ from ._projects import (
 __all__ = [
     "DEFAULT_MAX_PROJECTS_PER_APP",
     "MAX_REQUEST_BYTES",
-    "Deliver",
-    "DeliverNowait",
     "ProjectsManager",
     "ProjectsStatistics",
 ]
@@ -75,13 +72,6 @@ logger = logging.getLogger("trio_sogni.localnet")
 DEFAULT_MAX_PROJECTS_PER_APP: Final = 1_000
 RESTART_MESSAGE: Final = "Server is restarting; this project was refunded."
 TOO_MANY_PROJECTS: Final = "too_many_jobs"
-
-Deliver = Callable[[AppKey, OutFrame], Awaitable[bool]]
-"""Queue a frame on the socket holding an app (waits while its outbox is full); ``False`` when
-the app has no socket (the frame is dropped)."""
-
-DeliverNowait = Callable[[AppKey, OutFrame], bool]
-"""As :data:`Deliver`, without waiting (control frames)."""
 
 
 @dataclass(frozen=True)
@@ -132,11 +122,9 @@ class ProjectsManager:
         catalog: MediaCatalog,
         pricing: MediaPricing,
         rates: Callable[[], Pricing],
-        scheduler: Scheduler,
+        jobs: JobManager,
         changes: Changes,
         errors: deque[str],
-        deliver: Deliver,
-        deliver_nowait: DeliverNowait,
         storage: MediaStorage | None = None,
         ledger: Ledger | None = None,
         on_settled: Callable[[str], None] | None = None,
@@ -157,11 +145,10 @@ class ProjectsManager:
         self.catalog = catalog
         self.pricing = pricing
         self._rates = rates
-        self.scheduler = scheduler
+        self._jobs = jobs
+        self.scheduler = jobs.scheduler
         self._changes = changes
         self._errors = errors
-        self._deliver = deliver
-        self._deliver_nowait = deliver_nowait
         self.storage = storage
         self.ledger = ledger
         self._on_settled = on_settled
@@ -237,7 +224,7 @@ class ProjectsManager:
                 is_from_worker=False,
             )
             self._end(project, "errored", "model_unavailable")
-            self._deliver_nowait(project.app_key, OutFrame(encode_server_message(error)))
+            self._send_nowait(project.app_key, error)
         for unit in list(slot.active):
             if isinstance(unit, Render) and unit.attempt_scope is not None:
                 unit.worker_lost = True
@@ -332,6 +319,7 @@ class ProjectsManager:
                 )
         self.projects[key] = project
         self._by_app.setdefault(app_key, {})[key] = project
+        self._jobs.add_owner(project)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_project, project)
         self._changes.notify()
@@ -362,16 +350,12 @@ class ProjectsManager:
             finished = finished or self.finished.get(key)
             if finished is None or finished.app_key != app_key:
                 return False
-            await self._deliver(
+            await self._send(
                 app_key,
-                OutFrame(
-                    encode_server_message(
-                        ArtistCancelConfirmation(
-                            job_id=project_id,
-                            did_cancel=False,
-                            error_message="The project has already finished.",
-                        )
-                    )
+                ArtistCancelConfirmation(
+                    job_id=project_id,
+                    did_cancel=False,
+                    error_message="The project has already finished.",
                 ),
             )
             return True
@@ -391,7 +375,7 @@ class ProjectsManager:
         ]
         confirmed = False
         for message in (*frames, ArtistCancelConfirmation(job_id=project.job_id, did_cancel=True)):
-            confirmed = await self._deliver(app_key, OutFrame(encode_server_message(message)))
+            confirmed = await self._send(app_key, message)
         project.claimed = confirmed
         return True
 
@@ -422,6 +406,7 @@ class ProjectsManager:
         """Move a finished project from the live table to the bounded record store."""
         if self.projects.get(project.key) is project:
             del self.projects[project.key]
+            self._jobs.remove_owner(project)
             app = self._by_app.get(project.app_key)
             if app is not None:
                 app.pop(project.key, None)
@@ -565,7 +550,7 @@ class ProjectsManager:
                 is_from_worker=False,
             )
             self._end(project, "errored", "serverRestarting")
-            self._deliver_nowait(project.app_key, OutFrame(encode_server_message(error)))
+            self._send_nowait(project.app_key, error)
 
     def statistics(self) -> ProjectsStatistics:
         queued = running = 0
@@ -585,19 +570,36 @@ class ProjectsManager:
 
     # -- the project and render tasks -------------------------------------------------------------
 
+    def _socket(self, app_key: AppKey) -> SocketBinding | None:
+        """The socket holding ``app_key`` with frames flowing to it, if any."""
+        app = self._jobs.apps.get(app_key)
+        return app.socket if app is not None and app.flowing else None
+
+    async def _send(self, app_key: AppKey, message: ServerMessage) -> bool:
+        """Send a control answer (a cancel's frames) straight to the socket holding
+        ``app_key``; ``False`` (dropped) when there is none. A checkpoint."""
+        sock = self._socket(app_key)
+        if sock is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        return await sock.driver.outbox.put(OutFrame(encode_server_message(message)))
+
+    def _send_nowait(self, app_key: AppKey, message: ServerMessage) -> bool:
+        sock = self._socket(app_key)
+        return sock is not None and sock.driver.outbox.put_nowait(
+            OutFrame(encode_server_message(message))
+        )
+
     async def _emit(self, project: Project, message: ServerMessage, *, final: bool = False) -> None:
-        """Queue ``message`` for the project's app (dropped, and counted, while it has none).
-        A checkpoint; waits while that socket's outbox is full."""
+        """Send ``message`` for ``project`` through the jobs' delivery (numbered in the
+        project's replay log: held while its app has no socket, resumable like a job's frames).
+        A checkpoint; waits while the socket's outbox is full."""
         if project.silenced:
             await trio.lowlevel.checkpoint()
             return
-        sent = await self._deliver(
-            project.app_key, OutFrame(encode_server_message(message), project)
-        )
-        if not sent:
-            self.frames_dropped += 1
-        elif final:
-            project.claimed = True
+        await self._jobs.deliver(project, encode_server_message(message))
+        if final:
+            project.claimed = self._socket(project.app_key) is not None
 
     async def _emit_queued(self, project: Project, position: int) -> None:
         """``jobState queued``, and ``projectQueue`` when the app's socket subscribed to it
@@ -661,7 +663,7 @@ class ProjectsManager:
                 is_from_worker=False,
             )
             self._end(project, "errored", "internal_error")
-            self._deliver_nowait(project.app_key, OutFrame(encode_server_message(error)))
+            self._send_nowait(project.app_key, error)
         finally:
             for render in project.renders:
                 self._free(render)

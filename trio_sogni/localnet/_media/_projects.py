@@ -17,6 +17,7 @@ import trio
 from msgspec import UnsetType
 
 from ...protocol import MediaJobRequest, MediaKeyFrame, MediaType
+from .._jobs._replay import ReplayLog
 from .._jobs._scheduler import Schedulable
 from ._catalog import MediaCatalog, MediaModelSpec, MediaTier, ParamChoice
 
@@ -456,6 +457,8 @@ class Project:
         """Whether a socket of its app received its final frame (else it is *unclaimed*)."""
         self.finished_at: float | None = None
         self.done = trio.Event()
+        self.replay = ReplayLog()
+        """The project's frames, numbered (the jobs' delivery keeps them for resuming clients)."""
 
     @property
     def app_key(self) -> AppKey:
