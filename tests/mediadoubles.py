@@ -20,7 +20,13 @@ import trio_websocket
 from rawsocket import recv
 
 from trio_sogni.localnet import LocalNetwork, open_local_network
-from trio_sogni.localnet._media._projects import RenderSpec, StepCallback
+from trio_sogni.localnet._media._render import (
+    MediaInput,
+    MediaType,
+    RenderedMedia,
+    RenderSpec,
+    StepCallback,
+)
 from trio_sogni.localnet._server import HTTPRequest
 from trio_sogni.protocol import (
     Authenticated,
@@ -38,13 +44,6 @@ COMFY_MODEL = "z_image_turbo_bf16"
 VIDEO_MODEL = "wan_v2.2-14b-fp8_t2v_lightx2v"
 AUDIO_MODEL = "ace_step_1.5_turbo"
 ALL_MODELS = (IMAGE_MODEL, COMFY_MODEL, VIDEO_MODEL, AUDIO_MODEL)
-
-
-@dataclass(frozen=True)
-class FakeOutput:
-    data: bytes
-    content_type: str
-    nsfw: bool = False
 
 
 class WorkerFailed(Exception):
@@ -71,6 +70,7 @@ class ScriptedMediaWorker:
     ) -> None:
         self.name = name
         self.models = models
+        self.media_types: frozenset[MediaType] = frozenset({"image", "video", "audio"})
         self.capacity = capacity
         self.step_seconds = step_seconds
         self.fail_attempts = fail_attempts
@@ -82,7 +82,7 @@ class ScriptedMediaWorker:
         self.specs: list[RenderSpec] = []
         self.running = 0
 
-    async def render(self, spec: RenderSpec, on_step: StepCallback) -> FakeOutput:
+    async def render(self, spec: RenderSpec, on_step: StepCallback) -> RenderedMedia:
         self.specs.append(spec)
         self.running += 1
         try:
@@ -98,22 +98,44 @@ class ScriptedMediaWorker:
                     await self.hold.wait()
         finally:
             self.running -= 1
-        digest = hashlib.sha256(f"{spec.model}|{spec.prompt}|{spec.seed}".encode()).digest()
-        kind = {"image": "image/png", "video": "video/mp4", "audio": "audio/mpeg"}
-        return FakeOutput(digest, kind[spec.media_type], self.nsfw)
+        digest = hashlib.sha256(f"{spec.model_id}|{spec.prompt}|{spec.seed}".encode()).digest()
+        return RenderedMedia(
+            media_type=spec.media_type,
+            data=digest,
+            content_type=spec.content_type,
+            output_format=spec.output_format,
+            seed=spec.seed,
+            steps=spec.steps,
+            nsfw=self.nsfw,
+        )
 
 
 @dataclass
 class MemoryStorage:
-    """A TEST DOUBLE result store: ``(account, project, render) -> (bytes, content type)``."""
+    """A TEST DOUBLE result store: ``(account, project, render) -> (bytes, content type)``;
+    ``uploads`` are ``(account, project, role) -> MediaInput``."""
 
     items: dict[tuple[str, str, str], tuple[bytes, str]] = field(default_factory=dict)
+    uploads: dict[tuple[str, str, str], MediaInput] = field(default_factory=dict)
+    discarded: list[tuple[str, str]] = field(default_factory=list)
 
-    async def store(
-        self, account: str, project: str, render_id: str, data: bytes, content_type: str
+    async def store_result(
+        self, account_id: str, project_id: str, render_id: str, media: RenderedMedia
     ) -> None:
         await trio.lowlevel.checkpoint()
-        self.items[(account, project, render_id)] = (data, content_type)
+        self.items[(account_id, project_id, render_id)] = (media.data, media.content_type)
+
+    def upload_roles(self, account_id: str, project_id: str) -> list[str]:
+        return sorted(r for (a, p, r) in self.uploads if (a, p) == (account_id, project_id))
+
+    async def read_upload(self, account_id: str, project_id: str, role: str) -> MediaInput | None:
+        await trio.lowlevel.checkpoint()
+        return self.uploads.get((account_id, project_id, role))
+
+    def discard_project(self, account_id: str, project_id: str) -> None:
+        self.discarded.append((account_id, project_id))
+        for key in [k for k in self.uploads if k[:2] == (account_id, project_id)]:
+            del self.uploads[key]
 
 
 def media_request(

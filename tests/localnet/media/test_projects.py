@@ -5,6 +5,7 @@ The media worker and result storage here are TEST DOUBLES (tests/mediadoubles.py
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 
 import pytest
@@ -23,10 +24,12 @@ from mediadoubles import (
     raw_job_request,
     rest,
 )
+from PIL import Image
 from rawsocket import recv, send
 
 from trio_sogni.localnet import SimulatedWorker
 from trio_sogni.localnet._accounts._ledger import Ledger
+from trio_sogni.localnet._media._render import MediaInput, SimulatedMediaWorker
 from trio_sogni.protocol import (
     AbortJob,
     ArtistCancelConfirmation,
@@ -111,13 +114,9 @@ async def test_every_phase_of_a_two_render_project(
         assert {ct for _, ct in storage.items.values()} == {"image/png"}
         # The worker got the tier's resolved settings.
         spec = worker.specs[0]
-        assert (spec.steps, spec.width, spec.height, spec.sampler, spec.scheduler) == (
-            3,
-            1024,
-            1024,
-            "euler",
-            "simple",
-        )
+        assert (spec.steps, spec.width, spec.height, spec.model_id) == (3, 1024, 1024, IMAGE_MODEL)
+        plan = net._projects.finished["P1"].plan
+        assert (plan.sampler, plan.scheduler) == ("euler", "simple")
         assert_empty(net)
 
 
@@ -140,7 +139,9 @@ async def test_video_audio_and_comfy_settings_reach_the_worker(
         await send(ws, media_request("P", model, steps=4, **fields))  # type: ignore[arg-type]
         frames = await project_frames(ws, "P")
         assert kinds(frames)[-1] == "JobState:jobCompleted"
-        assert getattr(worker.specs[0], check[0]) == check[1]
+        plan = net._projects.finished["P"].plan
+        target = plan if check[0] == "scheduler" else worker.specs[0]
+        assert getattr(target, check[0]) == check[1]
         result = next(f for f in frames if isinstance(f, JobResult))
         assert result.output_format == worker.specs[0].output_format
 
@@ -641,3 +642,46 @@ async def test_frames_made_while_the_socket_was_gone_arrive_on_the_next_one(
     assert kinds(frames)[-1] == "JobState:jobCompleted"
     assert kinds(seen)[0] == "JobState:queued"
     assert net.frames_dropped == 0
+
+
+async def test_uploaded_inputs_reach_the_worker_and_missing_ones_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = ScriptedMediaWorker("m1")
+    async with media_network(worker) as (net, storage), media_socket(net) as (ws, _):
+        picture = MediaInput(data=b"\x89PNG...", content_type="image/png")
+        storage.uploads[(net.account.id, "IN", "startingImage")] = picture
+        storage.uploads[(net.account.id, "IN", "contextImage2")] = picture
+        request = media_request("IN", has_starting_image=True, has_context_image2=True)
+        await send(ws, request)  # type: ignore[arg-type]
+        frames = await project_frames(ws, "IN")
+        assert kinds(frames)[-1] == "JobState:jobCompleted"
+        assert set(worker.specs[0].inputs) == {"startingImage", "contextImage2"}
+        assert (net.account.id, "IN") in storage.discarded  # uploads go with the project
+        await send(ws, media_request("NO", has_starting_image=True))  # type: ignore[arg-type]
+        error = await recv(ws)
+        assert isinstance(error, JobError)
+        assert error.error_message is not None
+        assert (
+            "startingImage is flagged in the keyframe but was not uploaded" in error.error_message
+        )
+        assert_empty(net)
+
+
+async def test_the_simulated_media_worker_renders_real_images(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The real SimulatedMediaWorker (a TEST DOUBLE that draws with Pillow) behind the manager:
+    each render stored is a decodable PNG of the requested size."""
+    worker = SimulatedMediaWorker("sim", encode_in_thread=False)
+    async with media_network() as (net, storage), media_socket(net) as (ws, _):
+        net._projects.add_worker(worker)
+        assert isinstance(await recv(ws), SwarmModels)
+        await send(ws, media_request("SIM", count=2, steps=2, width=320, height=256))  # type: ignore[arg-type]
+        frames = await project_frames(ws, "SIM")
+        assert kinds(frames)[-1] == "JobState:jobCompleted"
+        assert len(storage.items) == 2
+        for data, content_type in storage.items.values():
+            assert content_type == "image/png"
+            image = Image.open(io.BytesIO(data))
+            assert (image.format, image.size) == ("PNG", (320, 256))

@@ -51,14 +51,14 @@ from ._catalog import MediaCatalog, MediaPricing, RenderQuote
 from ._projects import (
     MAX_SEED,
     AppKey,
-    MediaStorage,
-    MediaWorker,
     Project,
     ProjectStatus,
     Render,
+    ResultStorage,
     new_render_id,
     plan_project,
 )
+from ._render import MediaInput, MediaRenderError, MediaWorker, RenderedMedia, RenderRejected
 
 __all__ = [
     "DEFAULT_MAX_PROJECTS_PER_APP",
@@ -125,7 +125,7 @@ class ProjectsManager:
         jobs: JobManager,
         changes: Changes,
         errors: deque[str],
-        storage: MediaStorage | None = None,
+        storage: ResultStorage | None = None,
         ledger: Ledger | None = None,
         on_settled: Callable[[str], None] | None = None,
         on_models_changed: Callable[[], None] | None = None,
@@ -186,7 +186,10 @@ class ProjectsManager:
             ValueError: a worker with that name exists, a capacity below 1, no models, or a
                 model the catalog does not know or the chat side serves.
         """
-        models = frozenset(worker.models)
+        served = worker.models
+        if served is None:  # every catalog model of the worker's media types
+            served = [m.id for m in self.catalog.models.values() if m.media in worker.media_types]
+        models = frozenset(served)
         if not models:
             raise ValueError("a media worker must serve at least one model")
         reserved = self._reserved_models() if self._reserved_models is not None else ()
@@ -196,6 +199,11 @@ class ProjectsManager:
         unknown = sorted(m for m in models if self.catalog.get(m) is None)
         if unknown:
             raise ValueError(f"media model {unknown[0]!r} is not in the media catalog")
+        foreign = sorted(
+            m for m in models if self.catalog.models[m].media not in worker.media_types
+        )
+        if foreign:
+            raise ValueError(f"worker {worker.name!r} does not render {foreign[0]!r}'s media type")
         self.scheduler.add_worker(worker, models, kind="media")
         self.workers[worker.name] = worker
         self._models_changed()
@@ -274,9 +282,7 @@ class ProjectsManager:
                 f"This connection already has {len(app_projects)} live projects (the limit is "
                 f"{self.max_projects_per_app}); wait for some to finish.",
             )
-        if not self.scheduler.serves(plan.model.id) or not any(
-            plan.model.id in w.models for w in self.workers.values()
-        ):
+        if plan.model.id not in self.scheduler.worker_counts("media"):
             return refuse(
                 "model_unavailable", f"Model {plan.model.id!r} has no worker on this network."
             )
@@ -288,6 +294,17 @@ class ProjectsManager:
                 "accepted.",
             )
         account, app_id = app_key
+        if plan.input_roles:
+            uploaded: set[str] = set()
+            if self.storage is not None:
+                uploaded.update(self.storage.upload_roles(account, job_id))
+            missing = [role for role in plan.input_roles if role not in uploaded]
+            if missing:
+                return refuse(
+                    "invalid_request",
+                    f"{missing[0]} is flagged in the keyframe but was not uploaded for this "
+                    "project (ask /v1/image/uploadUrl or /v1/media/uploadUrl first).",
+                )
         price = self.pricing.quote(plan.model, plan.token_type, self._rates())
         project = Project(
             request=request,
@@ -407,6 +424,8 @@ class ProjectsManager:
         if self.projects.get(project.key) is project:
             del self.projects[project.key]
             self._jobs.remove_owner(project)
+            if self.storage is not None:
+                self.storage.discard_project(project.account, project.job_id)
             app = self._by_app.get(project.app_key)
             if app is not None:
                 app.pop(project.key, None)
@@ -632,6 +651,15 @@ class ProjectsManager:
         ``jobCompleted`` (or a project ``jobError`` when every render failed)."""
         try:
             with project.cancel_scope:
+                if project.plan.input_roles and self.storage is not None:
+                    inputs: dict[str, MediaInput] = {}
+                    for role in project.plan.input_roles:
+                        media = await self.storage.read_upload(
+                            project.account, project.job_id, role
+                        )
+                        if media is not None:
+                            inputs[role] = media
+                    project.inputs = inputs
                 positions = [self.scheduler.enqueue(r) for r in project.renders]
                 self._changes.notify()
                 await self._emit_queued(project, min(positions))
@@ -750,12 +778,19 @@ class ProjectsManager:
                     )
 
             failure: str | None = None
-            output = None
+            code = "genfailure"
+            vendor: str | None = None
+            retry = True
+            output: RenderedMedia | None = None
             render.worker_lost = False
             with trio.CancelScope() as scope:
                 render.attempt_scope = scope
                 try:
-                    output = await worker.render(plan.spec(render.seed), on_step)
+                    output = await worker.render(plan.spec(render.seed, project.inputs), on_step)
+                except MediaRenderError as exc:
+                    failure, code = exc.message[:500], exc.code
+                    vendor = exc.vendor_failure_category
+                    retry = not isinstance(exc, RenderRejected)  # the same spec fails again
                 except Exception as exc:
                     failure = f"The worker failed this render: {exc!r}"[:500]
             render.attempt_scope = None
@@ -764,7 +799,7 @@ class ProjectsManager:
             self.scheduler.discard(render)  # the worker's capacity is free again
             if failure is not None or output is None:
                 message = failure or "The worker returned no media."
-                if render.attempts <= self.retry_budget:
+                if retry and render.attempts <= self.retry_budget:
                     render.state = "queued"
                     await self._emit(
                         project,
@@ -785,18 +820,17 @@ class ProjectsManager:
                     JobError(
                         job_id=project.job_id,
                         img_id=img_id,
-                        error="genfailure",
+                        error=code,
                         error_message=message,
-                        is_from_worker=True,
+                        is_from_worker=retry,
                         job_index=render.index,
+                        vendor_failure_category=vendor,
                         worker_name=slot.name,
                     ),
                 )
                 return
             if self.storage is not None:
-                await self.storage.store(
-                    project.account, project.job_id, img_id, output.data, output.content_type
-                )
+                await self.storage.store_result(project.account, project.job_id, img_id, output)
             render.nsfw = bool(output.nsfw)
             render.output_format = plan.output_format
             render.state = "completed"

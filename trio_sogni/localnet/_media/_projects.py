@@ -1,5 +1,5 @@
-"""Media projects: what the projects manager needs of workers and storage, request validation,
-and the state of one project and its renders.
+"""Media projects: what the projects manager needs of result storage, request validation, and
+the state of one project and its renders (workers are ``_render.MediaWorker``s).
 
 A project (one ``jobRequest``) makes ``numberOfImages`` *renders*. Each render is a
 :class:`~trio_sogni.localnet._jobs._scheduler.Schedulable`, so renders queue in the same
@@ -9,8 +9,8 @@ scheduler as LLM jobs, fairly between accounts. Nothing here does I/O.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import trio
@@ -20,6 +20,7 @@ from ...protocol import MediaJobRequest, MediaKeyFrame, MediaType
 from .._jobs._replay import ReplayLog
 from .._jobs._scheduler import Schedulable
 from ._catalog import MediaCatalog, MediaModelSpec, MediaTier, ParamChoice
+from ._render import MediaInput, RenderedMedia, RenderSpec
 
 if TYPE_CHECKING:
     from .._accounts._ledger import Hold
@@ -30,15 +31,11 @@ __all__ = [
     "MAX_SEED",
     "OUTPUT_FORMATS",
     "AppKey",
-    "MediaStorage",
-    "MediaWorker",
     "Project",
     "ProjectPlan",
     "ProjectStatus",
     "Render",
-    "RenderOutput",
-    "RenderSpec",
-    "StepCallback",
+    "ResultStorage",
     "plan_project",
 ]
 
@@ -60,82 +57,25 @@ OUTPUT_FORMATS: Final[Mapping[MediaType, tuple[str, ...]]] = {
 MAX_SEED: Final = 2**32 - 1
 
 
-# --- what the manager needs of workers and storage -------------------------------------------------
+# --- what the manager needs of storage (workers: ``_render.MediaWorker``) -------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class RenderSpec:
-    """Everything a media worker needs to produce one render.
+class ResultStorage(Protocol):
+    """What the projects manager needs of result storage (``_storage.MediaStorage`` is one):
+    finished renders are stored under ``(account, project, render)``; uploaded inputs are read
+    by role; a finished project's uploads are discarded."""
 
-    ``frames``/``fps`` are set for video, ``duration`` (seconds) for video and audio; ``inputs``
-    maps an input role (``startingImage``, ``contextImage1``, ``referenceAudio`` ...) to its
-    bytes (empty until uploaded inputs are wired to the projects manager: the keyframe's
-    ``has...`` flags are accepted, their uploads not yet looked up). ``seed`` is this render's
-    own seed (the project's seed plus the render's index).
-    """
+    async def store_result(
+        self, account_id: str, project_id: str, render_id: str, media: RenderedMedia
+    ) -> object: ...
 
-    media_type: MediaType
-    model: str
-    prompt: str
-    negative_prompt: str
-    seed: int
-    steps: int
-    width: int | None
-    height: int | None
-    output_format: str
-    guidance: float | None = None
-    sampler: str | None = None
-    scheduler: str | None = None
-    frames: int | None = None
-    fps: int | None = None
-    duration: float | None = None
-    inputs: Mapping[str, bytes] = field(default_factory=dict[str, bytes])
+    def upload_roles(self, account_id: str, project_id: str) -> list[str]: ...
 
+    async def read_upload(
+        self, account_id: str, project_id: str, role: str
+    ) -> MediaInput | None: ...
 
-StepCallback = Callable[[int, int], Awaitable[None]]
-"""``await on_step(step, step_count)``: a worker reports a finished step. It is the render's
-backpressure (it waits while the client's socket is behind) and a checkpoint."""
-
-
-class RenderOutput(Protocol):
-    """A finished render: its bytes, their content type, and whether the safety filter fired."""
-
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def content_type(self) -> str: ...
-
-    @property
-    def nsfw(self) -> bool: ...
-
-
-class MediaWorker(Protocol):
-    """What the projects manager needs of a media worker.
-
-    ``render`` produces one render, calling ``on_step`` after each step; any exception it raises
-    is a worker failure (the render is retried on another attempt, within the retry budget).
-    Cancelling it (a project cancel, a removed worker) must stop it promptly.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def models(self) -> Sequence[str]: ...
-
-    @property
-    def capacity(self) -> int: ...
-
-    async def render(self, spec: RenderSpec, on_step: StepCallback) -> RenderOutput: ...
-
-
-class MediaStorage(Protocol):
-    """Where finished renders are kept (served later through signed download URLs)."""
-
-    async def store(
-        self, account: str, project: str, render_id: str, data: bytes, content_type: str
-    ) -> None: ...
+    def discard_project(self, account_id: str, project_id: str) -> None: ...
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -161,28 +101,37 @@ class ProjectPlan:
     seed: int | None
     output_format: str
     token_type: Literal["sogni", "spark"]
+    style_prompt: str = ""
+    strength: float = 0.5
+    bpm: float | None = None
+    input_roles: tuple[str, ...] = ()
+    """The keyframe's flagged media inputs (``startingImage``, ``contextImage1`` ...): each must
+    have been uploaded for the project."""
 
     @property
     def media(self) -> MediaType:
         return self.model.media
 
-    def spec(self, seed: int) -> RenderSpec:
+    def spec(self, seed: int, inputs: Mapping[str, MediaInput]) -> RenderSpec:
+        """The :class:`RenderSpec` of one render (``seed`` is the render's own)."""
         return RenderSpec(
             media_type=self.media,
-            model=self.model.id,
+            model_id=self.model.id,
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
+            style_prompt=self.style_prompt,
             seed=seed,
             steps=self.steps,
-            width=self.width,
-            height=self.height,
+            width=self.width or 512,
+            height=self.height or 512,
             output_format=self.output_format,
             guidance=self.guidance,
-            sampler=self.sampler,
-            scheduler=self.scheduler,
+            strength=self.strength,
             frames=self.frames,
             fps=self.fps,
             duration=self.duration,
+            bpm=self.bpm,
+            inputs=inputs,
         )
 
 
@@ -258,7 +207,6 @@ def _plan(request: MediaJobRequest, catalog: MediaCatalog) -> ProjectPlan:
         )
     prompt = _text("positivePrompt", kf.positive_prompt)
     negative = _text("negativePrompt", kf.negative_prompt)
-    _text("stylePrompt", kf.style_prompt)
     _text("lyrics", kf.lyrics)
     steps = int(tier.steps.default)
     if not isinstance(kf.steps, UnsetType):
@@ -355,6 +303,20 @@ def _plan(request: MediaJobRequest, catalog: MediaCatalog) -> ProjectPlan:
     token_type: Literal["sogni", "spark"] = (
         request.token_type if isinstance(request.token_type, str) else "sogni"
     )
+    strength = _number("strength", kf.strength)
+    if not 0 <= strength <= 1:
+        raise _Invalid(f"strength must be between 0 and 1, got {strength}")
+    bpm = None if isinstance(kf.bpm, UnsetType) else _number("bpm", kf.bpm)
+    roles = [f"contextImage{n}" for n in kf.context_images()]
+    for role, flag in (
+        ("startingImage", kf.has_starting_image),
+        ("referenceImage", kf.has_reference_image),
+        ("referenceImageEnd", kf.has_reference_image_end),
+        ("referenceAudio", kf.has_reference_audio),
+        ("referenceVideo", kf.has_reference_video),
+    ):
+        if flag is True:
+            roles.append(role)
     return ProjectPlan(
         model=model,
         count=request.number_of_images,
@@ -372,6 +334,10 @@ def _plan(request: MediaJobRequest, catalog: MediaCatalog) -> ProjectPlan:
         seed=seed,
         output_format=output_format,
         token_type=token_type,
+        style_prompt=_text("stylePrompt", kf.style_prompt),
+        strength=strength,
+        bpm=bpm if model.media == "audio" else None,
+        input_roles=tuple(sorted(roles)),
     )
 
 
@@ -458,6 +424,8 @@ class Project:
         self.finished_at: float | None = None
         self.done = trio.Event()
         self.replay = ReplayLog()
+        self.inputs: Mapping[str, MediaInput] = {}
+        """The uploaded inputs by role, read once when the project starts."""
         """The project's frames, numbered (the jobs' delivery keeps them for resuming clients)."""
 
     @property
