@@ -11,6 +11,12 @@ import pytest
 from mediadoubles import rest
 from sogni_client.projects import ProjectsApi, create_job_request_message
 
+from trio_sogni._media._models import (
+    MediaCatalog as ClientCatalog,
+    _convert_models as convert_models,  # pyright: ignore[reportPrivateUsage]
+    _convert_tiers as convert_tiers,  # pyright: ignore[reportPrivateUsage]
+)
+from trio_sogni._media._request import ProjectOptions, build_job_request
 from trio_sogni.localnet import Pricing, open_local_network
 from trio_sogni.localnet._media._catalog import (
     DEFAULT_MEDIA_MODELS,
@@ -167,3 +173,57 @@ async def test_the_catalog_and_prices_are_configurable() -> None:
         assert status == 404
         status, _ = await rest(net, "/api/v1/job-audio/estimate/spark/ace_step_1.5_turbo/30/8/99", net.api_key)  # fmt: skip
         assert status == 400
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {"type": "image", "model": "flux1-schnell-fp8", "number_of_media": 3},
+            {"count": 3, "steps": 4, "sampler": "euler", "scheduler": "simple"},
+        ),
+        (
+            {
+                "type": "image",
+                "model": "z_image_turbo_bf16",
+                "sampler": "dpmpp_2m",
+                "width": 768,
+                "height": 512,
+            },
+            {"sampler": "dpmpp_2m", "width": 768, "height": 512},
+        ),
+        (
+            {"type": "video", "model": "wan_v2.2-14b-fp8_t2v_lightx2v", "duration": 2},
+            {"frames": 33, "fps": 16},
+        ),
+        (
+            {
+                "type": "audio",
+                "model": "ace_step_1.5_turbo",
+                "duration": 40,
+                "output_format": "wav",
+            },
+            {"duration": 40.0, "output_format": "wav", "bpm": 120},
+        ),
+    ],
+)
+def test_the_trio_sogni_client_builds_requests_our_server_accepts(
+    options: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """Our lists parsed by trio_sogni's own media catalog, its option defaults and checks, its
+    jobRequest builder, then localnet's validation: the two implementations agree."""
+    client_catalog = ClientCatalog(
+        models=convert_models(CATALOG.model_list()),
+        tiers=convert_tiers(CATALOG.tiers()),
+        fetched_at=0.0,
+    )
+    project = ProjectOptions(prompt="a red fox", **options)
+    model_options = client_catalog.options_for(project.model)
+    project = model_options.apply_defaults(project)
+    model_options.validate(project)
+    data = build_job_request(project, project_id="ABC")
+    message = decode_client_message(encode_envelope("jobRequest", data))
+    plan = plan_project(message, CATALOG)  # type: ignore[arg-type]
+    assert not isinstance(plan, str), plan
+    for name, value in expected.items():
+        assert getattr(plan, name) == value
