@@ -45,3 +45,44 @@ async def test_an_abort_with_an_over_long_job_id_is_refused_quietly(
         )
         assert result.content
         assert sogni.chat.statistics().late_frames == 0
+
+
+async def test_job_ids_are_scoped_to_their_account(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Another account that sends a live job's id learns nothing: its job is simply accepted
+    (before, it was told "already in use"), and its abort of that id stops only its own job."""
+    from rawsocket import connect, recv, send
+
+    from trio_sogni.localnet import Stall, Text
+    from trio_sogni.protocol import ChatCompletionChunk, ChatMessage, LLMJobError, LLMJobRequest
+
+    shared = "5D5D5D5D-0000-4000-8000-000000000001"
+
+    def request() -> LLMJobRequest:
+        return LLMJobRequest(
+            job_id=shared, model=MODEL, messages=[ChatMessage(role="user", content="x")]
+        )
+
+    script = lambda r: [Text("mine"), Stall()]  # noqa: E731
+    async with local_network(listen=False, script=script, capacity=2) as net:
+        net.add_account("victim", password="victim-password")
+        net.add_account("attacker", password="attacker-password")
+        victim_key = net.create_api_key("victim")
+        attacker_key = net.create_api_key("attacker")
+        async with (
+            connect(net, victim_key, "app") as (victim, _),
+            connect(net, attacker_key, "app") as (attacker, _),
+        ):
+            await send(victim, request())
+            while not isinstance(await recv(victim), ChatCompletionChunk):
+                pass
+            await send(attacker, request())
+            while not isinstance(message := await recv(attacker), ChatCompletionChunk):
+                assert not isinstance(message, LLMJobError), message.error_message
+            assert net.live_jobs == 2
+            await send(attacker, AbortJob(job_id=shared))
+            with trio.fail_after(5):
+                await net.wait_until(lambda: net.live_jobs == 1)
+            (survivor,) = net._jobs.jobs.values()  # pyright: ignore[reportPrivateUsage]
+            assert survivor.account == net.get_account("victim").id

@@ -97,7 +97,7 @@ async def test_cli_firehose_streams_unpaced_chunks_beyond_the_default_limit() ->
 LIMIT_FIELDS = {
     f.name
     for f in dataclasses.fields(LocalNetworkConfig)
-    if f.name.startswith(("max_", "record_")) or f.name.endswith(("_timeout", "_limit"))
+    if f.name.startswith(("max_", "record_", "replay_")) or f.name.endswith(("_timeout", "_limit"))
 } - {"max_output_tokens"}
 
 
@@ -105,7 +105,7 @@ def test_every_server_limit_has_an_option_shown_in_help(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert {o.name for o in LIMIT_OPTIONS} == LIMIT_FIELDS
-    assert len(LIMIT_FIELDS) == 15
+    assert len(LIMIT_FIELDS) == 16
     with pytest.raises(SystemExit) as exit_info:
         main(["localnet", "serve", "--help"])
     assert exit_info.value.code == 0

@@ -14,7 +14,13 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trio_sogni.localnet import FirehoseWorker, LocalNetwork, SimulatedWorker, open_local_network
+from trio_sogni.localnet import (
+    FirehoseWorker,
+    LocalNetwork,
+    SimulatedWorker,
+    Stall,
+    open_local_network,
+)
 from trio_sogni.protocol import (
     Authenticated,
     ChatCompletionChunk,
@@ -304,3 +310,38 @@ async def test_the_last_frames_of_a_job_that_ended_just_before_a_drop_are_sent_a
             rest = await until_final(ws, "J1")
         assert rest == everything[counted:]
         check_exact(everything[:counted] + rest)
+
+
+async def test_a_job_that_ended_with_an_answer_is_never_unknown(
+    make_request: Callable[..., LLMJobRequest], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Past the grace its frames are gone (``gap``), but it is remembered, so a client that had
+    nothing of it is not invited to run (and pay for) it again; an expired job, unanswered and
+    unbilled, may be sent again (``unknown``)."""
+    worker = SimulatedWorker("w", tokens_per_second=10, capacity=2)
+
+    def script(request: LLMJobRequest) -> list[object] | None:
+        return [Stall()] if request.job_id == "STUCK" else None
+
+    async with open_local_network(
+        listen=False,
+        workers=[worker],
+        rebind_grace=2,
+        script=script,  # type: ignore[arg-type]
+    ) as net:
+        async with connect(net, "app", abrupt=True) as (ws, _):
+            await send(ws, make_request("DONE", "short"))
+            await send(ws, make_request("STUCK", "x"))
+            await frames_of(ws, "STUCK", 1)
+        await trio.sleep(20)  # far past the grace: DONE completed, STUCK expired
+        outcomes = {r.job_id: r.outcome for r in net.job_records}
+        assert outcomes == {"DONE": "completed", "STUCK": "expired"}
+        async with connect(net, "app") as (ws, _):
+            entries = [ResumeEntry(job_id="DONE"), ResumeEntry(job_id="STUCK")]
+            await send(ws, ResumeJobs(jobs=entries))
+            answer = await recv(ws)
+            assert isinstance(answer, JobsResumed)
+            assert [(j.job_id, j.status) for j in answer.jobs] == [
+                ("DONE", "gap"),
+                ("STUCK", "unknown"),
+            ]

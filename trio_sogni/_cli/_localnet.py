@@ -199,8 +199,8 @@ LIMIT_OPTIONS: Final[tuple[LimitOption, ...]] = (
     LimitOption(
         "write_timeout",
         seconds,
-        "drop a peer that takes no 64 KiB of a write for this long (a WebSocket's jobs are "
-        "aborted and refunded)",
+        "drop a peer that takes no 64 KiB of a write for this long (its WebSocket's jobs wait "
+        "for it to resume them, or are aborted and refunded if it does not resume jobs)",
         "S",
     ),
     LimitOption(
@@ -233,6 +233,12 @@ LIMIT_OPTIONS: Final[tuple[LimitOption, ...]] = (
         at_least(1),
         "live socket jobs of one account over all its sockets and appIds; more are refused "
         "with too_many_jobs",
+    ),
+    LimitOption(
+        "replay_bytes",
+        at_least(1024),
+        "bytes of one job's frames held for a client that resumes jobs (jobResume=1)",
+        "BYTES",
     ),
     LimitOption("record_limit", at_least(0), "records kept in each introspection log"),
     LimitOption(

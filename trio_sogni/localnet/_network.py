@@ -119,6 +119,7 @@ class LocalNetwork:
         max_jobs_per_socket: int,
         record_bytes: int,
         max_jobs_per_account: int,
+        replay_bytes: int,
         media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS,
         media_pricing: MediaPricing | None = None,
     ) -> None:
@@ -150,6 +151,7 @@ class LocalNetwork:
             max_jobs_per_socket=max_jobs_per_socket,
             max_jobs_per_account=max_jobs_per_account,
             record_bytes=record_bytes,
+            replay_bytes=replay_bytes,
             ledger=accounts.ledger,
             on_settled=self._push_balance,
         )

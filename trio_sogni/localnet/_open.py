@@ -19,7 +19,11 @@ from ._accounts._accounts import Accounts
 from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
-from ._jobs._manager import DEFAULT_MAX_JOBS_PER_ACCOUNT, DEFAULT_MAX_JOBS_PER_SOCKET
+from ._jobs._manager import (
+    DEFAULT_MAX_JOBS_PER_ACCOUNT,
+    DEFAULT_MAX_JOBS_PER_SOCKET,
+    DEFAULT_REPLAY_BYTES,
+)
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaModelSpec, MediaPricing
 from ._network import LocalNetwork
 from ._server import ServerLimits
@@ -81,6 +85,7 @@ class LocalNetworkOptions(TypedDict, total=False):
     max_connections: int
     max_jobs_per_account: int
     message_timeout: float
+    replay_bytes: int
     media_models: Sequence[MediaModelSpec] | None
     media_pricing: MediaPricing | None
 
@@ -104,9 +109,8 @@ class LocalNetworkConfig:
     ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
     ``max_jobs_per_socket``, ``record_bytes``, ``write_timeout``, ``idle_timeout``,
     ``header_timeout``, ``body_timeout``, ``max_connections``, ``max_jobs_per_account``,
-    ``message_timeout``. Media projects: ``media_models``, ``media_pricing``. Their meaning is
-    documented on
-    :func:`open_local_network`.
+    ``message_timeout``, ``replay_bytes``. Media projects: ``media_models``, ``media_pricing``.
+    Their meaning is documented on :func:`open_local_network`.
     """
 
     host: str = "127.0.0.1"
@@ -147,6 +151,7 @@ class LocalNetworkConfig:
     max_connections: int = 512
     max_jobs_per_account: int = DEFAULT_MAX_JOBS_PER_ACCOUNT
     message_timeout: float = 30.0
+    replay_bytes: int = DEFAULT_REPLAY_BYTES
     media_models: Sequence[MediaModelSpec] | None = None
     media_pricing: MediaPricing | None = None
 
@@ -188,7 +193,10 @@ async def open_local_network(
     ``localnet-worker-1``, ... that serve every model, each with ``capacity``,
     ``tokens_per_second`` and ``start_latency``. ``script`` chooses simulated output per request.
     ``api_key`` defaults to a fresh random key (``net.api_key``). ``rebind_grace`` is how many
-    seconds a disconnected app's jobs keep running, waiting for a socket with the same ``appId``.
+    seconds a disconnected app's jobs keep running, waiting for a socket with the same ``appId``;
+    their frames are held meanwhile, at most ``replay_bytes`` per job (then the job waits), and a
+    client that resumes jobs (``jobResume=1``, docs/connections.md) gets exactly the frames it
+    lacks.
     ``pricing`` is the price table (:class:`Pricing`: per-model USD per million input and output
     tokens, a default for other models, the exchange rates); it prices the cost estimate
     endpoint, each job's reservation and its settled cost. ``price_per_million_tokens`` (USD)
@@ -297,6 +305,7 @@ async def open_local_network(
                 max_jobs_per_socket=c.max_jobs_per_socket,
                 record_bytes=c.record_bytes,
                 max_jobs_per_account=c.max_jobs_per_account,
+                replay_bytes=c.replay_bytes,
                 media_models=(
                     c.media_models if c.media_models is not None else DEFAULT_MEDIA_MODELS
                 ),

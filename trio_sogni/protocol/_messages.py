@@ -401,8 +401,8 @@ class LLMJobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
 
 ResumeStatus = Literal["resumed", "unknown", "gap"]
 """How the server answered one job of `ResumeJobs`: ``resumed`` (its missing frames follow),
-``unknown`` (this server never received the job's request, as far as it remembers: the client
-may send the request again) or ``gap`` (the job is known but frames the client lacks are no
+``unknown`` (the server holds no such job: it never received the request, or the job ended
+unanswered and unbilled when its rebind grace expired; the client may send the request again) or ``gap`` (the job is known but frames the client lacks are no
 longer held, or it ended without them; a live job answered so is ended and its charge
 released)."""
 

@@ -115,7 +115,7 @@ async def test_every_phase_of_a_two_render_project(
         # The worker got the tier's resolved settings.
         spec = worker.specs[0]
         assert (spec.steps, spec.width, spec.height, spec.model_id) == (3, 1024, 1024, IMAGE_MODEL)
-        plan = net._projects.finished["P1"].plan
+        plan = net._projects.finished[(net.account.id, "P1")].plan
         assert (plan.sampler, plan.scheduler) == ("euler", "simple")
         assert_empty(net)
 
@@ -139,7 +139,7 @@ async def test_video_audio_and_comfy_settings_reach_the_worker(
         await send(ws, media_request("P", model, steps=4, **fields))  # type: ignore[arg-type]
         frames = await project_frames(ws, "P")
         assert kinds(frames)[-1] == "JobState:jobCompleted"
-        plan = net._projects.finished["P"].plan
+        plan = net._projects.finished[(net.account.id, "P")].plan
         target = plan if check[0] == "scheduler" else worker.specs[0]
         assert getattr(target, check[0]) == check[1]
         result = next(f for f in frames if isinstance(f, JobResult))
@@ -685,3 +685,24 @@ async def test_the_simulated_media_worker_renders_real_images(
             assert content_type == "image/png"
             image = Image.open(io.BytesIO(data))
             assert (image.format, image.size) == ("PNG", (320, 256))
+
+
+async def test_project_ids_are_scoped_to_their_account(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Another account reusing a live project id gets its own project and learns nothing."""
+    worker = ScriptedMediaWorker("m1", capacity=2)
+    worker.hold = trio.Event()
+    async with media_network(worker) as (net, _):
+        net.add_account("carol", password="pw", balance=100)
+        carol = net.create_api_key("carol")
+        async with media_socket(net) as (ws, _), media_socket(net, carol) as (other, _):
+            await send(ws, media_request("SHARED", steps=1))  # type: ignore[arg-type]
+            await send(other, media_request("shared", steps=1))  # type: ignore[arg-type]
+            await net.wait_until(lambda: net._projects.statistics().live_projects == 2)
+            worker.hold.set()
+            for sock, project_id in ((ws, "SHARED"), (other, "shared")):
+                frames = await project_frames(sock, project_id)
+                assert kinds(frames)[-1] == "JobState:jobCompleted"
+            status, body = await rest(net, "/v1/projects/SHARED", carol)
+            assert (status, body["data"]["project"]["id"]) == (200, "shared")

@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_MAX_JOBS_PER_ACCOUNT",
     "DEFAULT_MAX_JOBS_PER_SOCKET",
     "DEFAULT_REPLAY_BYTES",
+    "ENDED_RETENTION",
     "INTERNAL_APP_ID",
     "LINGERING_BYTES",
     "LINGER_BYTES",
@@ -120,8 +121,13 @@ also keeps at most ``max_jobs_per_socket`` finished jobs, each for ``rebind_grac
 LINGER_BYTES: Final = 16 * 1024
 """The bytes of a finished job's last frames kept while it lingers."""
 
-MAX_ENDED_IDS: Final = 16_384
-"""Ids of recently ended jobs an app remembers (for ``rebind_grace``), at most."""
+MAX_ENDED_IDS: Final = 65_536
+"""Ids of recently ended jobs of resuming apps the network remembers, at most."""
+
+ENDED_RETENTION: Final = 300.0
+"""Seconds an ended job's id is remembered (or ``rebind_grace``, if longer): longer than any
+sane client ``resume_window``, so that a job that ended with an answer is never run again
+because its client came back late and asked for it."""
 
 AppKey = tuple[str, str]
 """What owns socket jobs: ``(account id, appId)``."""
@@ -213,9 +219,6 @@ class _App:
         """Other owners of the app's frames (media projects; see :class:`FrameOwner`)."""
         self.lingering: OrderedDict[str, _Lingering] = OrderedDict()
         self.lingering_bytes = 0
-        self.ended: OrderedDict[str, float] = OrderedDict()
-        """Keys of the app's jobs that ended recently (when), so that a resuming client is told
-        ``gap`` for them, never ``unknown`` (which invites it to send the request again)."""
 
     def forget_lingering(self, key: str | None = None) -> None:
         """Forget one finished job's frames (the oldest if ``key`` is ``None``), or all of them
@@ -326,8 +329,12 @@ class JobManager:
         self._account_jobs: dict[str, int] = {}
         """Live socket jobs per account id (no entry at 0)."""
         self.scheduler = Scheduler()
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[tuple[str, str], Job] = {}
+        """Live jobs by ``(account, upper-cased job id)``: job ids are scoped to their account,
+        so nobody learns whether another account uses an id."""
         self.apps: dict[AppKey, _App] = {}
+        self._ended: OrderedDict[tuple[AppKey, str], tuple[float, str]] = OrderedDict()
+        """Recently ended jobs of resuming apps: (app, job key) -> (when, outcome)."""
         self._nursery: trio.Nursery | None = None
         self.closing = False
         """Set by :meth:`stop_accepting`: new jobs are refused with ``server_restarting``."""
@@ -505,7 +512,11 @@ class JobManager:
             elif app is not None and holding and key in app.lingering:
                 log = app.lingering[key].log
             if log is None:
-                status = "gap" if app is not None and key in app.ended else "unknown"
+                ended = self._ended.get((sock.app_key, key))
+                # A job that ended with an answer (billed or failed) is never run again;
+                # one the server never received, or ended unanswered and unbilled (expired),
+                # may be sent again.
+                status = "gap" if ended is not None and ended[1] != "expired" else "unknown"
                 answers.append(ResumedJob(job_id=entry.job_id, status=status))
                 continue
             items = log.since(entry.received, job)
@@ -546,9 +557,10 @@ class JobManager:
         return min(self.replay_bytes, max(MIN_REPLAY_WINDOW, share))
 
     def _forget_stale(self, app: _App) -> None:
-        deadline = trio.current_time() - self.rebind_grace
-        ended = app.ended
-        while ended and next(iter(ended.values())) < deadline:
+        now = trio.current_time()
+        deadline = now - self.rebind_grace
+        ended, remembered = self._ended, now - max(ENDED_RETENTION, self.rebind_grace)
+        while ended and next(iter(ended.values()))[0] < remembered:
             ended.popitem(last=False)
         lingering = app.lingering
         while lingering:
@@ -639,8 +651,8 @@ class JobManager:
         problem = validate_request(request)
         if problem is not None:
             return _error(request.job_id, "invalid_request", problem)
-        if key in self.jobs:
-            message = f"jobID {request.job_id} is already in use by a live job"
+        if (account_id or "", key) in self.jobs:
+            message = f"jobID {request.job_id} is already in use by a live job of this account"
             return _error(request.job_id, "invalid_request", message)
         if spec is None or not self.scheduler.serves(request.model):
             return self._unavailable(request.job_id, request.model)
@@ -672,7 +684,7 @@ class JobManager:
             estimated_cost=estimate,
         )
         job.hold = hold
-        self.jobs[key] = job
+        self.jobs[job.global_key] = job
         return job
 
     async def run_internal(
@@ -715,7 +727,7 @@ class JobManager:
         nothing more. A job of another app (another account's, even with the same ``appId``) or
         an internal job is left alone, exactly like an unknown id."""
         self.aborted_job_ids.append(preview(job_id, 256))
-        job = self.jobs.get(job_id.upper())
+        job = self.jobs.get((app_key[0], job_id.upper()))
         if job is None or isinstance(job, InternalJob) or job.app_key != app_key:
             logger.debug("localnet: abort for a job that is not live")
             return
@@ -764,9 +776,9 @@ class JobManager:
     def _forget(self, job: Job) -> None:
         if job.hold is not None and self.ledger is not None:
             self.ledger.release(job.hold)  # no-op once settled
-        if self.jobs.get(job.key) is not job:
+        if self.jobs.get(job.global_key) is not job:
             return
-        del self.jobs[job.key]
+        del self.jobs[job.global_key]
         if not isinstance(job, InternalJob):
             left = self._account_jobs.pop(job.account, 1) - 1
             if left:
@@ -788,13 +800,15 @@ class JobManager:
     def _linger(self, app: _App, job: Job) -> None:
         """Keep a finished job's last frames while its client may still lack them: for a
         resuming app, a job that ended with its own final frame (not aborted, not expired).
-        Every ended job of a resuming app is remembered (bounded) in ``app.ended``."""
+        Every ended job of a resuming app is remembered (bounded, even after its app is gone),
+        with its outcome, so that `resume` never invites a client to run it again."""
         if app.resumes and not isinstance(job, InternalJob):
             self._forget_stale(app)
-            app.ended[job.key] = trio.current_time()
-            app.ended.move_to_end(job.key)
-            while len(app.ended) > MAX_ENDED_IDS:
-                app.ended.popitem(last=False)
+            entry = (app.key, job.key)
+            self._ended[entry] = (trio.current_time(), job.outcome or "internal_error")
+            self._ended.move_to_end(entry)
+            while len(self._ended) > MAX_ENDED_IDS:
+                self._ended.popitem(last=False)
         if (
             isinstance(job, InternalJob)
             or job.outcome in (None, "aborted", "expired")

@@ -131,6 +131,11 @@ class Job(Schedulable):
         """Every frame sent for the job, numbered; the newest kept for a reconnecting client."""
 
     @property
+    def global_key(self) -> tuple[str, str]:
+        """The job's key in the network's job table: ``(account, upper-cased job id)``."""
+        return (self.account, self.key)
+
+    @property
     def app_key(self) -> tuple[str, str]:
         """The app the job belongs to: ``(account, appId)``."""
         return (self.account, self.app_id)

@@ -161,9 +161,10 @@ class ProjectsManager:
         self.finished_bytes_limit = finished_bytes
         self.finished_ttl = finished_ttl
         self._wall_ms = wall_clock_ms or (lambda: int(trio.current_time() * 1000))
-        self.projects: dict[str, Project] = {}
+        self.projects: dict[tuple[str, str], Project] = {}
+        """Live projects by ``(account, upper-case id)``: ids are scoped to their account."""
         self._by_app: dict[AppKey, dict[str, Project]] = {}
-        self.finished: OrderedDict[str, Project] = OrderedDict()
+        self.finished: OrderedDict[tuple[str, str], Project] = OrderedDict()
         self._finished_bytes = 0
         self.workers: dict[str, MediaWorker] = {}
         self._nursery: trio.Nursery | None = None
@@ -272,7 +273,7 @@ class ProjectsManager:
         plan = plan_project(request, self.catalog)
         if isinstance(plan, str):
             return refuse("invalid_request", plan)
-        key = job_id.upper()
+        key = (app_key[0], job_id.upper())
         if key in self.projects:
             return refuse("invalid_request", f"jobID {job_id} is already in use by a live project")
         app_projects = self._by_app.get(app_key, {})
@@ -335,7 +336,7 @@ class ProjectsManager:
                     f"{exc} (this project of {plan.count} render(s) needs {total} {plan.token_type})",
                 )
         self.projects[key] = project
-        self._by_app.setdefault(app_key, {})[key] = project
+        self._by_app.setdefault(app_key, {})[project.key] = project
         self._jobs.add_owner(project)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_project, project)
@@ -346,7 +347,7 @@ class ProjectsManager:
 
     def owns(self, app_key: AppKey, project_id: str) -> bool:
         """Whether ``project_id`` is a live or kept project of the app ``app_key``."""
-        key = project_id.upper()
+        key = (app_key[0], project_id.upper())
         project = self.projects.get(key) or self.finished.get(key)
         return project is not None and project.app_key == app_key
 
@@ -360,7 +361,7 @@ class ProjectsManager:
         sends nothing) for an id that is no project of this app — another account's included.
         All state changes happen before the first checkpoint.
         """
-        key = project_id.upper()
+        key = (app_key[0], project_id.upper())
         project = self.projects.get(key)
         if project is None or project.app_key != app_key or project.finished:
             finished = project if project is not None and project.finished else None
@@ -421,8 +422,8 @@ class ProjectsManager:
 
     def _finish(self, project: Project) -> None:
         """Move a finished project from the live table to the bounded record store."""
-        if self.projects.get(project.key) is project:
-            del self.projects[project.key]
+        if self.projects.get(project.scope) is project:
+            del self.projects[project.scope]
             self._jobs.remove_owner(project)
             if self.storage is not None:
                 self.storage.discard_project(project.account, project.job_id)
@@ -433,10 +434,10 @@ class ProjectsManager:
                     del self._by_app[project.app_key]
         if project.finished_at is None:
             project.finished_at = trio.current_time()
-            old = self.finished.pop(project.key, None)
+            old = self.finished.pop(project.scope, None)
             if old is not None:
                 self._finished_bytes -= old.size
-            self.finished[project.key] = project
+            self.finished[project.scope] = project
             self._finished_bytes += project.size
             self._trim()
         project.done.set()
@@ -542,7 +543,7 @@ class ProjectsManager:
     def record(self, account: str, project_id: str) -> ProjectSnapshot | None:
         """A finished project of ``account`` (``GET /v1/projects/{id}``), else ``None``."""
         self._trim()
-        project = self.finished.get(project_id.upper())
+        project = self.finished.get((account, project_id.upper()))
         if project is None or project.account != account:
             return None
         return self.snapshot(project)

@@ -433,6 +433,11 @@ class Project:
         return (self.account, self.app_id)
 
     @property
+    def scope(self) -> tuple[str, str]:
+        """``(account, upper-case id)``: project ids are scoped to their account."""
+        return (self.account, self.key)
+
+    @property
     def finished(self) -> bool:
         return self.status in ("completed", "errored", "cancelled")
 

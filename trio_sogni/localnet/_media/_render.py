@@ -639,8 +639,14 @@ def _background(spec: RenderSpec, width: int, height: int) -> PILImage.Image:
 
     rng = _rng(spec, b"background")
     # Rotate a larger square and keep its middle: no empty corners.
-    gradient = Image.linear_gradient("L").resize((363, 363)).rotate(rng.uniform(0, 360))  # pyright: ignore[reportUnknownMemberType]
-    gradient = gradient.crop((53, 53, 309, 309)).resize((width, height))  # pyright: ignore[reportUnknownMemberType]
+    # Through Any: Pillow's hints for these methods are complete only where numpy is installed.
+    square: Any = Image.linear_gradient("L")
+    gradient: Image.Image = (
+        square.resize((363, 363))
+        .rotate(rng.uniform(0, 360))
+        .crop((53, 53, 309, 309))
+        .resize((width, height))
+    )
     return ImageOps.colorize(gradient, _color(rng), _color(rng)).convert("RGB")
 
 
