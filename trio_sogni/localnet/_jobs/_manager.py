@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 import trio
@@ -179,6 +179,30 @@ class _Lingering:
     ended: float
 
 
+class FrameOwner(Protocol):
+    """An owner of socket frames that is not an LLM :class:`Job` (a media project): its frames
+    go through :meth:`JobManager.deliver` and its :class:`ReplayLog`, so they are held while its
+    app has no socket and resumed like a job's. The rebind grace never ends it (a media project
+    outlives its socket), and it never waits for a socket: while detached, its log keeps only
+    the newest ``replay_bytes`` (a reconnecting client reconciles the rest from
+    ``activeProjects``). Registered with :meth:`JobManager.add_owner` while it lives."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def app_key(self) -> AppKey: ...
+
+    @property
+    def silenced(self) -> bool: ...
+
+    @property
+    def replay(self) -> ReplayLog: ...
+
+
 @dataclass(eq=False)
 class _App:
     key: AppKey
@@ -191,6 +215,8 @@ class _App:
 
     def __post_init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+        self.owners: dict[str, FrameOwner] = {}
+        """Other owners of the app's frames (media projects; see :class:`FrameOwner`)."""
         self.lingering: OrderedDict[str, _Lingering] = OrderedDict()
         self.lingering_bytes = 0
 
@@ -348,6 +374,8 @@ class JobManager:
     def remove_worker(self, name: str) -> None:
         slot = self.scheduler.remove_worker(name)
         for job in list(slot.active):
+            if not isinstance(job, Job):  # pragma: no cover - chat slots run only LLM jobs
+                continue
             message = "The worker running this job disconnected."
             self.end_job(
                 job,
@@ -355,7 +383,7 @@ class JobManager:
                 _error(job.job_id, "worker_disconnected", message, worker_name=name),
             )
         for job in list(self.scheduler.queued_jobs()):
-            if not self.scheduler.serves(job.model):
+            if isinstance(job, Job) and not self.scheduler.serves(job.model):
                 self.end_job(job, "model_unavailable", self._unavailable(job.job_id, job.model))
 
     @staticmethod
@@ -400,7 +428,7 @@ class JobManager:
         if app is None or app.socket is not sock or not app.flowing:
             return
         outbox = sock.driver.outbox
-        for job in app.jobs.values():
+        for job in (*app.jobs.values(), *app.owners.values()):
             for item in job.replay.unsent(job):
                 outbox.put_nowait(item)
             job.replay.trim(self._window(app))
@@ -417,7 +445,7 @@ class JobManager:
         if sock.driver.received_close == 1000:
             # The client said goodbye: it wants nothing more of the jobs that already ended.
             app.forget_lingering("*")
-        if not app.jobs and not app.lingering:
+        if not app.jobs and not app.lingering and not app.owners:
             if app.grace is not None:
                 app.grace.cancel()
                 app.grace = None
@@ -432,7 +460,7 @@ class JobManager:
 
     @staticmethod
     def _detach_logs(app: _App) -> None:
-        for job in app.jobs.values():
+        for job in (*app.jobs.values(), *app.owners.values()):
             job.replay.detached_at = job.replay.count
 
     def _start_grace(self, app: _App) -> None:
@@ -456,7 +484,7 @@ class JobManager:
         app.forget_lingering("*")
         if app.socket is not None:
             app.flowing = True
-        elif not app.jobs:
+        elif not app.jobs and not app.owners:
             self.apps.pop(app.key, None)
 
     def resume(self, sock: SocketBinding, entries: tuple[ResumeEntry, ...]) -> str | None:
@@ -475,7 +503,9 @@ class JobManager:
             self._forget_stale(app)
         for entry in entries:
             key = entry.job_id.upper()
-            job = app.jobs.get(key) if app is not None and holding else None
+            job: Job | FrameOwner | None = None
+            if app is not None and holding:
+                job = app.jobs.get(key) or app.owners.get(key)
             log: ReplayLog | None = None
             if job is not None:
                 log = job.replay
@@ -514,7 +544,7 @@ class JobManager:
                 app.grace.cancel()
                 app.grace = None
             window = self._window(app)
-            for job in app.jobs.values():
+            for job in (*app.jobs.values(), *app.owners.values()):
                 job.replay.trim(window)
         self._changes.notify()
         return None
@@ -523,7 +553,7 @@ class JobManager:
         """How many bytes of sent frames each live job of ``app`` keeps."""
         if not app.resumes:
             return 0
-        share = APP_REPLAY_BYTES // max(1, len(app.jobs))
+        share = APP_REPLAY_BYTES // max(1, len(app.jobs) + len(app.owners))
         return min(self.replay_bytes, max(MIN_REPLAY_WINDOW, share))
 
     def _forget_stale(self, app: _App) -> None:
@@ -538,6 +568,28 @@ class JobManager:
             if first.ended >= deadline:
                 break
             app.forget_lingering()
+
+    # -- frame owners (media projects hook) -----------------------------------------------------
+
+    def add_owner(self, owner: FrameOwner) -> None:
+        """Route ``owner``'s frames through :meth:`deliver` until :meth:`remove_owner`."""
+        app = self.apps.get(owner.app_key)
+        if app is None:
+            app = self.apps[owner.app_key] = _App(owner.app_key)
+        app.owners[owner.key] = owner
+
+    def remove_owner(self, owner: FrameOwner) -> None:
+        """``owner`` ended: forget its frames (and its app, if nothing else holds it)."""
+        owner.replay.clear()
+        app = self.apps.get(owner.app_key)
+        if app is None or app.owners.get(owner.key) is not owner:
+            return
+        del app.owners[owner.key]
+        if not app.jobs and not app.lingering and not app.owners and app.socket is None:
+            if app.grace is not None:
+                app.grace.cancel()
+            del self.apps[app.key]
+        self._changes.notify()
 
     def detached_jobs(self) -> int:
         return sum(len(a.jobs) for a in self.apps.values() if not a.flowing)
@@ -735,7 +787,7 @@ class JobManager:
         if app is not None:
             app.jobs.pop(job.key, None)
             self._linger(app, job)
-            if not app.jobs and not app.lingering and app.socket is None:
+            if not app.jobs and not app.lingering and not app.owners and app.socket is None:
                 if app.grace is not None:
                     app.grace.cancel()
                 del self.apps[app.key]
@@ -779,7 +831,7 @@ class JobManager:
     # -- the job task ---------------------------------------------------------------------------
 
     async def deliver(
-        self, job: Job, payload: bytes | str, *, encoded: bool = False, frames: int = 1
+        self, job: Job | FrameOwner, payload: bytes | str, *, encoded: bool = False, frames: int = 1
     ) -> None:
         """Send one outbox item of ``job``'s frames to the socket holding its app: a frame's
         payload, or (``encoded``) ``frames`` complete encoded WebSocket frames.
@@ -791,7 +843,8 @@ class JobManager:
         log = job.replay
         app = self.apps.get(job.app_key)
         if (
-            app is not None
+            isinstance(job, Job)
+            and app is not None
             and not app.flowing
             and log.count > log.detached_at
             and log.size + len(payload) > self.replay_bytes
@@ -808,6 +861,8 @@ class JobManager:
             return
         sock = app.socket if app.flowing else None
         if sock is None:
+            if not isinstance(job, Job):  # a frame owner never waits: keep the newest frames
+                log.trim(self.replay_bytes)
             await trio.lowlevel.checkpoint()
             return
         log.trim(self._window(app))
@@ -886,7 +941,7 @@ class JobManager:
                     send_encoded=partial(self._emit_encoded, job),
                     drop=partial(self._drop_for, job),
                 )
-                await slot.worker.run(context)
+                await slot.chat_worker().run(context)
                 if context.error is not None:
                     await self._emit(job, context.error)
                     job.outcome = job.outcome or "failed"
