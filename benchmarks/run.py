@@ -339,6 +339,7 @@ def main() -> None:
     info = machine()
     command = "nox -s bench" + (" -- --quick" if args.quick else "")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     raw = {"machine": info, "command": command, "quick": args.quick, "elapsed_s": elapsed,
            "scenarios": {s.key: {"title": s.title, "results": s.results, "summary": summarise(s)} for s in chosen}}  # fmt: skip
     (out / "benchmarks.json").write_text(json.dumps(raw, indent=1) + "\n")
