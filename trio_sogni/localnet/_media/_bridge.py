@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import itertools
 import math
 import secrets
 import ssl
@@ -29,6 +28,7 @@ import trio
 from typing_extensions import override
 
 from ...protocol import decode_json
+from .._workers._base import WorkerIdentity
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -52,7 +52,6 @@ __all__ = [
     "upstream_request",
 ]
 
-_names: Final = itertools.count(1)
 _PIL_FORMATS: Final[Mapping[str, str]] = {
     "png": "PNG",
     "jpg": "JPEG",
@@ -232,7 +231,7 @@ def _error_text(response: UpstreamResponse) -> str:
     return text or "(no message)"
 
 
-class OpenAIImagesBridgeWorker:
+class OpenAIImagesBridgeWorker(WorkerIdentity):
     """A media worker that renders images through an OpenAI-compatible images API (REAL
     generation; see the module docstring).
 
@@ -286,17 +285,13 @@ class OpenAIImagesBridgeWorker:
             raise ValueError("upstream must be an http:// or https:// URL")
         if parts.username is not None or parts.password is not None:
             raise ValueError("put credentials in api_key, not in the upstream URL")
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        super().__init__(name, "images-bridge-worker", models, capacity)
         for value in (connect_timeout, timeout):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError("timeouts must be positive")
         self.upstream = upstream.rstrip("/")
-        self._name = name if name is not None else f"images-bridge-worker-{next(_names)}"
         self.upstream_model = upstream_model
         self._api_key = api_key
-        self._models = tuple(models) if models is not None else None
-        self._capacity = capacity
         self.response_format = response_format
         self.extra = dict(extra or {})
         self.connect_timeout = connect_timeout
@@ -309,20 +304,8 @@ class OpenAIImagesBridgeWorker:
         return f"OpenAIImagesBridgeWorker({self.upstream!r}, {self._name!r})"
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return self._models
-
-    @property
     def media_types(self) -> frozenset[MediaType]:
         return frozenset({"image"})
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "<redacted>") if self._api_key else text

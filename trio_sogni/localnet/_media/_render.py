@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import math
 import random
 import struct
@@ -34,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import trio
 from typing_extensions import override
+
+from .._workers._base import WorkerIdentity
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -407,7 +408,7 @@ class MediaLimits:
 # -- the simulated worker -------------------------------------------------------------------------
 
 
-class SimulatedMediaWorker:
+class SimulatedMediaWorker(WorkerIdentity):
     """A TEST DOUBLE media worker: it runs no model, it draws.
 
     Every render is real, decodable media, deterministic in the :class:`RenderSpec` (the same
@@ -456,16 +457,12 @@ class SimulatedMediaWorker:
         limits: MediaLimits | None = None,
         encode_in_thread: bool = True,
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        super().__init__(name, "simulated-media-worker", models, capacity)
         if not (math.isfinite(seconds_per_step) and seconds_per_step >= 0):
             raise ValueError("seconds_per_step must be a non-negative number")
         if not media_types or not media_types <= {"image", "video", "audio"}:
             raise ValueError("media_types must be a non-empty subset of image, video, audio")
-        self._name = name if name is not None else f"simulated-media-worker-{next(_names)}"
-        self._models = tuple(models) if models is not None else None
         self._media_types = frozenset(media_types)
-        self._capacity = capacity
         self.seconds_per_step = seconds_per_step
         self.faults = faults
         self.limits = limits if limits is not None else MediaLimits()
@@ -477,20 +474,8 @@ class SimulatedMediaWorker:
         return f"SimulatedMediaWorker({self._name!r}, test double)"
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def models(self) -> Sequence[str] | None:
-        return self._models
-
-    @property
     def media_types(self) -> frozenset[MediaType]:
         return self._media_types
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
 
     def check(self, spec: RenderSpec) -> None:
         """Raise :class:`RenderRejected` if ``spec`` is outside what this worker renders (see
@@ -567,9 +552,6 @@ class SimulatedMediaWorker:
             )
         if isinstance(fault, HangRender) and fault.at_step == done:
             await trio.sleep_forever()
-
-
-_names: Final = itertools.count(1)
 
 
 # -- drawing --------------------------------------------------------------------------------------
