@@ -196,7 +196,9 @@ async def test_completion_error_shapes(net: LocalNetwork, http: httpx.AsyncClien
             "invalid_api_key",
         )
     cases: list[tuple[Any, int, str]] = [
-        (chat_body(stream=True), 400, "invalid_request"),
+        (chat_body(stream="yes"), 400, "invalid_request"),
+        (chat_body(stream_options={"include_usage": True}), 400, "invalid_request"),
+        (chat_body(stream=True, stream_options={"other": 1}), 400, "invalid_request"),
         (chat_body(n=2), 400, "invalid_request"),
         (chat_body(max_tokens="many"), 400, "invalid_request"),
         (chat_body(max_tokens=10**9), 400, "invalid_request"),
@@ -209,7 +211,7 @@ async def test_completion_error_shapes(net: LocalNetwork, http: httpx.AsyncClien
         error = assert_openai_error(await http.post(path, json=body), status, code)
         if status == 400:
             assert error["type"] == "invalid_request_error"
-    stream_error = (await http.post(path, json=chat_body(stream=True))).json()["error"]
+    stream_error = (await http.post(path, json=chat_body(stream="yes"))).json()["error"]
     assert "stream" in stream_error["message"]
     bad_type = (await http.post(path, json=chat_body(max_tokens="many"))).json()["error"]
     assert "$.max_tokens" in bad_type["message"]

@@ -7,7 +7,16 @@ caller's account and the actual cost debited on completion).
 
 **Completions** answer the raw OpenAI object ``{id, object: "chat.completion", created, model,
 choices: [{index: 0, message: {role: "assistant", content, tool_calls?}, finish_reason}],
-usage: {prompt_tokens, completion_tokens, total_tokens}}``, non-streaming only.
+usage: {prompt_tokens, completion_tokens, total_tokens}}``. With ``stream: true`` they answer
+Server-Sent Events in OpenAI's exact chunk format instead: ``data: {id, object:
+"chat.completion.chunk", created, model, choices: [{index: 0, delta: {role?, content?,
+tool_calls?}, finish_reason}]}`` lines, one per chunk of the job (the first delta carries the
+role, the last the finish reason), with ``stream_options: {include_usage: true}`` one more chunk
+``{choices: [], usage}``, then ``data: [DONE]``. A job that fails after the stream began ends it
+with ``data: {"error": {message, type, code}}`` (no ``[DONE]``), which the ``openai`` package
+raises as an ``APIError``. The job's chunks reach the HTTP client through a buffer of 64
+messages: a client that reads slowly slows the job down, and a client that goes away aborts
+it (its hold released). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
 
 **Tools** answer ``{status: "success", data: {toolCallId, tool, result, message: null}}``; see
 :mod:`._composition` for how a call becomes a job.
@@ -22,9 +31,10 @@ envelope's keys beside it so the official SDKs' ``ApiError`` has a message::
 ====  ===================================  ==========================================
 HTTP  type / code                          when
 ====  ===================================  ==========================================
-400   ``invalid_request_error`` /          malformed body, unknown field, ``stream:
-      ``invalid_request``                  true``, bad tool arguments, ``max_tokens``
-                                           above the model's limit
+400   ``invalid_request_error`` /          malformed body, unknown field,
+      ``invalid_request``                  ``stream_options`` without ``stream``, bad
+                                           tool arguments, ``max_tokens`` above the
+                                           model's limit
 401   ``authentication_error`` /           missing or invalid credentials
       ``invalid_api_key``
 402   ``insufficient_balance``             the account cannot cover the estimate
@@ -46,26 +56,33 @@ status is 402 for a subscription denial (``subscriptionLimit`` or codes 4078-408
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable, Mapping
+from functools import partial
+from typing import Any, Final, cast
 
 import msgspec
+import trio
 
 from ...protocol import (
+    ChatCompletionChunk,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
+    ServerMessage,
     decode_json,
 )
 from .._config import Account
 from .._jobs._collector import ChunkCollector
-from .._jobs._manager import JobManager
+from .._jobs._manager import InternalJob, JobManager
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
 from ._composition import composition_tool
 
 __all__ = ["hosted_routes", "openai_error"]
 
 COMPLETIONS_PATH: Final = "/v1/chat/completions"
+MODELS_PATH: Final = "/v1/models"
+STREAM_BUFFER: Final = 64
+"""Messages of a streamed completion's job buffered for a slow HTTP client (then the job waits)."""
 TOOLS_PATH: Final = "/v1/creative-agent/tools/execute"
 
 _BODY_TO_WIRE: Final[Mapping[str, str]] = {
@@ -197,7 +214,8 @@ def completion_request(
 ) -> LLMJobRequest | str:
     """The ``llmJobRequest`` for a hosted completion body, or the reason it is invalid.
 
-    ``null`` fields count as absent; ``stream`` may only be ``false``; ``media_references`` and
+    ``null`` fields count as absent; ``stream`` and ``stream_options`` (``{include_usage}``) are
+    the caller's business (see :func:`stream_flags`) and not part of the job; ``media_references`` and
     ``api_media_references`` may only be empty (localnet serves no media); any other field not in
     protocol.md §3.2 is refused. ``app_source`` defaults to the ``X-App-Source`` header, and the
     ``X-Sogni-*`` attribution headers become the request's attribution fields.
@@ -206,9 +224,7 @@ def completion_request(
     for name, value in body.items():
         if value is None:
             continue
-        if name == "stream":
-            if value is not False:
-                return "stream must be false: this endpoint answers non-streaming requests only"
+        if name in ("stream", "stream_options"):
             continue
         if name in _MEDIA_FIELDS:
             if value != []:
@@ -233,6 +249,43 @@ def completion_request(
         for wire_name, body_name in _WIRE_TO_BODY.items():
             message = message.replace(f"`$.{wire_name}", f"`$.{body_name}")
         return f"Invalid request: {message}"
+
+
+def stream_flags(body: Mapping[str, Any]) -> tuple[bool, bool] | str:
+    """``(stream, include_usage)`` of a completion body, or the reason they are invalid."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return "stream must be a boolean"
+    options = body.get("stream_options")
+    if options is None:
+        return bool(stream), False
+    if not stream:
+        return "stream_options is only allowed with stream: true"
+    if not isinstance(options, dict):
+        return "stream_options must be an object"
+    fields = cast("dict[str, object]", options)
+    unknown = sorted(set(fields) - {"include_usage"})
+    if unknown:
+        return f"Unknown field 'stream_options.{unknown[0]}'"
+    include = fields.get("include_usage", False)
+    if not isinstance(include, bool):
+        return "stream_options.include_usage must be a boolean"
+    return True, include
+
+
+def _sse(payload: object) -> bytes:
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+def _delta(chunk: ChatCompletionChunk, *, first: bool) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if first or chunk.role:
+        delta["role"] = chunk.role or "assistant"
+    if chunk.content:
+        delta["content"] = chunk.content
+    if chunk.tool_calls:
+        delta["tool_calls"] = msgspec.to_builtins(chunk.tool_calls)
+    return delta
 
 
 def hosted_routes(
@@ -263,8 +316,106 @@ class _HostedEndpoints:
         """A new router with these endpoints."""
         router = Router()
         router.add("POST", COMPLETIONS_PATH, self._completions)
+        router.add("GET", MODELS_PATH, self._models)
         router.add("POST", TOOLS_PATH, self._execute_tool)
         return router
+
+    async def _models(self, request: HTTPRequest, params: Mapping[str, str]) -> HTTPResponse:
+        """``GET /v1/models``: the chat models a worker serves, as OpenAI lists models."""
+        if self._authenticate(request.headers) is None:
+            return _unauthorized()
+        served = [m for m in self._jobs.models if self._jobs.scheduler.serves(m)]
+        return json_response(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "sogni-localnet"}
+                    for m in served
+                ],
+            },
+        )
+
+    def _stream(
+        self, job_request: LLMJobRequest, account: Account, include_usage: bool
+    ) -> HTTPResponse:
+        """Start the job now (so admission errors are real HTTP errors) and answer its chunks as
+        Server-Sent Events."""
+        send, receive = trio.open_memory_channel[ServerMessage](STREAM_BUFFER)
+        job = self._jobs.start_internal(job_request, account_id=account.id, on_message=send.send)
+        if isinstance(job, LLMJobError):
+            send.close()
+            receive.close()
+            return job_error_response(job)
+        job.on_finished = send.close
+        return HTTPResponse(
+            200,
+            content_type="text/event-stream; charset=utf-8",
+            headers=[("cache-control", "no-cache"), ("x-accel-buffering", "no")],
+            stream=partial(self._events, job, receive, include_usage),
+        )
+
+    async def _events(
+        self,
+        job: InternalJob,
+        receive: trio.MemoryReceiveChannel[ServerMessage],
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{job.job_id}",
+            "object": "chat.completion.chunk",
+            "created": int(self._clock()),
+            "model": job.model,
+        }
+        first = True
+        result: LLMJobResult | None = None
+        try:
+            with receive:
+                async for message in receive:
+                    if isinstance(message, ChatCompletionChunk):
+                        delta = _delta(message, first=first)
+                        if not delta and not message.finish_reason:
+                            continue
+                        first = False
+                        choice = {
+                            "index": 0,
+                            "delta": delta,
+                            "finish_reason": message.finish_reason,
+                        }
+                        yield _sse({**base, "choices": [choice]})
+                    elif isinstance(message, LLMJobResult):
+                        result = message
+                        break
+                    elif isinstance(message, LLMJobError):
+                        break
+            final = result or job.final
+            if not isinstance(final, LLMJobResult):
+                error = final or LLMJobError(
+                    job_id=job.job_id, error="internal_error", error_message="the job ended"
+                )
+                body = msgspec.json.decode(job_error_response(error).body)
+                yield _sse({"error": body["error"]})
+                return
+            if include_usage:
+                usage = final.usage
+                prompt = usage.prompt_tokens if usage is not None else 0
+                completion = usage.completion_tokens if usage is not None else 0
+                yield _sse(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": prompt,
+                            "completion_tokens": completion,
+                            "total_tokens": prompt + completion,
+                        },
+                    }
+                )
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not job.finished.is_set():
+                # The HTTP client went away (or the server is closing): stop paying for it.
+                self._jobs.end_job(job, "aborted", None)
 
     async def _run(
         self, request: LLMJobRequest, account: Account
@@ -282,6 +433,9 @@ class _HostedEndpoints:
         body = _json_body(request)
         if isinstance(body, HTTPResponse):
             return body
+        flags = stream_flags(body)
+        if isinstance(flags, str):
+            return _invalid(flags)
         job_id = _new_job_id()
         job_request = completion_request(body, request.headers, job_id)
         if isinstance(job_request, str):
@@ -293,6 +447,9 @@ class _HostedEndpoints:
                 "invalid_request_error",
                 "model_not_found",
             )
+        stream, include_usage = flags
+        if stream:
+            return self._stream(job_request, account, include_usage)
         final, collector = await self._run(job_request, account)
         if isinstance(final, LLMJobError):
             return job_error_response(final)

@@ -243,10 +243,16 @@ class InternalJob(Job):
         self.on_message: Callable[[ServerMessage], Awaitable[None]] = _discard
         self.final: LLMJobResult | LLMJobError | None = None
         self.finished = trio.Event()
+        self.on_finished: Callable[[], object] = _nothing
+        """Called (synchronously) once the job has ended, however it ended."""
 
 
 async def _discard(message: ServerMessage) -> None:
     await trio.lowlevel.checkpoint()
+
+
+def _nothing() -> None:
+    return None
 
 
 def request_size(request: LLMJobRequest) -> int:
@@ -687,20 +693,21 @@ class JobManager:
         self.jobs[job.global_key] = job
         return job
 
-    async def run_internal(
+    def start_internal(
         self,
         request: LLMJobRequest,
         *,
         account_id: str | None,
         on_message: Callable[[ServerMessage], Awaitable[None]],
-    ) -> LLMJobResult | LLMJobError:
-        """Run ``request`` as a job that belongs to no socket (e.g. a durable run's LLM round)
-        and return its final ``llmJobResult`` or ``llmJobError``.
+    ) -> InternalJob | LLMJobError:
+        """Admit ``request`` as a job that belongs to no socket and start it; return the job
+        (its ``finished`` event is set when it has ended, its ``final`` is the last message) or
+        the error that refused it. Synchronous.
 
         Admission, queueing, workers and billing (to ``account_id``; ``None``: not billed) are
         exactly those of a socket job. Every message the job produces (``jobState``, chunks, the
         final message) is awaited through ``on_message`` in order, which is the job's
-        backpressure. Cancelling the caller aborts the job (outcome ``aborted``, hold released).
+        backpressure. The caller must end the job (:meth:`end_job`) if it stops waiting for it.
         A worker that sends pre-encoded frames (:class:`FirehoseWorker`) cannot serve such a job:
         it ends with ``internal_error``.
         """
@@ -712,6 +719,22 @@ class JobManager:
         admitted.on_message = on_message
         assert self._nursery is not None
         self._nursery.start_soon(self._run_job, admitted)
+        return admitted
+
+    async def run_internal(
+        self,
+        request: LLMJobRequest,
+        *,
+        account_id: str | None,
+        on_message: Callable[[ServerMessage], Awaitable[None]],
+    ) -> LLMJobResult | LLMJobError:
+        """Run ``request`` as a job that belongs to no socket (e.g. a durable run's LLM round)
+        and return its final ``llmJobResult`` or ``llmJobError`` (see :meth:`start_internal`).
+        Cancelling the caller aborts the job (outcome ``aborted``, hold released).
+        """
+        admitted = self.start_internal(request, account_id=account_id, on_message=on_message)
+        if isinstance(admitted, LLMJobError):
+            return admitted
         try:
             await admitted.finished.wait()
         finally:
@@ -978,3 +1001,4 @@ class JobManager:
             self._forget(job)
             if isinstance(job, InternalJob):
                 job.finished.set()
+                job.on_finished()
