@@ -141,6 +141,12 @@ from ._workers._script import (
     expected_output as expected_output,
     split_deltas as split_deltas,
 )
+from ._workers._scriptfile import (
+    MAX_SCRIPT_FILE_BYTES as MAX_SCRIPT_FILE_BYTES,
+    ScriptFileError as ScriptFileError,
+    load_script as load_script,
+    parse_script as parse_script,
+)
 
 if TYPE_CHECKING:
     from ._workers._bridge import (
@@ -165,6 +171,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "LOCAL_EXTRA_HINT",
     "MAX_AMOUNT",
+    "MAX_SCRIPT_FILE_BYTES",
     "Account",
     "AccountRecord",
     "Delta",
@@ -208,6 +215,7 @@ __all__ = [
     "RunError",
     "RunManager",
     "Script",
+    "ScriptFileError",
     "ScriptFunction",
     "SimulatedWorker",
     "Stall",
@@ -225,8 +233,10 @@ __all__ = [
     "expected_output",
     "firehose_text",
     "load_prices",
+    "load_script",
     "open_local_network",
     "parse_prices",
+    "parse_script",
     "serve_local_network",
     "split_deltas",
     "wallet_from_password",

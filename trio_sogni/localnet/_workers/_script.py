@@ -122,8 +122,9 @@ class DropConnection:
     """Drop the TCP connection that carries this job abruptly (no WebSocket close frame).
 
     With ``reset=True`` the socket is reset (RST) instead of closed (FIN). The job itself keeps
-    running: its frames are dropped while its app is detached and go to a new socket of the same
-    ``appId`` if one authenticates within the rebind grace.
+    running: its frames are held while its app is detached and go to a new socket of the same
+    ``appId`` if one authenticates within the rebind grace (exactly where the client stopped,
+    if it resumes jobs; see docs/connections.md).
     """
 
     reset: bool = False
