@@ -96,7 +96,7 @@ async def test_a_script_file_drives_a_tool_using_conversation(
 )
 def test_bad_scripts_are_refused_naming_the_place(script: Any, problem: str) -> None:
     data = script if isinstance(script, str) else json.dumps(script)
-    with pytest.raises(ScriptFileError, match="x.json") as info:
+    with pytest.raises(ScriptFileError, match=r"x\.json") as info:
         parse_script(data, source="x.json")
     assert problem in str(info.value)
 
