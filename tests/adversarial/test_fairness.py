@@ -185,6 +185,7 @@ def test_fairness_spans_the_models_a_worker_serves() -> None:
     scheduler.discard(b)
     started: list[str] = []
     while (running := next(iter(slot.active), None)) is not None:
+        assert isinstance(running, Job)
         started.append(running.job_id)
         scheduler.discard(running)
     assert started == [f"A{i}" for i in range(2, 100)]

@@ -42,7 +42,9 @@ async def test_account_me_and_subscription_status(net: LocalNetwork) -> None:
         },
     }
     assert status.json()["data"]["subscription"]["active"] is False
-    assert sync.json() == {"activeProjects": [], "unclaimedCompletedProjects": []}
+    body = sync.json()
+    assert (body["activeProjects"], body["unclaimedCompletedProjects"]) == ([], [])
+    assert isinstance(body["serverTime"], int)
     assert [r.path for r in net.http_requests] == [
         "/v1/account/me",
         "/v1/subscriptions/status",

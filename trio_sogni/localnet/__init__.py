@@ -33,6 +33,11 @@ signatures and nonces, JWT sessions with refresh rotation, balances, and billing
 (``insufficient_balance``, ``balanceUpdate``); see :meth:`LocalNetwork.add_account`,
 :meth:`LocalNetwork.fund`, :meth:`LocalNetwork.create_api_key`.
 
+Media projects (image, video, audio; the ``jobRequest`` protocol of the official SDKs'
+``projects.create``): a catalog of :class:`MediaModelSpec` (``media_models=``, default
+:data:`DEFAULT_MEDIA_MODELS`, real Sogni model ids) with their :class:`MediaTier` option ranges,
+priced per render by :class:`MediaPricing`; renders queue in the chat jobs' scheduler.
+
 Durable chat runs (``/v1/chat/runs``, :attr:`LocalNetwork.runs`, a :class:`RunManager`): stored
 in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST DOUBLES, cost
 confirmation), streamed as SSE with ``Last-Event-ID`` replay, resumed after a restart.
@@ -69,6 +74,15 @@ from ._config import (
 from ._hosted._prices import load_prices as load_prices, parse_prices as parse_prices
 from ._jobs._records import JobRecord as JobRecord
 from ._jobs._scheduler import JobOutcome as JobOutcome
+from ._media._catalog import (
+    DEFAULT_MEDIA_MODELS as DEFAULT_MEDIA_MODELS,
+    MediaModelSpec as MediaModelSpec,
+    MediaPricing as MediaPricing,
+    MediaTier as MediaTier,
+    ParamChoice as ParamChoice,
+    ParamRange as ParamRange,
+    RenderQuote as RenderQuote,
+)
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
     LocalNetworkConfig as LocalNetworkConfig,
@@ -147,6 +161,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_FIREHOSE_WORDS",
     "DEFAULT_LLAMA_MODEL",
+    "DEFAULT_MEDIA_MODELS",
     "DEFAULT_MODEL",
     "LOCAL_EXTRA_HINT",
     "MAX_AMOUNT",
@@ -172,10 +187,15 @@ __all__ = [
     "LocalNetwork",
     "LocalNetworkConfig",
     "LocalNetworkOptions",
+    "MediaModelSpec",
+    "MediaPricing",
+    "MediaTier",
     "ModelPrice",
     "ModelSpec",
     "NetworkStatistics",
     "OpenAIBridgeWorker",
+    "ParamChoice",
+    "ParamRange",
     "PasswordWallet",
     "Pause",
     "PreparedChunk",
@@ -183,6 +203,7 @@ __all__ = [
     "Quote",
     "RecordLog",
     "RejectedFrame",
+    "RenderQuote",
     "Router",
     "RunError",
     "RunManager",

@@ -34,7 +34,7 @@ from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
 from ._hosted._completions import hosted_routes
 from ._hosted._estimates import estimate_routes
-from ._jobs._manager import Changes, JobManager, SocketBinding
+from ._jobs._manager import AppKey, Changes, JobManager, SocketBinding
 from ._jobs._records import JobRecord
 from ._jobs._session import (
     MAX_APP_ID_LENGTH,
@@ -45,8 +45,12 @@ from ._jobs._session import (
     Resume,
     Session,
     Submit,
+    SubmitProject,
     parse_handshake,
 )
+from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
+from ._media._manager import ProjectsManager
+from ._media._routes import media_routes
 from ._records import (
     PREVIEW_CHARS,
     HandshakeRecord,
@@ -116,6 +120,8 @@ class LocalNetwork:
         record_bytes: int,
         max_jobs_per_account: int,
         replay_bytes: int,
+        media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS,
+        media_pricing: MediaPricing | None = None,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -160,7 +166,26 @@ class LocalNetwork:
         )
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
+        # -- media projects hook: the projects manager shares the jobs' scheduler, ledger and
+        # app bindings (frames go to the socket holding the project's app).
+        self._projects = ProjectsManager(
+            catalog=MediaCatalog(media_models),
+            pricing=media_pricing if media_pricing is not None else MediaPricing(),
+            rates=lambda: self._jobs.pricing,
+            scheduler=self._jobs.scheduler,
+            changes=self._changes,
+            errors=self.errors,
+            deliver=self._deliver_to_app,
+            deliver_nowait=self._deliver_to_app_nowait,
+            ledger=accounts.ledger,
+            on_settled=self._push_balance,
+            on_models_changed=self._broadcast_media_models,
+            reserved_models=lambda: self._jobs.models,
+            subscribed=self._app_subscribed,
+            max_projects_per_app=max_jobs_per_socket,
+        )
         router = self.rest.router
+        router.include(media_routes(self._projects, self.authenticate))
         router.include(profile_routes(self.authenticate))
         router.include(account_routes(accounts, self.authenticate))
         router.include(
@@ -409,7 +434,7 @@ class LocalNetwork:
 
     @property
     def workers(self) -> list[Worker]:
-        return [slot.worker for slot in self._jobs.scheduler.slots]
+        return [slot.chat_worker() for slot in self._jobs.scheduler.slots if slot.kind == "chat"]
 
     def model_map(self) -> SwarmLLMModels:
         """The current ``swarmLLMModels`` message: every model with at least one worker."""
@@ -435,6 +460,36 @@ class LocalNetwork:
         """
         self._jobs.remove_worker(name)
         self._broadcast_models()
+
+    # -- media projects hooks --------------------------------------------------------------------
+
+    def _socket_of(self, app_key: AppKey) -> SocketBinding | None:
+        app = self._jobs.apps.get(app_key)
+        return app.socket if app is not None else None
+
+    async def _deliver_to_app(self, app_key: AppKey, frame: OutFrame) -> bool:
+        """Queue ``frame`` on the socket holding ``app_key`` (waits while its outbox is full);
+        ``False`` (dropped) while the app has no socket. A checkpoint."""
+        sock = self._socket_of(app_key)
+        if sock is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        return await sock.driver.outbox.put(frame)
+
+    def _deliver_to_app_nowait(self, app_key: AppKey, frame: OutFrame) -> bool:
+        sock = self._socket_of(app_key)
+        return sock is not None and sock.driver.outbox.put_nowait(frame)
+
+    def _app_subscribed(self, app_key: AppKey, group: str) -> bool:
+        """Whether the socket holding ``app_key`` opted in to the event group ``group``."""
+        sock = self._socket_of(app_key)
+        return sock is not None and sock.session.subscriptions.get(group, False)
+
+    def _broadcast_media_models(self) -> None:
+        frame = encode_server_message(self._projects.swarm_models())
+        for sock in self._sockets:
+            if sock.session.wants("modelAvailability"):
+                sock.driver.outbox.put_nowait(OutFrame(frame))
 
     def _broadcast_models(self) -> None:
         frame = encode_server_message(self.model_map())
@@ -688,6 +743,7 @@ class LocalNetwork:
         """Bind ``sock`` to its app (closing an older socket of that app with 4015) and queue
         ``authenticated`` and ``swarmLLMModels`` as its first frames, in one atomic step."""
         old, active = self._jobs.bind(sock)
+        projects = self._projects.recovery(sock.account.id, sock.app_id, claim=True)
         if old is not None:
             self._sockets.discard(old)
             old.driver.outbox.put_nowait(OutClose(4015, "Another connection took over this appId"))
@@ -697,6 +753,8 @@ class LocalNetwork:
             username=sock.account.username,
             address=sock.account.wallet_address,
             active_llm_job_ids=active,
+            active_projects=projects[0],
+            unclaimed_completed_projects=projects[1],
             subscription_entitlement={"active": False, "subscription": None},
             tokens=self._accounts.ledger.balances(sock.account.id) or sock.account.balances(),
             job_resume=True if sock.session.handshake.job_resume else None,
@@ -704,6 +762,9 @@ class LocalNetwork:
         sock.driver.outbox.put_nowait(OutFrame(encode_server_message(authenticated)))
         if sock.session.wants("modelAvailability"):
             sock.driver.outbox.put_nowait(OutFrame(encode_server_message(self.model_map())))
+            if self._projects.workers:
+                media = encode_server_message(self._projects.swarm_models())
+                sock.driver.outbox.put_nowait(OutFrame(media))
         self._jobs.attached(sock)
         self._sockets.add(sock)
         self._changes.notify()
@@ -718,8 +779,15 @@ class LocalNetwork:
                     error = self._jobs.submit(sock, request)
                     if error is not None:
                         await self._reply(sock, error)
+                case SubmitProject(request=project):
+                    refusal = self._projects.submit(sock.app_key, project)
+                    if refusal is not None:
+                        await self._reply(sock, refusal)
                 case Abort(job_id=job_id):
-                    self._jobs.abort(sock.app_key, job_id)
+                    # A project of this app answers with artistCancelConfirmation; any other
+                    # id is a chat job abort (unknown ids included, silently).
+                    if not await self._projects.cancel(sock.app_key, job_id):
+                        self._jobs.abort(sock.app_key, job_id)
                 case Resume(jobs=entries):
                     problem = self._jobs.resume(sock, entries)
                     if problem is not None:
@@ -752,6 +820,7 @@ class LocalNetwork:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     self._jobs.start(nursery)
+                    self._projects.start(nursery)
                     for worker in workers:
                         self.add_worker(worker)
                     self.runs.start(nursery)
@@ -778,9 +847,11 @@ class LocalNetwork:
         with 1001 and wait (at most ``grace`` seconds) for connections to end."""
         self._closing = True
         self._jobs.stop_accepting()
+        self._projects.stop_accepting()
         self._listen_scope.cancel()
         await self.runs.aclose(grace)
         self._jobs.close()
+        self._projects.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
         self._connections.cancel_http()

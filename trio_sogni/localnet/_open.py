@@ -24,6 +24,7 @@ from ._jobs._manager import (
     DEFAULT_MAX_JOBS_PER_SOCKET,
     DEFAULT_REPLAY_BYTES,
 )
+from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaModelSpec, MediaPricing
 from ._network import LocalNetwork
 from ._server import ServerLimits
 from ._workers._base import Worker
@@ -85,6 +86,8 @@ class LocalNetworkOptions(TypedDict, total=False):
     max_jobs_per_account: int
     message_timeout: float
     replay_bytes: int
+    media_models: Sequence[MediaModelSpec] | None
+    media_pricing: MediaPricing | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +109,8 @@ class LocalNetworkConfig:
     ``outbox_limit``, ``close_timeout``, ``shutdown_timeout``, ``record_limit``,
     ``max_jobs_per_socket``, ``record_bytes``, ``write_timeout``, ``idle_timeout``,
     ``header_timeout``, ``body_timeout``, ``max_connections``, ``max_jobs_per_account``,
-    ``message_timeout``. Their meaning is documented on
+    ``message_timeout``. Media projects: ``media_models``, ``media_pricing``. Their meaning is
+    documented on
     :func:`open_local_network`.
     """
 
@@ -149,6 +153,8 @@ class LocalNetworkConfig:
     max_jobs_per_account: int = DEFAULT_MAX_JOBS_PER_ACCOUNT
     message_timeout: float = 30.0
     replay_bytes: int = DEFAULT_REPLAY_BYTES
+    media_models: Sequence[MediaModelSpec] | None = None
+    media_pricing: MediaPricing | None = None
 
 
 def _merged_config(
@@ -231,6 +237,13 @@ async def open_local_network(
     and treated as any dropped socket (its jobs detach for ``rebind_grace``). The introspection logs keep at most ``record_limit``
     entries and ``record_bytes`` accounted bytes each, as summaries.
 
+    Media projects (``jobRequest``): ``media_models`` is the media catalog (``None``:
+    :data:`DEFAULT_MEDIA_MODELS`; served at ``/api/v1/models/list`` and ``/api/v2/models/tiers``,
+    announced to sockets in ``swarmModels`` once media workers serve them); ``media_pricing``
+    (default :class:`MediaPricing`) prices each render, converted with ``pricing``'s rates. A
+    project holds all its renders' prices on admission and settles one per finished render.
+    Live projects per app are capped at ``max_jobs_per_socket`` too.
+
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
     then all of the network's tasks are cancelled. Exceptions from the block propagate.
@@ -294,6 +307,10 @@ async def open_local_network(
                 record_bytes=c.record_bytes,
                 max_jobs_per_account=c.max_jobs_per_account,
                 replay_bytes=c.replay_bytes,
+                media_models=(
+                    c.media_models if c.media_models is not None else DEFAULT_MEDIA_MODELS
+                ),
+                media_pricing=c.media_pricing,
             ),
             host=c.host,
             port=c.port,

@@ -1,4 +1,4 @@
-"""Sogni wire protocol: msgspec Structs for every chat message and the envelope codec.
+"""Sogni wire protocol: msgspec Structs for every chat and media message and the envelope codec.
 
 This package is pure data. It imports only msgspec and the standard library (a test enforces it), so
 any Sogni implementation — a client, a server, a replay tool — can share it.
@@ -19,6 +19,23 @@ from ._codec import (
     encode_client_message as encode_client_message,
     encode_envelope as encode_envelope,
     encode_server_message as encode_server_message,
+)
+from ._media import (
+    MEDIA_TYPES as MEDIA_TYPES,
+    ArtistCancelConfirmation as ArtistCancelConfirmation,
+    JobETA as JobETA,
+    JobProgress as JobProgress,
+    JobResult as JobResult,
+    JobRetry as JobRetry,
+    MediaJobRequest as MediaJobRequest,
+    MediaKeyFrame as MediaKeyFrame,
+    MediaType as MediaType,
+    ProjectModel as ProjectModel,
+    ProjectQueue as ProjectQueue,
+    ProjectSnapshot as ProjectSnapshot,
+    SwarmModels as SwarmModels,
+    WorkerJobSnapshot as WorkerJobSnapshot,
+    WorkerRef as WorkerRef,
 )
 from ._messages import (
     MAX_RESUME_ENTRIES as MAX_RESUME_ENTRIES,
@@ -75,8 +92,10 @@ from ._openai import (
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_RESUME_ENTRIES",
+    "MEDIA_TYPES",
     "SAMPLING_FIELDS",
     "AbortJob",
+    "ArtistCancelConfirmation",
     "Authenticated",
     "Balance",
     "BalanceUpdate",
@@ -93,7 +112,11 @@ __all__ = [
     "JSONDecoder",
     "JSONObject",
     "JSONSchemaFormat",
+    "JobETA",
     "JobError",
+    "JobProgress",
+    "JobResult",
+    "JobRetry",
     "JobState",
     "JobsResumed",
     "LLMJobCost",
@@ -103,6 +126,12 @@ __all__ = [
     "LLMModelInfo",
     "LLMParamConstraint",
     "LLMSamplingDefaults",
+    "MediaJobRequest",
+    "MediaKeyFrame",
+    "MediaType",
+    "ProjectModel",
+    "ProjectQueue",
+    "ProjectSnapshot",
     "ResponseFormat",
     "ResponseFormatJSONObject",
     "ResponseFormatJSONSchema",
@@ -116,6 +145,7 @@ __all__ = [
     "SetSocketEventSubscriptions",
     "SocketEventSubscriptionsUpdated",
     "SwarmLLMModels",
+    "SwarmModels",
     "TextPart",
     "ToolCall",
     "ToolCallDelta",
@@ -125,6 +155,8 @@ __all__ = [
     "ToolDefinition",
     "UnknownMessage",
     "Usage",
+    "WorkerJobSnapshot",
+    "WorkerRef",
     "check_json_depth",
     "decode_client_message",
     "decode_envelope",

@@ -8,7 +8,9 @@ Two decoding policies:
 * :func:`decode_server_message` (used by clients) is tolerant: unknown fields are ignored and an
   unknown ``type`` yields an :class:`UnknownMessage` rather than an error.
 * :func:`decode_client_message` (used by localnet) is strict: unknown fields, unknown types and
-  malformed base64 raise :class:`msgspec.ValidationError` / :class:`msgspec.DecodeError`.
+  malformed base64 raise :class:`msgspec.ValidationError` / :class:`msgspec.DecodeError`. The one
+  exception is a media ``jobRequest``, whose unknown fields are dropped (see
+  :class:`MediaJobRequest`); its known fields are still type-checked.
 
 This module raises only msgspec errors; callers translate them at their own boundary.
 """
@@ -22,6 +24,16 @@ from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
+from ._media import (
+    ArtistCancelConfirmation,
+    JobETA,
+    JobProgress,
+    JobResult,
+    JobRetry,
+    MediaJobRequest,
+    ProjectQueue,
+    SwarmModels,
+)
 from ._messages import (
     AbortJob,
     Authenticated,
@@ -70,11 +82,23 @@ ServerMessage: TypeAlias = (
     | JobError
     | JobsResumed
     | ChangeNetwork
+    | SwarmModels
+    | JobProgress
+    | JobETA
+    | JobResult
+    | JobRetry
+    | ArtistCancelConfirmation
+    | ProjectQueue
 )
 """Every server-to-client message this package understands."""
 
 ClientMessage: TypeAlias = (
-    LLMJobRequest | AbortJob | ChangeNetwork | SetSocketEventSubscriptions | ResumeJobs
+    LLMJobRequest
+    | MediaJobRequest
+    | AbortJob
+    | ChangeNetwork
+    | SetSocketEventSubscriptions
+    | ResumeJobs
 )
 """Every client-to-server message this package understands."""
 
@@ -236,6 +260,10 @@ def _wrap_models(payload: bytes) -> SwarmLLMModels:
     )
 
 
+def _wrap_media_models(payload: bytes) -> SwarmModels:
+    return SwarmModels(models=_media_models_decoder.decode(payload))
+
+
 def _server_network(payload: bytes) -> ChangeNetwork:
     return _server_network_decoder.decode(payload)
 
@@ -245,6 +273,7 @@ def _client_network(payload: bytes) -> ChangeNetwork:
 
 
 _models_decoder: Final = msgspec.json.Decoder(dict[str, int | LLMModelInfo])
+_media_models_decoder: Final = msgspec.json.Decoder(dict[str, int])
 _server_network_decoder: Final = msgspec.json.Decoder(ChangeNetwork)
 _client_network_decoder: Final = msgspec.json.Decoder(Literal["fast", "relaxed"])
 
@@ -259,15 +288,28 @@ _SERVER_DECODERS: Final[dict[str, _Decode]] = {
         LLMJobResult,
         LLMJobError,
         JobError,
+        JobProgress,
+        JobETA,
+        JobResult,
+        JobRetry,
+        ArtistCancelConfirmation,
+        ProjectQueue,
         JobsResumed,
     )
 }
 _SERVER_DECODERS[SwarmLLMModels.message_type] = _wrap_models
+_SERVER_DECODERS[SwarmModels.message_type] = _wrap_media_models
 _SERVER_DECODERS[ChangeNetwork.message_type] = _server_network
 
 _CLIENT_DECODERS: Final[dict[str, _Decode]] = {
     cls.message_type: msgspec.json.Decoder(cls).decode
-    for cls in (LLMJobRequest, AbortJob, SetSocketEventSubscriptions, ResumeJobs)
+    for cls in (
+        LLMJobRequest,
+        MediaJobRequest,
+        AbortJob,
+        SetSocketEventSubscriptions,
+        ResumeJobs,
+    )
 }
 _CLIENT_DECODERS[ChangeNetwork.message_type] = _client_network
 
@@ -338,7 +380,7 @@ def encode_client_message(message: ClientMessage) -> bytes:
 
 
 def encode_server_message(message: ServerMessage) -> bytes:
-    """Encode a server message (``swarmLLMModels`` as the bare model map)."""
-    if isinstance(message, SwarmLLMModels):
+    """Encode a server message (``swarmLLMModels`` and ``swarmModels`` as the bare model map)."""
+    if isinstance(message, SwarmLLMModels | SwarmModels):
         return encode_envelope(message.message_type, message.models)
     return encode_envelope(message.message_type, message)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType, field
 
+from ._media import ProjectSnapshot
 from ._openai import (
     ChatMessage,
     JSONObject,
@@ -222,6 +223,12 @@ class Authenticated(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     username: str | None = None
     address: str | None = None
     active_llm_job_ids: list[str] = field(default_factory=list[str], name="activeLLMJobIDs")
+    active_projects: list[ProjectSnapshot] | None = field(default=None, name="activeProjects")
+    """The app's media projects still queued or rendering (media-protocol.md §4)."""
+    unclaimed_completed_projects: list[ProjectSnapshot] | None = field(
+        default=None, name="unclaimedCompletedProjects"
+    )
+    """The app's media projects that ended while it had no socket and were not claimed since."""
     subscription_entitlement: JSONObject | None = field(
         default=None, name="subscriptionEntitlement"
     )
@@ -312,7 +319,12 @@ class SocketEventSubscriptionsUpdated(msgspec.Struct, kw_only=True, frozen=True)
 
 class JobState(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
     """``jobState``: a job moved through its lifecycle (``pending``, ``queued``, ``assigned``,
-    ``initiatingModel``, ``jobStarted``, ``jobCompleted``)."""
+    ``initiatingModel``, ``jobStarted``, ``jobCompleted``).
+
+    Shared by chat jobs and media projects. A media project's ``initiatingModel`` /
+    ``jobStarted`` each start one render and carry its ``img_id`` and ``job_index`` (and the
+    prompts); its ``queued`` may carry ``estimated_start_seconds`` and ``queue_status``.
+    """
 
     message_type: ClassVar[str] = "jobState"
 
@@ -322,6 +334,12 @@ class JobState(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc
     queue_position: int | None = field(default=None, name="queuePosition")
     model_id: str | None = field(default=None, name="modelId")
     estimated_cost: str | Number | None = field(default=None, name="estimatedCost")
+    img_id: str | None = field(default=None, name="imgID")
+    job_index: int | None = field(default=None, name="jobIndex")
+    positive_prompt: str | None = field(default=None, name="positivePrompt")
+    negative_prompt: str | None = field(default=None, name="negativePrompt")
+    estimated_start_seconds: Number | None = field(default=None, name="estimatedStartSeconds")
+    queue_status: str | None = field(default=None, name="queueStatus")
 
 
 class ChatCompletionChunk(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
@@ -408,11 +426,21 @@ class JobsResumed(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class JobError(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """``jobError`` sent by a server: a *media* job failed. Chat jobs fail with ``llmJobError``."""
+    """``jobError`` sent by a server: a *media* project or one of its renders failed. Chat jobs
+    fail with ``llmJobError``.
+
+    Without ``img_id`` the whole project failed (e.g. a refused ``jobRequest``); with it, one
+    render did. ``error`` is a number or a symbol (``artistCanceled``, ``insufficient_balance``,
+    ``invalid_request`` ...).
+    """
 
     message_type: ClassVar[str] = "jobError"
 
     job_id: str = field(name="jobID")
+    img_id: str | None = field(default=None, name="imgID")
     error: str | int | None = None
     error_message: str | None = None
     is_from_worker: bool | None = field(default=None, name="isFromWorker")
+    job_index: int | None = field(default=None, name="jobIndex")
+    vendor_failure_category: str | None = field(default=None, name="vendorFailureCategory")
+    worker_name: str | None = field(default=None, name="workerName")

@@ -23,9 +23,8 @@ credentials, 404 unknown account, 409 taken username or wallet).
 * ``GET /v1/account/me`` → ``{status: "success", data: {username, currentEmail, walletAddress}}``
 * ``GET /v1/subscriptions/status`` → ``{status: "success", data: {subscription: {active:
   false, ...}}}``
-* ``GET /api/v1/artist/projects/sync`` → ``{activeProjects: [], unclaimedCompletedProjects:
-  []}`` (the official SDKs' media recovery call; localnet has no media jobs yet, so a future
-  ``_media`` package would own this route)
+
+The media recovery call (``GET /api/v1/artist/projects/sync``) belongs to ``_media``.
 """
 
 from __future__ import annotations
@@ -203,11 +202,7 @@ def profile_routes(authenticate: Authenticator) -> Router:
             },
         )
 
-    def projects_sync(account: Account) -> HTTPResponse:
-        return json_response(200, {"activeProjects": [], "unclaimedCompletedProjects": []})
-
     router = Router()
     router.add("GET", "/v1/account/me", authenticated(me))
     router.add("GET", "/v1/subscriptions/status", authenticated(subscription_status))
-    router.add("GET", "/api/v1/artist/projects/sync", authenticated(projects_sync))
     return router

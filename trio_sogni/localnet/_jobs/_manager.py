@@ -341,6 +341,8 @@ class JobManager:
     def remove_worker(self, name: str) -> None:
         slot = self.scheduler.remove_worker(name)
         for job in list(slot.active):
+            if not isinstance(job, Job):  # pragma: no cover - chat slots run only LLM jobs
+                continue
             message = "The worker running this job disconnected."
             self.end_job(
                 job,
@@ -348,7 +350,7 @@ class JobManager:
                 _error(job.job_id, "worker_disconnected", message, worker_name=name),
             )
         for job in list(self.scheduler.queued_jobs()):
-            if not self.scheduler.serves(job.model):
+            if isinstance(job, Job) and not self.scheduler.serves(job.model):
                 self.end_job(job, "model_unavailable", self._unavailable(job.job_id, job.model))
 
     @staticmethod
@@ -872,7 +874,7 @@ class JobManager:
                     send_encoded=partial(self._emit_encoded, job),
                     drop=partial(self._drop_for, job),
                 )
-                await slot.worker.run(context)
+                await slot.chat_worker().run(context)
                 if context.error is not None:
                     await self._emit(job, context.error)
                     job.outcome = job.outcome or "failed"

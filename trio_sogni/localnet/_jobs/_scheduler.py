@@ -11,7 +11,9 @@ still queued (or, with nothing queued, the tag of the last job handed to a worke
 account that floods the queue only pushes back its own later jobs: another account's job is
 tagged at the floor and goes to the front (behind at most the floor job itself), whatever the
 backlog. With one account (or accounts that take turns) the order is plain FIFO. Fairness is
-keyed by the job's account only, so any kind of job (a future media job too) shares it.
+keyed by the job's account only, so every kind of job shares it: an LLM :class:`Job` and a media
+render (``_media``) are both :class:`Schedulable`, and a slot's ``kind`` says which kind of
+worker it is (the chat side only ever sees ``"chat"`` slots).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 
 import trio
 
@@ -30,7 +32,15 @@ if TYPE_CHECKING:
     from .._accounts._ledger import Hold
     from .._workers._base import Worker
 
-__all__ = ["POSITION_WINDOW", "Job", "JobOutcome", "Scheduler", "WorkerSlot"]
+__all__ = [
+    "POSITION_WINDOW",
+    "Job",
+    "JobOutcome",
+    "Schedulable",
+    "Scheduler",
+    "SlotWorker",
+    "WorkerSlot",
+]
 
 POSITION_WINDOW: Final = 16
 """Queued jobs among the first this many of their model's queue are told every change of their
@@ -51,7 +61,35 @@ JobOutcome = Literal[
 """How a job ended."""
 
 
-class Job:
+class Schedulable:
+    """What the scheduler needs of a queued unit of work: its ``model``, ``account`` (fairness
+    is per account, whatever the kind of work), submission order ``seq``, fairness ``tag``,
+    assigned ``slot`` and a wake-up. :class:`Job` (an LLM job) and a media render are both one.
+    """
+
+    def __init__(self, *, model: str, account: str, seq: int) -> None:
+        self.model = model
+        self.account = account
+        self.seq = seq
+        self.tag = 0
+        """The scheduler's fairness tag (set when queued)."""
+        self.slot: WorkerSlot | None = None
+        self.queued = False
+        self._wake: trio.Event | None = None
+
+    def wake(self) -> None:
+        """Tell the job's task that its assignment or queue position may have changed."""
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    async def wait_for_change(self) -> None:
+        """Block until :meth:`wake` is called. A checkpoint; cancellable."""
+        event = self._wake = trio.Event()
+        await event.wait()
+
+
+class Job(Schedulable):
     """The server-side state of one live LLM job.
 
     A job belongs to an app, ``(account, appId)``, not to a socket, so it survives a reconnect;
@@ -72,15 +110,11 @@ class Job:
         max_tokens: int,
         estimated_cost: str,
     ) -> None:
+        super().__init__(model=request.model, account=account, seq=seq)
         self.request = request
         self.job_id = request.job_id
         self.key = request.job_id.upper()
         self.app_id = app_id
-        self.account = account
-        self.model = request.model
-        self.seq = seq
-        self.tag = 0
-        """The scheduler's fairness tag (set when queued)."""
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.estimated_cost = estimated_cost
@@ -88,32 +122,18 @@ class Job:
             request.token_type if isinstance(request.token_type, str) else "sogni"
         )
         self.cancel_scope = trio.CancelScope()
-        self.slot: WorkerSlot | None = None
         self.worker_name: str | None = None
-        self.queued = False
         self.silenced = False
         self.outcome: JobOutcome | None = None
         self.hold: Hold | None = None
         """The balance reserved for this job (``None``: its account is not billed)."""
         self.replay = ReplayLog()
         """Every frame sent for the job, numbered; the newest kept for a reconnecting client."""
-        self._wake: trio.Event | None = None
 
     @property
     def app_key(self) -> tuple[str, str]:
         """The app the job belongs to: ``(account, appId)``."""
         return (self.account, self.app_id)
-
-    def wake(self) -> None:
-        """Tell the job's task that its assignment or queue position may have changed."""
-        if self._wake is not None:
-            self._wake.set()
-            self._wake = None
-
-    async def wait_for_change(self) -> None:
-        """Block until :meth:`wake` is called. A checkpoint; cancellable."""
-        event = self._wake = trio.Event()
-        await event.wait()
 
     def end(self, outcome: JobOutcome, *, silence: bool) -> None:
         """Record ``outcome`` (first one wins) and cancel the job's task."""
@@ -124,24 +144,45 @@ class Job:
         self.cancel_scope.cancel()
 
 
+class SlotWorker(Protocol):
+    """What the scheduler needs of any worker: a unique name and a capacity."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+
 @dataclass(eq=False)
 class WorkerSlot:
-    """A worker registered with the scheduler and the jobs it is running right now."""
+    """A worker registered with the scheduler and the jobs it is running right now.
 
-    worker: Worker
+    ``kind`` is ``"chat"`` for an LLM :class:`Worker` (then ``worker`` is one) and ``"media"``
+    for a media worker; the two kinds serve disjoint model names.
+    """
+
+    worker: Worker | SlotWorker
     models: frozenset[str]
-    active: set[Job] = field(default_factory=set[Job])
+    active: set[Schedulable] = field(default_factory=set[Schedulable])
+    kind: Literal["chat", "media"] = "chat"
 
     @property
     def name(self) -> str:
         return self.worker.name
+
+    def chat_worker(self) -> Worker:
+        """The LLM worker of a ``"chat"`` slot."""
+        if self.kind != "chat":
+            raise TypeError(f"worker {self.name!r} is not an LLM worker")
+        return cast("Worker", self.worker)
 
     @property
     def free(self) -> int:
         return max(0, self.worker.capacity - len(self.active))
 
 
-_Entry = tuple[int, int, Job]
+_Entry = tuple[int, int, Schedulable]
 """A queue entry: ``(tag, seq, job)``; ``(tag, seq)`` is unique, so jobs are never compared."""
 
 
@@ -166,12 +207,17 @@ class Scheduler:
 
     # -- workers --
 
-    def add_worker(self, worker: Worker, models: frozenset[str]) -> WorkerSlot:
+    def add_worker(
+        self,
+        worker: Worker | SlotWorker,
+        models: frozenset[str],
+        kind: Literal["chat", "media"] = "chat",
+    ) -> WorkerSlot:
         if worker.name in self._slots:
             raise ValueError(f"a worker named {worker.name!r} already exists")
         if worker.capacity < 1:
             raise ValueError("a worker's capacity must be at least 1")
-        slot = self._slots[worker.name] = WorkerSlot(worker, models)
+        slot = self._slots[worker.name] = WorkerSlot(worker, models, kind=kind)
         self._dispatch()
         return slot
 
@@ -183,10 +229,12 @@ class Scheduler:
     def slots(self) -> list[WorkerSlot]:
         return list(self._slots.values())
 
-    def worker_counts(self) -> dict[str, int]:
-        """Number of workers serving each model (models with no worker are absent)."""
+    def worker_counts(self, kind: Literal["chat", "media"] = "chat") -> dict[str, int]:
+        """Number of workers of ``kind`` serving each model (models with no worker are absent)."""
         counts: dict[str, int] = {}
         for slot in self._slots.values():
+            if slot.kind != kind:
+                continue
             for model in slot.models:
                 counts[model] = counts.get(model, 0) + 1
         return counts
@@ -200,7 +248,7 @@ class Scheduler:
         heads = [queue[0][0] for queue in self._queues.values()]
         return min(heads) if heads else self._served
 
-    def enqueue(self, job: Job) -> int:
+    def enqueue(self, job: Schedulable) -> int:
         """Queue ``job`` (tagged for fairness) and return its position *before* dispatching
         (so it is reported as queued even when a worker takes it at once)."""
         floor = self._floor()
@@ -226,25 +274,25 @@ class Scheduler:
         self._dispatch()
         return index + 1
 
-    def position(self, job: Job) -> int | None:
+    def position(self, job: Schedulable) -> int | None:
         """The 1-based queue position of ``job``, or ``None`` when it is not queued."""
         if not job.queued:
             return None
         return bisect_left(self._queues[job.model], (job.tag, job.seq)) + 1
 
-    def queued_jobs(self) -> Iterator[Job]:
+    def queued_jobs(self) -> Iterator[Schedulable]:
         for queue in self._queues.values():
             for _tag, _seq, job in queue:
                 yield job
 
     @staticmethod
-    def _wake_window(queue: list[_Entry], skip: Job | None = None) -> None:
+    def _wake_window(queue: list[_Entry], skip: Schedulable | None = None) -> None:
         """Wake the jobs whose reported position may have changed (the first few)."""
         for _tag, _seq, other in queue[:POSITION_WINDOW]:
             if other is not skip:
                 other.wake()
 
-    def _unqueue(self, job: Job, queue: list[_Entry], index: int) -> None:
+    def _unqueue(self, job: Schedulable, queue: list[_Entry], index: int) -> None:
         del queue[index]
         job.queued = False
         if not queue:
@@ -254,7 +302,7 @@ class Scheduler:
         if account[0] == 0:
             del self._accounts[job.account]
 
-    def discard(self, job: Job) -> None:
+    def discard(self, job: Schedulable) -> None:
         """Forget ``job`` wherever it is (queue or worker slot) and hand freed capacity to the
         next waiting job at once."""
         if job.queued:

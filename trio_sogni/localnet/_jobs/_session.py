@@ -20,9 +20,11 @@ import msgspec
 from ...protocol import (
     AbortJob,
     ChangeNetwork,
+    JobError,
     JSONDecoder,
     LLMJobError,
     LLMJobRequest,
+    MediaJobRequest,
     ResponseFormatJSONSchema,
     ResumeEntry,
     ResumeJobs,
@@ -43,6 +45,7 @@ __all__ = [
     "Resume",
     "Session",
     "Submit",
+    "SubmitProject",
     "parse_handshake",
     "validate_request",
 ]
@@ -139,6 +142,13 @@ class Submit:
 
 
 @dataclass(frozen=True)
+class SubmitProject:
+    """Hand a media ``jobRequest`` to the projects manager (it validates it)."""
+
+    request: MediaJobRequest
+
+
+@dataclass(frozen=True)
 class Abort:
     """The client asked to cancel ``job_id`` (a ``jobError`` frame)."""
 
@@ -163,7 +173,7 @@ class Rejected:
     frame: bytes | str = field(repr=False)
 
 
-Effect: TypeAlias = Reply | Submit | Abort | Resume | Rejected
+Effect: TypeAlias = Reply | Submit | SubmitProject | Abort | Resume | Rejected
 """What the network must do after a client frame."""
 
 
@@ -279,7 +289,11 @@ class Session:
             message_type, job_id = _salvage(frame)
             reason = f"{message_type or 'frame'}: {exc}"
             effects: list[Effect] = [Rejected(reason, job_id, message_type, frame)]
-            if job_id is not None:
+            if job_id is not None and message_type == MediaJobRequest.message_type:
+                # A media project is refused with a project-level jobError (no imgID).
+                refusal = JobError(job_id=job_id, error="invalid_request", error_message=reason)
+                effects.append(Reply(refusal))
+            elif job_id is not None:
                 effects.append(Reply(invalid_request(job_id, reason)))
             return effects
         match message:
@@ -291,6 +305,8 @@ class Session:
                         Reply(invalid_request(message.job_id, problem)),
                     ]
                 return [Submit(message)]
+            case MediaJobRequest():
+                return [SubmitProject(message)]
             case AbortJob(job_id=job_id, error=error):
                 if len(job_id) > MAX_JOB_ID_LENGTH:
                     # No job has such an id: refuse it quietly (nothing to echo back at length).
