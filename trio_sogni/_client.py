@@ -24,6 +24,8 @@ from ._errors import ClientClosedError, InvalidRequestError
 from ._events import EventHub
 from ._groups import unwrap_group
 from ._jobstate import check_buffer_size
+from ._media._models import MediaModelCatalog
+from ._projects import ProjectsAPI
 from ._router import JobRouter
 from ._transport import (
     RestClient,
@@ -198,6 +200,7 @@ class SogniClient:
 
     Attributes:
         chat: the Chat API (`ChatAPI`).
+        projects: media projects: image, video and audio (`ProjectsAPI`).
         account: the account API (`AccountAPI`).
         rest: the REST client (for endpoints without a wrapper yet).
     """
@@ -210,6 +213,7 @@ class SogniClient:
         rest_endpoint: str,
         socket_endpoint: str,
         chat: ChatAPI,
+        projects: ProjectsAPI,
         account: AccountAPI,
         transport: SocketTransport,
         rest: RestClient,
@@ -220,6 +224,7 @@ class SogniClient:
         self.rest_endpoint = rest_endpoint
         self.socket_endpoint = socket_endpoint
         self.chat = chat
+        self.projects = projects
         self.rest = rest
         self.account = account
         self.eip712 = eip712
@@ -407,12 +412,14 @@ async def open_sogni_client(
         abort_lot = trio.lowlevel.ParkingLot()
         models_lot = trio.lowlevel.ParkingLot()
         detached_lot = trio.lowlevel.ParkingLot()
+        media_models_lot = trio.lowlevel.ParkingLot()
         router = JobRouter(
             max_buffered_chunks=max_buffered_chunks,
             events=events,
             wake_aborts=abort_lot.unpark_all,
             wake_models=models_lot.unpark_all,
             wake_detached=detached_lot.unpark_all,
+            wake_media_models=media_models_lot.unpark_all,
             clock=trio.current_time,
             resume_window=float(resume_window),
         )
@@ -431,6 +438,15 @@ async def open_sogni_client(
             eip712=eip712,
             app_source=app_source,
         )
+        projects = ProjectsAPI(
+            router=router,
+            driver=driver,
+            events=events,
+            rest=rest,
+            catalog=MediaModelCatalog(rest),
+            models_lot=media_models_lot,
+            app_source=app_source,
+        )
         account = AccountAPI(
             rest=rest, session=session, router=router, app_id=app_id, app_source=app_source
         )
@@ -440,6 +456,7 @@ async def open_sogni_client(
             rest_endpoint=rest_endpoint,
             socket_endpoint=socket_endpoint,
             chat=chat,
+            projects=projects,
             account=account,
             transport=transport,
             rest=rest,

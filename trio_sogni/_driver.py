@@ -6,15 +6,16 @@ of its own: the `JobRouter` keeps every slot, the driver only moves frames and w
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import trio
 from typing_extensions import override
 
-from ._jobstate import JobSlot
-from ._router import JobRouter
+from ._projectstate import ProjectSlot
+from ._router import JobRouter, Slot
 from ._stream import ChatStream
-from .protocol import AbortJob, LLMJobRequest, encode_client_message
+from .protocol import AbortJob, LLMJobRequest, encode_client_message, encode_envelope
 
 __all__ = ["FrameSender", "JobDriver"]
 
@@ -34,9 +35,11 @@ class FrameSender(Protocol):
 class JobDriver:
     """Runs the router's jobs over a socket.
 
-    * `start_job` registers a job with the router, sends its request and returns its stream.
-    * `release` (called when a stream closes) sends the job's abort from a shielded scope bounded
-      by ``abort_grace`` if the router says the job still runs.
+    * `start_job` registers a job with the router, sends its request and returns its stream;
+      `start_project` does the same for a media project and returns its `ProjectSlot`.
+    * `release` (called when a stream closes, or a project is cancelled or its scope left) sends
+      the job's abort from a shielded scope bounded by ``abort_grace`` if the router says the
+      job still runs.
     * `abort_sender` (a task in the client's nursery) sends the aborts the router queued from
       synchronous code: dropped streams, undecodable frames, jobs abandoned across a reconnect.
     * `resume_watchdog` (a task in the client's nursery) fails detached jobs that no connection
@@ -91,13 +94,47 @@ class JobDriver:
         self._router.sent(slot, frame)
         return stream
 
-    async def release(self, slot: JobSlot) -> None:
-        """Deregister a closed stream's job; abort it on the server if it is still running.
+    async def start_project(
+        self,
+        request: Mapping[str, Any],
+        *,
+        model: str,
+        media_type: str,
+        output_format: str | None,
+        expected: int,
+    ) -> ProjectSlot:
+        """Register a media project (``request["jobID"]``), send its ``jobRequest`` and return
+        its slot. As `start_job`: registered before the frame is sent; if sending fails or is
+        cancelled, the project is deregistered and the error propagates.
+
+        Raises:
+            ClientClosedError, InvalidRequestError, ConnectionLost: as `start_job`.
+        """
+        slot = self._router.register_project(
+            str(request["jobID"]),
+            model,
+            media_type=media_type,
+            output_format=output_format,
+            expected=expected,
+        )
+        frame = encode_envelope("jobRequest", request)
+        try:
+            await self._sender.send(frame)
+        except BaseException:
+            self._router.unsent(slot)
+            raise
+        self._router.sent(slot, frame)
+        return slot
+
+    async def release(self, slot: Slot, error: BaseException | None = None) -> None:
+        """Deregister a closed stream's job (or a cancelled project); abort it on the server if
+        it is still running (a project is cancelled: ``jobError artistCanceled``), failing it
+        locally with ``error`` (see `JobRouter.release`).
 
         Always a checkpoint. The abort is sent shielded, bounded by ``abort_grace``; if it cannot
         be sent the job is remembered and aborted after the next reconnect.
         """
-        if not self._router.release(slot):
+        if not self._router.release(slot, error):
             await trio.lowlevel.checkpoint()
             return
         frame = encode_client_message(AbortJob(job_id=slot.job_id))
@@ -106,7 +143,7 @@ class JobDriver:
             sent = await self._sender.send_if_connected(frame)
         self._router.abort_done(slot.job_id, sent)
 
-    def orphaned(self, slot: JobSlot) -> None:
+    def orphaned(self, slot: Slot) -> None:
         """A stream was dropped unclosed: the router deregisters it and queues its abort."""
         self._router.orphaned(slot)
 

@@ -48,9 +48,12 @@ from ._jobs._session import (
     SubmitProject,
     parse_handshake,
 )
+from ._media._adapter import RendererAdapter, RenderWorker
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
+from ._media._files import media_file_routes
 from ._media._manager import ProjectsManager
 from ._media._routes import media_routes
+from ._media._storage import MediaStorage
 from ._records import (
     PREVIEW_CHARS,
     HandshakeRecord,
@@ -167,7 +170,9 @@ class LocalNetwork:
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
         # -- media projects hook: the projects manager shares the jobs' scheduler, ledger and
-        # app bindings (frames go to the socket holding the project's app).
+        # app bindings (frames go to the socket holding the project's app). Results go to the
+        # media storage (a temporary directory, removed at shutdown), served by the file routes.
+        self._media_storage = MediaStorage(clock=lambda: self._accounts.clock())
         self._projects = ProjectsManager(
             catalog=MediaCatalog(media_models),
             pricing=media_pricing if media_pricing is not None else MediaPricing(),
@@ -183,9 +188,13 @@ class LocalNetwork:
             reserved_models=lambda: self._jobs.models,
             subscribed=self._app_subscribed,
             max_projects_per_app=max_jobs_per_socket,
+            storage=self._media_storage,
         )
         router = self.rest.router
         router.include(media_routes(self._projects, self.authenticate))
+        router.include(
+            media_file_routes(self._media_storage, self.authenticate, base_url=self._asset_base_url)
+        )
         router.include(profile_routes(self.authenticate))
         router.include(account_routes(accounts, self.authenticate))
         router.include(
@@ -462,6 +471,40 @@ class LocalNetwork:
         self._broadcast_models()
 
     # -- media projects hooks --------------------------------------------------------------------
+
+    def add_media_worker(
+        self, worker: RenderWorker, *, models: Sequence[str] | None = None
+    ) -> None:
+        """Register a media renderer (the ``SimulatedMediaWorker`` TEST DOUBLE, or any object
+        with ``name``, ``capacity`` and its ``render(spec, on_step)``) for ``models`` (default:
+        its own ``models``, else every catalog model of the media types it renders). Queued
+        renders it can serve start at once, and sockets get a new ``swarmModels``.
+        Synchronous.
+
+        Raises:
+            ValueError: a worker with that name exists, no model to serve, or a model the
+                media catalog does not know.
+        """
+        if models is None:
+            own: Sequence[str] | None = getattr(worker, "models", None)
+            if own is not None:
+                models = own
+            else:
+                types: frozenset[str] = getattr(
+                    worker, "media_types", frozenset({"image", "video", "audio"})
+                )
+                catalog = self._projects.catalog.models.values()
+                models = [m.id for m in catalog if m.media in types]
+        self._projects.add_worker(RendererAdapter(worker, models))
+
+    def remove_media_worker(self, name: str) -> None:
+        """Unregister a media worker (see :meth:`add_media_worker`): its running renders are
+        retried on another worker (``jobRetry``). Synchronous.
+
+        Raises:
+            KeyError: no media worker has that name.
+        """
+        self._projects.remove_worker(name)
 
     def _socket_of(self, app_key: AppKey) -> SocketBinding | None:
         app = self._jobs.apps.get(app_key)
@@ -852,6 +895,7 @@ class LocalNetwork:
         await self.runs.aclose(grace)
         self._jobs.close()
         self._projects.close()
+        self._media_storage.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
         self._connections.cancel_http()
