@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -144,7 +145,7 @@ async def test_video_and_audio_projects_give_downloadable_media(
     autojump_clock: trio.testing.MockClock,
     kind: str,
     model: str,
-    options: dict[str, object],
+    options: dict[str, Any],
     content_type: str,
 ) -> None:
     async with media_net(simulated()) as net, media_client(net) as sogni:
