@@ -17,6 +17,7 @@ from helpers import client_in_memory
 
 import trio_sogni
 from trio_sogni.localnet import LocalNetwork, open_local_network
+from trio_sogni.localnet._media._adapter import RendererAdapter
 from trio_sogni.localnet._media._render import SimulatedMediaWorker
 
 IMAGE_MODEL = "flux1-schnell-fp8"
@@ -35,17 +36,20 @@ def simulated(name: str = "sim-1", **kwargs: Any) -> SimulatedMediaWorker:
 @asynccontextmanager
 async def media_net(*workers: Any, **options: Any) -> AsyncIterator[LocalNetwork]:
     """A localnet (no listener) whose media storage writes in the Trio thread (virtual time),
-    with ``workers`` registered: SimulatedMediaWorkers through ``add_media_worker``, other
-    (manager-level) test doubles directly."""
+    with ``workers`` registered: SimulatedMediaWorkers through localnet's ``RendererAdapter``,
+    other (manager-level) test doubles directly."""
     options.setdefault("listen", False)
     options.setdefault("rebind_grace", 5.0)
     async with open_local_network(**options) as net:
         net._media_storage.offload_io = False
         for worker in workers:
             if isinstance(worker, SimulatedMediaWorker):
-                net.add_media_worker(worker)
-            else:
-                net._projects.add_worker(worker)
+                # The renderer runs behind localnet's adapter, for every catalog model of the
+                # media types it renders.
+                catalog = net._projects.catalog.models.values()
+                models = [m.id for m in catalog if m.media in worker.media_types]
+                worker = RendererAdapter(worker, models)
+            net._projects.add_worker(worker)
         yield net
 
 

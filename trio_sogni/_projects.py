@@ -205,8 +205,8 @@ class Project:
         return self._slot.job_id
 
     @property
-    def type(self) -> str:
-        """``image``, ``video`` or ``audio``."""
+    def media_type(self) -> str:
+        """``image``, ``video`` or ``audio`` (the ``type`` it was created with)."""
         return self._slot.media_type
 
     @property

@@ -48,7 +48,6 @@ from ._jobs._session import (
     SubmitProject,
     parse_handshake,
 )
-from ._media._adapter import RendererAdapter, RenderWorker
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
 from ._media._files import media_file_routes
 from ._media._manager import ProjectsManager
@@ -471,40 +470,6 @@ class LocalNetwork:
         self._broadcast_models()
 
     # -- media projects hooks --------------------------------------------------------------------
-
-    def add_media_worker(
-        self, worker: RenderWorker, *, models: Sequence[str] | None = None
-    ) -> None:
-        """Register a media renderer (the ``SimulatedMediaWorker`` TEST DOUBLE, or any object
-        with ``name``, ``capacity`` and its ``render(spec, on_step)``) for ``models`` (default:
-        its own ``models``, else every catalog model of the media types it renders). Queued
-        renders it can serve start at once, and sockets get a new ``swarmModels``.
-        Synchronous.
-
-        Raises:
-            ValueError: a worker with that name exists, no model to serve, or a model the
-                media catalog does not know.
-        """
-        if models is None:
-            own: Sequence[str] | None = getattr(worker, "models", None)
-            if own is not None:
-                models = own
-            else:
-                types: frozenset[str] = getattr(
-                    worker, "media_types", frozenset({"image", "video", "audio"})
-                )
-                catalog = self._projects.catalog.models.values()
-                models = [m.id for m in catalog if m.media in types]
-        self._projects.add_worker(RendererAdapter(worker, models))
-
-    def remove_media_worker(self, name: str) -> None:
-        """Unregister a media worker (see :meth:`add_media_worker`): its running renders are
-        retried on another worker (``jobRetry``). Synchronous.
-
-        Raises:
-            KeyError: no media worker has that name.
-        """
-        self._projects.remove_worker(name)
 
     def _socket_of(self, app_key: AppKey) -> SocketBinding | None:
         app = self._jobs.apps.get(app_key)
