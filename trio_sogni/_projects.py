@@ -331,7 +331,9 @@ class Project:
         return results
 
     def progress(self) -> ProjectProgress:
-        """The project's updates as a `ProjectProgress` channel (one reader at a time).
+        """The project's updates as a `ProjectProgress` channel: one reader at a time (a reader
+        that received the final update or was closed makes way for the next, which gets the
+        final update again).
 
         Raises:
             trio.BusyResourceError: another `ProjectProgress` of this project is open.
@@ -456,18 +458,22 @@ class ProjectProgress(trio.abc.ReceiveChannel[ProjectUpdate]):
             update = project._next_update()  # pyright: ignore[reportPrivateUsage]
             if update is not None:
                 if isinstance(update, Completed | Failed):
-                    self._ended = True
+                    self._end()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return update
             if slot.done and not slot.updates:
-                # The final item was taken by nobody (closed before, or queued before this
-                # reader): report the end once.
-                self._ended = True
+                # An earlier reader took the final update: report the end again.
+                self._end()
                 return project._next_final()  # pyright: ignore[reportPrivateUsage]
             if slot.lot is None:
                 slot.lot = trio.lowlevel.ParkingLot()
             slot.parked = True
             await slot.lot.park()
+
+    def _end(self) -> None:
+        # The final update is out: another reader may start (it gets the final update again).
+        self._ended = True
+        self._project._reading = False  # pyright: ignore[reportPrivateUsage]
 
     @override
     async def aclose(self) -> None:

@@ -353,9 +353,10 @@ class ProjectSlot:
         self._report(render.index, render, None)
 
     def on_eta(self, img_id: str | None, eta: float | None) -> None:
-        if self.done or eta is None:
+        if self.done or eta is None or img_id is None:
             return
-        render = self.render(img_id, None)
+        index = self.by_img.get(img_id)
+        render = None if index is None else self.renders.get(index)
         if render is not None and not render.finished:
             render.eta = float(eta)
 

@@ -362,3 +362,53 @@ async def test_a_thousand_concurrent_image_projects_on_one_connection(
         assert_no_client_state(sogni)
         await server_has_no_project(net)
         assert not net.errors
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+async def test_client_memory_per_queued_project_is_small(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What the client holds per in-flight project (its Project, slot, options, the frames
+    routed so far), measured with tracemalloc over the client's own frames only (localnet runs
+    in the same process; its allocations are not counted)."""
+    import tracemalloc
+
+    worker = ScriptedMediaWorker("w", capacity=1)
+    worker.hold = trio.Event()
+    count = 50
+    async with (
+        media_net(worker, max_jobs_per_socket=2000, max_jobs_per_account=2000) as net,
+        media_client(net) as sogni,
+    ):
+        await sogni.projects.wait_for_models()
+        blocker = await create(sogni, "blocker")
+        await until(blocker, step_at_least(1))
+        await sogni.projects.models()  # the catalog is cached before measuring
+        client_only = [
+            tracemalloc.Filter(True, "*/trio_sogni/[!l]*", all_frames=True),
+            tracemalloc.Filter(False, "*/trio_sogni/localnet/*", all_frames=True),
+            tracemalloc.Filter(False, tracemalloc.__file__),
+        ]
+        tracemalloc.start(16)
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(client_only)
+            projects = [await create(sogni, f"queued {n}") for n in range(count)]
+            await net.wait_until(lambda: net._projects.statistics().queued_renders == count)
+            for project in projects:
+                await until(project, lambda u: isinstance(u, Queued))
+            after = tracemalloc.take_snapshot().filter_traces(client_only)
+        finally:
+            tracemalloc.stop()
+        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        per_project = grown / count
+        print(f"client memory per queued project: {per_project:.0f} bytes")
+        assert per_project <= 8 * 1024, f"{per_project:.0f} bytes per queued project"
+        for project in projects:
+            await project.aclose()
+        worker.hold.set()
+        await blocker.wait()
+        await blocker.aclose()
+        await server_has_no_project(net)
+        assert_no_client_state(sogni)
