@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from mediadoubles import ScriptedMediaWorker
 from PIL import Image
 from projectnet import (
     AUDIO_MODEL,
@@ -250,3 +251,61 @@ async def test_a_failed_render_and_a_failed_project_raise_project_errors(
 def test_the_public_names_exist() -> None:
     for name in ("Project", "ProjectsAPI", "MediaResult", "ProjectOptions", "Failed"):
         assert hasattr(trio_sogni, name)
+
+
+async def test_a_retried_render_still_delivers_its_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = ScriptedMediaWorker("w", fail_attempts=1)
+    async with media_net(worker) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        async with sogni.projects.subscribe("job") as events:
+            async with await sogni.projects.create(
+                type="image", model=IMAGE_MODEL, prompt="fox", steps=2
+            ) as project:
+                (result,) = await project.wait()
+            kinds = [(await events.receive()).type for _ in range(3)]  # type: ignore[union-attr]
+        assert kinds == ["started", "retry", "started"]
+        assert len(worker.specs) == 2
+        assert result.render_id == project.results[0].render_id
+        assert await result.read()
+        assert_no_live_project(net)
+
+
+async def test_a_render_withheld_by_the_safety_filter_has_no_media(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with media_net(ScriptedMediaWorker("w", nsfw=True)) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        async with await sogni.projects.create(
+            type="image", model=IMAGE_MODEL, prompt="fox", steps=2
+        ) as project:
+            (result,) = await project.wait()
+        assert result.nsfw
+        with pytest.raises(ProjectError) as caught:
+            await result.read()
+        assert caught.value.nsfw
+        assert caught.value.img_id == result.render_id
+
+
+async def test_a_starting_image_is_uploaded_before_the_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(picture, "PNG")
+    async with media_net(ScriptedMediaWorker("w")) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        async with await sogni.projects.create(
+            type="image",
+            model=IMAGE_MODEL,
+            prompt="fox",
+            steps=2,
+            starting_image=picture.getvalue(),
+            starting_image_strength=0.3,
+        ) as project:
+            await project.wait()
+        storage = net._media_storage
+        assert storage.upload_roles(net.account.id, project.id) == ["startingImage"]
+        request = net._projects.finished[project.id].request
+        assert request.key_frames[0].has_starting_image is True
+        assert "/v1/image/uploadUrl" in [r.path for r in net.http_requests]
