@@ -14,7 +14,7 @@ from typing import ClassVar, Final, Literal, TypeAlias
 import msgspec
 
 from ._jobstate import ChatCompletionResult
-from .protocol import ChatCompletionChunk, JobResult, JobState, LLMModelInfo
+from .protocol import ChatCompletionChunk, JobState, LLMModelInfo
 
 __all__ = [
     "CHAT_EVENT_KINDS",
@@ -96,9 +96,10 @@ class ProjectEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 class RenderEvent(msgspec.Struct, kw_only=True, frozen=True):
     """One render of a media project changed: ``type`` is ``started``, ``progress`` (``step``
-    of ``step_count``, ``progress`` 0..1, ``eta`` seconds left), ``completed`` (``result``,
-    the raw ``jobResult``; ``canceled`` when the user cancelled it), ``failed`` (``error``) or
-    ``retry`` (its worker failed; it went back to the queue)."""
+    of ``step_count``, ``progress`` 0..1, ``eta`` seconds left), ``completed`` (with its
+    ``seed`` and ``nsfw`` flag; the media itself comes from `Project.results`), ``canceled``,
+    ``failed`` (``error``) or ``retry`` (its worker failed; it went back to the queue). Events
+    carry no URL (signed URLs are credentials)."""
 
     kind: ClassVar[str] = "job"
     project_id: str
@@ -110,7 +111,8 @@ class RenderEvent(msgspec.Struct, kw_only=True, frozen=True):
     progress: float | None = None
     eta: float | None = None
     worker_name: str | None = None
-    result: JobResult | None = None
+    seed: str | None = None
+    nsfw: bool = False
     error: str | None = None
 
 

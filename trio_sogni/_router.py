@@ -628,7 +628,8 @@ class JobRouter:
                 progress=render.progress,
                 eta=render.eta,
                 worker_name=render.worker_name,
-                result=render.result,
+                seed=None if render.result is None else render.result.last_seed,
+                nsfw=render.result is not None and render.result.triggered_nsfw_filter,
                 error=None if render.error is None else str(render.error),
             )
         )
