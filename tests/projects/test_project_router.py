@@ -388,3 +388,41 @@ def test_closing_fails_projects_too() -> None:
     live = router.close(ClientClosedError("closed"))
     assert live == [slot]
     assert isinstance(slot.error, ClientClosedError)
+
+
+def test_a_project_listed_nowhere_is_looked_up_before_it_fails() -> None:
+    lookups = Waker()
+    router = JobRouter(
+        max_buffered_chunks=4,
+        events=Events(),
+        wake_lookups=lookups.unpark_all,
+        clock=Clock(),
+        resume_window=30.0,
+    )
+    found = sent(router)
+    unknown = sent(router, job_id="1F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43")
+    router.feed_batch([started("A", 0), frame(JobState(job_id=unknown.job_id, type="queued"))])
+    router.connection_lost(ConnectionLost("gone", close_code=1006))
+    assert router.connected(Authenticated()) == []  # no resume, listed nowhere
+    assert lookups.calls == 1
+    assert not found.done
+    assert not unknown.done
+    assert router.pop_lookup() is found
+    router.looked_up(
+        found,
+        ProjectSnapshot(
+            id=PROJECT,
+            status="completed",
+            completed_worker_jobs=[
+                WorkerJobSnapshot(id="0", img_id="A", job_index=0, status="jobCompleted")
+            ],
+        ),
+    )
+    assert found.status == "completed"
+    assert router.pop_lookup() is unknown
+    assert router.pop_lookup() is None
+    router.looked_up(unknown, None)
+    assert isinstance(unknown.error, ProjectError)
+    assert unknown.error.retryable
+    assert "no longer knows" in str(unknown.error)
+    assert router.statistics().live_projects == 0
