@@ -455,3 +455,21 @@ async def test_a_project_whose_end_died_in_flight_is_found_over_rest(
             assert sogni.projects.statistics().reconciled == 1
             assert "/v1/projects/" + project.id in [r.path for r in net.http_requests]
             assert_no_client_state(sogni)
+
+
+async def test_a_project_dropped_unclosed_is_cancelled_on_the_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import gc
+
+    worker = ScriptedMediaWorker("w")
+    worker.hold = trio.Event()
+    async with media_net(worker) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        project = await create(sogni)
+        await until(project, step_at_least(1))
+        del project
+        gc.collect()
+        await server_has_no_project(net)
+        assert cancels(net) == 1
+        assert_no_client_state(sogni)
