@@ -502,6 +502,7 @@ class ProjectProgress(trio.abc.ReceiveChannel[ProjectUpdate]):
             if slot.done and not slot.updates:
                 # An earlier reader took the final update: report the end again.
                 self._end()
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return project._next_final()  # pyright: ignore[reportPrivateUsage]
             if slot.lot is None:
                 slot.lot = trio.lowlevel.ParkingLot()
@@ -518,7 +519,8 @@ class ProjectProgress(trio.abc.ReceiveChannel[ProjectUpdate]):
         """Stop reading (the project goes on). A checkpoint; idempotent."""
         if not self._closed:
             self._closed = True
-            self._project._reading = False  # pyright: ignore[reportPrivateUsage]
+            if not self._ended:  # else it made way already (and a new reader may be reading)
+                self._project._reading = False  # pyright: ignore[reportPrivateUsage]
         await trio.lowlevel.checkpoint()
 
 
