@@ -1,7 +1,9 @@
-"""The chat job events themselves: plain data, no Trio (the router builds them).
+"""The job events themselves: plain data, no Trio (the router builds them).
 
-Kinds (the official ``ChatApiEvents``): ``token``, ``completed``, ``error``, ``jobState``,
-``modelsUpdated``. Delivery (subscriptions and callbacks) lives in `trio_sogni._events`.
+Chat kinds (the official ``ChatApiEvents``): ``token``, ``completed``, ``error``, ``jobState``,
+``modelsUpdated``. Media project kinds (the official ``ProjectApiEvents``): ``project`` (a
+project was queued or ended) and ``job`` (one render started, progressed, ended or was
+retried). Delivery (subscriptions and callbacks) lives in `trio_sogni._events`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from ._jobstate import ChatCompletionResult
 from .protocol import ChatCompletionChunk, JobState, LLMModelInfo
 
 __all__ = [
+    "CHAT_EVENT_KINDS",
     "EVENT_KINDS",
+    "PROJECT_EVENT_KINDS",
     "Callback",
     "ChatEvent",
     "CompletedEvent",
@@ -23,13 +27,19 @@ __all__ = [
     "EventKind",
     "JobStateEvent",
     "ModelsUpdatedEvent",
+    "ProjectEvent",
+    "ProjectEventKind",
+    "RenderEvent",
     "TokenEvent",
 ]
 
 EventKind: TypeAlias = Literal["token", "completed", "error", "jobState", "modelsUpdated"]
-EVENT_KINDS: Final[frozenset[str]] = frozenset(
+ProjectEventKind: TypeAlias = Literal["project", "job"]
+CHAT_EVENT_KINDS: Final[frozenset[str]] = frozenset(
     ["token", "completed", "error", "jobState", "modelsUpdated"]
 )
+PROJECT_EVENT_KINDS: Final[frozenset[str]] = frozenset(["project", "job"])
+EVENT_KINDS: Final[frozenset[str]] = CHAT_EVENT_KINDS | PROJECT_EVENT_KINDS
 
 
 class TokenEvent(msgspec.Struct, frozen=True):
@@ -71,5 +81,48 @@ class ModelsUpdatedEvent(msgspec.Struct, frozen=True):
     models: dict[str, LLMModelInfo]
 
 
-ChatEvent: TypeAlias = TokenEvent | CompletedEvent | ErrorEvent | JobStateEvent | ModelsUpdatedEvent
+class ProjectEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """A media project changed: ``type`` is ``queued`` (with ``queue_position`` and ``eta``,
+    seconds until it starts), ``completed``, ``failed`` or ``canceled`` (with ``error``)."""
+
+    kind: ClassVar[str] = "project"
+    project_id: str
+    type: str
+    queue_position: int | None = None
+    eta: float | None = None
+    error: str | None = None
+    """The failure's message (``failed`` / ``canceled``)."""
+
+
+class RenderEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One render of a media project changed: ``type`` is ``started``, ``progress`` (``step``
+    of ``step_count``, ``progress`` 0..1, ``eta`` seconds left), ``completed`` (with its
+    ``seed`` and ``nsfw`` flag; the media itself comes from `Project.results`), ``canceled``,
+    ``failed`` (``error``) or ``retry`` (its worker failed; it went back to the queue). Events
+    carry no URL (signed URLs are credentials)."""
+
+    kind: ClassVar[str] = "job"
+    project_id: str
+    type: str
+    render_id: str | None = None
+    index: int | None = None
+    step: int | None = None
+    step_count: int | None = None
+    progress: float | None = None
+    eta: float | None = None
+    worker_name: str | None = None
+    seed: str | None = None
+    nsfw: bool = False
+    error: str | None = None
+
+
+ChatEvent: TypeAlias = (
+    TokenEvent
+    | CompletedEvent
+    | ErrorEvent
+    | JobStateEvent
+    | ModelsUpdatedEvent
+    | ProjectEvent
+    | RenderEvent
+)
 Callback: TypeAlias = Callable[[ChatEvent], object]

@@ -16,6 +16,7 @@ import trio
 from typing_extensions import override
 
 from ._event_types import (
+    CHAT_EVENT_KINDS,
     EVENT_KINDS,
     Callback,
     ChatEvent,
@@ -24,6 +25,9 @@ from ._event_types import (
     EventKind,
     JobStateEvent,
     ModelsUpdatedEvent,
+    ProjectEvent,
+    ProjectEventKind,
+    RenderEvent,
     TokenEvent,
 )
 
@@ -36,6 +40,9 @@ __all__ = [
     "EventSubscription",
     "JobStateEvent",
     "ModelsUpdatedEvent",
+    "ProjectEvent",
+    "ProjectEventKind",
+    "RenderEvent",
     "TokenEvent",
 ]
 
@@ -113,12 +120,15 @@ class EventHub:
             self.listening.discard(kind)
 
     @staticmethod
-    def check_kinds(kinds: Iterable[str]) -> frozenset[str]:
-        chosen = frozenset(kinds) or EVENT_KINDS
-        unknown = chosen - EVENT_KINDS
+    def check_kinds(
+        kinds: Iterable[str], allowed: frozenset[str] = CHAT_EVENT_KINDS
+    ) -> frozenset[str]:
+        """``kinds`` checked against ``allowed`` (all of ``allowed`` when empty)."""
+        chosen = frozenset(kinds) or allowed
+        unknown = chosen - allowed
         if unknown:
             raise ValueError(
-                f"unknown event kind(s) {sorted(unknown)}; expected some of {sorted(EVENT_KINDS)}"
+                f"unknown event kind(s) {sorted(unknown)}; expected some of {sorted(allowed)}"
             )
         return chosen
 
@@ -137,7 +147,7 @@ class EventHub:
             self._refresh(kind)
 
     def on(self, kind: str, callback: Callback) -> Callable[[], None]:
-        self.check_kinds([kind])
+        self.check_kinds([kind], EVENT_KINDS)
         self._callbacks[kind].append(callback)
         self._refresh(kind)
         return lambda: self.off(kind, callback)

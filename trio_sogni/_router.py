@@ -17,7 +17,14 @@ running as *detached* when the connection dies, and, if the next ``authenticated
 exactly the frames the client lacks. A job the server cannot resume, or that is not resumed
 within ``resume_window`` seconds, fails with a retryable ``transport_lost`` `ChatJobError`.
 
-Media projects will be a second kind of job in this router.
+Media projects are the second kind of job here: a `ProjectSlot` per project
+(`trio_sogni._projectstate`), fed by ``jobState`` / ``jobProgress`` / ``jobETA`` /
+``jobResult`` / ``jobRetry`` / ``jobError`` / ``artistCancelConfirmation`` frames routed by
+``jobID``. They take part in the same detach / ``resumeJobs`` mechanism (frames counted, listed
+with the chat jobs, requests resent when the server never received them). A project the server
+does not resume is *reconciled* instead when the new ``authenticated`` lists it
+(``activeProjects`` / ``unclaimedCompletedProjects``: the snapshot brings it up to date and its
+frames keep coming); otherwise it fails with a retryable `ProjectError` (``transport_lost``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from ._errors import (
     ClientClosedError,
     ConnectionLost,
     InvalidRequestError,
+    ProjectError,
     ProtocolError,
 )
 from ._event_types import (
@@ -44,24 +52,36 @@ from ._event_types import (
     ErrorEvent,
     JobStateEvent,
     ModelsUpdatedEvent,
+    ProjectEvent,
+    RenderEvent,
     TokenEvent,
 )
 from ._jobstate import JobSlot
+from ._projectstate import ProjectSlot, RenderState, project_error
 from .protocol import (
     MAX_JSON_DEPTH,
     MAX_RESUME_ENTRIES,
+    ArtistCancelConfirmation,
     Authenticated,
     BalanceUpdate,
     ChatCompletionChunk,
+    JobError,
+    JobETA,
+    JobProgress,
+    JobResult,
+    JobRetry,
     JobsResumed,
     JobState,
     JSONDecoder,
     LLMJobError,
     LLMJobResult,
     LLMModelInfo,
+    ProjectQueue,
+    ProjectSnapshot,
     ResumeEntry,
     ResumeJobs,
     SwarmLLMModels,
+    SwarmModels,
     UnknownMessage,
     check_json_depth,
     decode_envelope,
@@ -69,7 +89,10 @@ from .protocol import (
     encode_client_message,
 )
 
-__all__ = ["MAX_PENDING_ABORTS", "ChatStatistics", "EventSink", "JobRouter"]
+__all__ = ["MAX_PENDING_ABORTS", "ChatStatistics", "EventSink", "JobRouter", "Slot"]
+
+Slot = JobSlot | ProjectSlot
+"""Either kind of job the router keeps."""
 
 logger = logging.getLogger("trio_sogni.chat")
 
@@ -113,6 +136,10 @@ class ChatStatistics(msgspec.Struct, kw_only=True, frozen=True):
     """Jobs that failed with ``transport_lost`` because they could not be resumed."""
     requests_resent: int = 0
     """Job requests sent again after a reconnect because the server never received them."""
+    live_projects: int = 0
+    """Media projects in flight (sent or about to be, not ended)."""
+    projects_reconciled: int = 0
+    """Projects brought up to date from the server's snapshot after a reconnect."""
 
 
 class EventSink(Protocol):
@@ -153,13 +180,23 @@ def _no_clock() -> float:
     return 0.0
 
 
-def _lost_error(job_id: str, why: str, cause: BaseException | None) -> ChatJobError:
-    error = ChatJobError(
-        f"the connection was lost while the job was running ({why})",
-        error_type="transport_lost",
-        job_id=job_id,
-        payload=None,
-    )
+def _lost_error(slot: Slot, why: str, cause: BaseException | None) -> ChatJobError | ProjectError:
+    """The retryable error of a job or project lost with its connection."""
+    error: ChatJobError | ProjectError
+    if isinstance(slot, ProjectSlot):
+        error = ProjectError(
+            f"the connection was lost while the project was running ({why})",
+            project_id=slot.job_id,
+            code="transport_lost",
+            retryable=True,
+        )
+    else:
+        error = ChatJobError(
+            f"the connection was lost while the job was running ({why})",
+            error_type="transport_lost",
+            job_id=slot.job_id,
+            payload=None,
+        )
     error.__cause__ = cause
     return error
 
@@ -172,7 +209,10 @@ class JobRouter:
     ``authenticated`` frame, and `pop_abort` for the job ids the driver must abort.
     ``wake_aborts`` is called whenever the abort queue goes from empty to non-empty,
     ``wake_models`` whenever a non-empty model map arrives, and ``wake_detached`` whenever jobs
-    detach (a new `detach_deadline`). ``clock`` tells the time (seconds, any origin: the driver
+    detach (a new `detach_deadline`). With ``wake_lookups``, a project that a new connection
+    neither resumed nor listed is not failed at once: it is queued for a REST look-up
+    (`pop_lookup`, answered with `looked_up`), and ``wake_lookups`` is called when that queue
+    stops being empty. ``clock`` tells the time (seconds, any origin: the driver
     passes Trio's); ``resume_window`` is how long detached jobs wait for a connection that
     resumes them (``0``: jobs fail as soon as their connection dies).
     """
@@ -185,32 +225,44 @@ class JobRouter:
         wake_aborts: Callable[[], object] = _nothing,
         wake_models: Callable[[], object] = _nothing,
         wake_detached: Callable[[], object] = _nothing,
+        wake_media_models: Callable[[], object] = _nothing,
+        wake_lookups: Callable[[], object] | None = None,
         clock: Callable[[], float] = _no_clock,
         resume_window: float = 0.0,
     ) -> None:
         if not resume_window >= 0:
             raise ValueError("resume_window must be a non-negative number of seconds")
         self._jobs: dict[str, JobSlot] = {}
+        self._projects: dict[str, ProjectSlot] = {}
         self._max_buffer = max_buffered_chunks
         self._events = events
         self._wake_aborts = wake_aborts
         self._wake_models = wake_models
         self._wake_detached = wake_detached
+        self._wake_media_models = wake_media_models
+        self._wake_lookups = wake_lookups
+        self._lookups: deque[ProjectSlot] = deque()
         self._clock = clock
         self.resume_window = resume_window
-        self._detached: dict[str, JobSlot] = {}
+        self._detached: dict[str, Slot] = {}
+        self._snapshots: dict[str, ProjectSnapshot] = {}
+        """Detached projects the latest ``authenticated`` listed (to reconcile from)."""
+        self._reconciled = 0
         self._detach_deadline: float | None = None
         self._lost_cause: BaseException | None = None
         self._awaiting_resume = False
         self._resumed = 0
         self._not_resumed = 0
         self._aborts: deque[str] = deque(maxlen=MAX_PENDING_ABORTS)
-        self._resends: deque[JobSlot] = deque()
+        self._resends: deque[Slot] = deque()
         self._resent = 0
         self._abandoned: set[str] = set()
         self._closed: BaseException | None = None
         self.models: dict[str, LLMModelInfo] = {}
         """The latest LLM model map (replaced, never mutated, by each ``swarmLLMModels``)."""
+        self.media_models: dict[str, int] = {}
+        """The latest media model map ``{modelId: workerCount}`` (replaced by each
+        ``swarmModels``)."""
         self.balance: BalanceUpdate | None = None
         """The latest ``balanceUpdate``."""
         self.authenticated: Authenticated | None = None
@@ -225,6 +277,14 @@ class JobRouter:
             LLMJobResult: self._on_result,
             LLMJobError: self._on_error,
             SwarmLLMModels: self._on_models,
+            SwarmModels: self._on_media_models,
+            JobProgress: self._on_progress,
+            JobETA: self._on_eta,
+            JobResult: self._on_media_result,
+            JobRetry: self._on_retry,
+            JobError: self._on_media_error,
+            ArtistCancelConfirmation: self._on_cancel_confirmation,
+            ProjectQueue: self._on_project_queue,
             BalanceUpdate: self._on_balance,
             Authenticated: self._on_authenticated,
             JobsResumed: self._on_resumed,
@@ -233,7 +293,10 @@ class JobRouter:
 
     @override
     def __repr__(self) -> str:
-        return f"<JobRouter live_jobs={len(self._jobs)} models={len(self.models)}>"
+        return (
+            f"<JobRouter live_jobs={len(self._jobs)} live_projects={len(self._projects)} "
+            f"models={len(self.models)}>"
+        )
 
     @property
     def closed(self) -> BaseException | None:
@@ -306,6 +369,16 @@ class JobRouter:
         """
         self.authenticated = authenticated
         hello: list[bytes] = []
+        self._snapshots.clear()
+        listed = (
+            *(authenticated.active_projects or ()),
+            *(authenticated.unclaimed_completed_projects or ()),
+        )
+        for snapshot in listed:
+            key = snapshot.id.upper()
+            slot = self._detached.get(key) or self._detached.get(snapshot.id)
+            if isinstance(slot, ProjectSlot):
+                self._snapshots[slot.job_id] = snapshot
         detached = list(self._detached.values())
         if authenticated.job_resume:
             keep = detached[:MAX_RESUME_ENTRIES]
@@ -316,10 +389,14 @@ class JobRouter:
                 self._not_resumable(slot, "too many jobs to resume at once")
         else:
             for slot in detached:
-                self._not_resumable(slot, "the server does not resume jobs")
-        for job_id in authenticated.active_llm_job_ids:
+                self._not_resumable(slot, "the server does not resume jobs", lookup=True)
+        active = [
+            *authenticated.active_llm_job_ids,
+            *(p.id for p in authenticated.active_projects or ()),
+        ]
+        for job_id in active:
             key = job_id.upper()
-            if key in self._abandoned and key not in self._jobs:
+            if key in self._abandoned and key not in self._jobs and key not in self._projects:
                 self._queue_abort(job_id)
         self._abandoned.clear()
         return hello
@@ -335,7 +412,8 @@ class JobRouter:
         if self.resume_window > 0 and not isinstance(error, AuthenticationError):
             self._lost_cause = error
             fresh = not self._detached
-            for slot in self._jobs.values():
+            live: list[Slot] = [*self._jobs.values(), *self._projects.values()]
+            for slot in live:
                 if slot.sent and not slot.done and not slot.detached:
                     slot.detached = True
                     self._detached[slot.job_id] = slot
@@ -343,16 +421,17 @@ class JobRouter:
                 self._detach_deadline = self._clock() + self.resume_window
                 self._wake_detached()
             return
-        jobs = list(self._jobs.values())
+        every: list[Slot] = [*self._jobs.values(), *self._projects.values()]
         self._jobs.clear()
+        self._projects.clear()
         self._detached.clear()
-        for slot in jobs:
+        for slot in every:
             if isinstance(error, AuthenticationError):
                 rejected = AuthenticationError(str(error))
                 rejected.__cause__ = error
-                slot.fail(rejected)
+                self._fail(slot, rejected)
             else:
-                slot.fail(_lost_error(slot.job_id, str(error), error))
+                self._fail(slot, _lost_error(slot, str(error), error))
             if slot.sent:
                 self._abandoned.add(slot.job_id)
         if len(self._abandoned) > MAX_PENDING_ABORTS:
@@ -368,18 +447,89 @@ class JobRouter:
                 self._not_resumable(slot, why)
         return self.detach_deadline
 
-    def _not_resumable(self, slot: JobSlot, why: str) -> None:
+    def _not_resumable(self, slot: Slot, why: str, *, lookup: bool = False) -> None:
         """Fail a detached job with ``transport_lost``; it is aborted if the server still runs
-        it (its id is remembered as abandoned)."""
+        it (its id is remembered as abandoned). A detached project the latest
+        ``authenticated`` listed is reconciled from its snapshot instead; with ``lookup`` (a
+        connection is up) and look-ups wired, one it did not list is queued for a look-up."""
         self._detached.pop(slot.job_id, None)
         slot.detached = False
-        if self._jobs.pop(slot.job_id, None) is None:
+        if isinstance(slot, ProjectSlot):
+            snapshot = self._snapshots.pop(slot.job_id, None)
+            if snapshot is not None and self._projects.get(slot.job_id) is slot:
+                self._reconcile(slot, snapshot)
+                return
+            if (
+                lookup
+                and self._wake_lookups is not None
+                and self._projects.get(slot.job_id) is slot
+                and len(self._lookups) < MAX_PENDING_ABORTS
+            ):
+                empty = not self._lookups
+                self._lookups.append(slot)
+                if empty:
+                    self._wake_lookups()
+                return
+        if not self._forget(slot):
             return
         self._not_resumed += 1
-        slot.fail(_lost_error(slot.job_id, why, self._lost_cause))
+        self._fail(slot, _lost_error(slot, why, self._lost_cause))
         self._abandoned.add(slot.job_id)
         if len(self._abandoned) > MAX_PENDING_ABORTS:
             self._abandoned.clear()
+
+    def _reconcile(self, slot: ProjectSlot, snapshot: ProjectSnapshot) -> None:
+        """A project the server did not resume but still lists: bring it up to date from the
+        snapshot; its frames keep coming on the new connection."""
+        self._reconciled += 1
+        slot.request = None
+        slot.apply_snapshot(snapshot)
+        if slot.done:
+            self._projects.pop(slot.job_id, None)
+            self._project_ended(slot)
+
+    def pop_lookup(self) -> ProjectSlot | None:
+        """The next project to look up on the REST API (``GET /v1/projects/{id}``), or
+        ``None``. Projects that ended meanwhile are skipped."""
+        while self._lookups:
+            slot = self._lookups.popleft()
+            if not slot.done and self._projects.get(slot.job_id) is slot:
+                return slot
+        return None
+
+    def looked_up(self, slot: ProjectSlot, snapshot: ProjectSnapshot | None) -> None:
+        """The answer to a look-up: reconcile the project from ``snapshot``, or (``None``: the
+        server does not know it, or the look-up failed) fail it with a retryable
+        ``transport_lost`` `ProjectError`."""
+        if slot.done or self._projects.get(slot.job_id) is not slot:
+            return
+        if snapshot is not None:
+            self._reconcile(slot, snapshot)
+            return
+        self._projects.pop(slot.job_id, None)
+        self._not_resumed += 1
+        self._fail(
+            slot, _lost_error(slot, "the server no longer knows the project", self._lost_cause)
+        )
+
+    def _forget(self, slot: Slot) -> bool:
+        """Deregister ``slot``; whether it was registered."""
+        if isinstance(slot, ProjectSlot):
+            return self._projects.pop(slot.job_id, None) is not None
+        return self._jobs.pop(slot.job_id, None) is not None
+
+    def _registered(self, slot: Slot) -> bool:
+        if isinstance(slot, ProjectSlot):
+            return self._projects.get(slot.job_id) is slot
+        return self._jobs.get(slot.job_id) is slot
+
+    def _fail(self, slot: Slot, error: BaseException) -> None:
+        if isinstance(slot, ProjectSlot):
+            if not slot.done:
+                slot.fail(error)
+                self._project_ended(slot)
+        else:
+            slot.fail(error)
 
     def _on_resumed(self, message: JobsResumed) -> None:
         if not self._awaiting_resume:
@@ -394,7 +544,12 @@ class JobRouter:
                 del self._detached[slot.job_id]
                 slot.detached = False
                 self._resumed += 1
-            elif entry.status == "unknown" and slot.request is not None and not slot.frames:
+            elif (
+                entry.status == "unknown"
+                and slot.request is not None
+                and not slot.frames
+                and slot.job_id not in self._snapshots
+            ):
                 # The request died with the connection: the server never saw it. Send it again.
                 del self._detached[slot.job_id]
                 slot.detached = False
@@ -408,9 +563,10 @@ class JobRouter:
                     if entry.status == "gap"
                     else "the server no longer knows the job"
                 )
-                self._not_resumable(slot, why)
+                self._not_resumable(slot, why, lookup=True)
         for slot in list(self._detached.values()):
-            self._not_resumable(slot, "the server did not resume it")
+            self._not_resumable(slot, "the server did not resume it", lookup=True)
+        self._snapshots.clear()
 
     # --- frame handlers -------------------------------------------------------------------------
 
@@ -425,7 +581,25 @@ class JobRouter:
         slot.request = None
         return slot
 
+    def _project(self, job_id: str) -> ProjectSlot | None:
+        """The live project a frame names (counted as one of its frames), or ``None`` (a late
+        frame, counted)."""
+        slot = self._projects.get(job_id)
+        if slot is None:
+            slot = self._projects.get(job_id.upper())
+            if slot is None:
+                self._late += 1
+                return None
+        slot.frames += 1
+        slot.request = None
+        return slot
+
     def _on_job_state(self, state: JobState) -> None:
+        if self._projects:
+            project = self._projects.get(state.job_id) or self._projects.get(state.job_id.upper())
+            if project is not None:
+                self._on_project_state(project, state)
+                return
         slot = self._slot(state.job_id)
         if slot is not None:
             slot.set_worker(state.worker_name)
@@ -462,6 +636,141 @@ class JobRouter:
                 )
             )
 
+    # --- media project frames ---------------------------------------------------------------------
+
+    def _project_ended(self, slot: ProjectSlot) -> None:
+        """Deregistered already; emit its ``project`` event."""
+        self._detached.pop(slot.job_id, None)
+        if "project" in self._events.listening:
+            error = slot.error
+            self._events.emit(
+                ProjectEvent(
+                    project_id=slot.job_id,
+                    type=slot.status,
+                    error=None if error is None else str(error),
+                )
+            )
+
+    def _after_project_frame(self, slot: ProjectSlot) -> None:
+        if slot.done:
+            self._projects.pop(slot.job_id, None)
+            self._project_ended(slot)
+
+    def _render_event(self, slot: ProjectSlot, kind: str, render: RenderState | None) -> None:
+        if render is None or "job" not in self._events.listening:
+            return
+        self._events.emit(
+            RenderEvent(
+                project_id=slot.job_id,
+                type=kind,
+                render_id=render.img_id,
+                index=render.index,
+                step=render.step,
+                step_count=render.step_count,
+                progress=render.progress,
+                eta=render.eta,
+                worker_name=render.worker_name,
+                seed=None if render.result is None else render.result.last_seed,
+                nsfw=render.result is not None and render.result.triggered_nsfw_filter,
+                error=None if render.error is None else str(render.error),
+            )
+        )
+
+    def _on_project_state(self, slot: ProjectSlot, state: JobState) -> None:
+        slot.frames += 1
+        slot.request = None
+        was = slot.status
+        slot.on_state(state)
+        listening = self._events.listening
+        if state.type == "queued" and "project" in listening and was in ("pending", "queued"):
+            self._events.emit(
+                ProjectEvent(
+                    project_id=slot.job_id,
+                    type="queued",
+                    queue_position=slot.queue_position,
+                    eta=slot.eta,
+                )
+            )
+        elif state.type in ("jobStarted", "initiatingModel"):
+            self._render_event(slot, "started", slot.render(state.img_id, state.job_index))
+        if "jobState" in listening:
+            self._events.emit(JobStateEvent(state))
+        self._after_project_frame(slot)
+
+    def _on_project_queue(self, message: ProjectQueue) -> None:
+        slot = self._project(message.job_id)
+        if slot is not None and message.queue_position is not None:
+            eta = message.estimated_start_seconds
+            slot.on_state(
+                JobState(
+                    job_id=slot.job_id,
+                    type="queued",
+                    queue_position=message.queue_position,
+                    estimated_start_seconds=eta,
+                )
+            )
+
+    def _on_progress(self, message: JobProgress) -> None:
+        slot = self._project(message.job_id)
+        if slot is not None:
+            slot.on_progress(message)
+            if "job" in self._events.listening:
+                self._render_event(slot, "progress", slot.render(message.img_id, message.job_index))
+
+    def _on_eta(self, message: JobETA) -> None:
+        slot = self._project(message.job_id)
+        if slot is not None:
+            eta = message.eta_seconds
+            slot.on_eta(message.img_id, None if eta is None else float(eta))
+
+    def _on_media_result(self, message: JobResult) -> None:
+        slot = self._project(message.job_id)
+        if slot is None:
+            return
+        slot.on_result(message)
+        kind = "canceled" if message.user_canceled else "completed"
+        self._render_event(slot, kind, slot.render(message.img_id, message.job_index))
+        self._after_project_frame(slot)
+
+    def _on_retry(self, message: JobRetry) -> None:
+        slot = self._project(message.job_id)
+        if slot is not None:
+            slot.on_retry(message.img_id, message.job_index)
+            self._render_event(slot, "retry", slot.render(message.img_id, message.job_index))
+
+    def _on_media_error(self, message: JobError) -> None:
+        slot = self._project(message.job_id)
+        if slot is None:
+            return
+        if message.img_id is None:
+            code = None if message.error is None else str(message.error)
+            canceled = code in ("artistCanceled", "userCanceled")
+            slot.fail(project_error(message, slot.job_id), "canceled" if canceled else "failed")
+        else:
+            slot.on_render_error(message)
+            self._render_event(slot, "failed", slot.render(message.img_id, message.job_index))
+        self._after_project_frame(slot)
+
+    def _on_cancel_confirmation(self, message: ArtistCancelConfirmation) -> None:
+        slot = self._project(message.job_id)
+        if slot is None or not message.did_cancel:
+            return
+        slot.fail(
+            ProjectError(
+                message.error_message or "the project was cancelled",
+                project_id=slot.job_id,
+                code="artistCanceled",
+                payload=message,
+            ),
+            "canceled",
+        )
+        self._after_project_frame(slot)
+
+    def _on_media_models(self, message: SwarmModels) -> None:
+        self.media_models = message.models
+        if message.models:
+            self._wake_media_models()
+
     def _on_models(self, message: SwarmLLMModels) -> None:
         self.models = message.models
         if message.models:
@@ -490,6 +799,17 @@ class JobRouter:
             return
         if job_id is None:
             return
+        project = self._projects.get(job_id) or self._projects.get(job_id.upper())
+        if project is not None:
+            del self._projects[project.job_id]
+            error = ProtocolError(
+                f"undecodable frame for project {project.job_id}: {exc}", frame=raw
+            )
+            error.__cause__ = exc
+            project.fail(error)
+            self._project_ended(project)
+            self._queue_abort(project.job_id)
+            return
         slot = self._slot(job_id)
         if slot is not None:
             # Never lose data silently: the job this frame belonged to fails loudly.
@@ -517,7 +837,30 @@ class JobRouter:
         self._jobs[job_id] = slot
         return slot
 
-    def sent(self, slot: JobSlot, request: bytes | None = None) -> None:
+    def register_project(
+        self,
+        job_id: str,
+        model: str,
+        *,
+        media_type: str,
+        output_format: str | None,
+        expected: int,
+    ) -> ProjectSlot:
+        """Create and register the slot of a media project about to be sent (as `register`).
+
+        Raises:
+            ClientClosedError: the router was closed.
+            InvalidRequestError: a live job or project already has this id.
+        """
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        if job_id in self._projects or job_id in self._jobs:
+            raise InvalidRequestError(f"project id {job_id!r} is already in use")
+        slot = ProjectSlot(job_id, model, media_type, output_format, expected)
+        self._projects[job_id] = slot
+        return slot
+
+    def sent(self, slot: Slot, request: bytes | None = None) -> None:
         """The job's request is on the wire: from now on, giving up on it needs an abort. With a
         ``resume_window``, ``request`` (the frame) is kept until the server answers the job, to
         be sent again if the server says it never received it."""
@@ -525,20 +868,37 @@ class JobRouter:
         if self.resume_window > 0:
             slot.request = request
 
-    def unsent(self, slot: JobSlot) -> None:
+    def unsent(self, slot: Slot) -> None:
         """Sending the job's request failed or was cancelled: forget the job."""
-        self._jobs.pop(slot.job_id, None)
-        slot.closed = True
+        self._forget(slot)
+        if isinstance(slot, ProjectSlot):
+            slot.close()
+        else:
+            slot.closed = True
 
-    def release(self, slot: JobSlot) -> bool:
-        """A consumer closed the job's stream. Deregister it; returns whether the job still runs
-        on the server (then it is failed locally with `ClientClosedError` and the caller should
-        send an abort, reporting the outcome with `abort_done`)."""
-        self._jobs.pop(slot.job_id, None)
+    def release(self, slot: Slot, error: BaseException | None = None) -> bool:
+        """A consumer closed the job's stream (or left a project's scope, or cancelled it).
+        Deregister it; returns whether the job still runs on the server (then it is failed
+        locally with ``error``, by default `ClientClosedError` for a job and a cancelled
+        `ProjectError` for a project, and the caller should send an abort, reporting the
+        outcome with `abort_done`)."""
+        self._forget(slot)
         self._detached.pop(slot.job_id, None)
         if slot.done or not slot.sent:
             return False
-        slot.fail(ClientClosedError("the stream was closed before the job finished"))
+        if isinstance(slot, ProjectSlot):
+            slot.fail(
+                error
+                or ProjectError(
+                    "the project was cancelled by this client",
+                    project_id=slot.job_id,
+                    code="artistCanceled",
+                ),
+                "canceled",
+            )
+            self._project_ended(slot)
+        else:
+            slot.fail(error or ClientClosedError("the stream was closed before the job finished"))
         return True
 
     def abort_done(self, job_id: str, sent: bool) -> None:
@@ -551,11 +911,11 @@ class JobRouter:
             if len(self._abandoned) > MAX_PENDING_ABORTS:
                 self._abandoned.clear()
 
-    def orphaned(self, slot: JobSlot) -> None:
-        """A stream was dropped unclosed (garbage-collected): deregister it now and queue an
-        abort if the job was sent."""
+    def orphaned(self, slot: Slot) -> None:
+        """A stream (or project) was dropped unclosed (garbage-collected): deregister it now and
+        queue an abort if the job was sent."""
         self._detached.pop(slot.job_id, None)
-        if self._jobs.pop(slot.job_id, None) is not None and slot.sent:
+        if self._forget(slot) and slot.sent and not slot.done:
             self._queue_abort(slot.job_id)
 
     def _queue_abort(self, job_id: str) -> None:
@@ -573,22 +933,24 @@ class JobRouter:
         ``None`` if there is none. Jobs that ended meanwhile are skipped."""
         while self._resends:
             slot = self._resends.popleft()
-            if not slot.done and slot.request is not None and slot.job_id in self._jobs:
+            if not slot.done and slot.request is not None and self._registered(slot):
                 self._resent += 1
                 return slot.request
         return None
 
-    def close(self, error: BaseException) -> list[JobSlot]:
-        """Fail every live job with ``error`` and refuse new ones. Returns the jobs that were
-        live (the caller aborts those that were sent)."""
+    def close(self, error: BaseException) -> list[Slot]:
+        """Fail every live job and project with ``error`` and refuse new ones. Returns those
+        that were live (the caller aborts those that were sent)."""
         self._closed = error
-        jobs = list(self._jobs.values())
+        live: list[Slot] = [*self._jobs.values(), *self._projects.values()]
         self._jobs.clear()
+        self._projects.clear()
         self._detached.clear()
         self._resends.clear()
-        for slot in jobs:
-            slot.fail(error)
-        return jobs
+        self._lookups.clear()
+        for slot in live:
+            self._fail(slot, error)
+        return live
 
     def statistics(self) -> ChatStatistics:
         """Router counters: malformed / unknown / late frames are counted, never silently lost."""
@@ -604,4 +966,6 @@ class JobRouter:
             jobs_resumed=self._resumed,
             jobs_not_resumed=self._not_resumed,
             requests_resent=self._resent,
+            live_projects=len(self._projects),
+            projects_reconciled=self._reconciled,
         )

@@ -121,8 +121,8 @@ def new_upload_id() -> str:
 @dataclass(frozen=True, eq=False, slots=True)
 class MediaInput:
     """One media input: bytes in memory or a file on disk, with its sniffed content type and
-    size. Build one with `media_input` (or the ``from_*`` constructors); the request builder
-    turns it into the keyframe's flags and `upload_input` uploads it.
+    size. Build one with ``media_input`` (or the ``from_*`` constructors); the request builder
+    turns it into the keyframe's flags and ``upload_input`` uploads it.
 
     For a file, only its first bytes and its size are read when the input is made; the upload
     streams the rest, so a large file is never held in memory. The file must not change in
@@ -324,7 +324,7 @@ async def upload_input(rest: RestClient, project_id: str, role: str, media: Medi
         APIStatusError: the API refused the upload URL, or the PUT was refused (403, 413 too
             large, 415 type...); the message says which, never with the URL's signature.
         ProtocolError: the upload-URL answer is not ``{data: {uploadUrl}}``.
-        ConnectError / TransportError: the requests could not be completed.
+        ConnectError, TransportError: the requests could not be completed.
     """
     kind = kind_of_role(role)
     if media.content_type not in CONTENT_TYPES[kind]:

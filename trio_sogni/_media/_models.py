@@ -172,7 +172,7 @@ class ModelOptions:
         return _mapped(self.tier.comfy_scheduler or self.tier.scheduler, _SCHEDULER_IDS)
 
     def validate(self, options: ProjectOptions) -> None:
-        """Check ``options`` on their own (`check_options`), then against this model's tier.
+        """Check ``options`` on their own (``check_options``), then against this model's tier.
         Synchronous; sends nothing.
 
         Raises:
@@ -431,7 +431,7 @@ class MediaModelCatalog:
             APIStatusError: a list could not be fetched (the same error for every caller
                 sharing the fetch).
             ProtocolError: a list is not of the shape the SDKs parse.
-            ConnectError / TransportError: the requests could not be completed.
+            ConnectError, TransportError: the requests could not be completed.
         """
         while True:
             cached = self._cached
@@ -476,7 +476,7 @@ class MediaModelCatalog:
         return (await self.get()).options_for(model)
 
     async def prepare(self, options: ProjectOptions) -> ProjectOptions:
-        """``options`` checked on their own (`check_options`) and against the model's tier,
+        """``options`` checked on their own (``check_options``) and against the model's tier,
         with the tier's defaults filled in (`ModelOptions.apply_defaults`, then
         `ModelOptions.validate`). Nothing is sent but the
         catalog fetch, if the cache is stale.
@@ -484,7 +484,7 @@ class MediaModelCatalog:
         Raises:
             InvalidRequestError: unknown model, a tier of another media type, an option out of
                 range or not allowed (named, with the value and the allowed range or list).
-            APIStatusError / ProtocolError / TransportError: as `get`.
+            APIStatusError, ProtocolError, TransportError: as `get`.
         """
         check_options(options)
         model_options = await self.options_for(options.model)

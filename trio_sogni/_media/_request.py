@@ -184,7 +184,7 @@ class ProjectOptions:
     and lets the Supernet choose (what the official SDKs do; each result reports its seed).
 
     Video: ``duration`` (seconds; the frame count follows the model family's rule, see
-    `calculate_video_frames`) or ``frames``, ``fps``. Audio: ``duration``, ``bpm``,
+    ``calculate_video_frames``) or ``frames``, ``fps``. Audio: ``duration``, ``bpm``,
     ``timesignature``, ``language``, ``lyrics``, ``keyscale``, ``composer_mode``,
     ``prompt_strength``, ``creativity``.
 

@@ -146,7 +146,7 @@ class MediaResult:
             ProjectError: the render was withheld by the safety filter (``nsfw``).
             APIStatusError: the API refused (e.g. 404 when it no longer has the render).
             ProtocolError: the answer is not ``{data: {downloadUrl}}``.
-            ConnectError / TransportError: the request could not be completed.
+            ConnectError, TransportError: the request could not be completed.
         """
         if self.nsfw:
             raise self._withheld()
@@ -188,7 +188,7 @@ class MediaResult:
         Raises:
             ProjectError: the render was withheld by the safety filter.
             TransportError: the body is larger than ``max_size``, or the download failed.
-            APIStatusError / ProtocolError / ConnectError: as `url`, or the download was
+            APIStatusError, ProtocolError, ConnectError: as `url`, or the download was
                 refused (the message shows the URL without its signature).
         """
         if max_size < 1:
@@ -215,12 +215,12 @@ class MediaResult:
         written, so ``path`` is either untouched or complete. (In a directory, characters of the
         ids other than letters, digits, ``-``, ``_`` and ``.`` become ``_``.) On any failure, cancellation
         included, the temporary file is removed (a shielded cleanup bounded by
-        `CLEANUP_GRACE`). Cancellable at every network read and file write.
+        ``CLEANUP_GRACE``). Cancellable at every network read and file write.
 
         Raises:
             ProjectError: the render was withheld by the safety filter.
             TransportError: the body is larger than ``max_size``, or the download failed.
-            APIStatusError / ProtocolError / ConnectError: as `read`.
+            APIStatusError, ProtocolError, ConnectError: as `read`.
             OSError: the file could not be written.
         """
         if max_size < 1:

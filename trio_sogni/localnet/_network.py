@@ -49,8 +49,10 @@ from ._jobs._session import (
     parse_handshake,
 )
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
+from ._media._files import media_file_routes
 from ._media._manager import ProjectsManager
 from ._media._routes import media_routes
+from ._media._storage import MediaStorage
 from ._records import (
     PREVIEW_CHARS,
     HandshakeRecord,
@@ -167,7 +169,10 @@ class LocalNetwork:
         """Durable chat runs (``/v1/chat/runs``), persisted in the accounts database; see
         docs/localnet.md, "Durable runs"."""
         # -- media projects hook: the projects manager shares the jobs' scheduler, ledger, app
-        # bindings and frame delivery (JobManager.deliver, add_owner/remove_owner).
+        # bindings and frame delivery (JobManager.deliver, add_owner/remove_owner). Results go to
+        # the media storage (a temporary directory, removed at shutdown), served by the file
+        # routes.
+        self._media_storage = MediaStorage(clock=lambda: self._accounts.clock())
         self._projects = ProjectsManager(
             catalog=MediaCatalog(media_models),
             pricing=media_pricing if media_pricing is not None else MediaPricing(),
@@ -181,9 +186,13 @@ class LocalNetwork:
             reserved_models=lambda: self._jobs.models,
             subscribed=self._app_subscribed,
             max_projects_per_app=max_jobs_per_socket,
+            storage=self._media_storage,
         )
         router = self.rest.router
         router.include(media_routes(self._projects, self.authenticate))
+        router.include(
+            media_file_routes(self._media_storage, self.authenticate, base_url=self._asset_base_url)
+        )
         router.include(profile_routes(self.authenticate))
         router.include(account_routes(accounts, self.authenticate))
         router.include(
@@ -837,6 +846,7 @@ class LocalNetwork:
         await self.runs.aclose(grace)
         self._jobs.close()
         self._projects.close()
+        self._media_storage.close()
         for sock in list(self._sockets):
             sock.driver.outbox.put_nowait(OutClose(1001, "Server is restarting"))
         self._connections.cancel_http()

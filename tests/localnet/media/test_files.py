@@ -53,11 +53,12 @@ async def media_network(**limits: int) -> AsyncIterator[Media]:
     storage = MediaStorage(clock=clock, url_ttl=60, upload_ttl=60, max_pending_uploads=3)
     try:
         async with open_local_network() as net:
-            net.rest.router.include(
-                media_file_routes(
-                    storage, net.authenticate, base_url=lambda: net.rest_url, **limits
-                )
+            # This storage and these limits, ahead of the network's own file routes.
+            routes = media_file_routes(
+                storage, net.authenticate, base_url=lambda: net.rest_url, **limits
             )
+            routes.include(net.rest.router)
+            net.rest.router = routes
             async with httpx.AsyncClient(base_url=net.rest_url) as http:
                 yield Media(net, storage, clock, http)
     finally:

@@ -415,7 +415,7 @@ class JobManager:
         if old is not None:
             self._detach_logs(app)
         app.resumes = sock.session.handshake.job_resume
-        holding = app.resumes and bool(app.jobs or app.lingering)
+        holding = app.resumes and bool(app.jobs or app.lingering or app.owners)
         app.flowing = not holding
         if holding:
             if app.grace is None:

@@ -322,12 +322,41 @@ class MediaStorage:
         Raises:
             StorageError: 507 when there is no room (see the module docstring).
         """
+        return await self._store_result(
+            account_id,
+            project_id,
+            render_id,
+            media.data,
+            media.content_type,
+            _EXTENSIONS.get(media.content_type, media.output_format),
+        )
+
+    async def store(
+        self, account: str, project: str, render_id: str, data: bytes, content_type: str
+    ) -> None:
+        """The projects manager's storage seam (its ``MediaStorage`` protocol): `store_result`
+        for bytes of a known content type.
+
+        Raises:
+            StorageError: 507 when there is no room.
+        """
+        extension = _EXTENSIONS.get(normalize_content_type(content_type), "bin")
+        await self._store_result(account, project, render_id, data, content_type, extension)
+
+    async def _store_result(
+        self,
+        account_id: str,
+        project_id: str,
+        render_id: str,
+        data: bytes,
+        content_type: str,
+        extension: str,
+    ) -> StoredFile:
         key = (account_id, project_id, render_id)
         if key in self._results:
             self._forget(self._results[key])
-        self._make_room(media.size)
+        self._make_room(len(data))
         file_id = self._new_id()
-        extension = _EXTENSIONS.get(media.content_type, media.output_format)
         path = self.root / "files" / f"{file_id}.{extension}"
         # Accounted before the write, so concurrent stores cannot overshoot the bound together.
         stored = StoredFile(
@@ -335,8 +364,8 @@ class MediaStorage:
             account_id=account_id,
             project_id=project_id,
             key=render_id,
-            content_type=media.content_type,
-            size=media.size,
+            content_type=content_type,
+            size=len(data),
             created=self.clock(),
             path=path,
         )
@@ -344,7 +373,7 @@ class MediaStorage:
         self._results[key] = stored.file_id
         self._total += stored.size
         try:
-            await self._write(path, media.data)
+            await self._write(path, data)
         except BaseException:
             self._forget(stored.file_id)
             raise
