@@ -312,3 +312,17 @@ async def test_a_starting_image_is_uploaded_before_the_request(
         request = net._projects.finished[(net.account.id, project.id.upper())].request
         assert request.key_frames[0].has_starting_image is True
         assert "/v1/image/uploadUrl" in [r.path for r in net.http_requests]
+
+
+async def test_results_live_under_the_given_data_dir_and_outlive_the_network(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with media_net(simulated(), data_dir=tmp_path) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        async with await sogni.projects.create(
+            type="image", model=IMAGE_MODEL, prompt="kept", width=256, height=256, steps=2
+        ) as project:
+            (result,) = await project.wait()
+        data = await result.read()
+    stored = [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in stored] == [data]  # the one result, kept after the stop

@@ -8,6 +8,7 @@ owned by :func:`open_local_network`. The job side (apps, jobs, scheduler) lives 
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -124,6 +125,7 @@ class LocalNetwork:
         replay_bytes: int,
         media_models: Sequence[MediaModelSpec] = DEFAULT_MEDIA_MODELS,
         media_pricing: MediaPricing | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.api_key: Final = api_key
         """An API key of the default :attr:`account` (``api-key`` header). Never logged."""
@@ -172,7 +174,7 @@ class LocalNetwork:
         # bindings and frame delivery (JobManager.deliver, add_owner/remove_owner). Results go to
         # the media storage (a temporary directory, removed at shutdown), served by the file
         # routes.
-        self._media_storage = MediaStorage(clock=lambda: self._accounts.clock())
+        self._media_storage = MediaStorage(data_dir=data_dir, clock=lambda: self._accounts.clock())
         self._projects = ProjectsManager(
             catalog=MediaCatalog(media_models),
             pricing=media_pricing if media_pricing is not None else MediaPricing(),

@@ -88,6 +88,7 @@ class LocalNetworkOptions(TypedDict, total=False):
     replay_bytes: int
     media_models: Sequence[MediaModelSpec] | None
     media_pricing: MediaPricing | None
+    data_dir: str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +155,7 @@ class LocalNetworkConfig:
     replay_bytes: int = DEFAULT_REPLAY_BYTES
     media_models: Sequence[MediaModelSpec] | None = None
     media_pricing: MediaPricing | None = None
+    data_dir: str | os.PathLike[str] | None = None
 
 
 def _merged_config(
@@ -241,7 +243,10 @@ async def open_local_network(
     announced to sockets in ``swarmModels`` once media workers serve them); ``media_pricing``
     (default :class:`MediaPricing`) prices each render, converted with ``pricing``'s rates. A
     project holds all its renders' prices on admission and settles one per finished render.
-    Live projects per app are capped at ``max_jobs_per_socket`` too.
+    Live projects per app are capped at ``max_jobs_per_socket`` too. Their results (and
+    uploads) are files under ``<data_dir>/media``, served through signed, expiring URLs; with no
+    ``data_dir`` a temporary directory, removed when the network stops (a given ``data_dir`` is
+    kept).
 
     Leaving the block (a checkpoint; shielded, and bounded by ``shutdown_timeout`` seconds):
     every live job gets ``llmJobError server_restarting``, every socket is closed with 1001,
@@ -310,6 +315,7 @@ async def open_local_network(
                     c.media_models if c.media_models is not None else DEFAULT_MEDIA_MODELS
                 ),
                 media_pricing=c.media_pricing,
+                data_dir=c.data_dir,
             ),
             host=c.host,
             port=c.port,
