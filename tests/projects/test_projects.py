@@ -305,9 +305,9 @@ async def test_a_starting_image_is_uploaded_before_the_request(
         ) as project:
             await project.wait()
         # Uploaded (the PUT to the signed URL), then used and discarded with the finished project.
-        assert [r.method for r in net.http_requests if r.path.startswith("/localnet/media/uploads/")] == [
-            "PUT"
-        ]
+        assert [
+            r.method for r in net.http_requests if r.path.startswith("/localnet/media/uploads/")
+        ] == ["PUT"]
         assert net._media_storage.upload_roles(net.account.id, project.id) == []
         request = net._projects.finished[(net.account.id, project.id.upper())].request
         assert request.key_frames[0].has_starting_image is True
