@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -100,3 +101,29 @@ def test_readme_example_runs() -> None:
     assert streamed == "Simulated reply to: Hello from Trio"
     assert "content='Simulated reply to: Hello from Trio'" in final
     assert "finish_reason='stop'" in final
+
+
+def test_the_media_picture_in_the_docs_is_the_test_doubles_drawing() -> None:
+    """docs/media.md shows a picture made by localnet's SimulatedMediaWorker (a test double):
+    the committed file decodes, says what made it, and the example that makes it still draws
+    one of the same size, for the same prompt."""
+    import io
+
+    import trio
+    from PIL import Image
+
+    picture = DOCS / "_static" / "simulated-fox.png"
+    committed = Image.open(io.BytesIO(picture.read_bytes()))
+    assert committed.format == "PNG"
+    assert "simulated test double" in committed.info["Software"]
+    assert "_static/simulated-fox.png" in (DOCS / "media.md").read_text()
+    spec = importlib.util.spec_from_file_location(
+        "media_picture", DOCS / "examples" / "media_picture.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    fresh = Image.open(io.BytesIO(trio.run(example.render)))
+    assert fresh.size == committed.size == (example.SPEC.width, example.SPEC.height)
+    assert fresh.info["Description"] == committed.info["Description"] == example.SPEC.prompt
