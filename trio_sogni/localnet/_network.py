@@ -188,6 +188,7 @@ class LocalNetwork:
             reserved_models=lambda: self._jobs.models,
             subscribed=self._app_subscribed,
             max_projects_per_app=max_jobs_per_socket,
+            max_projects_per_account=max_jobs_per_account,
             storage=self._media_storage,
         )
         router = self.rest.router

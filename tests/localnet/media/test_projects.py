@@ -706,3 +706,32 @@ async def test_project_ids_are_scoped_to_their_account(
                 assert kinds(frames)[-1] == "JobState:jobCompleted"
             status, body = await rest(net, "/v1/projects/SHARED", carol)
             assert (status, body["data"]["project"]["id"]) == (200, "shared")
+
+
+async def test_one_account_is_capped_across_its_apps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Like chat jobs: ``max_jobs_per_account`` live projects over all of an account's apps
+    (before, each app had its own ``max_jobs_per_socket``, so N apps held N times as many)."""
+    worker = ScriptedMediaWorker("m1")
+    worker.hold = trio.Event()
+    async with (
+        media_network(worker, max_jobs_per_socket=2, max_jobs_per_account=3) as (net, _),
+        media_socket(net, app_id="a1") as (a1, _),
+        media_socket(net, app_id="a2") as (a2, _),
+    ):
+        for i in range(2):
+            await send(a1, media_request(f"A{i}", steps=2))  # type: ignore[arg-type]
+            await project_frames(a1, f"A{i}", until=("JobState",))
+        await send(a2, media_request("B0", steps=2))  # type: ignore[arg-type]
+        await project_frames(a2, "B0", until=("JobState",))
+        await send(a2, media_request("B1", steps=2))  # type: ignore[arg-type]
+        (refused,) = await project_frames(a2, "B1")
+        assert isinstance(refused, JobError)
+        assert refused.error == "too_many_jobs"
+        assert "This account already has 3 live projects" in (refused.error_message or "")
+        worker.hold.set()
+        for i in range(2):
+            await project_frames(a1, f"A{i}")
+        await project_frames(a2, "B0")
+        assert net._projects._by_account == {}  # pyright: ignore[reportPrivateUsage]

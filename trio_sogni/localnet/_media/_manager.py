@@ -70,6 +70,7 @@ __all__ = [
 logger = logging.getLogger("trio_sogni.localnet")
 
 DEFAULT_MAX_PROJECTS_PER_APP: Final = 1_000
+DEFAULT_MAX_PROJECTS_PER_ACCOUNT: Final = 4_000
 RESTART_MESSAGE: Final = "Server is restarting; this project was refunded."
 TOO_MANY_PROJECTS: Final = "too_many_jobs"
 
@@ -132,14 +133,15 @@ class ProjectsManager:
         reserved_models: Callable[[], Collection[str]] | None = None,
         subscribed: Callable[[AppKey, str], bool] | None = None,
         max_projects_per_app: int = DEFAULT_MAX_PROJECTS_PER_APP,
+        max_projects_per_account: int = DEFAULT_MAX_PROJECTS_PER_ACCOUNT,
         retry_budget: int = 2,
         finished_limit: int = 1_000,
         finished_bytes: int = 4 * 1024 * 1024,
         finished_ttl: float = 3600.0,
         wall_clock_ms: Callable[[], int] | None = None,
     ) -> None:
-        if max_projects_per_app < 1:
-            raise ValueError("max_projects_per_app must be at least 1")
+        if max_projects_per_app < 1 or max_projects_per_account < 1:
+            raise ValueError("the live project caps must be at least 1")
         if retry_budget < 0:
             raise ValueError("retry_budget must not be negative")
         self.catalog = catalog
@@ -156,6 +158,10 @@ class ProjectsManager:
         self._reserved_models = reserved_models
         self._subscribed = subscribed
         self.max_projects_per_app = max_projects_per_app
+        self.max_projects_per_account = max_projects_per_account
+        """Live projects one account may have over all its apps; more are ``too_many_jobs``."""
+        self._by_account: dict[str, int] = {}
+        """Live projects per account (no entry at 0)."""
         self.retry_budget = retry_budget
         self.finished_limit = finished_limit
         self.finished_bytes_limit = finished_bytes
@@ -283,6 +289,13 @@ class ProjectsManager:
                 f"This connection already has {len(app_projects)} live projects (the limit is "
                 f"{self.max_projects_per_app}); wait for some to finish.",
             )
+        held = self._by_account.get(app_key[0], 0)
+        if held >= self.max_projects_per_account:
+            return refuse(
+                TOO_MANY_PROJECTS,
+                f"This account already has {held} live projects (the limit is "
+                f"{self.max_projects_per_account}); wait for some to finish.",
+            )
         if plan.model.id not in self.scheduler.worker_counts("media"):
             return refuse(
                 "model_unavailable", f"Model {plan.model.id!r} has no worker on this network."
@@ -337,6 +350,7 @@ class ProjectsManager:
                 )
         self.projects[key] = project
         self._by_app.setdefault(app_key, {})[project.key] = project
+        self._by_account[app_key[0]] = self._by_account.get(app_key[0], 0) + 1
         self._jobs.add_owner(project)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_project, project)
@@ -424,6 +438,9 @@ class ProjectsManager:
         """Move a finished project from the live table to the bounded record store."""
         if self.projects.get(project.scope) is project:
             del self.projects[project.scope]
+            left = self._by_account.pop(project.account, 1) - 1
+            if left:
+                self._by_account[project.account] = left
             self._jobs.remove_owner(project)
             if self.storage is not None:
                 self.storage.discard_project(project.account, project.job_id)
