@@ -373,7 +373,7 @@ def media_download_table(summary: dict[str, dict[str, float]]) -> list[str]:
         "minus `VmRSS` before the download; the time covers minting the URL (not for the floor) "
         "and the whole download.",
         "",
-        "| client | MB/s | × floor | peak RSS growth MiB | worst run MiB | RSS growth after MiB |",
+        "| client | MB/s | × floor MB/s | peak RSS growth MiB | worst run MiB | RSS growth after MiB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for client, row in summary.items():

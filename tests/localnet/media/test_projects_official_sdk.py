@@ -236,6 +236,13 @@ async def test_official_python_sdk_downloads_decodable_image_video_and_music() -
             await net.wait_until(lambda: net._projects.statistics().live_projects == 0)
             assert not net.rejected_frames
             assert not net.errors
+            # The SDK minted each URL itself (the image endpoint for the image, the media
+            # endpoint for the video and the music), then fetched it.
+            asked = [(r.method, r.path, r.status) for r in net.http_requests]
+    assert asked.count(("GET", "/v1/image/downloadUrl", 200)) == 1
+    assert asked.count(("GET", "/v1/media/downloadUrl", 200)) == 2
+    downloads = [a for a in asked if a[1].startswith("/localnet/media/files/")]
+    assert [status for _, _, status in downloads] == [200, 200, 200]
     for name in ("image", "video", "music"):
         assert out[name]["status"] == "completed"
         # The signed URL is on localnet's own port, and it is the one the SDK reported.
