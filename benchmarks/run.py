@@ -3,7 +3,8 @@
     python benchmarks/run.py [--quick] [--reps N] [--only a,b1,...]
 
 Each scenario starts one localnet server process (benchmarks/server.py); every client runs in its
-own process (benchmarks/clients.py) and measures its own CPU time. Repetitions interleave the
+own process (benchmarks/clients.py; the media projects scenarios g and h: benchmarks/media.py)
+and measures its own CPU time or memory. Repetitions interleave the
 clients (client order rotates each repetition) so machine noise hits all of them alike; tables
 report medians.
 """
@@ -31,7 +32,21 @@ NAMES = {
     "trio_sogni_every": "trio_sogni, no coalescing (every chunk delivered)",
     "trio_sogni_tws": "trio_sogni over trio-websocket",
     "official": "official Python SDK (sogni-client)",
+    "httpx": "floor: httpx stream straight to disk",
 }
+MEDIA_NAMES = {
+    "trio_sogni": "trio_sogni (`sogni.projects`)",
+    "official": "official Python SDK (sogni-client)",
+}
+SAVE_NAMES = {
+    "trio_sogni": "trio_sogni `MediaResult.save(path)`",
+    "httpx": "floor: httpx `AsyncClient.stream` straight to disk",
+    "official": "official Python SDK: `job.get_result_data()`, then written",
+}
+MEDIA_PROJECT_GOAL = 8 * 1024
+"""Bytes of client memory per in-flight media project (issue 13)."""
+SAVE_GROWTH_GOAL = 8 * 2**20
+"""Peak RSS growth while saving a 200 MB result (issue 13)."""
 
 
 @dataclass
@@ -47,6 +62,7 @@ class Scenario:
     quick_chunks: int
     tokens_per_second: float = 1.0
     reps: int | None = None
+    script: str = "clients.py"
     elapsed: float = 0.0
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -68,6 +84,12 @@ SCENARIOS = [
              tokens_per_second=20.0),
     Scenario("f", "(f) 100,000 completed jobs in sequence (50 at a time)", "firehose", "sequence",
              ["trio_sogni"], 100_000, 4, 10_000, 4, reps=1),
+    # Media projects. jobs: projects held in flight; chunks: the download's size in MB.
+    Scenario("g", "(g) media projects held in flight: client memory per project", "media-hold",
+             "media_hold", ["trio_sogni", "trio_sogni_traced", "official", "official_traced"],
+             5_000, 0, 1_000, 0, reps=3, script="media.py"),
+    Scenario("h", "(h) a 200 MB media result saved to a file", "media-large", "media_download",
+             ["trio_sogni", "httpx", "official"], 1, 200, 1, 200, script="media.py"),
 ]  # fmt: skip
 
 
@@ -95,7 +117,7 @@ def run_client(
     server: Server, client: str, scenario: Scenario, jobs: int, chunks: int
 ) -> dict[str, Any]:
     cmd = [
-        sys.executable, str(HERE / "clients.py"), client, scenario.kind,
+        sys.executable, str(HERE / scenario.script), client, scenario.kind.removeprefix("media_"),
         "--port", str(server.info["port"]), f"--api-key={server.info['api_key']}",
         "--model", server.info["model"], "--jobs", str(jobs), "--chunks", str(chunks),
     ]  # fmt: skip
@@ -138,6 +160,20 @@ def summarise(scenario: Scenario) -> dict[str, dict[str, float]]:
             row["rss_last_mib"] = samples[-1] / 2**20
             row["jobs"] = float(ok[0]["jobs"])
             row["live_jobs_after"] = float(ok[0]["live_jobs"])
+        elif scenario.kind == "media_hold":
+            row["projects"] = float(ok[0]["projects"])
+            row["rss_per_project"] = median([r["rss_delta"] / r["projects"] for r in ok])
+            row["rss_mib"] = median([r["rss"] / 2**20 for r in ok])
+            row["create_s"] = median([r["wall_s"] for r in ok])
+            if "traced_delta" in ok[0]:
+                row["traced_per_project"] = median([r["traced_delta"] / r["projects"] for r in ok])
+        elif scenario.kind == "media_download":
+            row["mb"] = ok[0]["bytes"] / 1e6
+            row["mb_per_s"] = median([r["bytes"] / r["wall_s"] / 1e6 for r in ok])
+            row["wall_s"] = median([r["wall_s"] for r in ok])
+            row["peak_growth_mib"] = median([r["peak_growth"] / 2**20 for r in ok])
+            row["max_peak_growth_mib"] = max(r["peak_growth"] / 2**20 for r in ok)
+            row["after_growth_mib"] = median([r["rss_after_growth"] / 2**20 for r in ok])
         summary[client] = row
     return summary
 
@@ -265,6 +301,10 @@ def render(
                     f"| {NAMES[client]} | {fmt(row['jobs'])} | {fmt(row['rss_first_mib'])} | "
                     f"{fmt(row['rss_last_mib'])} | {fmt(row['live_jobs_after'], 0)} |"
                 )
+        elif s.kind == "media_hold":
+            lines += media_hold_table(s, summary)
+        elif s.kind == "media_download":
+            lines += media_download_table(summary)
         errors = {c: [r["error"] for r in runs if "error" in r] for c, runs in s.results.items()}
         for client, errs in errors.items():
             if errs:
@@ -272,6 +312,80 @@ def render(
         lines.append("")
     lines += targets(scenarios)
     return "\n".join(lines) + "\n"
+
+
+def media_hold_table(scenario: Scenario, summary: dict[str, dict[str, float]]) -> list[str]:
+    """One row per client: tracemalloc bytes per project (its ``_traced`` runs) and RSS bytes
+    per project (its plain runs), then where trio_sogni's bytes go (its last traced run)."""
+    nan = float("nan")
+    projects = next((r["projects"] for r in summary.values() if "projects" in r), nan)
+    official = summary.get("official", {}).get("rss_per_project", nan)
+    official_traced = summary.get("official_traced", {}).get("traced_per_project", nan)
+    lines = [
+        f"{fmt(projects)} image projects created one after another on one connection and held "
+        "in flight: localnet's `HoldMediaWorker` test double (benchmarks/server.py) reports each "
+        "render's first step and then holds it until cancelled, so every project is *processing* "
+        "when memory is measured (after `gc.collect()`), relative to the same client just before "
+        "(connected, catalog cached, one project created and cancelled as a warm-up). "
+        "tracemalloc counts Python allocations only (its runs are separate, as tracing inflates "
+        "RSS); RSS (`VmRSS`) is what the process really grew by, page-granular and noisier.",
+        "",
+        "| client | tracemalloc B/project | × official | RSS B/project | × official | RSS MiB | "
+        "create + all processing s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for client in ("trio_sogni", "official"):
+        plain = summary.get(client, {"error": 1.0})
+        traced = summary.get(f"{client}_traced", {"error": 1.0})
+        t = traced.get("traced_per_project", nan)
+        r = plain.get("rss_per_project", nan)
+        lines.append(
+            f"| {MEDIA_NAMES[client]} | {fmt(t, 0)} | {fmt(t / official_traced, 2)} | "
+            f"{fmt(r, 0)} | {fmt(r / official, 2)} | {fmt(plain.get('rss_mib', nan))} | "
+            f"{fmt(plain.get('create_s', nan), 2)} |"
+        )
+    traced_runs = [r for r in scenario.results.get("trio_sogni_traced", []) if "top" in r]
+    if traced_runs:
+        run = traced_runs[-1]
+        n = run["projects"]
+        lines += [
+            "",
+            "Where trio_sogni's memory goes (tracemalloc, the allocation sites that grew most, "
+            f"its last run: {fmt(run['traced_delta'] / n, 0)} B/project in all):",
+            "",
+            "| allocation site | B/project | blocks/project |",
+            "|---|---:|---:|",
+        ]
+        for site, size, count in run["top"][:12]:
+            lines.append(f"| `{site}` | {fmt(size / n, 0)} | {count / n:.2f} |")
+    return lines
+
+
+def media_download_table(summary: dict[str, dict[str, float]]) -> list[str]:
+    nan = float("nan")
+    size = next((r["mb"] for r in summary.values() if "mb" in r), nan)
+    floor = summary.get("httpx", {}).get("mb_per_s", nan)
+    lines = [
+        f"One video project whose result is {fmt(size, 0)} MB (localnet's `LargeMediaWorker` test "
+        "double, stored in localnet's media storage and served in 64 KiB pieces through a signed "
+        "URL on the same port), downloaded to a new file. Each client runs in its own process; "
+        "RSS growth is the peak (`VmHWM`, reset through `/proc/self/clear_refs` just before) "
+        "minus `VmRSS` before the download; the time covers minting the URL (not for the floor) "
+        "and the whole download.",
+        "",
+        "| client | MB/s | × floor MB/s | peak RSS growth MiB | worst run MiB | RSS growth after MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for client, row in summary.items():
+        if "error" in row:
+            lines.append(f"| {SAVE_NAMES[client]} | failed | | | | |")
+            continue
+        lines.append(
+            f"| {SAVE_NAMES[client]} | {fmt(row['mb_per_s'])} | {fmt(row['mb_per_s'] / floor, 2)} | "
+            f"{fmt(row['peak_growth_mib'])} | {fmt(row['max_peak_growth_mib'])} | "
+            f"{fmt(row['after_growth_mib'])} |"
+        )
+    return lines
 
 
 def targets(scenarios: list[Scenario]) -> list[str]:
@@ -301,6 +415,24 @@ def targets(scenarios: list[Scenario]) -> list[str]:
         growth = seq["rss_last_mib"] - seq["rss_first_mib"]
         out.append(
             f"| no memory growth in (f) | {growth:+.1f} MiB over {fmt(seq['jobs'])} jobs | {'yes' if growth < 2 else 'no'} |"
+        )
+    held = by_key.get("g", {})
+    if held:
+        traced = held.get("trio_sogni_traced", {}).get("traced_per_project", float("nan"))
+        rss = held.get("trio_sogni", {}).get("rss_per_project", float("nan"))
+        for what, value in (("tracemalloc", traced), ("RSS", rss)):
+            met = "-" if value != value else ("yes" if value <= MEDIA_PROJECT_GOAL else "no")
+            out.append(
+                f"| ≤ 8 KiB client memory per in-flight media project in (g), {what} | "
+                f"{fmt(value, 0)} B | {met} |"
+            )
+    saved = by_key.get("h", {}).get("trio_sogni", {})
+    if saved and "error" not in saved:
+        worst = saved["max_peak_growth_mib"]
+        met = "yes" if worst * 2**20 <= SAVE_GROWTH_GOAL else "no"
+        out.append(
+            f"| ≤ 8 MiB RSS growth saving a {fmt(saved['mb'], 0)} MB result in (h) (worst run) | "
+            f"{fmt(worst)} MiB | {met} |"
         )
     return [*out, ""]
 

@@ -1,6 +1,7 @@
 """Benchmark server: a localnet in its own process.
 
-    python benchmarks/server.py --mode firehose|paced|latency [--tokens-per-second R]
+    python benchmarks/server.py --mode firehose|paced|latency|media-hold|media-large
+        [--tokens-per-second R] [--media-bytes B]
 
 Prints one JSON line ``{"host", "port", "api_key", "model"}`` when ready and serves until its
 standard input closes (the harness closes it to stop the server) or it is interrupted.
@@ -14,6 +15,13 @@ Modes (all workers are test doubles, not inference):
 * ``latency``: `TimestampWorker` (below): every chunk carries the server's ``time.monotonic_ns()``
   at send time, paced, each job with a random phase, so clients can compute send-to-consumer
   latency (CLOCK_MONOTONIC is shared by processes on one machine).
+* ``media-hold``: `HoldMediaWorker` (below) serves the image model ``flux1-schnell-fp8``: every
+  render reports its first step, then is held until the project is cancelled, so thousands of
+  media projects stay in flight (client memory per in-flight project).
+* ``media-large``: `LargeMediaWorker` (below) serves the video model
+  ``wan_v2.2-14b-fp8_t2v_lightx2v``: every render is ``--media-bytes`` bytes (zeros, labelled
+  ``video/mp4``, not a real video), stored in localnet's media storage and served through its
+  signed download URLs (large downloads).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -84,11 +93,56 @@ class PacedWorker(_BenchWorker):
         await job.send_chunk(None, finish_reason="length")
 
 
+# --- media projects (the projects manager's worker protocol: name, models, capacity, render) ----
+
+MEDIA_IMAGE_MODEL = "flux1-schnell-fp8"
+MEDIA_VIDEO_MODEL = "wan_v2.2-14b-fp8_t2v_lightx2v"
+
+
+@dataclass(frozen=True)
+class _Output:
+    data: bytes
+    content_type: str
+    nsfw: bool = False
+
+
+class HoldMediaWorker:
+    """A TEST DOUBLE media worker that never finishes: each render reports step 1, then waits
+    until it is cancelled (its project cancelled, or the network closed)."""
+
+    name = "hold-media-worker"
+    models: Sequence[str] = (MEDIA_IMAGE_MODEL,)
+    capacity = CAPACITY
+
+    async def render(self, spec: Any, on_step: Callable[[int, int], Awaitable[None]]) -> _Output:
+        await on_step(1, spec.steps)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class LargeMediaWorker:
+    """A TEST DOUBLE media worker whose every render is ``size`` bytes of zeros (``video/mp4``
+    by label only), after one step."""
+
+    name = "large-media-worker"
+    models: Sequence[str] = (MEDIA_VIDEO_MODEL,)
+    capacity = 1
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def render(self, spec: Any, on_step: Callable[[int, int], Awaitable[None]]) -> _Output:
+        await on_step(1, 1)
+        return _Output(bytes(self.size), "video/mp4")
+
+
 def _workers(mode: str, tokens_per_second: float) -> list[Any]:
     if mode == "latency":
         return [TimestampWorker(tokens_per_second)]
     if mode == "paced":
         return [PacedWorker(tokens_per_second)]
+    if mode.startswith("media"):
+        return []
     return [localnet.FirehoseWorker(capacity=CAPACITY)]
 
 
@@ -99,10 +153,22 @@ async def main(args: argparse.Namespace) -> None:
         rebind_grace=0,
         record_limit=16,
         max_jobs_per_socket=CAPACITY,  # scenarios (c), (d): 10,000 jobs in flight on one socket
+        # One account holds them all: (c), (d) and the 5,000 media projects of (g) are over
+        # localnet's default per-account cap (4,000).
+        max_jobs_per_account=CAPACITY,
     ) as net:
+        model = MODEL
+        # Media workers join through the projects manager (localnet has no public method for a
+        # manager-level worker yet).
+        if args.mode == "media-hold":
+            net._projects.add_worker(HoldMediaWorker())
+            model = MEDIA_IMAGE_MODEL
+        elif args.mode == "media-large":
+            net._projects.add_worker(LargeMediaWorker(args.media_bytes))
+            model = MEDIA_VIDEO_MODEL
         print(
             json.dumps(
-                {"host": "127.0.0.1", "port": net.port, "api_key": net.api_key, "model": MODEL}
+                {"host": "127.0.0.1", "port": net.port, "api_key": net.api_key, "model": model}
             ),
             flush=True,
         )
@@ -112,8 +178,13 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["firehose", "paced", "latency"], default="firehose")
+    parser.add_argument(
+        "--mode",
+        choices=["firehose", "paced", "latency", "media-hold", "media-large"],
+        default="firehose",
+    )
     parser.add_argument("--tokens-per-second", type=float, default=1.0)
+    parser.add_argument("--media-bytes", type=int, default=200_000_000)
     try:
         trio.run(main, parser.parse_args())
     except KeyboardInterrupt:

@@ -37,6 +37,8 @@ from trio_sogni.protocol import (
 )
 
 JOB = "9F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
+OTHER = "1B2C3D4E-5F60-4718-9A0B-C1D2E3F40516"
+PROJECT = "7D3E9A10-4B2C-4E5F-8A6B-0C1D2E3F4A5B"
 
 
 class Events:
@@ -315,6 +317,25 @@ def test_a_request_the_server_never_received_is_sent_again() -> None:
     router.feed(encode_server_message(JobState(job_id=JOB, type="pending")))
     assert slot.request is None  # answered: the frame is not kept any longer
     assert router.statistics().requests_resent == 1
+
+
+def test_a_request_answered_before_its_send_returned_is_not_kept() -> None:
+    """The server's first frames may be routed while ``send`` still waits (many requests sent
+    back to back): the job is answered, so its request frame is not kept for a resend."""
+    router, _, _, _ = make_resuming()
+    job = router.register(JOB, "m")
+    project = router.register_project(
+        PROJECT, "flux1-schnell-fp8", media_type="image", output_format="png", expected=1
+    )
+    router.feed(encode_server_message(JobState(job_id=JOB, type="pending")))
+    router.feed(encode_server_message(JobState(job_id=PROJECT, type="queued")))
+    router.sent(job, b"the job's request frame")
+    router.sent(project, b"the project's request frame")
+    assert job.request is None
+    assert project.request is None
+    later = router.register(OTHER, "m")
+    router.sent(later, b"not answered yet")
+    assert later.request == b"not answered yet"
 
 
 def test_detached_jobs_expire_at_the_end_of_the_window() -> None:

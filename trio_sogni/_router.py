@@ -863,9 +863,10 @@ class JobRouter:
     def sent(self, slot: Slot, request: bytes | None = None) -> None:
         """The job's request is on the wire: from now on, giving up on it needs an abort. With a
         ``resume_window``, ``request`` (the frame) is kept until the server answers the job, to
-        be sent again if the server says it never received it."""
+        be sent again if the server says it never received it. A job the server already
+        answered while its request was being sent (its frames counted) does not keep it."""
         slot.sent = True
-        if self.resume_window > 0:
+        if self.resume_window > 0 and not slot.frames:
             slot.request = request
 
     def unsent(self, slot: Slot) -> None:

@@ -1,17 +1,23 @@
 """The official Python SDK (``sogni-client``, asyncio), unmodified, runs media projects against
 localnet over loopback: model discovery (``swarmModels`` + models list + tiers), a two-render
-image project with its per-render events, a music project, and a confirmed cancel.
+image project with its per-render events, a music project, and a confirmed cancel; then an image,
+a video and a music project whose results the SDK downloads through its own path (signed URLs
+minted by ``/v1/image/downloadUrl`` and ``/v1/media/downloadUrl``), decoded with Pillow and PyAV.
 
-The media worker is a TEST DOUBLE (tests/mediadoubles.py). Download URLs are not part of this
-slice: the SDK's attempt to mint one is answered 404 and it completes the renders without URLs.
+The media workers are TEST DOUBLES: tests/mediadoubles.py's ``ScriptedMediaWorker`` (a few
+deterministic bytes, kept in a ``MemoryStorage``: no URLs), and localnet's
+``SimulatedMediaWorker`` (real, decodable media, stored and served by localnet).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from typing import Any
 
+import av
+import pytest
 import trio
 from mediadoubles import (
     AUDIO_MODEL,
@@ -21,10 +27,21 @@ from mediadoubles import (
     MemoryStorage,
     ScriptedMediaWorker,
 )
+from PIL import Image
 from sogni_client import SogniClient
 from sogni_client.errors import ProjectError
 
-from trio_sogni.localnet import open_local_network
+from trio_sogni.localnet import LocalNetwork, open_local_network
+from trio_sogni.localnet._media._adapter import RendererAdapter
+from trio_sogni.localnet._media._render import SIMULATED_LABEL, SimulatedMediaWorker
+
+
+def add_simulated_media_worker(net: LocalNetwork, worker: SimulatedMediaWorker) -> None:
+    """Register ``worker`` for every catalog model of the media types it renders (through
+    localnet's ``RendererAdapter``, as tests/projectnet.py does)."""
+    catalog = net._projects.catalog.models.values()
+    models = [m.id for m in catalog if m.media in worker.media_types]
+    net._projects.add_worker(RendererAdapter(worker, models))
 
 
 async def run_sdk(rest_url: str, socket_url: str, api_key: str, hold: Any) -> dict[str, Any]:
@@ -116,3 +133,140 @@ async def test_official_python_sdk_media_projects() -> None:
     assert kinds.count("progress") == 3 + 3 + 4
     assert not net.rejected_frames
     assert not net.errors
+
+
+async def run_sdk_downloads(rest_url: str, socket_url: str, api_key: str) -> dict[str, Any]:
+    """An image, a video and a music project through the SDK, each result fetched through the
+    SDK's own download path (``get_result_url`` then ``get_result_data``)."""
+    client = await SogniClient.create(
+        app_id="official-sdk-downloads",
+        api_key=api_key,
+        rest_endpoint=rest_url,
+        socket_endpoint=socket_url,
+    )
+    try:
+        await client.projects.wait_for_models(timeout=10)
+        requests: dict[str, dict[str, Any]] = {
+            "image": {
+                "type": "image",
+                "modelId": IMAGE_MODEL,
+                "width": 320,
+                "height": 256,
+                "steps": 2,
+                "outputFormat": "png",
+            },
+            "video": {
+                "type": "video",
+                "modelId": VIDEO_MODEL,
+                "width": 480,
+                "height": 480,
+                "duration": 1,
+                "fps": 16,
+                "steps": 4,
+            },
+            "music": {
+                "type": "audio",
+                "modelId": AUDIO_MODEL,
+                "duration": 10,
+                "steps": 4,
+                "outputFormat": "mp3",
+            },
+        }
+        out: dict[str, Any] = {}
+        for name, request in requests.items():
+            project = await client.projects.create(
+                positivePrompt=f"a simulated {name}", numberOfMedia=1, **request
+            )
+            urls = await project.wait_for_completion(timeout=60)
+            (job,) = project.jobs
+            url = await job.get_result_url()
+            out[name] = {
+                "status": project.status,
+                "urls": urls,
+                "url": url,
+                "data": await job.get_result_data(),
+            }
+        return out
+    finally:
+        await client.aclose()
+
+
+def decode_video(data: bytes) -> dict[str, Any]:
+    """Every frame of the first video stream of ``data``, decoded with PyAV."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(video=0))
+        return {
+            "format": container.format.name,
+            "codec": stream.codec_context.name,
+            "size": (stream.codec_context.width, stream.codec_context.height),
+            "frames": len(frames),
+            "sizes": {(f.width, f.height) for f in frames},
+            "last_time": frames[-1].time,
+            "comment": container.metadata.get("comment"),
+        }
+
+
+def decode_audio(data: bytes) -> dict[str, Any]:
+    """Every frame of the first audio stream of ``data``, decoded with PyAV."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+        return {
+            "format": container.format.name,
+            "codec": stream.codec_context.name,
+            "rate": stream.codec_context.sample_rate,
+            "samples": samples,
+            "comment": container.metadata.get("comment"),
+        }
+
+
+@pytest.mark.deadline(120)
+async def test_official_python_sdk_downloads_decodable_image_video_and_music() -> None:
+    """The SDK creates an image, a video and a music project against localnet's
+    SimulatedMediaWorker TEST DOUBLE (real media drawn with Pillow and PyAV), waits for each,
+    mints its signed download URL and fetches the bytes, all unmodified; the bytes decode to
+    what was asked for."""
+    with trio.fail_after(100):
+        async with open_local_network(rebind_grace=0) as net:
+            add_simulated_media_worker(net, SimulatedMediaWorker("sim-media", capacity=2))
+            out = await trio.to_thread.run_sync(
+                asyncio.run, run_sdk_downloads(net.rest_url, net.socket_url, net.api_key)
+            )
+            await net.wait_until(lambda: net._projects.statistics().live_projects == 0)
+            assert not net.rejected_frames
+            assert not net.errors
+            # The SDK minted each URL itself (the image endpoint for the image, the media
+            # endpoint for the video and the music), then fetched it.
+            asked = [(r.method, r.path, r.status) for r in net.http_requests]
+    assert asked.count(("GET", "/v1/image/downloadUrl", 200)) == 1
+    assert asked.count(("GET", "/v1/media/downloadUrl", 200)) == 2
+    downloads = [a for a in asked if a[1].startswith("/localnet/media/files/")]
+    assert [status for _, _, status in downloads] == [200, 200, 200]
+    for name in ("image", "video", "music"):
+        assert out[name]["status"] == "completed"
+        # The signed URL is on localnet's own port, and it is the one the SDK reported.
+        assert out[name]["url"].startswith(net.rest_url + "/localnet/media/files/")
+        assert out[name]["urls"] == [out[name]["url"]]
+
+    with Image.open(io.BytesIO(out["image"]["data"])) as image:
+        assert image.format == "PNG"
+        assert image.size == (320, 256)
+        image.load()
+
+    video = decode_video(out["video"]["data"])
+    assert "mp4" in video["format"]
+    assert video["codec"] == "h264"
+    assert video["size"] == (480, 480)
+    assert video["sizes"] == {(480, 480)}
+    assert video["frames"] == 17  # Wan: 16 fps x 1 s + 1
+    assert video["last_time"] == pytest.approx(16 / 16)
+    assert video["comment"] == SIMULATED_LABEL
+
+    music = decode_audio(out["music"]["data"])
+    assert music["format"] == "mp3"
+    assert music["codec"].startswith("mp3")  # PyAV names the decoder: mp3float
+    assert music["rate"] == 44_100
+    # MP3 adds encoder delay and padding (< 2 frames of 1152 samples).
+    assert 10 * 44_100 <= music["samples"] <= 10 * 44_100 + 2 * 1152 + 529
+    assert music["comment"] == SIMULATED_LABEL
