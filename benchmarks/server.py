@@ -31,13 +31,18 @@ import json
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 
 from trio_sogni import localnet
+from trio_sogni.localnet._media._render import (
+    MediaType,
+    RenderedMedia,
+    RenderSpec,
+    StepCallback,
+)
 
 MODEL = "bench-model"
 CAPACITY = 100_000
@@ -99,22 +104,16 @@ MEDIA_IMAGE_MODEL = "flux1-schnell-fp8"
 MEDIA_VIDEO_MODEL = "wan_v2.2-14b-fp8_t2v_lightx2v"
 
 
-@dataclass(frozen=True)
-class _Output:
-    data: bytes
-    content_type: str
-    nsfw: bool = False
-
-
 class HoldMediaWorker:
     """A TEST DOUBLE media worker that never finishes: each render reports step 1, then waits
     until it is cancelled (its project cancelled, or the network closed)."""
 
     name = "hold-media-worker"
     models: Sequence[str] = (MEDIA_IMAGE_MODEL,)
+    media_types: frozenset[MediaType] = frozenset({"image"})
     capacity = CAPACITY
 
-    async def render(self, spec: Any, on_step: Callable[[int, int], Awaitable[None]]) -> _Output:
+    async def render(self, spec: RenderSpec, on_step: StepCallback) -> RenderedMedia:
         await on_step(1, spec.steps)
         await trio.sleep_forever()
         raise AssertionError("unreachable")
@@ -126,14 +125,23 @@ class LargeMediaWorker:
 
     name = "large-media-worker"
     models: Sequence[str] = (MEDIA_VIDEO_MODEL,)
+    media_types: frozenset[MediaType] = frozenset({"video"})
     capacity = 1
 
     def __init__(self, size: int) -> None:
         self.size = size
 
-    async def render(self, spec: Any, on_step: Callable[[int, int], Awaitable[None]]) -> _Output:
+    async def render(self, spec: RenderSpec, on_step: StepCallback) -> RenderedMedia:
         await on_step(1, 1)
-        return _Output(bytes(self.size), "video/mp4")
+        return RenderedMedia(
+            media_type="video",
+            data=bytes(self.size),
+            content_type="video/mp4",
+            output_format="mp4",
+            steps=1,
+            seed=spec.seed,
+            worker_name=self.name,
+        )
 
 
 def _workers(mode: str, tokens_per_second: float) -> list[Any]:

@@ -32,16 +32,12 @@ from sogni_client import SogniClient
 from sogni_client.errors import ProjectError
 
 from trio_sogni.localnet import LocalNetwork, open_local_network
-from trio_sogni.localnet._media._adapter import RendererAdapter
 from trio_sogni.localnet._media._render import SIMULATED_LABEL, SimulatedMediaWorker
 
 
 def add_simulated_media_worker(net: LocalNetwork, worker: SimulatedMediaWorker) -> None:
-    """Register ``worker`` for every catalog model of the media types it renders (through
-    localnet's ``RendererAdapter``, as tests/projectnet.py does)."""
-    catalog = net._projects.catalog.models.values()
-    models = [m.id for m in catalog if m.media in worker.media_types]
-    net._projects.add_worker(RendererAdapter(worker, models))
+    """Register ``worker`` (for every catalog model of the media types it renders)."""
+    net._projects.add_worker(worker)
 
 
 async def run_sdk(rest_url: str, socket_url: str, api_key: str, hold: Any) -> dict[str, Any]:
