@@ -48,9 +48,11 @@ from ._jobs._session import (
     SubmitProject,
     parse_handshake,
 )
+from ._media._adapter import RendererAdapter
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
 from ._media._files import media_file_routes
 from ._media._manager import ProjectsManager
+from ._media._render import MediaWorker
 from ._media._routes import media_routes
 from ._media._storage import MediaStorage
 from ._records import (
@@ -468,6 +470,32 @@ class LocalNetwork:
         """
         self._jobs.remove_worker(name)
         self._broadcast_models()
+
+    def add_media_worker(self, worker: MediaWorker, *, models: Sequence[str] | None = None) -> None:
+        """Register a media worker (synchronous): the :class:`SimulatedMediaWorker` TEST DOUBLE,
+        an :class:`OpenAIImagesBridgeWorker`, or any :class:`MediaWorker`. It serves ``models``
+        (default: its own ``models``, else every catalog model of the media types it renders).
+        Queued renders it can serve start at once, and sockets get a new ``swarmModels``.
+
+        Raises:
+            ValueError: a media worker with that name exists, no model to serve, or a model the
+                media catalog does not know.
+        """
+        if models is None:
+            models = worker.models
+        if models is None:
+            catalog = self._projects.catalog.models.values()
+            models = [m.id for m in catalog if m.media in worker.media_types]
+        self._projects.add_worker(RendererAdapter(worker, models))
+
+    def remove_media_worker(self, name: str) -> None:
+        """Unregister a media worker (see :meth:`add_media_worker`): its running renders are
+        retried on another worker (``jobRetry``). Synchronous.
+
+        Raises:
+            KeyError: no media worker has that name.
+        """
+        self._projects.remove_worker(name)
 
     # -- media projects hooks --------------------------------------------------------------------
 
