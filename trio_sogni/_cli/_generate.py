@@ -44,8 +44,10 @@ import argparse
 import importlib.util
 import math
 import shutil
+import signal
 import sys
-from collections.abc import AsyncGenerator, Callable, Sequence
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,7 @@ from trio_sogni import (
     SogniClient,
     SogniError,
 )
+from trio_sogni._groups import unwrap_group
 from trio_sogni.localnet import SimulatedMediaWorker
 
 from ._connect import (
@@ -108,6 +111,10 @@ _A_FILE: Final[dict[MediaType, str]] = {
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+_CLEANUP_GRACE: Final = 10.0
+"""Seconds after ``--timeout`` for the project's cancellation and the client's close."""
 
 DEFAULT_MODELS_TIMEOUT: Final = 10.0
 """Seconds to wait for the Supernet's media model list (the official SDKs wait 10 s)."""
@@ -493,11 +500,10 @@ class ProgressDisplay:
     def _bar(self, index: int, row: _Row) -> str:
         filled = round(_BAR_WIDTH * min(max(row.percent, 0.0), 100.0) / 100)
         bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-        text = f"{self.label(index)} [{bar}] {row.percent:3.0f}%"
         if row.state in {"waiting", "queued"}:
-            text = f"{self.label(index)} [{'-' * _BAR_WIDTH}] {row.state:>4}"
-        if row.detail:
-            text += f" {row.detail}"
+            text = f"{self.label(index)} [{bar}] {_join(row.state, row.detail)}"
+        else:
+            text = f"{self.label(index)} [{bar}] {row.percent:3.0f}% {row.detail}"
         return text[: self.columns - 1]
 
     def _redraw(self) -> None:
@@ -652,31 +658,69 @@ async def _run(
 
 
 async def generate(
-    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    cancel_scope: trio.CancelScope | None = None,
 ) -> int:
     """Run the media command ``args.command`` (``image``, ``video`` or ``music``; see the
     module docstring); returns the exit status. Writes the saved paths to ``out`` and
     everything else to ``err`` (default: ``sys.stdout`` / ``sys.stderr``).
 
-    Cancellation (and Ctrl-C's ``KeyboardInterrupt``) propagates after the project was cancelled
-    on the server.
+    The project runs inside ``cancel_scope`` (default: a fresh one), inside the client: Ctrl-C
+    (SIGINT, watched while the project runs, in the main thread) cancels it, and so may the
+    caller. Then the project is cancelled on the server while the connection is still up, and
+    the status is 130. ``--timeout`` works the same way (status 1). A Ctrl-C before the
+    project starts raises ``KeyboardInterrupt`` (status 130 in `main`).
     """
     return await _generate(
-        args, out if out is not None else sys.stdout, err if err is not None else sys.stderr
+        args,
+        out if out is not None else sys.stdout,
+        err if err is not None else sys.stderr,
+        cancel_scope if cancel_scope is not None else trio.CancelScope(),
     )
 
 
-async def _generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _watch_interrupts(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+
+
+@asynccontextmanager
+async def _cancel_on_interrupt(scope: trio.CancelScope) -> AsyncGenerator[None]:
+    """Cancel ``scope`` on SIGINT during the block (only in the main thread, where signals can
+    be received; elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with trio.open_signal_receiver(signal.SIGINT) as signals, unwrap_group():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_interrupts, signals, scope)
+            yield
+            nursery.cancel_scope.cancel()
+
+
+async def _generate(
+    args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: trio.CancelScope
+) -> int:
     name = f"trio-sogni {args.command}"
     try:
         plan = _plan(args)
     except UsageError as exc:
         _say(err, f"{name}: {exc}")
         return EXIT_USAGE
+    timeout: float | None = args.timeout
+    timer = trio.CancelScope(
+        deadline=trio.current_time() + timeout if timeout is not None else math.inf
+    )
     try:
-        with trio.move_on_after(args.timeout if args.timeout is not None else math.inf) as scope:
+        # The backstop bounds what the timer cannot: connecting, and closing the client.
+        with trio.move_on_at(timer.deadline + _CLEANUP_GRACE):
             async with _open_client(args, plan.spec, err) as sogni:
-                return await _run(sogni, args, plan, out, err)
+                with interrupt, timer:
+                    async with _cancel_on_interrupt(interrupt):
+                        return await _run(sogni, args, plan, out, err)
     except _CommandFailed as exc:
         _say(err, f"{name}: {exc}")
         return EXIT_FAILED
@@ -686,6 +730,8 @@ async def _generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:
         _say(err, f"{name}: cannot write the result: {exc}")
         return EXIT_FAILED
-    assert scope.cancelled_caught
-    _say(err, f"{name}: timed out after {args.timeout:g} s; the project was cancelled")
+    if interrupt.cancelled_caught:
+        _say(err, f"{name}: interrupted; the project was cancelled if it still ran")
+        return EXIT_INTERRUPTED
+    _say(err, f"{name}: timed out after {timeout:g} s; the project was cancelled if it still ran")
     return EXIT_FAILED
