@@ -60,6 +60,7 @@ from trio_sogni import (
     Failed,
     MediaResult,
     Processing,
+    Project,
     ProjectError,
     ProjectUpdate,
     Queued,
@@ -113,7 +114,10 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
-_CLEANUP_GRACE: Final = 10.0
+CREATE_GRACE: Final = 30.0
+"""Seconds creating a project may take (Ctrl-C and ``--timeout`` wait for it: see `_run`)."""
+
+_CLEANUP_GRACE: Final = CREATE_GRACE + 10.0
 """Seconds after ``--timeout`` for the project's cancellation and the client's close."""
 
 DEFAULT_MODELS_TIMEOUT: Final = 10.0
@@ -628,10 +632,19 @@ async def _run(
 ) -> int:
     spec = plan.spec
     model: str = args.model or await choose_model(sogni, spec.media_type, args.models_timeout)
-    project = await sogni.projects.create(
-        type=spec.media_type, model=model, prompt=plan.prompt, **plan.options
-    )
-    async with project:
+    # Creating is shielded from Ctrl-C and --timeout (bounded by CREATE_GRACE): a cancellation
+    # that lands while the request is being written could leave the project running on the
+    # server unbeknown to the client. Once it exists, leaving early cancels it (aclose, below,
+    # with no checkpoint in between).
+    project: Project | None = None
+    with trio.CancelScope(shield=True) as creating:
+        creating.deadline = trio.current_time() + CREATE_GRACE
+        project = await sogni.projects.create(
+            type=spec.media_type, model=model, prompt=plan.prompt, **plan.options
+        )
+    if project is None:
+        raise _CommandFailed(f"creating the project took over {CREATE_GRACE:g} s")
+    try:
         _say(
             err,
             f"trio-sogni {spec.name}: project {project.id}: {plan.count} render"
@@ -651,6 +664,8 @@ async def _run(
                 _say(err, f"trio-sogni {spec.name}: a render failed: {error}")
         results = await project.wait()
         saved, withheld = await _save_all(results, plan, out, err)
+    finally:
+        await project.aclose()  # cancels the project on the server if it still runs
     if withheld or failed or len(saved) < plan.count:
         _say(err, f"trio-sogni {spec.name}: saved {len(saved)} of {plan.count} renders")
         return EXIT_FAILED
