@@ -43,6 +43,7 @@ from trio_sogni._cli._generate import (
 )
 from trio_sogni._cli._main import build_parser
 from trio_sogni.localnet import LocalNetwork, SimulatedMediaWorker, open_local_network
+from trio_sogni.localnet._media._render import FailRender, FlagNSFW, RenderSpec
 
 
 class Captured:
@@ -196,6 +197,7 @@ async def test_a_failed_render_exits_1_and_says_why(tmp_path: Path) -> None:
         (["image", "fox", "-o", "fox.png", "--format", "jpg"], "--format jpg contradicts"),
         (["music", "x", "-o", "song.mp4"], "an audio file ends in .mp3, .wav, .flac"),
         (["image", " ", "-o", "fox.png"], "the prompt is empty"),
+        (["image", "fox", "-o", "nowhere/fox.png"], "does not exist"),
         (["image", "fox", "-o", "f.png", "--endpoint", "http://x"], "ws:// or wss:// URL"),
         (
             ["image", "fox", "-o", "f.png", "--endpoint", "ws://127.0.0.1:9", "--username", "u"],
@@ -250,9 +252,9 @@ def test_bad_option_values_exit_2_naming_the_option(
 def test_output_naming(tmp_path: Path) -> None:
     assert numbered_paths(Path("d/fox.png"), 1) == [Path("d/fox.png")]
     assert numbered_paths(Path("d/fox.png"), 3) == [Path(f"d/fox-{i}.png") for i in (1, 2, 3)]
-    assert plan_output("image", "a/b.JPEG", None).format == "jpg"
-    assert plan_output("image", "a/b", "webp").target == Path("a/b.webp")
-    assert plan_output("audio", "a/b", None).target == Path("a/b.mp3")
+    assert plan_output("image", str(tmp_path / "b.JPEG"), None).format == "jpg"
+    assert plan_output("image", str(tmp_path / "b"), "webp").target == tmp_path / "b.webp"
+    assert plan_output("audio", str(tmp_path / "b"), None).target == tmp_path / "b.mp3"
     in_directory = plan_output("video", str(tmp_path), None)
     assert (in_directory.directory, in_directory.format) == (True, "mp4")
     with pytest.raises(UsageError):
@@ -449,6 +451,33 @@ async def test_no_model_list_in_time_exits_1(tmp_path: Path) -> None:
         )
     assert status == 1
     assert out.err_lines[-1] == "trio-sogni image: the Supernet listed no media models within 0.2 s"
+
+
+async def test_a_withheld_render_and_a_failed_one_exit_1_and_the_rest_is_saved(
+    tmp_path: Path,
+) -> None:
+    # Each render's seed is the project's plus its index: render 1 always fails (every retry
+    # too), render 2 is withheld by the (simulated) safety filter, render 3 is fine.
+    def faults(spec: RenderSpec) -> FailRender | FlagNSFW | None:
+        return {100: FailRender(message="no luck"), 101: FlagNSFW()}.get(spec.seed)
+
+    async with open_local_network(workers=0) as net:
+        net.add_media_worker(SimulatedMediaWorker("faulty", faults=faults, capacity=1))
+        status, out = await run(
+            [
+                *("image", "x", "-o", str(tmp_path / "x.png"), "-n", "3", "--size", "256x256"),
+                *("--seed", "100", "--progress", "none", *remote(net)),
+            ]
+        )
+    assert status == 1, out.err.getvalue()
+    # One render could be saved: numbered over the renders saved.
+    assert out.paths == [tmp_path / "x-1.png"]
+    assert files(tmp_path) == ["x-1.png"]
+    text = out.err.getvalue()
+    assert "a render failed: " in text
+    assert "no luck" in text
+    assert "withheld by the safety filter" in text
+    assert out.err_lines[-1] == "trio-sogni image: saved 1 of 3 renders"
 
 
 @pytest.mark.deadline(90)

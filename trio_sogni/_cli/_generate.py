@@ -13,7 +13,7 @@ one per line, as each is written.
 
 Files: with ``-n 1`` the render is saved as ``-o`` exactly. With ``-n N`` (N > 1) the renders
 are saved next to it as ``STEM-1.EXT`` ... ``STEM-K.EXT`` (``-o fox.png -n 4``: ``fox-1.png`` ...
-``fox-4.png``), numbered in render order over the K renders that finished. ``-o``'s extension
+``fox-4.png``), numbered in render order over the K renders saved. ``-o``'s extension
 picks the output format (``.jpeg`` counts as ``jpg``); a name without one gets the ``--format``
 (default: the type's first format) appended; an extension that is not a format of the media
 type, or a ``--format`` that contradicts it, is a usage error. An existing directory as ``-o``
@@ -225,7 +225,7 @@ def add_media_arguments(parser: argparse.ArgumentParser, spec: CommandSpec) -> N
         metavar="PATH",
         help=f"where to save it, e.g. out.{formats[0]}. With -n N > 1: STEM-1.EXT ... STEM-K.EXT "
         f"next to it (-o out.{formats[0]} -n 2: out-1.{formats[0]}, out-2.{formats[0]}), "
-        "numbered in render order over the renders that finished. The extension picks the "
+        "numbered in render order over the renders saved. The extension picks the "
         "format; a directory gets <project id>-<render id>.EXT files",
     )
     parser.add_argument(
@@ -314,11 +314,13 @@ def plan_output(media_type: MediaType, output: str, requested: str | None) -> Ou
     docstring).
 
     Raises:
-        UsageError: an extension that is not a format of ``media_type``, or a ``--format`` that
-            contradicts ``-o``'s extension.
+        UsageError: the directory of ``output`` does not exist, an extension that is not a
+            format of ``media_type``, or a ``--format`` that contradicts ``-o``'s extension.
     """
     formats = OUTPUT_FORMATS[media_type]
     path = Path(output)
+    if not path.parent.is_dir():
+        raise UsageError(f"-o {output}: the directory {path.parent} does not exist")
     if path.is_dir():
         return OutputPlan(path, requested or formats[0], directory=True)
     extension = path.suffix.lower().removeprefix(".")
@@ -613,9 +615,9 @@ async def _save_all(
     )
     saved: list[Path] = []
     withheld = 0
-    for result, target in zip(results, targets, strict=False):
+    for result in results:
         try:
-            path = await result.save(target)
+            path = await result.save(targets[len(saved)])
         except ProjectError as exc:
             if not exc.nsfw:
                 raise
