@@ -8,6 +8,7 @@ status of the whole program matters (bad arguments through `main`; Ctrl-C in a s
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import signal
@@ -233,6 +234,10 @@ def test_usage_errors_exit_2_with_one_line(
         (["video", "x", "-o", "v.mp4", "--timeout", "inf"], "argument --timeout"),
         (["music", "x", "-o", "s.mp3", "--size", "8x8"], "unrecognized arguments: --size"),
         (["image", "fox"], "the following arguments are required: -o/--output"),
+        (["image", "fox", "-o", "f.png", "--size", "0x5"], "argument --size"),
+        (["image", "fox", "-o", "f.png", "-n", "two"], "argument -n/--count"),
+        (["video", "x", "-o", "v.mp4", "--fps", "fast"], "argument --fps"),
+        (["image", "x", "-o", "f.png", "--simulated-step-seconds", "x"], "--simulated-step"),
     ],
 )
 def test_bad_option_values_exit_2_naming_the_option(
@@ -333,6 +338,26 @@ def test_bars_mode_redraws_one_bar_per_render_in_place() -> None:
     assert last[0] == "\x1b[2Krender 1/2 [########################] 100% done"
     assert last[1] == "\x1b[2Krender 2/2 [############------------]  50% step 2/4, ETA 3s"
     assert all(len(line) < 60 + len("\x1b[2K") for line in last)
+
+
+def test_a_render_index_beyond_the_count_adds_a_row() -> None:
+    stream = io.StringIO()
+    display = ProgressDisplay(stream, 1, "lines")
+    display.show(processing(2, 1))
+    assert stream.getvalue() == "render 3/3: 25% step 1/4, ETA 3s\n"
+
+
+async def test_without_the_media_extra_the_embedded_network_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    status, out = await run(["image", "x", "-o", str(tmp_path / "x.png")])
+    assert status == 1
+    assert out.err_lines == [
+        "trio-sogni image: the embedded network's simulated media worker needs Pillow and "
+        "PyAV, the 'media' extra: pip install 'trio-sogni[media]'; or pass --endpoint for a "
+        "remote Supernet"
+    ]
 
 
 def test_eta_format() -> None:

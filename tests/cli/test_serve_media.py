@@ -6,6 +6,7 @@ picture comes back through a real project, made by ``trio-sogni image``."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -177,3 +178,19 @@ async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
     while chunk := await stream.receive_some():
         data += chunk
     return data
+
+
+def test_without_the_media_extra_serve_says_so_and_runs_chat_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    workers, banner = media_workers_from_args(serve_args())
+    assert workers == []
+    assert banner == [
+        "trio-sogni localnet serve: no simulated media workers: they need Pillow and PyAV, "
+        "pip install 'trio-sogni[media]'"
+    ]
+    with pytest.raises(SystemExit) as exited:
+        media_workers_from_args(serve_args("--images-upstream", "http://x/v1"))
+    assert exited.value.code == 2
+    assert "--images-upstream needs Pillow" in capsys.readouterr().err
