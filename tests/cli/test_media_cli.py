@@ -392,7 +392,13 @@ def running_renders(net: LocalNetwork) -> int:
 
 
 def remote(net: LocalNetwork) -> list[str]:
-    return ["--endpoint", net.socket_url, "--rest-endpoint", net.rest_url, "--api-key", net.api_key]
+    return [
+        "--endpoint",
+        net.socket_url,
+        "--rest-endpoint",
+        net.rest_url,
+        f"--api-key={net.api_key}",
+    ]
 
 
 async def test_on_a_remote_supernet_the_command_saves_and_leaves_no_project(

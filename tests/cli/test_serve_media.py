@@ -145,7 +145,7 @@ async def test_serve_with_images_upstream_makes_a_real_image_through_a_project(
                     [
                         *("image", "a lighthouse", "-o", str(tmp_path / "lighthouse.png")),
                         *("--size", "320x256", "--endpoint", info["socket_url"]),
-                        *("--rest-endpoint", info["rest_url"], "--api-key", info["api_key"]),
+                        *("--rest-endpoint", info["rest_url"], f"--api-key={info['api_key']}"),
                         *("--progress", "none"),
                     ]
                 )
