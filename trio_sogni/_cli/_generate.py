@@ -35,7 +35,9 @@ waiting at most ``--models-timeout`` seconds for the model list.
 Exit status: 0 when every render was saved; 1 when the project or a render failed, no model is
 available, a typed client error happened (one line, no traceback) or ``--timeout`` expired; 2 for
 bad arguments; 130 after Ctrl-C. Leaving early in any way (Ctrl-C, ``--timeout``, an error)
-cancels the project on the server (the `Project`'s ``async with``) before exiting.
+cancels the project on the server (`Project.aclose`, while the connection is still up) before
+exiting. Creating the project is never interrupted halfway (see `_run`): Ctrl-C during it takes
+effect as soon as the project exists.
 """
 
 from __future__ import annotations
