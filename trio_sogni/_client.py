@@ -25,6 +25,7 @@ from ._events import EventHub
 from ._groups import unwrap_group
 from ._jobstate import check_buffer_size
 from ._media._models import MediaModelCatalog
+from ._media._sync import fetch_project
 from ._projects import ProjectsAPI
 from ._router import JobRouter
 from ._transport import (
@@ -283,8 +284,9 @@ async def open_sogni_client(
     official handshake (query parameters, and the ``api-key`` or ``Authorization`` header) and
     waits, bounded by ``socket_options.authenticated_timeout``, for the server's
     ``authenticated`` frame: no work is ever sent before it. The client owns one nursery,
-    which runs the receive loop, the keep-alive ping, the abort sender and the resume watchdog
-    (it fails jobs not resumed within ``resume_window``), and nothing else.
+    which runs the receive loop, the keep-alive ping, the abort sender, the resume watchdog
+    (it fails jobs not resumed within ``resume_window``) and the project look-ups (media
+    projects a reconnect did not give back are asked for over REST), and nothing else.
 
     Exiting (a checkpoint) aborts every job still running on the server, fails their streams with
     `ClientClosedError`, closes the socket with code 1000 — all shielded and bounded — and cancels
@@ -413,6 +415,7 @@ async def open_sogni_client(
         models_lot = trio.lowlevel.ParkingLot()
         detached_lot = trio.lowlevel.ParkingLot()
         media_models_lot = trio.lowlevel.ParkingLot()
+        lookup_lot = trio.lowlevel.ParkingLot()
         router = JobRouter(
             max_buffered_chunks=max_buffered_chunks,
             events=events,
@@ -420,6 +423,7 @@ async def open_sogni_client(
             wake_models=models_lot.unpark_all,
             wake_detached=detached_lot.unpark_all,
             wake_media_models=media_models_lot.unpark_all,
+            wake_lookups=lookup_lot.unpark_all,
             clock=trio.current_time,
             resume_window=float(resume_window),
         )
@@ -427,7 +431,13 @@ async def open_sogni_client(
             url, session.socket_headers, router, options, open_stream or open_tcp
         )
         driver = JobDriver(
-            router, transport, abort_lot, abort_grace=abort_grace, detached_lot=detached_lot
+            router,
+            transport,
+            abort_lot,
+            abort_grace=abort_grace,
+            detached_lot=detached_lot,
+            lookup=partial(fetch_project, rest),
+            lookup_lot=lookup_lot,
         )
         chat = ChatAPI(
             router=router,
@@ -471,6 +481,7 @@ async def open_sogni_client(
                     nursery.start_soon(transport.keepalive)
                     nursery.start_soon(driver.abort_sender)
                     nursery.start_soon(driver.resume_watchdog)
+                    nursery.start_soon(driver.project_lookups)
                     yield client
                 finally:
                     await _shutdown(driver, events, transport)

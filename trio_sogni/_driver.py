@@ -6,18 +6,35 @@ of its own: the `JobRouter` keeps every slot, the driver only moves frames and w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
 
 import trio
 from typing_extensions import override
 
+from ._errors import SogniError
 from ._projectstate import ProjectSlot
 from ._router import JobRouter, Slot
 from ._stream import ChatStream
-from .protocol import AbortJob, LLMJobRequest, encode_client_message, encode_envelope
+from .protocol import (
+    AbortJob,
+    LLMJobRequest,
+    ProjectSnapshot,
+    encode_client_message,
+    encode_envelope,
+)
 
-__all__ = ["FrameSender", "JobDriver"]
+__all__ = ["LOOKUP_TIMEOUT", "FrameSender", "JobDriver", "ProjectLookup"]
+
+logger = logging.getLogger("trio_sogni.projects")
+
+LOOKUP_TIMEOUT: Final = 30.0
+"""Seconds one project look-up (`JobDriver.project_lookups`) may take before it counts as
+failed."""
+
+ProjectLookup = Callable[[str], Awaitable[ProjectSnapshot | None]]
+"""Fetch the server's snapshot of a project by id (``None``: unknown)."""
 
 
 class FrameSender(Protocol):
@@ -44,6 +61,8 @@ class JobDriver:
       synchronous code: dropped streams, undecodable frames, jobs abandoned across a reconnect.
     * `resume_watchdog` (a task in the client's nursery) fails detached jobs that no connection
       resumed within the router's ``resume_window``.
+    * `project_lookups` (a task in the client's nursery) looks up, with ``lookup``, the projects
+      a new connection neither resumed nor listed, and reports the answers to the router.
     * `shutdown` closes the router and aborts every job that was still running.
 
     ``abort_lot`` is the parking lot the router wakes (through its ``wake_aborts`` hook) when the
@@ -59,6 +78,8 @@ class JobDriver:
         *,
         abort_grace: float,
         detached_lot: trio.lowlevel.ParkingLot | None = None,
+        lookup: ProjectLookup | None = None,
+        lookup_lot: trio.lowlevel.ParkingLot | None = None,
     ) -> None:
         self._router = router
         self._sender = sender
@@ -67,6 +88,8 @@ class JobDriver:
         self._detached_lot = (
             detached_lot if detached_lot is not None else trio.lowlevel.ParkingLot()
         )
+        self._lookup = lookup
+        self._lookup_lot = lookup_lot if lookup_lot is not None else trio.lowlevel.ParkingLot()
 
     @override
     def __repr__(self) -> str:
@@ -181,6 +204,25 @@ class JobDriver:
                 continue
             await trio.sleep_until(deadline)
             router.expire_detached()
+
+    async def project_lookups(self) -> None:
+        """Answer the router's project look-ups one at a time, each bounded by
+        `LOOKUP_TIMEOUT`; a look-up that fails or times out counts as "unknown" (the project
+        then fails with a retryable error). Runs in the client's nursery until cancelled,
+        parked while there is nothing to look up."""
+        router = self._router
+        while True:
+            slot = router.pop_lookup()
+            if slot is None or self._lookup is None:
+                await self._lookup_lot.park()
+                continue
+            snapshot: ProjectSnapshot | None = None
+            with trio.move_on_after(LOOKUP_TIMEOUT):
+                try:
+                    snapshot = await self._lookup(slot.job_id)
+                except SogniError as exc:
+                    logger.warning("could not look project %s up: %s", slot.job_id, exc)
+            router.looked_up(slot, snapshot)
 
     async def shutdown(self, error: BaseException) -> None:
         """Close the router (every live job fails with ``error``) and abort on the server every

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Final, Literal, TypeAlias, final
+from typing import Any, Final, Literal, TypeAlias, TypedDict, Unpack, final
 
 import msgspec
 import trio
@@ -37,6 +37,7 @@ __all__ = [
     "Failed",
     "Processing",
     "Project",
+    "ProjectParams",
     "ProjectProgress",
     "ProjectProgressStatistics",
     "ProjectUpdate",
@@ -57,6 +58,43 @@ _INPUT_ROLES: Final = {
     "reference_video": "referenceVideo",
 }
 _OPTION_NAMES: Final = frozenset(f.name for f in fields(ProjectOptions))
+
+
+class ProjectParams(TypedDict, total=False):
+    """Optional keyword arguments of `ProjectsAPI.create`: the fields of `ProjectOptions`
+    other than ``type``, ``model``, ``prompt`` and the media inputs (see `ProjectOptions` for
+    what each means and allows)."""
+
+    negative_prompt: str
+    style_prompt: str
+    number_of_media: int
+    number_of_previews: int
+    width: int
+    height: int
+    size_preset: str
+    steps: int
+    guidance: float
+    seed: int
+    random_seed: bool
+    sampler: str
+    scheduler: str
+    output_format: str
+    token_type: Literal["spark", "sogni"]
+    disable_safety: bool
+    network: Literal["fast", "relaxed"]
+    app_source: str
+    duration: float
+    fps: float
+    frames: int
+    bpm: int
+    timesignature: str
+    language: str
+    lyrics: str
+    keyscale: str
+    composer_mode: bool
+    prompt_strength: float
+    creativity: float
+    starting_image_strength: float
 
 
 # --- progress updates --------------------------------------------------------------------------
@@ -464,6 +502,7 @@ class ProjectProgress(trio.abc.ReceiveChannel[ProjectUpdate]):
             if slot.done and not slot.updates:
                 # An earlier reader took the final update: report the end again.
                 self._end()
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return project._next_final()  # pyright: ignore[reportPrivateUsage]
             if slot.lot is None:
                 slot.lot = trio.lowlevel.ParkingLot()
@@ -480,7 +519,8 @@ class ProjectProgress(trio.abc.ReceiveChannel[ProjectUpdate]):
         """Stop reading (the project goes on). A checkpoint; idempotent."""
         if not self._closed:
             self._closed = True
-            self._project._reading = False  # pyright: ignore[reportPrivateUsage]
+            if not self._ended:  # else it made way already (and a new reader may be reading)
+                self._project._reading = False  # pyright: ignore[reportPrivateUsage]
         await trio.lowlevel.checkpoint()
 
 
@@ -557,12 +597,12 @@ class ProjectsAPI:
         reference_image_end: MediaInputSource | None = None,
         reference_audio: MediaInputSource | None = None,
         reference_video: MediaInputSource | None = None,
-        **options: Any,
+        **params: Unpack[ProjectParams],
     ) -> Project:
         """Create a media project and return its `Project` at once (use it with ``async
         with``).
 
-        ``options`` are the fields of `ProjectOptions`: ``number_of_media`` (1 to 16),
+        ``params`` (`ProjectParams`) are the other fields of `ProjectOptions`: ``number_of_media`` (1 to 16),
         ``negative_prompt``, ``style_prompt``, ``width``/``height`` or ``size_preset``,
         ``steps``, ``guidance``, ``seed``, ``sampler``, ``scheduler``, ``output_format``,
         ``duration``/``fps``/``frames`` (video), ``bpm``, ``lyrics``, ``keyscale`` ... (audio),
@@ -581,6 +621,7 @@ class ProjectsAPI:
             APIStatusError, ProtocolError, TransportError: the catalog or an upload failed.
             ClientClosedError, ConnectionLost: the client is closed / the socket closed for good.
         """
+        options: dict[str, Any] = dict(params)
         unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
             raise InvalidRequestError(

@@ -209,7 +209,10 @@ class JobRouter:
     ``authenticated`` frame, and `pop_abort` for the job ids the driver must abort.
     ``wake_aborts`` is called whenever the abort queue goes from empty to non-empty,
     ``wake_models`` whenever a non-empty model map arrives, and ``wake_detached`` whenever jobs
-    detach (a new `detach_deadline`). ``clock`` tells the time (seconds, any origin: the driver
+    detach (a new `detach_deadline`). With ``wake_lookups``, a project that a new connection
+    neither resumed nor listed is not failed at once: it is queued for a REST look-up
+    (`pop_lookup`, answered with `looked_up`), and ``wake_lookups`` is called when that queue
+    stops being empty. ``clock`` tells the time (seconds, any origin: the driver
     passes Trio's); ``resume_window`` is how long detached jobs wait for a connection that
     resumes them (``0``: jobs fail as soon as their connection dies).
     """
@@ -223,6 +226,7 @@ class JobRouter:
         wake_models: Callable[[], object] = _nothing,
         wake_detached: Callable[[], object] = _nothing,
         wake_media_models: Callable[[], object] = _nothing,
+        wake_lookups: Callable[[], object] | None = None,
         clock: Callable[[], float] = _no_clock,
         resume_window: float = 0.0,
     ) -> None:
@@ -236,6 +240,8 @@ class JobRouter:
         self._wake_models = wake_models
         self._wake_detached = wake_detached
         self._wake_media_models = wake_media_models
+        self._wake_lookups = wake_lookups
+        self._lookups: deque[ProjectSlot] = deque()
         self._clock = clock
         self.resume_window = resume_window
         self._detached: dict[str, Slot] = {}
@@ -383,7 +389,7 @@ class JobRouter:
                 self._not_resumable(slot, "too many jobs to resume at once")
         else:
             for slot in detached:
-                self._not_resumable(slot, "the server does not resume jobs")
+                self._not_resumable(slot, "the server does not resume jobs", lookup=True)
         active = [
             *authenticated.active_llm_job_ids,
             *(p.id for p in authenticated.active_projects or ()),
@@ -441,16 +447,28 @@ class JobRouter:
                 self._not_resumable(slot, why)
         return self.detach_deadline
 
-    def _not_resumable(self, slot: Slot, why: str) -> None:
+    def _not_resumable(self, slot: Slot, why: str, *, lookup: bool = False) -> None:
         """Fail a detached job with ``transport_lost``; it is aborted if the server still runs
         it (its id is remembered as abandoned). A detached project the latest
-        ``authenticated`` listed is reconciled from its snapshot instead."""
+        ``authenticated`` listed is reconciled from its snapshot instead; with ``lookup`` (a
+        connection is up) and look-ups wired, one it did not list is queued for a look-up."""
         self._detached.pop(slot.job_id, None)
         slot.detached = False
         if isinstance(slot, ProjectSlot):
             snapshot = self._snapshots.pop(slot.job_id, None)
             if snapshot is not None and self._projects.get(slot.job_id) is slot:
                 self._reconcile(slot, snapshot)
+                return
+            if (
+                lookup
+                and self._wake_lookups is not None
+                and self._projects.get(slot.job_id) is slot
+                and len(self._lookups) < MAX_PENDING_ABORTS
+            ):
+                empty = not self._lookups
+                self._lookups.append(slot)
+                if empty:
+                    self._wake_lookups()
                 return
         if not self._forget(slot):
             return
@@ -469,6 +487,30 @@ class JobRouter:
         if slot.done:
             self._projects.pop(slot.job_id, None)
             self._project_ended(slot)
+
+    def pop_lookup(self) -> ProjectSlot | None:
+        """The next project to look up on the REST API (``GET /v1/projects/{id}``), or
+        ``None``. Projects that ended meanwhile are skipped."""
+        while self._lookups:
+            slot = self._lookups.popleft()
+            if not slot.done and self._projects.get(slot.job_id) is slot:
+                return slot
+        return None
+
+    def looked_up(self, slot: ProjectSlot, snapshot: ProjectSnapshot | None) -> None:
+        """The answer to a look-up: reconcile the project from ``snapshot``, or (``None``: the
+        server does not know it, or the look-up failed) fail it with a retryable
+        ``transport_lost`` `ProjectError`."""
+        if slot.done or self._projects.get(slot.job_id) is not slot:
+            return
+        if snapshot is not None:
+            self._reconcile(slot, snapshot)
+            return
+        self._projects.pop(slot.job_id, None)
+        self._not_resumed += 1
+        self._fail(
+            slot, _lost_error(slot, "the server no longer knows the project", self._lost_cause)
+        )
 
     def _forget(self, slot: Slot) -> bool:
         """Deregister ``slot``; whether it was registered."""
@@ -521,9 +563,9 @@ class JobRouter:
                     if entry.status == "gap"
                     else "the server no longer knows the job"
                 )
-                self._not_resumable(slot, why)
+                self._not_resumable(slot, why, lookup=True)
         for slot in list(self._detached.values()):
-            self._not_resumable(slot, "the server did not resume it")
+            self._not_resumable(slot, "the server did not resume it", lookup=True)
         self._snapshots.clear()
 
     # --- frame handlers -------------------------------------------------------------------------
@@ -905,6 +947,7 @@ class JobRouter:
         self._projects.clear()
         self._detached.clear()
         self._resends.clear()
+        self._lookups.clear()
         for slot in live:
             self._fail(slot, error)
         return live

@@ -412,3 +412,64 @@ async def test_client_memory_per_queued_project_is_small(
         await blocker.aclose()
         await server_has_no_project(net)
         assert_no_client_state(sogni)
+
+
+async def test_a_project_whose_end_died_in_flight_is_found_over_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The project ended while the client had no socket, and localnet counts its last frame as
+    delivered (to the connection that died), so the new ``authenticated`` lists it nowhere:
+    ``GET /v1/projects/{id}`` finds it, and its results arrive."""
+    worker = ScriptedMediaWorker("w")
+    worker.hold = trio.Event()
+    async with media_net(worker) as net:
+        gate = [trio.Event()]
+        gate[0].set()
+
+        async def open_stream(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+            await gate[0].wait()
+            return net.connect_in_memory()
+
+        async with (
+            httpx.AsyncClient(transport=InMemoryHTTP(net)) as http,
+            trio_sogni.open_sogni_client(
+                api_key=net.api_key,
+                socket_endpoint=IN_MEMORY_SOCKET,
+                rest_endpoint=IN_MEMORY_REST,
+                open_stream=open_stream,
+                http_client=http,
+            ) as sogni,
+        ):
+            await sogni.projects.wait_for_models()
+            async with await create(sogni) as project:
+                await until(project, step_at_least(1))
+                gate[0] = trio.Event()  # the next connection waits
+                await net.drop_all_connections()
+                worker.hold.set()
+                await server_has_no_project(net)
+                net._projects.finished[project.id].claimed = True  # "delivered" to the dead socket
+                gate[0].set()
+                (result,) = await project.wait()
+            assert project.status == "completed"
+            assert await result.read()
+            assert sogni.projects.statistics().reconciled == 1
+            assert "/v1/projects/" + project.id in [r.path for r in net.http_requests]
+            assert_no_client_state(sogni)
+
+
+async def test_a_project_dropped_unclosed_is_cancelled_on_the_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import gc
+
+    worker = ScriptedMediaWorker("w")
+    worker.hold = trio.Event()
+    async with media_net(worker) as net, media_client(net) as sogni:
+        await sogni.projects.wait_for_models()
+        project = await create(sogni)
+        await until(project, step_at_least(1))
+        del project
+        gc.collect()
+        await server_has_no_project(net)
+        assert cancels(net) == 1
+        assert_no_client_state(sogni)

@@ -21,6 +21,7 @@ from trio_sogni.protocol import (
     JobRetry,
     JobsResumed,
     JobState,
+    ProjectQueue,
     ProjectSnapshot,
     ResumedJob,
     ResumeEntry,
@@ -388,3 +389,96 @@ def test_closing_fails_projects_too() -> None:
     live = router.close(ClientClosedError("closed"))
     assert live == [slot]
     assert isinstance(slot.error, ClientClosedError)
+
+
+def test_a_project_listed_nowhere_is_looked_up_before_it_fails() -> None:
+    lookups = Waker()
+    router = JobRouter(
+        max_buffered_chunks=4,
+        events=Events(),
+        wake_lookups=lookups.unpark_all,
+        clock=Clock(),
+        resume_window=30.0,
+    )
+    found = sent(router)
+    unknown = sent(router, job_id="1F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43")
+    router.feed_batch([started("A", 0), frame(JobState(job_id=unknown.job_id, type="queued"))])
+    router.connection_lost(ConnectionLost("gone", close_code=1006))
+    assert router.connected(Authenticated()) == []  # no resume, listed nowhere
+    assert lookups.calls == 1
+    assert not found.done
+    assert not unknown.done
+    assert router.pop_lookup() is found
+    router.looked_up(
+        found,
+        ProjectSnapshot(
+            id=PROJECT,
+            status="completed",
+            completed_worker_jobs=[
+                WorkerJobSnapshot(id="0", img_id="A", job_index=0, status="jobCompleted")
+            ],
+        ),
+    )
+    assert found.status == "completed"
+    assert router.pop_lookup() is unknown
+    assert router.pop_lookup() is None
+    router.looked_up(unknown, None)
+    assert isinstance(unknown.error, ProjectError)
+    assert unknown.error.retryable
+    assert "no longer knows" in str(unknown.error)
+    assert router.statistics().live_projects == 0
+
+
+def test_frames_without_a_job_index_are_routed_by_img_id() -> None:
+    router, _, _ = make()
+    slot = sent(router, expected=2)
+    router.feed_batch(
+        [
+            frame(JobState(job_id=PROJECT, type="jobStarted", img_id="A")),
+            frame(JobState(job_id=PROJECT, type="jobStarted", img_id="B")),
+            frame(JobProgress(job_id=PROJECT, img_id="B", step=3, step_count=4)),
+            frame(JobETA(job_id=PROJECT, img_id="B", eta_seconds=2)),
+            frame(JobETA(job_id=PROJECT, img_id="nobody", eta_seconds=2)),  # invents nothing
+            frame(JobResult(job_id=PROJECT, img_id="A")),
+        ]
+    )
+    assert {i: (r.img_id, r.step, r.status) for i, r in slot.renders.items()} == {
+        0: ("A", 0, "completed"),
+        1: ("B", 3, "processing"),
+    }
+    assert slot.renders[1].eta == 2.0
+    assert slot.renders[1].progress == 0.75
+
+
+def test_a_server_naming_too_many_renders_is_bounded() -> None:
+    router, _, _ = make()
+    slot = sent(router)
+    router.feed_batch([started(f"R{i}", i) for i in range(200)])
+    assert len(slot.renders) == 64
+    assert len(slot.by_img) <= 256
+
+
+def test_a_project_queue_frame_updates_the_position() -> None:
+    router, _, _ = make()
+    slot = sent(router)
+    router.feed(frame(ProjectQueue(job_id=PROJECT, queue_position=7, estimated_start_seconds=12)))
+    assert (slot.status, slot.queue_position, slot.eta) == ("queued", 7, 12.0)
+    router.feed(frame(ProjectQueue(job_id=PROJECT, queue_status="waiting")))  # no position
+    assert slot.queue_position == 7
+
+
+def test_a_late_frame_of_an_older_attempt_changes_nothing() -> None:
+    router, _, _ = make()
+    slot = sent(router, expected=2)
+    router.feed_batch([started("A", 0), result("A", 0), progress("A", 0, 1), started("X", 0)])
+    render = slot.renders[0]
+    assert (render.img_id, render.status, render.progress) == ("A", "completed", 1.0)
+
+
+def test_a_failed_project_drops_later_frames_and_counts_them() -> None:
+    router, _, _ = make()
+    slot = sent(router)
+    router.feed(frame(JobError(job_id=PROJECT, error="insufficient_balance")))
+    assert slot.status == "failed"
+    router.feed_batch([started("A", 0), COMPLETED])
+    assert router.statistics().late_frames == 2
