@@ -147,7 +147,7 @@ COMMANDS: Final[dict[str, CommandSpec]] = {
     "image": CommandSpec(
         "image",
         "image",
-        "image",
+        "an image",
         "a drawing (shapes and the prompt's text), not a generated picture",
     ),
     "video": CommandSpec(

@@ -441,8 +441,8 @@ def _add_media_arguments(parser: argparse.ArgumentParser) -> None:
         type=at_least(1),
         default=1,
         metavar="N",
-        help="SimulatedMediaWorker TEST DOUBLES (they draw pictures, tunes and moving shapes; "
-        "no model), each serving every media model (default: 1)",
+        help="SimulatedMediaWorker TEST DOUBLES (no model: they draw pictures and moving "
+        "shapes and play seeded tunes), each serving every media model (default: 1)",
     )
     media.add_argument("--no-media", action="store_true", help="no simulated media workers")
     group.add_argument(
