@@ -377,3 +377,17 @@ def test_a_closed_stream_leaves_no_detached_state() -> None:
     assert router.release(slot) is True  # still runs on the server: abort it
     assert router.statistics().detached_jobs == 0
     assert decode_hello(router.connected(Authenticated(job_resume=True))).jobs == []
+
+
+def test_a_request_whose_send_failed_is_aborted_in_case_it_arrived() -> None:
+    """A cancel or a loss can land after the request's bytes were written: the job is forgotten,
+    and its abort queued (the server ignores an abort of a job it never saw)."""
+    router, _, aborts, _ = make()
+    slot = router.register(JOB, "m")
+    router.unsent(slot)
+    assert slot.closed
+    assert aborts.calls == 1
+    assert router.pop_abort() == JOB
+    assert router.statistics().live_jobs == 0
+    router.connected(Authenticated(active_llm_job_ids=[JOB]))  # still running there after all
+    assert router.pop_abort() == JOB

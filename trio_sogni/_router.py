@@ -870,12 +870,21 @@ class JobRouter:
             slot.request = request
 
     def unsent(self, slot: Slot) -> None:
-        """Sending the job's request failed or was cancelled: forget the job."""
+        """Sending the job's request failed or was cancelled: forget the job. The request may
+        have reached the server all the same (a cancel or a loss can land after its bytes were
+        written), so its abort is queued, and it is remembered as abandoned (aborted after the
+        next reconnect if the server reports it); an abort of a job the server never saw is
+        ignored there."""
         self._forget(slot)
         if isinstance(slot, ProjectSlot):
             slot.close()
         else:
             slot.closed = True
+        if self._closed is None:
+            self._queue_abort(slot.job_id)
+            self._abandoned.add(slot.job_id)
+            if len(self._abandoned) > MAX_PENDING_ABORTS:
+                self._abandoned.clear()
 
     def release(self, slot: Slot, error: BaseException | None = None) -> bool:
         """A consumer closed the job's stream (or left a project's scope, or cancelled it).

@@ -890,3 +890,14 @@ def test_eth_account_is_imported_on_first_use_and_pulls_in_no_client_code() -> N
         m.startswith(("trio_sogni.localnet", "trio_sogni.protocol", "trio_sogni._groups"))
         for m in loaded
     )
+
+
+def test_generated_api_keys_never_look_like_a_command_line_option() -> None:
+    """About 1 in 64 ``token_urlsafe`` keys starts with ``-``, which ``--api-key KEY`` reads as
+    an option; generated keys never do, and keep the same length and alphabet."""
+    from trio_sogni.localnet._accounts._accounts import new_api_key
+
+    keys = [new_api_key() for _ in range(5_000)]
+    assert not any(key.startswith("-") for key in keys)
+    assert {len(key) for key in keys} == {32}
+    assert len(set(keys)) == len(keys)

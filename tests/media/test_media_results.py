@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tracemalloc
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -275,6 +276,10 @@ async def test_save_into_a_directory_names_the_file(tmp_path: Path) -> None:
         saved = await result(api, http, "audio", output_format="flac").save(tmp_path)
     assert saved == tmp_path / "PROJ-IMG1.flac"
     assert saved.stat().st_size == 1234
+    # The mode a new file gets (mkstemp's 0600 would hide it from the user's other tools).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o666 & ~umask
 
 
 async def test_ids_from_the_server_cannot_escape_the_directory(tmp_path: Path) -> None:

@@ -5,10 +5,12 @@
 module                    what
 ========================  ===========================================================
 `._main`                  the parser and `main` (the only ``trio.run``)
-`._connect`               connection options shared by ``chat`` and ``batch``; opening
-                          a client on a remote Supernet or on an embedded local one
+`._connect`               connection options shared by ``chat``, ``batch`` and the media
+                          commands; opening a client on a remote Supernet or on an
+                          embedded local one
 `._chat`                  ``trio-sogni chat``
 `._batch`                 ``trio-sogni batch`` (through `trio_sogni.fanout`)
+`._generate`              ``trio-sogni image``, ``video``, ``music`` (one media project)
 `._localnet`              ``trio-sogni localnet serve``
 ========================  ===========================================================
 

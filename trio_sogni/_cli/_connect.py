@@ -7,9 +7,10 @@ open a client on a remote Supernet or on an embedded local one.
 * `local_worker` loads the llama.cpp worker of an embedded real-model network, or exits with a
   message saying how to get it.
 * `open_embedded_client` starts an embedded local Supernet (simulated test-double workers, or the
-  given llama.cpp worker) and opens a client on it; `open_remote_client` opens one on a remote
-  Supernet. Both are async context managers yielding a `trio_sogni.SogniClient`; leaving them
-  closes the client, then stops the network.
+  given llama.cpp worker) and opens a client on it; `open_embedded_media_client` does the same
+  with one media worker and no chat worker; `open_remote_client` opens one on a remote Supernet.
+  All are async context managers yielding a `trio_sogni.SogniClient`; leaving them closes the
+  client, then stops the network.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Final
 
 import trio_sogni
 from trio_sogni import SogniClient
-from trio_sogni.localnet import LlamaCppWorker, open_local_network
+from trio_sogni.localnet import LlamaCppWorker, MediaWorker, open_local_network
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -33,6 +34,7 @@ __all__ = [
     "add_connection_arguments",
     "local_worker",
     "open_embedded_client",
+    "open_embedded_media_client",
     "open_remote_client",
     "remote_credentials",
 ]
@@ -45,10 +47,11 @@ class UsageError(Exception):
     """A problem with the command line or the input; the command reports it as one line."""
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose where requests go (shared by ``chat`` and ``batch``): a remote
-    Supernet (``--endpoint`` and credentials, taken from the environment by default) or the
-    embedded local one (``--simulated``, ``--model-path``)."""
+def add_connection_arguments(parser: argparse.ArgumentParser, *, chat: bool = True) -> None:
+    """The options that choose where requests go (shared by ``chat``, ``batch`` and the media
+    commands): a remote Supernet (``--endpoint`` and credentials, taken from the environment by
+    default) or the embedded local one (with ``chat``, its chat worker options ``--simulated``
+    and ``--model-path``)."""
     parser.add_argument("--endpoint", help="socket endpoint, e.g. wss://socket.sogni.ai")
     parser.add_argument("--rest-endpoint", help="REST endpoint (default: derived from --endpoint)")
     parser.add_argument(
@@ -67,6 +70,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network", choices=["fast", "relaxed"], default="fast", help="worker pool to use"
     )
+    if not chat:
+        return
     parser.add_argument(
         "--simulated",
         action="store_true",
@@ -192,3 +197,22 @@ async def open_embedded_client(
         ) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def open_embedded_media_client(
+    args: argparse.Namespace, worker: MediaWorker
+) -> AsyncGenerator[SogniClient]:
+    """An embedded local Supernet (loopback, a free port) whose only worker is the media
+    ``worker``, serving every media model of the types it renders, and a client on it
+    (``--app-id``, ``--network``)."""
+    async with open_local_network(workers=0) as net:
+        net.add_media_worker(worker)
+        async with trio_sogni.open_sogni_client(
+            app_id=args.app_id,
+            api_key=net.api_key,
+            socket_endpoint=net.socket_url,
+            rest_endpoint=net.rest_url,
+            network=args.network,
+        ) as client:
+            yield client

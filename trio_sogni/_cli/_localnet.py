@@ -22,19 +22,33 @@ Real inference instead of simulated workers: ``--llama [--model-path PATH] [--mo
 runs a :class:`~trio_sogni.localnet.LlamaCppWorker` (the ``local`` extra), ``--upstream URL
 [--upstream-model NAME] [--upstream-api-key KEY]`` an
 :class:`~trio_sogni.localnet.OpenAIBridgeWorker`; both may be given.
+
+Media projects: by default ``--media-workers N`` (1) :class:`~trio_sogni.localnet.SimulatedMediaWorker`
+TEST DOUBLES serve every media model (they draw; they run no model), each running ``--capacity``
+renders at once, ``--media-seconds-per-step`` apart; ``--no-media`` serves none. They need the
+``media`` extra (Pillow, PyAV); without it the network serves chat only and says so.
+``--images-upstream URL [--images-upstream-model NAME] [--images-upstream-key-env VAR]`` adds an
+:class:`~trio_sogni.localnet.OpenAIImagesBridgeWorker` that serves the image projects through an
+OpenAI-compatible images API (REAL generation); the simulated workers then serve only video and
+audio. Its API key is read from the environment variable ``VAR``, never from the command line,
+and never printed. The startup banner on stderr names every media worker and labels the test
+doubles; stdout keeps its one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Final, Literal, NoReturn
+from urllib.parse import urlsplit
 
 import trio
 
@@ -47,8 +61,11 @@ from trio_sogni.localnet import (
     LlamaCppWorker,
     LocalNetwork,
     LocalNetworkConfig,
+    MediaWorker,
     ModelSpec,
+    OpenAIImagesBridgeWorker,
     Pricing,
+    SimulatedMediaWorker,
     Worker,
     load_prices,
     open_local_network,
@@ -61,7 +78,9 @@ __all__ = [
     "UserSpec",
     "add_serve_arguments",
     "ensure_user",
+    "http_url",
     "limits_from_args",
+    "media_workers_from_args",
     "parse_user",
     "serve_from_args",
 ]
@@ -387,7 +406,173 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a disconnected app's jobs wait for a reconnect (default: 30)",
     )
+    _add_media_arguments(parser)
     _add_limit_arguments(parser)
+
+
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host and no credentials in it.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    bad = argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in {"http", "https"} or not host or port == 0:
+        raise bad
+    if parts.username is not None or parts.password is not None:
+        raise argparse.ArgumentTypeError(
+            "the URL must not hold credentials (use --images-upstream-key-env)"
+        )
+    return text
+
+
+def _add_media_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "media projects", "workers of image, video and music projects (docs/media.md)"
+    )
+    media = group.add_mutually_exclusive_group()
+    media.add_argument(
+        "--media-workers",
+        type=at_least(1),
+        default=1,
+        metavar="N",
+        help="SimulatedMediaWorker TEST DOUBLES (no model: they draw pictures and moving "
+        "shapes and play seeded tunes), each serving every media model (default: 1)",
+    )
+    media.add_argument("--no-media", action="store_true", help="no simulated media workers")
+    group.add_argument(
+        "--media-seconds-per-step",
+        type=_non_negative_seconds,
+        default=0.0,
+        metavar="S",
+        help="pace of the simulated media workers, per step (default: 0, as fast as possible)",
+    )
+    group.add_argument(
+        "--images-upstream",
+        type=http_url,
+        default=None,
+        metavar="URL",
+        help="serve image projects through an OpenAI-compatible images API "
+        "(OpenAIImagesBridgeWorker, real generation), e.g. http://127.0.0.1:8080/v1",
+    )
+    group.add_argument(
+        "--images-upstream-model",
+        default=None,
+        metavar="NAME",
+        help="with --images-upstream: the model name sent upstream (default: the project's)",
+    )
+    group.add_argument(
+        "--images-upstream-key-env",
+        default=None,
+        metavar="VAR",
+        help="with --images-upstream: the environment variable holding the upstream's API key "
+        "(sent as a Bearer token; never taken from the command line, never printed)",
+    )
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, at least 0, got {text!r}"
+        )
+    return value
+
+
+MediaType = Literal["image", "video", "audio"]
+_MEDIA_TYPES: Final[tuple[MediaType, ...]] = ("image", "video", "audio")
+
+
+def media_workers_from_args(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> tuple[list[MediaWorker], list[str]]:
+    """The media workers ``args`` ask for (from :func:`add_serve_arguments`) and the banner
+    lines that describe them (for stderr; no secret in them).
+
+    Raises:
+        SystemExit: status 2 with one line: an upstream option without ``--images-upstream``,
+            a key variable that is not set, or the ``media`` extra missing for the bridge.
+    """
+    env = os.environ if environ is None else environ
+    prefix = "trio-sogni localnet serve"
+    if args.images_upstream is None and (
+        args.images_upstream_model is not None or args.images_upstream_key_env is not None
+    ):
+        _usage(
+            f"{prefix}: --images-upstream-model and --images-upstream-key-env go with "
+            "--images-upstream"
+        )
+    have_media_libraries = all(importlib.util.find_spec(name) is not None for name in ("PIL", "av"))
+    workers: list[MediaWorker] = []
+    lines: list[str] = []
+    simulated_types: set[MediaType] = set(_MEDIA_TYPES)
+    if args.images_upstream is not None:
+        if importlib.util.find_spec("PIL") is None:
+            _usage(f"{prefix}: --images-upstream needs Pillow: pip install 'trio-sogni[media]'")
+        api_key: str | None = None
+        if args.images_upstream_key_env is not None:
+            api_key = env.get(args.images_upstream_key_env)
+            if not api_key:
+                _usage(
+                    f"{prefix}: --images-upstream-key-env: the environment variable "
+                    f"{args.images_upstream_key_env} is not set"
+                )
+        try:
+            bridge = OpenAIImagesBridgeWorker(
+                args.images_upstream,
+                "localnet-images-bridge-1",
+                upstream_model=args.images_upstream_model,
+                api_key=api_key,
+                capacity=args.capacity,
+            )
+        except ValueError as exc:
+            _usage(f"{prefix}: --images-upstream: {exc}")
+        workers.append(bridge)
+        simulated_types.discard("image")
+        upstream: str = args.images_upstream
+        parts = urlsplit(upstream)
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        lines.append(
+            f"{prefix}: image projects: OpenAIImagesBridgeWorker, REAL generation through "
+            f"{shown}{' (with an API key)' if api_key else ''}"
+        )
+    if args.no_media:
+        return workers, lines
+    if not have_media_libraries:
+        lines.append(
+            f"{prefix}: no simulated media workers: they need Pillow and PyAV, "
+            "pip install 'trio-sogni[media]'"
+        )
+        return workers, lines
+    types: frozenset[MediaType] = frozenset(t for t in _MEDIA_TYPES if t in simulated_types)
+    workers.extend(
+        SimulatedMediaWorker(
+            f"localnet-media-{i + 1}",
+            media_types=types,
+            capacity=args.capacity,
+            seconds_per_step=args.media_seconds_per_step,
+        )
+        for i in range(args.media_workers)
+    )
+    listed = ", ".join(t for t in _MEDIA_TYPES if t in types)
+    lines.append(
+        f"{prefix}: {listed} projects: SimulatedMediaWorker x{args.media_workers}, a SIMULATED "
+        "TEST DOUBLE (it runs no model: it draws pictures and moving shapes, plays seeded tunes)"
+    )
+    return workers, lines
+
+
+def _usage(message: str) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 async def _real_workers(args: argparse.Namespace) -> tuple[list[Worker], list[str | ModelSpec]]:
@@ -452,6 +637,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         workers, real_models = await _real_workers(args)
         if args.models is None:
             models = real_models
+    media_workers, banner = media_workers_from_args(args)
     pricing: Pricing | None = None
     if args.prices is not None:
         try:
@@ -473,6 +659,8 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         database=args.database,
         testnet=args.testnet,
     ) as net:
+        for media_worker in media_workers:
+            net.add_media_worker(media_worker)
         users: list[UserSpec] = args.users or []
         for user in users:
             try:
@@ -482,5 +670,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         line = json.dumps(
             {"rest_url": net.rest_url, "socket_url": net.socket_url, "api_key": net.api_key}
         )
+        for text in banner:
+            print(text, file=sys.stderr, flush=True)
         print(line, flush=True)
         await trio.sleep_forever()

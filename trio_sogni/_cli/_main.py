@@ -1,5 +1,5 @@
 """The ``trio-sogni`` parser and entry point: ``chat`` (`._chat`), ``batch`` (`._batch`),
-``localnet serve`` (`._localnet`).
+``image`` / ``video`` / ``music`` (`._generate`), ``localnet serve`` (`._localnet`).
 
 ``trio.run`` appears only here. Ctrl-C exits with status 130 after the running job is aborted.
 The subcommand modules are imported when the parser is built: importing this package (as
@@ -22,10 +22,12 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``trio-sogni`` command and its subcommands."""
-    from . import _batch, _chat, _localnet
+    from . import _batch, _chat, _generate, _localnet
 
     parser = argparse.ArgumentParser(
-        prog="trio-sogni", description="Trio client for the Sogni Supernet chat API."
+        prog="trio-sogni",
+        description="Trio client for the Sogni Supernet: chat, and image, video and music "
+        "projects.",
     )
     parser.add_argument("--version", action="version", version=trio_sogni.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _batch.add_batch_arguments(batch)
 
+    for spec in _generate.COMMANDS.values():
+        media = commands.add_parser(
+            spec.name,
+            help=f"make {spec.noun} (a media project) and save it "
+            "(an embedded local network with a simulated test double when no endpoint is given)",
+            description=(
+                f"Make {spec.noun} with one {spec.media_type} project: a progress bar per render "
+                "on stderr (one plain line per update when stderr is not a terminal), every "
+                "finished render saved, the saved paths printed on stdout. With no --endpoint "
+                "it runs on an embedded local Supernet whose media worker is a SIMULATED TEST "
+                f"DOUBLE (no model: the output is {spec.simulated_output}). Ctrl-C cancels the "
+                "project on the server. Exit status: 0 all saved, 1 failed, 2 usage, "
+                "130 interrupted."
+            ),
+        )
+        _generate.add_media_arguments(media, spec)
+
     localnet = commands.add_parser("localnet", help="run a local Supernet")
     localnet_commands = localnet.add_subparsers(dest="localnet_command", required=True)
     serve = localnet_commands.add_parser(
@@ -77,13 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommand's own status otherwise.
     """
     args = build_parser().parse_args(argv)
-    from . import _batch, _chat, _localnet
+    from . import _batch, _chat, _generate, _localnet
 
     try:
         if args.command == "chat":
             return trio.run(_chat.chat, args)
         if args.command == "batch":
             return trio.run(_batch.batch, args)
+        if args.command in _generate.COMMANDS:
+            return trio.run(_generate.generate, args)
         trio.run(_localnet.serve_from_args, args)
         return 0
     except KeyboardInterrupt:

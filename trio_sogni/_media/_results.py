@@ -210,11 +210,12 @@ class MediaResult:
         gets a file named ``<project id>-<render id>.<extension>`` in it; an existing file is
         replaced.
 
-        The body streams into a new temporary file in the same directory (one network chunk
-        in memory at a time), which is renamed to ``path`` only once the whole body is
-        written, so ``path`` is either untouched or complete. (In a directory, characters of the
-        ids other than letters, digits, ``-``, ``_`` and ``.`` become ``_``.) On any failure, cancellation
-        included, the temporary file is removed (a shielded cleanup bounded by
+        The body streams into a new temporary file in the same directory (at most about 1 MiB
+        in memory at a time), which gets the mode a new file gets (``0666`` less the umask) and
+        is renamed to ``path`` only once the whole body is written, so ``path`` is either
+        untouched or complete. (In a directory, characters of the ids other than letters,
+        digits, ``-``, ``_`` and ``.`` become ``_``.) On any failure, cancellation included, the
+        temporary file is removed (a shielded cleanup bounded by
         ``CLEANUP_GRACE``). Cancellable at every network read and file write.
 
         Raises:
@@ -241,11 +242,19 @@ class MediaResult:
             try:
                 async with trio.wrap_file(os.fdopen(fd, "wb")) as file:
                     written = 0
+                    pending = bytearray()  # one thread hop per WRITE_BATCH bytes, not per chunk
                     async for chunk in download:
                         written += len(chunk)
                         if written > max_size:
                             raise TransportError(self._too_large(max_size))
-                        await file.write(chunk)
+                        pending += chunk
+                        if len(pending) >= WRITE_BATCH:
+                            await file.write(pending)
+                            pending.clear()
+                    if pending:
+                        await file.write(pending)
+                # mkstemp makes the file private (0600); give it the mode a new file gets.
+                await trio.to_thread.run_sync(os.chmod, temporary, 0o666 & ~_umask())
                 await trio.Path(temporary).replace(target)
             except BaseException:
                 with trio.move_on_after(CLEANUP_GRACE, shield=True):
@@ -262,6 +271,22 @@ class MediaResult:
             f"the media of render {self.render_id} of project {self.project_id} is larger "
             f"than {max_size} bytes (max_size)"
         )
+
+
+WRITE_BATCH: Final = 1024 * 1024
+"""`MediaResult.save` writes the file this many bytes at a time (the memory it holds)."""
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux ``/proc``), else the usual 022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _safe_name(name: str) -> str:

@@ -36,7 +36,11 @@ signatures and nonces, JWT sessions with refresh rotation, balances, and billing
 Media projects (image, video, audio; the ``jobRequest`` protocol of the official SDKs'
 ``projects.create``): a catalog of :class:`MediaModelSpec` (``media_models=``, default
 :data:`DEFAULT_MEDIA_MODELS`, real Sogni model ids) with their :class:`MediaTier` option ranges,
-priced per render by :class:`MediaPricing`; renders queue in the chat jobs' scheduler.
+priced per render by :class:`MediaPricing`; renders queue in the chat jobs' scheduler. Media
+workers join with :meth:`LocalNetwork.add_media_worker`: the :class:`SimulatedMediaWorker` is a
+**test double** (it draws real, decodable media with Pillow and PyAV, the ``media`` extra; it runs
+no model), :class:`OpenAIImagesBridgeWorker` generates REAL images through any OpenAI-compatible
+``/v1/images`` API.
 
 Durable chat runs (``/v1/chat/runs``, :attr:`LocalNetwork.runs`, a :class:`RunManager`): stored
 in the same database, executed server-side (LLM rounds as jobs, hosted tool TEST DOUBLES, cost
@@ -74,6 +78,7 @@ from ._config import (
 from ._hosted._prices import load_prices as load_prices, parse_prices as parse_prices
 from ._jobs._records import JobRecord as JobRecord
 from ._jobs._scheduler import JobOutcome as JobOutcome
+from ._media._bridge import OpenAIImagesBridgeWorker as OpenAIImagesBridgeWorker
 from ._media._catalog import (
     DEFAULT_MEDIA_MODELS as DEFAULT_MEDIA_MODELS,
     MediaModelSpec as MediaModelSpec,
@@ -82,6 +87,10 @@ from ._media._catalog import (
     ParamChoice as ParamChoice,
     ParamRange as ParamRange,
     RenderQuote as RenderQuote,
+)
+from ._media._render import (
+    MediaWorker as MediaWorker,
+    SimulatedMediaWorker as SimulatedMediaWorker,
 )
 from ._network import LocalNetwork as LocalNetwork
 from ._open import (
@@ -197,10 +206,12 @@ __all__ = [
     "MediaModelSpec",
     "MediaPricing",
     "MediaTier",
+    "MediaWorker",
     "ModelPrice",
     "ModelSpec",
     "NetworkStatistics",
     "OpenAIBridgeWorker",
+    "OpenAIImagesBridgeWorker",
     "ParamChoice",
     "ParamRange",
     "PasswordWallet",
@@ -217,6 +228,7 @@ __all__ = [
     "Script",
     "ScriptFileError",
     "ScriptFunction",
+    "SimulatedMediaWorker",
     "SimulatedWorker",
     "Stall",
     "Step",

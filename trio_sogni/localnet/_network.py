@@ -52,6 +52,7 @@ from ._jobs._session import (
 from ._media._catalog import DEFAULT_MEDIA_MODELS, MediaCatalog, MediaModelSpec, MediaPricing
 from ._media._files import media_file_routes
 from ._media._manager import ProjectsManager
+from ._media._render import MediaWorker
 from ._media._routes import media_routes
 from ._media._storage import MediaStorage
 from ._records import (
@@ -470,6 +471,27 @@ class LocalNetwork:
         """
         self._jobs.remove_worker(name)
         self._broadcast_models()
+
+    def add_media_worker(self, worker: MediaWorker) -> None:
+        """Register a media worker (synchronous): the :class:`SimulatedMediaWorker` TEST DOUBLE,
+        an :class:`OpenAIImagesBridgeWorker`, or any :class:`MediaWorker`. It serves its own
+        ``models`` (``None``: every catalog model of the media types it renders). Queued renders
+        it can serve start at once, and sockets get a new ``swarmModels``.
+
+        Raises:
+            ValueError: a media worker with that name exists, no model to serve, or a model the
+                media catalog does not know.
+        """
+        self._projects.add_worker(worker)
+
+    def remove_media_worker(self, name: str) -> None:
+        """Unregister a media worker (see :meth:`add_media_worker`): its running renders are
+        retried on another worker (``jobRetry``). Synchronous.
+
+        Raises:
+            KeyError: no media worker has that name.
+        """
+        self._projects.remove_worker(name)
 
     # -- media projects hooks --------------------------------------------------------------------
 

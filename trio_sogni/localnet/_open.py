@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from typing import Final, TypedDict, Unpack
 
 import trio
 
-from ._accounts._accounts import Accounts
+from ._accounts._accounts import Accounts, new_api_key
 from ._accounts._ledger import Amount
 from ._accounts._store import Store, TokenType
 from ._config import DEFAULT_MODEL, Account, ModelSpec, Pricing
@@ -263,7 +262,7 @@ async def open_local_network(
             else Pricing()
         )
     account = c.account if c.account is not None else Account()
-    api_key = c.api_key if c.api_key is not None else secrets.token_urlsafe(24)
+    api_key = c.api_key if c.api_key is not None else new_api_key()
     specs = _model_specs(c.models)
     store = Store(c.database)
     try:

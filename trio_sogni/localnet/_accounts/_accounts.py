@@ -55,6 +55,7 @@ __all__ = [
     "Accounts",
     "TokenPair",
     "hash_api_key",
+    "new_api_key",
 ]
 
 JWT_ENV: Final = "localnet"
@@ -88,6 +89,12 @@ class TokenPair:
 
     token: str = field(repr=False)
     refresh_token: str = field(repr=False)
+
+
+def new_api_key() -> str:
+    """A fresh random API key: 32 URL-safe characters that never start with ``-`` (so that a
+    command line's ``--api-key KEY`` cannot mistake it for an option)."""
+    return "k" + secrets.token_urlsafe(24)[1:]
 
 
 def hash_api_key(key: str) -> str:
@@ -293,7 +300,7 @@ class Accounts:
         """
         record = self.resolve(ref)
         if key is None:
-            key = secrets.token_urlsafe(24)
+            key = new_api_key()
         if not key:
             raise ValueError("an API key must not be empty")
         self.store.add_api_key(hash_api_key(key), record.id, self.clock())

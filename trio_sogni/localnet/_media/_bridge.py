@@ -259,7 +259,7 @@ class OpenAIImagesBridgeWorker(WorkerIdentity):
     (``b64_json``, or fetched from its ``url``); an image of another size is fitted to the
     requested size, one of another format converted (Pillow), so the result is exactly what
     the spec asked for. Progress: one ``on_step(steps, steps)`` when the image is in (the
-    upstream reports none). Failures raise :class:`MediaRenderError` with ``upstream_error``
+    upstream reports none). Failures raise ``MediaRenderError`` with ``upstream_error``
     (HTTP error status, with the upstream's message; malformed answer), ``upstream_timeout``
     or ``upstream_unreachable``.
     """

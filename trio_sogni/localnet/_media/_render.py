@@ -331,7 +331,7 @@ class MediaWorker(Protocol):
     * ``media_types``: the kinds of media it can render;
     * ``capacity``: renders it runs at once (the scheduler never gives it more);
     * ``render(spec, on_step)``: produce one render (see the module docstring). It must let
-      ``trio.Cancelled`` through, raise :class:`MediaRenderError` (or a subclass) for a failed
+      ``trio.Cancelled`` through, raise ``MediaRenderError`` (or a subclass) for a failed
       render and nothing else on purpose.
     """
 
@@ -411,7 +411,7 @@ class MediaLimits:
 class SimulatedMediaWorker(WorkerIdentity):
     """A TEST DOUBLE media worker: it runs no model, it draws.
 
-    Every render is real, decodable media, deterministic in the :class:`RenderSpec` (the same
+    Every render is real, decodable media, deterministic in the ``RenderSpec`` (the same
     spec gives the same bytes; another seed, prompt or input gives another file):
 
     * images (PNG, JPEG, WebP) at ``width x height``: a gradient and shapes from a RNG seeded by
@@ -424,7 +424,7 @@ class SimulatedMediaWorker(WorkerIdentity):
     * audio: MP3 (libmp3lame) or WAV (16-bit PCM), mono, 44.1 kHz, ``duration`` seconds of a
       seeded tune (``bpm``, default 120); a ``referenceAudio`` input changes the tune.
 
-    Every file says it comes from a simulated test double (:data:`SIMULATED_LABEL` in its
+    Every file says it comes from a simulated test double (``SIMULATED_LABEL`` in its
     metadata).
 
     Pacing: ``seconds_per_step`` of ``trio.sleep`` before each ``on_step`` (``0``: a checkpoint
@@ -436,13 +436,11 @@ class SimulatedMediaWorker(WorkerIdentity):
     blocking it; fine for small sizes).
 
     Faults (``faults``, called once per render) fail a render (at a step), hang it, or flag it
-    NSFW (:class:`FailRender`, :class:`HangRender`, :class:`FlagNSFW`).
+    NSFW (``FailRender``, ``HangRender``, ``FlagNSFW``).
 
-    Raises (from :meth:`render`):
-        RenderRejected: over :class:`MediaLimits`, odd video dimensions, a media type this
-            worker does not render, an undecodable input image.
-        MediaRenderError: an injected failure.
-        MediaDependencyError: Pillow or PyAV is missing.
+    ``render`` raises ``RenderRejected`` (over ``MediaLimits``, odd video dimensions, a media
+    type this worker does not render, an undecodable input image), ``MediaRenderError`` (an
+    injected failure) or ``MediaDependencyError`` (Pillow or PyAV is missing).
     """
 
     def __init__(
