@@ -107,3 +107,38 @@ def test_an_unreadable_or_huge_file_is_refused(tmp_path: Path) -> None:
     deep = "[" * 100_000
     with pytest.raises(ScriptFileError):
         parse_script(deep)
+
+
+@pytest.mark.deadline(60)
+async def test_localnet_serve_takes_a_script_file(tmp_path: Path) -> None:
+    import sys
+
+    import httpx
+    from helpers import LOCALNET_CLI, start_localnet_cli
+
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(SCRIPT))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            options = ["--script", str(path), "--model", "test-model"]
+            process, info = await start_localnet_cli(nursery, options)
+            body = {"model": "test-model", "messages": user("slow")}
+            async with httpx.AsyncClient(
+                base_url=info["rest_url"], headers={"api-key": info["api_key"]}, timeout=20
+            ) as http:
+                answer = await http.post("/v1/chat/completions", json=body)
+            assert answer.json()["choices"][0]["message"]["content"] == "done"
+            process.terminate()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rules": [{"steps": [{"shout": 1}]}]}')
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-c", LOCALNET_CLI, "--script", str(bad)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert b"--script:" in result.stderr
+    assert b"rules[0].steps[0]" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -65,9 +65,12 @@ from trio_sogni.localnet import (
     ModelSpec,
     OpenAIImagesBridgeWorker,
     Pricing,
+    ScriptFileError,
+    ScriptFunction,
     SimulatedMediaWorker,
     Worker,
     load_prices,
+    load_script,
     open_local_network,
     wallet_from_password,
 )
@@ -321,6 +324,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="pace of the simulated output (default: as fast as possible)",
+    )
+    parser.add_argument(
+        "--script",
+        default=None,
+        metavar="FILE",
+        help="a JSON script for the simulated workers (test doubles): rules that match a request "
+        "and the steps to answer it with, e.g. tool calls, stalls or errors (docs/localnet.md, "
+        "'Scripted replies from a file')",
     )
     parser.add_argument(
         "--firehose",
@@ -638,6 +649,13 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         if args.models is None:
             models = real_models
     media_workers, banner = media_workers_from_args(args)
+    script: ScriptFunction | None = None
+    if args.script is not None:
+        try:
+            script = load_script(args.script)
+        except ScriptFileError as exc:  # a clear message naming the place, not a traceback
+            print(f"trio-sogni localnet serve: --script: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     pricing: Pricing | None = None
     if args.prices is not None:
         try:
@@ -656,6 +674,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         capacity=args.capacity,
         tokens_per_second=args.tokens_per_second,
         rebind_grace=args.rebind_grace,
+        script=script,
         database=args.database,
         testnet=args.testnet,
     ) as net:
