@@ -29,8 +29,7 @@ import trio_sogni
 from trio_sogni import MediaContext, ToolProgress, ToolResult
 from trio_sogni.localnet import LocalNetwork
 from trio_sogni.localnet._media._render import RenderSpec, SimulatedMediaWorker
-from trio_sogni.localnet._workers._script import Text
-from trio_sogni.localnet._workers._script import ToolCall as ScriptedCall
+from trio_sogni.localnet._workers._script import Text, ToolCall as ScriptedCall
 from trio_sogni.protocol import FunctionCall, ToolCall
 
 STEP = 0.1  # virtual seconds per render step
@@ -98,7 +97,7 @@ def decoded(kind: str, data: bytes) -> Any:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image.size
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
         return sum(1 for _ in container.decode(stream))
 
@@ -130,7 +129,8 @@ async def test_generate_image_end_to_end(autojump_clock: trio.testing.MockClock)
         assert len(result.result_urls) == 2
         assert [spec.width for spec in worker.specs] == [256, 256]
         (first, second) = context.results["image"]
-        assert first.result is not None and second.result is not None
+        assert first.result is not None
+        assert second.result is not None
         assert decoded("image", await first.result.read()) == (256, 256)
         assert await first.result.read() != await second.result.read()
         assert_no_live_project(net)
@@ -167,7 +167,8 @@ async def test_edit_image_really_uses_its_source(autojump_clock: trio.testing.Mo
             outputs.append(await item.result.read())
         red, blue = (mean_rgb(data) for data in outputs)
         assert red != blue
-        assert red[0] > blue[0] and blue[2] > red[2]  # each output leans to its source's colour
+        assert red[0] > blue[0]
+        assert blue[2] > red[2]
         assert [spec.inputs["contextImage1"].data for spec in worker.specs] == [
             png((255, 0, 0)),
             png((0, 0, 255)),
@@ -231,7 +232,8 @@ async def test_video_to_video_transforms_the_latest_video(
         )
         assert result.success, result.error
         source, made = context.results["video"]
-        assert source.result is not None and made.result is not None
+        assert source.result is not None
+        assert made.result is not None
         assert worker.specs[1].inputs["referenceVideo"].data == await source.result.read()
         assert decoded("video", await made.result.read()) > 1
 
@@ -305,7 +307,8 @@ async def test_bad_arguments_are_error_results_naming_the_argument(
         context.add("image", png((1, 2, 3)))
         result = await sogni.chat.tools.execute(call(name, **arguments), media_context=context)
         assert not result.success
-        assert result.error is not None and expected in result.error
+        assert result.error is not None
+        assert expected in result.error
         assert content(result) == {"success": False, "error": result.error}
         assert result.result_urls == []
         assert worker.specs == []
@@ -371,7 +374,8 @@ async def test_progress_reports_each_call_by_callback_and_channel(
         assert statuses[-1] == "completed"
         assert reports[-1].urls == tuple(results[0].result_urls)
         percents = [r.percent for r in reports if r.status == "processing"]
-        assert percents == sorted(percents) and 0 < percents[-1] <= 100
+        assert percents == sorted(percents)
+        assert 0 < percents[-1] <= 100
         assert [s for i, s in seen if i == "a"] == statuses
         assert [s for i, s in seen if i == "b"] == []  # refused before creating anything
 
@@ -442,10 +446,12 @@ async def test_a_two_round_loop_makes_a_video_of_the_first_rounds_image(
         assert [r.round for r in result.tool_history] == [0, 1]
         (image,) = result.tool_history[0].tool_results
         (video,) = result.tool_history[1].tool_results
-        assert image.success and video.success, (image.error, video.error)
+        assert image.success, image.error
+        assert video.success, video.error
         assert content(video)["media_type"] == "video"
         image_spec, video_spec = worker.specs
-        assert image_spec.media_type == "image" and video_spec.media_type == "video"
+        assert image_spec.media_type == "image"
+        assert video_spec.media_type == "video"
         # the video's reference image is exactly the image the first round made
         made = context.results["image"][0].result
         assert made is not None
