@@ -123,6 +123,7 @@ if TYPE_CHECKING:
     from ._tools import (
         ChatTools as ChatTools,
         MediaContext as MediaContext,
+        MediaItem as MediaItem,
         OnToolCall as OnToolCall,
         OnToolProgress as OnToolProgress,
         ToolProgress as ToolProgress,
@@ -194,6 +195,7 @@ _LAZY: dict[str, str] = {
     "ChatStreamStatistics": "._stream",
     "ChatTools": "._tools",
     "MediaContext": "._tools",
+    "MediaItem": "._tools",
     "OnToolCall": "._tools",
     "OnToolProgress": "._tools",
     "ToolProgress": "._tools",
@@ -292,6 +294,7 @@ __all__ = [
     "MediaCatalog",
     "MediaContext",
     "MediaInput",
+    "MediaItem",
     "MediaModel",
     "MediaModelCatalog",
     "MediaResult",

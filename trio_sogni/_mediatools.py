@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Final, Literal, TypeAlias
 
 import trio
+from typing_extensions import override
 
 from ._errors import SogniError
 from ._jobstate import ToolResult
@@ -32,6 +33,7 @@ __all__ = [
     "DIRECT_MEDIA_TOOLS",
     "MAX_MEDIA_CALLS_PER_ROUND",
     "MediaContext",
+    "MediaItem",
     "MediaKind",
     "MediaRun",
     "OnToolProgress",
@@ -192,23 +194,26 @@ class ProgressReporter:
 # --- the media context ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Item:
-    data: bytes | str | None  # bytes or a data: URI
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """One media of a `MediaContext`: an upload (``data``: bytes or a ``data:`` URI) or a
+    tool call's result (``result``, a `MediaResult`, and its ``url``)."""
+
+    data: bytes | str | None
     result: MediaResult | None = None
     url: str | None = None
 
 
-class ArgumentError(Exception):
-    """A tool argument cannot be used (which one is in the message)."""
+class ToolCallError(Exception):
+    """A media tool call cannot run (a bad argument, no model...): its message becomes the
+    ``success: false`` result."""
 
 
-@dataclass(slots=True)
 class MediaContext:
     """The media a conversation's tool calls can refer to by index.
 
     Per media type (``image``, ``video``, ``audio``) it holds *uploads* (the conversation's
-    ``image_url`` parts, and what you `add`) and *results* (every media produced by earlier tool
+    ``image_url`` parts, and what you ``add``) and *results* (every media produced by earlier tool
     calls run with this context, in call order). An index argument (``sourceImageIndex``,
     ``referenceImageIndices``, ``audioSourceIndex``, ``videoSourceIndex``, ``endImageIndex``)
     resolves as the hosted tools document: a negative index ``-k`` is the k-th upload (``-1``
@@ -216,17 +221,25 @@ class MediaContext:
     of that type, else the n-th upload. An omitted source the tool needs is the latest result,
     else the first upload. An index out of range is an error result naming the argument.
 
-    ``source_image_url`` (and ``mask``-free ``*_url`` image arguments) may be a ``data:`` URI or
-    the URL of a result in the context; nothing else is fetched, and no string argument is ever
-    read as a file path.
+    ``source_image_url`` may be a ``data:`` URI or the URL of a result in the context; nothing
+    else is fetched, and no string argument is ever read as a file path.
+
+    Attributes:
+        uploads: ``{media type: [MediaItem, ...]}``, in the order added.
+        results: ``{media type: [MediaItem, ...]}``, in call order, each call's renders in
+            render order.
     """
 
-    uploads: dict[str, list[_Item]] = field(
-        default_factory=lambda: {"image": [], "video": [], "audio": []}
-    )
-    results: dict[str, list[_Item]] = field(
-        default_factory=lambda: {"image": [], "video": [], "audio": []}
-    )
+    __slots__ = ("results", "uploads")
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, list[MediaItem]] = {"image": [], "video": [], "audio": []}
+        self.results: dict[str, list[MediaItem]] = {"image": [], "video": [], "audio": []}
+
+    @override
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}={u}+{r}" for kind, (u, r) in self.counts().items())
+        return f"<MediaContext uploads+results: {counts}>"
 
     @classmethod
     def from_messages(cls, messages: Sequence[MessageInput]) -> MediaContext:
@@ -252,7 +265,7 @@ class MediaContext:
                     url = part.image_url.url
                     if url not in known:
                         known.add(url)
-                        self.uploads["image"].append(_Item(url))
+                        self.uploads["image"].append(MediaItem(url))
 
     def add(self, kind: MediaKind, media: bytes | str) -> None:
         """Add an upload of ``kind``: bytes or a ``data:`` URI.
@@ -264,31 +277,31 @@ class MediaContext:
             raise ValueError(f"unknown media kind {kind!r}; expected image, video or audio")
         if isinstance(media, str) and not media.startswith("data:"):
             raise ValueError("a media upload must be bytes or a data: URI")
-        self.uploads[kind].append(_Item(bytes(media) if not isinstance(media, str) else media))
+        self.uploads[kind].append(MediaItem(bytes(media) if not isinstance(media, str) else media))
 
     def add_results(self, kind: MediaKind, results: Iterable[tuple[MediaResult, str]]) -> None:
         """Add media produced by a tool call: ``(result, url)`` pairs, in render order."""
-        self.results[kind].extend(_Item(None, result, url) for result, url in results)
+        self.results[kind].extend(MediaItem(None, result, url) for result, url in results)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """``{kind: (uploads, results)}``."""
         return {kind: (len(self.uploads[kind]), len(self.results[kind])) for kind in self.uploads}
 
-    def _pick(self, kind: str, index: object, argument: str) -> _Item:
+    def _pick(self, kind: str, index: object, argument: str) -> MediaItem:
         uploads, results = self.uploads[kind], self.results[kind]
         if (
             isinstance(index, bool)
             or not isinstance(index, int | float)
             or not (math.isfinite(index) and float(index).is_integer())
         ):
-            raise ArgumentError(f"{argument} must be a whole number, not {index!r}")
+            raise ToolCallError(f"{argument} must be a whole number, not {index!r}")
         n = int(index)
         if n < 0 and -n <= len(uploads):
             return uploads[-n - 1]
         pool = results if results else uploads
         if 0 <= n < len(pool):
             return pool[n]
-        raise ArgumentError(
+        raise ToolCallError(
             f"{argument}={n} is out of range: this conversation has {len(results)} generated "
             f"{kind}(s) (indices 0..{len(results) - 1}) and {len(uploads)} uploaded {kind}(s) "
             f"(indices -1..-{len(uploads)})"
@@ -296,26 +309,26 @@ class MediaContext:
             else f"{argument}={n} is out of range: this conversation has no {kind}"
         )
 
-    def _latest(self, kind: str) -> _Item | None:
+    def _latest(self, kind: str) -> MediaItem | None:
         if self.results[kind]:
             return self.results[kind][-1]
         if self.uploads[kind]:
             return self.uploads[kind][0]
         return None
 
-    def _by_url(self, url: str, argument: str) -> _Item:
+    def _by_url(self, url: str, argument: str) -> MediaItem:
         if url.startswith("data:"):
-            return _Item(url)
+            return MediaItem(url)
         for items in self.results.values():
             for item in items:
                 if item.url == url:
                     return item
-        raise ArgumentError(
+        raise ToolCallError(
             f"{argument} must be a data: URI or the URL of media produced in this conversation"
         )
 
 
-async def _load(item: _Item) -> bytes | str:
+async def _load(item: MediaItem) -> bytes | str:
     if item.data is not None:
         return item.data
     assert item.result is not None
@@ -348,7 +361,7 @@ async def choose_model(projects: ProjectsAPI, name: str, arguments: Mapping[str,
     first id in sorted order).
 
     Raises:
-        ArgumentError: no model of the media type is available within `MODELS_WAIT` seconds.
+        ToolCallError: no model of the media type is available within ``MODELS_WAIT`` seconds.
     """
     kind = DIRECT_MEDIA_TOOLS[name]
     with trio.move_on_after(MODELS_WAIT):
@@ -361,7 +374,7 @@ async def choose_model(projects: ProjectsAPI, name: str, arguments: Mapping[str,
         if workers.get(model.id, 0) > 0
     }
     if not available:
-        raise ArgumentError(f"no {kind} model is available on the network")
+        raise ToolCallError(f"no {kind} model is available on the network")
     requested = arguments.get("videoModel" if kind == "video" else "model")
     if isinstance(requested, str) and requested.strip():
         key = "-".join(requested.strip().lower().replace("_", "-").split())
@@ -386,7 +399,7 @@ def _whole(arguments: Mapping[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if not float(value).is_integer():
-        raise ArgumentError(f"{name} must be a whole number, got {value!r}")
+        raise ToolCallError(f"{name} must be a whole number, got {value!r}")
     return int(value)
 
 
@@ -435,7 +448,7 @@ async def _inputs(
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
 
-    def image(argument: str, *, required: bool = False) -> _Item | None:
+    def image(argument: str, *, required: bool = False) -> MediaItem | None:
         if isinstance(arguments.get("source_image_url"), str) and argument == "sourceImageIndex":
             return context._by_url(arguments["source_image_url"], "source_image_url")  # pyright: ignore[reportPrivateUsage]
         if argument in arguments:
@@ -443,16 +456,16 @@ async def _inputs(
         if required:
             found = context._latest("image")  # pyright: ignore[reportPrivateUsage]
             if found is None:
-                raise ArgumentError(f"{name} needs a source image; the conversation has none")
+                raise ToolCallError(f"{name} needs a source image; the conversation has none")
             return found
         return None
 
-    def source(kind: str, argument: str) -> _Item:
+    def source(kind: str, argument: str) -> MediaItem:
         if argument in arguments:
             return context._pick(kind, arguments[argument], argument)  # pyright: ignore[reportPrivateUsage]
         found = context._latest(kind)  # pyright: ignore[reportPrivateUsage]
         if found is None:
-            raise ArgumentError(f"{name} needs a source {kind}; the conversation has none")
+            raise ToolCallError(f"{name} needs a source {kind}; the conversation has none")
         return found
 
     if name == "generate_image":
@@ -488,7 +501,7 @@ async def _inputs(
         ):
             indices: list[Any] = arguments.get(argument) or []
             if len(indices) > 1:
-                raise ArgumentError(f"{argument}: this client sends at most one {kind} reference")
+                raise ToolCallError(f"{argument}: this client sends at most one {kind} reference")
             if indices:
                 item = context._pick(kind, indices[0], f"{argument}[0]")  # pyright: ignore[reportPrivateUsage]
                 inputs[option] = await _load(item)
@@ -576,8 +589,8 @@ async def run_media_tool(
             results = await project.wait()
         produced = [(result, await result.url()) for result in results if not result.nsfw]
         if not produced:
-            raise ArgumentError("every render was withheld by the safety filter")
-    except (ArgumentError, SogniError) as exc:
+            raise ToolCallError("every render was withheld by the safety filter")
+    except (ToolCallError, SogniError) as exc:
         message = str(exc)
         await reporter.report("failed", project_id=project_id, error=message)
         return error_result(tool_call, message), []

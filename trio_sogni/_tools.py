@@ -23,6 +23,7 @@ from ._mediatools import (
     DIRECT_MEDIA_TOOLS,
     MAX_MEDIA_CALLS_PER_ROUND,
     MediaContext,
+    MediaItem,
     MediaRun,
     OnToolProgress,
     ProgressReporter,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatTools",
     "MediaContext",
+    "MediaItem",
     "OnToolCall",
     "OnToolProgress",
     "ToolProgress",
@@ -185,7 +187,7 @@ class ChatTools:
         """Run several tool calls concurrently; results come back in the order of the calls.
 
         Media tool calls run concurrently too (the official SDKs run them one after another),
-        at most `MAX_MEDIA_CALLS_PER_ROUND` (8) of them: later media calls get an error result
+        at most 8 of them (the official limit): later media calls get an error result
         without running. Every media call resolves its indices against ``media_context`` as it
         was when the round started; the media they make are added to it afterwards, in call
         order (so indices stay deterministic). Progress as for `execute`.
