@@ -392,9 +392,9 @@ async def test_a_forced_tool_choice_applies_to_the_first_round_only(forced: Any)
 async def test_tool_calls_are_merged_and_non_media_sogni_tools_need_the_hosted_api(
     engine: str,
 ) -> None:
-    # enhance_prompt is a hosted tool that is not one of the six direct media tools
+    # apply_style is a hosted tool that is neither a direct media tool nor a synchronous one
     async with (
-        local_network(script=lambda r: [ToolCall("enhance_prompt", {"prompt": "a cat"})]) as net,
+        local_network(script=lambda r: [ToolCall("apply_style", {"prompt": "a cat"})]) as net,
         client_for(net, engine) as sogni,
     ):
         with trio.fail_after(10):
@@ -404,7 +404,7 @@ async def test_tool_calls_are_merged_and_non_media_sogni_tools_need_the_hosted_a
             async with stream:
                 await stream.wait()
             (call,) = stream.tool_calls
-            assert call.function.name == "enhance_prompt"
+            assert call.function.name == "apply_style"
             assert json.loads(call.function.arguments) == {"prompt": "a cat"}
             assert stream.finish_reason == "tool_calls"
             (outcome,) = await sogni.chat.tools.execute_all([call])

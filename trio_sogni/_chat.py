@@ -79,9 +79,9 @@ class ChatAPI:
         self._models_lot = models_lot
         self._rest = rest
         self.eip712 = eip712
-        self.tools = ChatTools(projects)
-        self.completions = ChatCompletions(driver, self.tools, app_source)
         self.hosted = ChatHosted(rest, app_source=app_source)
+        self.tools = ChatTools(projects, self.hosted)
+        self.completions = ChatCompletions(driver, self.tools, app_source)
         self.runs = ChatRuns(rest, app_source=app_source)
 
     @override

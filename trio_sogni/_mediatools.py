@@ -136,8 +136,9 @@ class ToolProgress:
 
     ``status`` goes ``creating`` (arguments checked, inputs being uploaded) → ``queued`` (the
     project was sent) → ``processing`` (``percent``: 0 to 100 over all renders; repeated) →
-    ``completed`` (``urls``) or ``failed`` (``error``). ``completed`` and ``failed`` are always
-    the last report of a call that got past argument checking.
+    ``completed`` (``urls``) or ``failed`` (``error``). A call refused before its project is
+    created (a bad argument, no model) reports nothing; once ``creating`` was reported,
+    ``completed`` or ``failed`` is always the last report, unless the call is cancelled.
     """
 
     tool_call_id: str
@@ -562,12 +563,14 @@ async def run_media_tool(
             tool_call, f"invalid argument {exc.argument or 'arguments'}: {exc.message}"
         ), []
     project_id: str | None = None
+    creating = False
     try:
         model = await choose_model(projects, name, arguments)
         options = _options(name, kind, arguments)
         if token_type is not None:
             options["token_type"] = token_type
         inputs = await _inputs(name, arguments, context, model)
+        creating = True
         await reporter.report("creating")
         async with await projects.create(
             type=kind, model=model, prompt=str(arguments["prompt"]), **inputs, **options
@@ -592,7 +595,8 @@ async def run_media_tool(
             raise ToolCallError("every render was withheld by the safety filter")
     except (ToolCallError, SogniError) as exc:
         message = str(exc)
-        await reporter.report("failed", project_id=project_id, error=message)
+        if creating:
+            await reporter.report("failed", project_id=project_id, error=message)
         return error_result(tool_call, message), []
     urls = [url for _, url in produced]
     content: dict[str, Any] = {"success": True, "media_type": kind, "urls": urls}

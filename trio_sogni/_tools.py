@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import msgspec
 import trio
 
-from ._errors import InvalidRequestError
+from ._errors import InvalidRequestError, SogniError
 from ._groups import unwrap_group
+from ._hosted import HOSTED_SYNCHRONOUS_TOOLS
 from ._jobstate import ToolResult, ToolRound
 from ._mediatools import (
     DIRECT_MEDIA_TOOLS,
@@ -34,6 +35,7 @@ from ._mediatools import (
 from .protocol import ToolCall, decode_json
 
 if TYPE_CHECKING:
+    from ._hosted import ChatHosted
     from ._projects import ProjectsAPI
 
 __all__ = [
@@ -96,14 +98,21 @@ class ChatTools:
     (`ProjectsAPI`): the arguments are checked against the hosted tools' JSON Schemas, media
     models are awaited, the model is chosen by the official rules, index arguments resolve
     against a `MediaContext` and are uploaded as project inputs, and the result is the official
-    shape (`ToolResult`). Every error is a ``success: false`` result, never an exception. Other
-    hosted tools (``enhance_prompt``, ``compose_*``...) get an error result telling the model to
-    use ``chat.hosted.create()`` or ``chat.runs.create()``. Client-side tools are run by your
+    shape (`ToolResult`). The synchronous hosted tools (``enhance_prompt``, ``compose_script``,
+    ``compose_lyrics``, ``compose_instrumental``, ``compose_workflow``,
+    ``compose_workflow_template``) run through `ChatHosted.execute_tool`; their ``content`` is
+    the JSON ``{success, tool, result}``. Every error is a ``success: false`` result, never an
+    exception. The other hosted tools (``apply_style``, ``restore_photo``, ``animate_photo``...)
+    get an error result telling the model to use ``chat.hosted.create()`` or
+    ``chat.runs.create()``, as the official SDKs do. Client-side tools are run by your
     ``on_tool_call`` handler.
     """
 
-    def __init__(self, projects: ProjectsAPI | None = None) -> None:
+    def __init__(
+        self, projects: ProjectsAPI | None = None, hosted: ChatHosted | None = None
+    ) -> None:
         self._projects = projects
+        self._hosted = hosted
 
     async def execute(
         self,
@@ -124,6 +133,8 @@ class ChatTools:
         that does not fit the channel is dropped, the others wait for room). Cancelling this
         call cancels its project on the server (a shielded, bounded abort) before the
         cancellation propagates.
+
+        ``token_type`` (``spark`` or ``sogni``) pays for the call's project or hosted tool.
 
         A checkpoint. Exceptions raised by ``on_tool_call`` or ``on_tool_progress`` propagate
         unchanged (they are your code's errors, not the model's); to feed an error back to the
@@ -160,6 +171,8 @@ class ChatTools:
             return await run_media_tool(
                 self._projects, tool_call, arguments, context, reporter, token_type=token_type
             )
+        if name in HOSTED_SYNCHRONOUS_TOOLS and self._hosted is not None:
+            return await self._run_hosted(tool_call, token_type), []
         if is_sogni_tool_call(tool_call):
             return error_result(
                 tool_call,
@@ -173,6 +186,27 @@ class ChatTools:
         return ToolResult(
             tool_call_id=tool_call.id, tool_name=name, success=True, content=content
         ), []
+
+    async def _run_hosted(
+        self, tool_call: ToolCall, token_type: Literal["spark", "sogni"] | None
+    ) -> ToolResult:
+        assert self._hosted is not None
+        try:
+            arguments = parse_tool_call_arguments(tool_call)
+            answer = await self._hosted.execute_tool(
+                tool_call.function.name, arguments, token_type=token_type
+            )
+        except SogniError as exc:
+            return error_result(tool_call, str(exc))
+        body: dict[str, Any] = {"success": True, "tool": answer.tool, "result": answer.result}
+        if answer.message:
+            body["message"] = answer.message
+        return ToolResult(
+            tool_call_id=tool_call.id,
+            tool_name=tool_call.function.name,
+            success=True,
+            content=json.dumps(body),
+        )
 
     async def execute_all(
         self,

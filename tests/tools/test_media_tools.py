@@ -486,3 +486,33 @@ async def test_the_loop_uses_the_conversations_image(
         assert result.content == "done"
         (spec,) = worker.specs
         assert spec.inputs["contextImage1"].data == source
+
+
+# --- the synchronous hosted tools ----------------------------------------------------------------
+
+
+async def test_synchronous_hosted_tools_run_through_the_hosted_api(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tools_net() as (_net, sogni, _workers):
+        arguments = {
+            "prompt": "a cat on a roof",
+            "target_output": "image_prompt",
+            "destination_model": "sdxl",
+        }
+        enhance, refused, styled = await sogni.chat.tools.execute_all(
+            [
+                call("enhance_prompt", "e", **arguments),
+                call("enhance_prompt", "r", prompt="x"),  # the server checks the arguments
+                call("apply_style", "s", prompt="x"),
+            ]
+        )
+        assert enhance.success, enhance.error
+        body = content(enhance)
+        assert body["success"] is True
+        assert body["tool"] == "enhance_prompt"
+        assert isinstance(body["result"], dict)
+        assert not refused.success
+        assert content(refused) == {"success": False, "error": refused.error}
+        assert not styled.success
+        assert "chat.hosted.create()" in (styled.error or "")
