@@ -389,9 +389,12 @@ async def test_a_forced_tool_choice_applies_to_the_first_round_only(forced: Any)
     assert choices[0] != "auto"
 
 
-async def test_tool_calls_are_merged_and_sogni_tools_need_the_hosted_api(engine: str) -> None:
+async def test_tool_calls_are_merged_and_non_media_sogni_tools_need_the_hosted_api(
+    engine: str,
+) -> None:
+    # apply_style is a hosted tool that is neither a direct media tool nor a synchronous one
     async with (
-        local_network(script=lambda r: [ToolCall("generate_image", {"prompt": "a cat"})]) as net,
+        local_network(script=lambda r: [ToolCall("apply_style", {"prompt": "a cat"})]) as net,
         client_for(net, engine) as sogni,
     ):
         with trio.fail_after(10):
@@ -401,7 +404,7 @@ async def test_tool_calls_are_merged_and_sogni_tools_need_the_hosted_api(engine:
             async with stream:
                 await stream.wait()
             (call,) = stream.tool_calls
-            assert call.function.name == "generate_image"
+            assert call.function.name == "apply_style"
             assert json.loads(call.function.arguments) == {"prompt": "a cat"}
             assert stream.finish_reason == "tool_calls"
             (outcome,) = await sogni.chat.tools.execute_all([call])

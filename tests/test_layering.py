@@ -29,6 +29,25 @@ def test_protocol_imports_only_msgspec_and_the_stdlib() -> None:
     assert all(m.startswith("trio_sogni.protocol") for m in ours), ours
 
 
+def test_toolschema_imports_only_the_stdlib() -> None:
+    # the client's JSON Schema checker (media tool arguments) is a leaf: no trio_sogni module,
+    # no third-party package, and in particular not localnet's own checker
+    path = Path(trio_sogni.__file__).parent / "_toolschema.py"
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import in _toolschema"
+            imported.add((node.module or "").split(".")[0])
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+
+
+def test_media_tools_load_no_localnet() -> None:
+    modules = loaded_after("import trio_sogni._tools, trio_sogni._mediatools")
+    assert not {m for m in modules if m.startswith("trio_sogni.localnet")}
+
+
 def test_localnet_is_independent_of_the_client() -> None:
     modules = loaded_after("import trio_sogni.localnet")
     forbidden = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import msgspec
 import trio
@@ -32,8 +32,11 @@ from ._request import CompletionParams, MessageInput, build_llm_request, validat
 from ._router import ChatStatistics, JobRouter
 from ._runs import ChatRuns
 from ._stream import ChatCompletionResult, ChatStream
-from ._tools import ChatTools, OnToolCall, ToolRound
+from ._tools import ChatTools, MediaContext, OnToolCall, OnToolProgress, ToolRound
 from ._transport import RestClient
+
+if TYPE_CHECKING:
+    from ._projects import ProjectsAPI
 from .protocol import (
     Authenticated,
     BalanceUpdate,
@@ -69,15 +72,16 @@ class ChatAPI:
         rest: RestClient,
         eip712: EIP712Helper,
         app_source: str | None,
+        projects: ProjectsAPI | None = None,
     ) -> None:
         self._router = router
         self._events = events
         self._models_lot = models_lot
         self._rest = rest
         self.eip712 = eip712
-        self.tools = ChatTools()
-        self.completions = ChatCompletions(driver, self.tools, app_source)
         self.hosted = ChatHosted(rest, app_source=app_source)
+        self.tools = ChatTools(projects, self.hosted)
+        self.completions = ChatCompletions(driver, self.tools, app_source)
         self.runs = ChatRuns(rest, app_source=app_source)
 
     @override
@@ -253,6 +257,8 @@ class ChatCompletions:
         auto_execute_tools: bool = False,
         on_tool_call: OnToolCall | None = None,
         max_tool_rounds: int = 5,
+        media_context: MediaContext | None = None,
+        on_tool_progress: OnToolProgress | None = None,
         **params: Unpack[CompletionParams],
     ) -> ChatCompletionResult: ...
 
@@ -265,6 +271,8 @@ class ChatCompletions:
         auto_execute_tools: bool = False,
         on_tool_call: OnToolCall | None = None,
         max_tool_rounds: int = 5,
+        media_context: MediaContext | None = None,
+        on_tool_progress: OnToolProgress | None = None,
         **params: Unpack[CompletionParams],
     ) -> ChatStream | ChatCompletionResult:
         """Run a chat completion on the Supernet.
@@ -273,8 +281,12 @@ class ChatCompletions:
         ``async with`` so leaving early aborts the job. With ``stream=False`` (the default) this
         waits for the job's ``llmJobResult`` and returns a `ChatCompletionResult`; cancelling it
         aborts the job on the server. ``auto_execute_tools=True`` runs the tool loop: tool calls
-        are executed (client-side ones by ``on_tool_call``) and fed back for up to
-        ``max_tool_rounds`` rounds.
+        are executed (client-side ones by ``on_tool_call``, Sogni's direct media tools as media
+        projects, see `ChatTools`) and fed back for up to ``max_tool_rounds`` rounds, each round
+        recorded in the result's ``tool_history``. Media tools resolve their index arguments
+        against ``media_context`` (a fresh `MediaContext` if not given): the conversation's
+        images, then every media made by earlier rounds, so "now make a video of that image"
+        uses the image. ``on_tool_progress`` gets every media call's `ToolProgress`.
 
         All parameters are checked before anything is sent.
 
@@ -288,7 +300,15 @@ class ChatCompletions:
         if auto_execute_tools:
             if stream:
                 raise InvalidRequestError("auto_execute_tools cannot be combined with stream=True")
-            return await self._run_tool_loop(model, messages, params, on_tool_call, max_tool_rounds)
+            return await self._run_tool_loop(
+                model,
+                messages,
+                params,
+                on_tool_call,
+                max_tool_rounds,
+                media_context,
+                on_tool_progress,
+            )
         request = self._build(model, messages, stream, params)
         job = await self._driver.start_job(request)
         if stream:
@@ -318,11 +338,15 @@ class ChatCompletions:
         params: Mapping[str, Any],
         on_tool_call: OnToolCall | None,
         max_rounds: object,
+        media_context: MediaContext | None,
+        on_tool_progress: OnToolProgress | None,
     ) -> ChatCompletionResult:
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
             raise InvalidRequestError("max_tool_rounds must be a positive integer")
         history: list[ChatMessage] = validate_messages(messages)
         rounds: list[ToolRound] = []
+        # The media the tools can refer to: the conversation's images, then every round's media.
+        context = media_context if media_context is not None else MediaContext()
         # A forced call ("required" or a named function) applies to the first round only: forcing
         # every round would make the model call tools forever and never answer.
         forced = params.get("tool_choice") == "required" or isinstance(
@@ -338,8 +362,12 @@ class ChatCompletions:
                 if rounds:
                     return msgspec.structs.replace(result, tool_history=rounds)
                 return result
+            context.add_messages(history)
             tool_results = await self._tools.execute_all(
-                result.tool_calls, on_tool_call=on_tool_call
+                result.tool_calls,
+                on_tool_call=on_tool_call,
+                media_context=context,
+                on_tool_progress=on_tool_progress,
             )
             rounds.append(
                 ToolRound(

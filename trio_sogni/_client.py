@@ -439,15 +439,6 @@ async def open_sogni_client(
             lookup=partial(fetch_project, rest),
             lookup_lot=lookup_lot,
         )
-        chat = ChatAPI(
-            router=router,
-            driver=driver,
-            events=events,
-            models_lot=models_lot,
-            rest=rest,
-            eip712=eip712,
-            app_source=app_source,
-        )
         projects = ProjectsAPI(
             router=router,
             driver=driver,
@@ -456,6 +447,16 @@ async def open_sogni_client(
             catalog=MediaModelCatalog(rest),
             models_lot=media_models_lot,
             app_source=app_source,
+        )
+        chat = ChatAPI(
+            router=router,
+            driver=driver,
+            events=events,
+            models_lot=models_lot,
+            rest=rest,
+            eip712=eip712,
+            app_source=app_source,
+            projects=projects,
         )
         account = AccountAPI(
             rest=rest, session=session, router=router, app_id=app_id, app_source=app_source

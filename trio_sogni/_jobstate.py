@@ -70,13 +70,20 @@ class Waiter(Protocol):
 
 
 class ToolResult(msgspec.Struct, kw_only=True, frozen=True):
-    """The outcome of one tool call, as fed back to the model in a ``tool`` message."""
+    """The outcome of one tool call, as fed back to the model in a ``tool`` message (the
+    official SDKs' ``{toolCallId, toolName, success, resultUrls, content}``).
+
+    ``content`` is the ``tool`` message's text; for a media tool, the JSON
+    ``{success, media_type, urls, model, prompt}`` (or ``{success: false, error}``).
+    ``result_urls`` are a media tool's result URLs (signed: treat them as credentials);
+    ``error`` the message of a failed call."""
 
     tool_call_id: str
     tool_name: str
     success: bool
     content: str
     error: str | None = None
+    result_urls: list[str] = msgspec.field(default_factory=list[str])
 
 
 class ToolRound(msgspec.Struct, kw_only=True, frozen=True):

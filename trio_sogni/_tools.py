@@ -11,18 +11,40 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import msgspec
 import trio
 
-from ._errors import InvalidRequestError
+from ._errors import InvalidRequestError, SogniError
 from ._groups import unwrap_group
+from ._hosted import HOSTED_SYNCHRONOUS_TOOLS
 from ._jobstate import ToolResult, ToolRound
+from ._mediatools import (
+    DIRECT_MEDIA_TOOLS,
+    MAX_MEDIA_CALLS_PER_ROUND,
+    MediaContext,
+    MediaItem,
+    MediaRun,
+    OnToolProgress,
+    ProgressReporter,
+    ToolProgress,
+    error_result,
+    run_media_tool,
+)
 from .protocol import ToolCall, decode_json
 
+if TYPE_CHECKING:
+    from ._hosted import ChatHosted
+    from ._projects import ProjectsAPI
+
 __all__ = [
+    "ChatTools",
+    "MediaContext",
+    "MediaItem",
     "OnToolCall",
+    "OnToolProgress",
+    "ToolProgress",
     "ToolResult",
     "ToolRound",
     "hosted_tool_names",
@@ -68,62 +90,177 @@ def parse_tool_call_arguments(tool_call: ToolCall) -> dict[str, Any]:
     return value  # pyright: ignore[reportUnknownVariableType]
 
 
-def _error_result(tool_call: ToolCall, message: str) -> ToolResult:
-    return ToolResult(
-        tool_call_id=tool_call.id,
-        tool_name=tool_call.function.name,
-        success=False,
-        content=json.dumps({"success": False, "error": message}),
-        error=message,
-    )
-
-
 class ChatTools:
     """``sogni.chat.tools``: run the tool calls a model made.
 
-    Client-side tools are run by your ``on_tool_call`` handler. Sogni's hosted media tools are not
-    executed locally by this version: such a call yields an error result telling the model (and
-    you) to use ``chat.hosted.create()`` or ``chat.runs.create()``, as the official SDK does for the
-    tools it cannot dispatch directly.
+    The six direct media tools (``generate_image``, ``edit_image``, ``generate_video``,
+    ``sound_to_video``, ``video_to_video``, ``generate_music``) run here as media projects
+    (`ProjectsAPI`): the arguments are checked against the hosted tools' JSON Schemas, media
+    models are awaited, the model is chosen by the official rules, index arguments resolve
+    against a `MediaContext` and are uploaded as project inputs, and the result is the official
+    shape (`ToolResult`). The synchronous hosted tools (``enhance_prompt``, ``compose_script``,
+    ``compose_lyrics``, ``compose_instrumental``, ``compose_workflow``,
+    ``compose_workflow_template``) run through `ChatHosted.execute_tool`; their ``content`` is
+    the JSON ``{success, tool, result}``. Every error is a ``success: false`` result, never an
+    exception. The other hosted tools (``apply_style``, ``restore_photo``, ``animate_photo``...)
+    get an error result telling the model to use ``chat.hosted.create()`` or
+    ``chat.runs.create()``, as the official SDKs do. Client-side tools are run by your
+    ``on_tool_call`` handler.
     """
 
+    def __init__(
+        self, projects: ProjectsAPI | None = None, hosted: ChatHosted | None = None
+    ) -> None:
+        self._projects = projects
+        self._hosted = hosted
+
     async def execute(
-        self, tool_call: ToolCall, *, on_tool_call: OnToolCall | None = None
+        self,
+        tool_call: ToolCall,
+        *,
+        on_tool_call: OnToolCall | None = None,
+        media_context: MediaContext | None = None,
+        on_tool_progress: OnToolProgress | None = None,
+        progress: trio.MemorySendChannel[ToolProgress] | None = None,
+        token_type: Literal["spark", "sogni"] | None = None,
     ) -> ToolResult:
         """Run one tool call and return its result.
 
-        A checkpoint. Exceptions raised by ``on_tool_call`` propagate unchanged (they are your
-        code's errors, not the model's); to feed an error back to the model, return it as text.
+        A media tool call waits for its project (``media_context``: what index arguments refer
+        to, and where the media it makes are added; a fresh empty context if not given). Its
+        progress goes to ``on_tool_progress`` and to ``progress`` (`ToolProgress`: creating,
+        queued, processing with the percent, completed with the URLs, or failed; a step report
+        that does not fit the channel is dropped, the others wait for room). Cancelling this
+        call cancels its project on the server (a shielded, bounded abort) before the
+        cancellation propagates.
+
+        ``token_type`` (``spark`` or ``sogni``) pays for the call's project or hosted tool.
+
+        A checkpoint. Exceptions raised by ``on_tool_call`` or ``on_tool_progress`` propagate
+        unchanged (they are your code's errors, not the model's); to feed an error back to the
+        model, return it as text.
         """
+        context = media_context if media_context is not None else MediaContext()
+        result, produced = await self._run(
+            tool_call, on_tool_call, context, on_tool_progress, progress, token_type
+        )
+        kind = DIRECT_MEDIA_TOOLS.get(tool_call.function.name)
+        if produced and kind is not None:
+            context.add_results(kind, produced)
+        return result
+
+    async def _run(
+        self,
+        tool_call: ToolCall,
+        on_tool_call: OnToolCall | None,
+        context: MediaContext,
+        on_tool_progress: OnToolProgress | None,
+        progress: trio.MemorySendChannel[ToolProgress] | None,
+        token_type: Literal["spark", "sogni"] | None,
+    ) -> MediaRun:
         await trio.lowlevel.checkpoint_if_cancelled()
         name = tool_call.function.name
+        if name in DIRECT_MEDIA_TOOLS:
+            if self._projects is None:
+                return error_result(tool_call, "this ChatTools has no media projects API"), []
+            try:
+                arguments = parse_tool_call_arguments(tool_call)
+            except InvalidRequestError as exc:
+                return error_result(tool_call, str(exc)), []
+            reporter = ProgressReporter(tool_call, on_tool_progress, progress)
+            return await run_media_tool(
+                self._projects, tool_call, arguments, context, reporter, token_type=token_type
+            )
+        if name in HOSTED_SYNCHRONOUS_TOOLS and self._hosted is not None:
+            return await self._run_hosted(tool_call, token_type), []
         if is_sogni_tool_call(tool_call):
-            return _error_result(
+            return error_result(
                 tool_call,
                 f"Sogni tool {name!r} cannot be executed by this client; it must be executed via "
                 "chat.hosted.create() or chat.runs.create()",
-            )
+            ), []
         if on_tool_call is None:
-            return _error_result(tool_call, f"No handler for non-Sogni tool call {name!r}")
+            return error_result(tool_call, f"No handler for non-Sogni tool call {name!r}"), []
         value = await on_tool_call(tool_call)
         content = value if isinstance(value, str) else json.dumps(value)
-        return ToolResult(tool_call_id=tool_call.id, tool_name=name, success=True, content=content)
+        return ToolResult(
+            tool_call_id=tool_call.id, tool_name=name, success=True, content=content
+        ), []
+
+    async def _run_hosted(
+        self, tool_call: ToolCall, token_type: Literal["spark", "sogni"] | None
+    ) -> ToolResult:
+        assert self._hosted is not None
+        try:
+            arguments = parse_tool_call_arguments(tool_call)
+            answer = await self._hosted.execute_tool(
+                tool_call.function.name, arguments, token_type=token_type
+            )
+        except SogniError as exc:
+            return error_result(tool_call, str(exc))
+        body: dict[str, Any] = {"success": True, "tool": answer.tool, "result": answer.result}
+        if answer.message:
+            body["message"] = answer.message
+        return ToolResult(
+            tool_call_id=tool_call.id,
+            tool_name=tool_call.function.name,
+            success=True,
+            content=json.dumps(body),
+        )
 
     async def execute_all(
-        self, tool_calls: Sequence[ToolCall], *, on_tool_call: OnToolCall | None = None
+        self,
+        tool_calls: Sequence[ToolCall],
+        *,
+        on_tool_call: OnToolCall | None = None,
+        media_context: MediaContext | None = None,
+        on_tool_progress: OnToolProgress | None = None,
+        progress: trio.MemorySendChannel[ToolProgress] | None = None,
+        token_type: Literal["spark", "sogni"] | None = None,
     ) -> list[ToolResult]:
         """Run several tool calls concurrently; results come back in the order of the calls.
 
-        If any handler raises, the others are cancelled and the exception propagates (a single
-        exception is unwrapped from the nursery's group).
+        Media tool calls run concurrently too (the official SDKs run them one after another),
+        at most 8 of them (the official limit): later media calls get an error result
+        without running. Every media call resolves its indices against ``media_context`` as it
+        was when the round started; the media they make are added to it afterwards, in call
+        order (so indices stay deterministic). Progress as for `execute`.
+
+        If any handler raises, the others are cancelled (their projects cancelled on the
+        server) and the exception propagates (a single exception is unwrapped from the
+        nursery's group). Cancelling this call cancels every project it started.
         """
-        results: list[ToolResult | None] = [None] * len(tool_calls)
+        context = media_context if media_context is not None else MediaContext()
+        runs: list[MediaRun | None] = [None] * len(tool_calls)
+        media_calls = 0
 
         async def run_one(i: int, call: ToolCall) -> None:
-            results[i] = await self.execute(call, on_tool_call=on_tool_call)
+            runs[i] = await self._run(
+                call, on_tool_call, context, on_tool_progress, progress, token_type
+            )
 
         with unwrap_group():
             async with trio.open_nursery() as nursery:
                 for i, call in enumerate(tool_calls):
+                    if call.function.name in DIRECT_MEDIA_TOOLS:
+                        media_calls += 1
+                        if media_calls > MAX_MEDIA_CALLS_PER_ROUND:
+                            runs[i] = (
+                                error_result(
+                                    call,
+                                    f"too many media tool calls in one round: at most "
+                                    f"{MAX_MEDIA_CALLS_PER_ROUND} run, this is call {media_calls}",
+                                ),
+                                [],
+                            )
+                            continue
                     nursery.start_soon(run_one, i, call)
-        return [r for r in results if r is not None]
+        results: list[ToolResult] = []
+        for call, run in zip(tool_calls, runs, strict=True):
+            assert run is not None
+            result, produced = run
+            kind = DIRECT_MEDIA_TOOLS.get(call.function.name)
+            if produced and kind is not None:
+                context.add_results(kind, produced)
+            results.append(result)
+        return results
