@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from typing import Any
 
 import av
+import httpx
 import pytest
 import trio
 from mediadoubles import (
@@ -31,7 +33,7 @@ from PIL import Image
 from sogni_client import SogniClient
 from sogni_client.errors import ProjectError
 
-from trio_sogni.localnet import LocalNetwork, open_local_network
+from trio_sogni.localnet import LocalNetwork, Text, ToolCall, open_local_network
 from trio_sogni.localnet._media._render import SIMULATED_LABEL, SimulatedMediaWorker
 
 
@@ -266,3 +268,80 @@ async def test_official_python_sdk_downloads_decodable_image_video_and_music() -
     # MP3 adds encoder delay and padding (< 2 frames of 1152 samples).
     assert 10 * 44_100 <= music["samples"] <= 10 * 44_100 + 2 * 1152 + 529
     assert music["comment"] == SIMULATED_LABEL
+
+
+async def run_sdk_tools(rest_url: str, socket_url: str, api_key: str, model: str) -> dict[str, Any]:
+    client = await SogniClient.create(
+        app_id="official-sdk-tools",
+        api_key=api_key,
+        rest_endpoint=rest_url,
+        socket_endpoint=socket_url,
+    )
+    try:
+        call = {
+            "id": "call_direct",
+            "type": "function",
+            "function": {
+                "name": "generate_image",
+                "arguments": json.dumps(
+                    {"prompt": "a red fox in snow", "width": 320, "height": 256}
+                ),
+            },
+        }
+        direct = await client.chat.tools.execute(call, {"timeout": 60})
+        direct_bytes = b""
+        if direct.get("success"):
+            async with httpx.AsyncClient(timeout=30) as http:
+                direct_bytes = (await http.get(direct["resultUrls"][0])).content
+        looped = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "draw me a fox"}],
+            tools=[GENERATE_IMAGE_TOOL],
+            autoExecuteTools=True,
+        )
+        return {"direct": direct, "direct_bytes": direct_bytes, "looped": looped}
+    finally:
+        await client.aclose()
+
+
+GENERATE_IMAGE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "generate_image",
+        "description": "Generate an image",
+        "parameters": {
+            "type": "object",
+            "properties": {"prompt": {"type": "string"}},
+            "required": ["prompt"],
+        },
+    },
+}
+
+
+async def test_official_python_sdk_executes_generate_image_and_loops_with_it() -> None:
+    """The SDK's ``chat.tools.execute(generate_image)`` and its auto tool loop with a media tool
+    succeed against localnet, unmodified: the chat test double (scripted) asks for an image,
+    the SDK runs it as a project on the SimulatedMediaWorker TEST DOUBLE, and answers."""
+
+    def script(request: Any) -> Any:
+        if request.messages[-1].role == "tool":
+            return [Text("Here is your fox.")]
+        return [ToolCall("generate_image", {"prompt": "a fox", "width": 320, "height": 256})]
+
+    with trio.fail_after(100):
+        async with open_local_network(rebind_grace=0, script=script, models=["chat-model"]) as net:
+            add_simulated_media_worker(net, SimulatedMediaWorker("sim-media", capacity=2))
+            out = await trio.to_thread.run_sync(
+                asyncio.run, run_sdk_tools(net.rest_url, net.socket_url, net.api_key, "chat-model")
+            )
+            assert not net.errors
+    direct = out["direct"]
+    assert direct["success"] is True, direct
+    assert direct["toolName"] == "generate_image"
+    assert json.loads(direct["content"])["media_type"] == "image"
+    with Image.open(io.BytesIO(out["direct_bytes"])) as image:
+        assert image.size == (320, 256)
+    looped = out["looped"]
+    assert looped["content"] == "Here is your fox."
+    (round_,) = looped["toolHistory"]
+    assert round_["toolResults"][0]["success"] is True
