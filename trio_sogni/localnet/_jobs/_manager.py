@@ -121,8 +121,9 @@ also keeps at most ``max_jobs_per_socket`` finished jobs, each for ``rebind_grac
 LINGER_BYTES: Final = 16 * 1024
 """The bytes of a finished job's last frames kept while it lingers."""
 
-MAX_ENDED_IDS: Final = 65_536
-"""Ids of recently ended jobs of resuming apps the network remembers, at most."""
+MAX_ENDED_IDS: Final = 16_384
+"""Ids of recently answered jobs of resuming apps the network remembers, at most (about
+250 bytes each: some 4 MB when full)."""
 
 ENDED_RETENTION: Final = 300.0
 """Seconds an ended job's id is remembered (or ``rebind_grace``, if longer): longer than any
@@ -339,8 +340,9 @@ class JobManager:
         """Live jobs by ``(account, upper-cased job id)``: job ids are scoped to their account,
         so nobody learns whether another account uses an id."""
         self.apps: dict[AppKey, _App] = {}
-        self._ended: OrderedDict[tuple[AppKey, str], tuple[float, str]] = OrderedDict()
-        """Recently ended jobs of resuming apps: (app, job key) -> (when, outcome)."""
+        self._ended: OrderedDict[tuple[AppKey, str], float] = OrderedDict()
+        """Jobs of resuming apps that ended with an answer (completed or failed), recently:
+        (app, job key) -> when."""
         self._nursery: trio.Nursery | None = None
         self.closing = False
         """Set by :meth:`stop_accepting`: new jobs are refused with ``server_restarting``."""
@@ -518,11 +520,10 @@ class JobManager:
             elif app is not None and holding and key in app.lingering:
                 log = app.lingering[key].log
             if log is None:
-                ended = self._ended.get((sock.app_key, key))
                 # A job that ended with an answer (billed or failed) is never run again;
-                # one the server never received, or ended unanswered and unbilled (expired),
-                # may be sent again.
-                status = "gap" if ended is not None and ended[1] != "expired" else "unknown"
+                # one the server never received, or that ended unanswered and unbilled
+                # (expired, aborted), may be sent again.
+                status = "gap" if (sock.app_key, key) in self._ended else "unknown"
                 answers.append(ResumedJob(job_id=entry.job_id, status=status))
                 continue
             items = log.since(entry.received, job)
@@ -566,7 +567,7 @@ class JobManager:
         now = trio.current_time()
         deadline = now - self.rebind_grace
         ended, remembered = self._ended, now - max(ENDED_RETENTION, self.rebind_grace)
-        while ended and next(iter(ended.values()))[0] < remembered:
+        while ended and next(iter(ended.values())) < remembered:
             ended.popitem(last=False)
         lingering = app.lingering
         while lingering:
@@ -823,12 +824,16 @@ class JobManager:
     def _linger(self, app: _App, job: Job) -> None:
         """Keep a finished job's last frames while its client may still lack them: for a
         resuming app, a job that ended with its own final frame (not aborted, not expired).
-        Every ended job of a resuming app is remembered (bounded, even after its app is gone),
-        with its outcome, so that `resume` never invites a client to run it again."""
-        if app.resumes and not isinstance(job, InternalJob):
+        Every job of a resuming app that ended with an answer is remembered (bounded, even after
+        its app is gone), so that `resume` never invites a client to run it again."""
+        if (
+            app.resumes
+            and not isinstance(job, InternalJob)
+            and job.outcome not in (None, "aborted", "expired")
+        ):
             self._forget_stale(app)
             entry = (app.key, job.key)
-            self._ended[entry] = (trio.current_time(), job.outcome or "internal_error")
+            self._ended[entry] = trio.current_time()
             self._ended.move_to_end(entry)
             while len(self._ended) > MAX_ENDED_IDS:
                 self._ended.popitem(last=False)
