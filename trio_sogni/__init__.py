@@ -131,6 +131,7 @@ if TYPE_CHECKING:
         ToolRound as ToolRound,
         hosted_tool_names as hosted_tool_names,
         is_sogni_tool_call as is_sogni_tool_call,
+        media_tool_definitions as media_tool_definitions,
         parse_tool_call_arguments as parse_tool_call_arguments,
     )
     from ._transport import SocketOptions as SocketOptions
@@ -204,6 +205,7 @@ _LAZY: dict[str, str] = {
     "hosted_tool_names": "._tools",
     "is_sogni_tool_call": "._tools",
     "parse_tool_call_arguments": "._tools",
+    "media_tool_definitions": "._tools",
     "SocketOptions": "._transport",
     "Completed": "._projects",
     "Failed": "._projects",
@@ -340,6 +342,7 @@ __all__ = [
     "estimate_input_tokens",
     "hosted_tool_names",
     "is_sogni_tool_call",
+    "media_tool_definitions",
     "open_sogni_client",
     "parse_tool_call_arguments",
     "validate_messages",

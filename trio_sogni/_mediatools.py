@@ -39,6 +39,7 @@ __all__ = [
     "OnToolProgress",
     "ProgressReporter",
     "ToolProgress",
+    "media_tool_definitions",
     "run_media_tool",
 ]
 
@@ -125,6 +126,33 @@ def media_tool_schemas() -> Mapping[str, Mapping[str, Any]]:
     """The argument schemas of the six direct media tools, by tool name."""
     text = resources.files("trio_sogni").joinpath("_data/media-tools.json").read_text("utf-8")
     return dict(json.loads(text)["tools"])
+
+
+_DESCRIPTIONS: Final[Mapping[str, str]] = {
+    "generate_image": "Generate images from a text prompt.",
+    "edit_image": "Edit an image (from the conversation or an earlier result) as the prompt says.",
+    "generate_video": "Generate a short video from a prompt, optionally from reference images.",
+    "sound_to_video": "Make a video that follows an audio track.",
+    "video_to_video": "Transform a video as the prompt says.",
+    "generate_music": "Compose music (optionally with lyrics) from a prompt.",
+}
+
+
+def media_tool_definitions() -> list[dict[str, Any]]:
+    """The six direct media tools as OpenAI-style tool definitions (``{"type": "function",
+    "function": {name, description, parameters}}``), to offer a model in ``tools=``; ``chat.tools``
+    executes their calls as media projects."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": _DESCRIPTIONS[name],
+                "parameters": json.loads(json.dumps(schema)),
+            },
+        }
+        for name, schema in media_tool_schemas().items()
+    ]
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ._mediatools import (
     ProgressReporter,
     ToolProgress,
     error_result,
+    media_tool_definitions,
     run_media_tool,
 )
 from .protocol import ToolCall, decode_json
@@ -49,6 +50,7 @@ __all__ = [
     "ToolRound",
     "hosted_tool_names",
     "is_sogni_tool_call",
+    "media_tool_definitions",
     "parse_tool_call_arguments",
 ]
 

@@ -14,10 +14,12 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import msgspec
 import trio
 
-from trio_sogni import SogniClient
+from trio_sogni import SogniClient, ToolProgress, media_tool_definitions
+from trio_sogni.localnet import ScriptFileError, SimulatedMediaWorker, load_script
 
 from ._connect import (
     DEFAULT_MODEL,
@@ -45,6 +47,26 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the final result as JSON")
+    parser.add_argument(
+        "--media-tools",
+        action="store_true",
+        help="offer the model the six media tools (generate_image, edit_image, generate_video, "
+        "sound_to_video, video_to_video, generate_music) and run its calls as media projects; "
+        "their progress goes to stderr and their result URLs are printed",
+    )
+    parser.add_argument(
+        "--save-media",
+        metavar="DIR",
+        default=None,
+        help="with --media-tools: download every media result into DIR",
+    )
+    parser.add_argument(
+        "--script",
+        metavar="FILE",
+        default=None,
+        help="with --simulated: a JSON script for the simulated test-double worker "
+        "(docs/localnet.md, 'Scripted replies from a file'), e.g. to make it call a tool",
+    )
     think = parser.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_true", default=None)
     think.add_argument("--no-think", dest="think", action="store_false")
@@ -66,6 +88,14 @@ async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[SogniCli
         async with open_remote_client(args, credentials) as client:
             yield client, args.model or DEFAULT_MODEL
         return
+    script = None
+    if args.script is not None:
+        if not args.simulated:
+            raise SystemExit("trio-sogni: --script needs --simulated")
+        try:
+            script = load_script(args.script)
+        except ScriptFileError as exc:
+            raise SystemExit(f"trio-sogni: --script: {exc}") from None
     if args.simulated:
         worker = None
         model: str = args.model or DEFAULT_MODEL
@@ -78,7 +108,17 @@ async def _client_for(args: argparse.Namespace) -> AsyncGenerator[tuple[SogniCli
         worker = local_worker(args)
         model = worker.model_name
         print(f"trio-sogni: embedded local Supernet, llama.cpp running {model}", file=sys.stderr)
-    async with open_embedded_client(args, worker, [model]) as client:
+    media = None
+    if args.media_tools:
+        media = SimulatedMediaWorker("embedded-media")
+        print(
+            "trio-sogni: media tools run on a simulated test-double media worker: its images, "
+            "videos and music are drawings, not generated media.",
+            file=sys.stderr,
+        )
+    async with open_embedded_client(
+        args, worker, [model], script=script, media_worker=media
+    ) as client:
         yield client, model
 
 
@@ -113,6 +153,70 @@ async def _one_turn(
     return result.content
 
 
+def _progress(call: object, progress: ToolProgress) -> None:
+    """One stderr line per media tool update (URLs are signed: they go to stdout only)."""
+    percent = f" {progress.percent:.0f}%" if progress.status == "processing" else ""
+    print(f"[{progress.tool_name}] {progress.status}{percent}", file=sys.stderr, flush=True)
+
+
+async def _tools_turn(
+    client: SogniClient, model: str, messages: list[dict[str, Any]], args: argparse.Namespace
+) -> str:
+    """One answer with the media tools offered (the tool loop runs them; not streamed): print
+    the answer and each result URL, save the media with ``--save-media``; return the content."""
+    result = await client.chat.completions.create(
+        model=model,
+        messages=messages,
+        tools=media_tool_definitions(),
+        auto_execute_tools=True,
+        on_tool_progress=_progress,
+        **_params(args),
+    )
+    urls = [
+        url
+        for round_ in result.tool_history or ()
+        for tool in round_.tool_results
+        for url in tool.result_urls or ()
+    ]
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        print(result.content)
+        for url in urls:
+            print(url)
+    if args.save_media is not None and urls:
+        await _save_all(urls, trio.Path(args.save_media))
+    return result.content
+
+
+async def _save_all(urls: list[str], directory: trio.Path) -> None:
+    """Download each URL into ``directory`` as ``media-<n>.<extension>`` (streamed to disk);
+    print each path to stderr."""
+    await directory.mkdir(parents=True, exist_ok=True)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0)) as http:
+        for n, url in enumerate(urls, start=1):
+            async with http.stream("GET", url) as response:
+                response.raise_for_status()
+                kind = response.headers.get("content-type", "").split(";")[0].strip()
+                path = directory / f"media-{n}.{_EXTENSIONS.get(kind, 'bin')}"
+                async with await path.open("wb") as file:
+                    async for chunk in response.aiter_bytes():
+                        await file.write(chunk)
+            print(f"trio-sogni: saved {path}", file=sys.stderr)
+
+
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/flac": "flac",
+}
+
+
 async def chat(args: argparse.Namespace) -> int:
     """Run ``trio-sogni chat``: one turn with a prompt, else an interactive session (prompts
     read from stdin in a thread; an empty line or end of input ends it) that keeps the history.
@@ -121,8 +225,11 @@ async def chat(args: argparse.Namespace) -> int:
     if args.system:
         base.append({"role": "system", "content": args.system})
     async with _client_for(args) as (client, model):
+        turn = _tools_turn if args.media_tools else _one_turn
+        if args.save_media is not None and not args.media_tools:
+            raise SystemExit("trio-sogni: --save-media needs --media-tools")
         if args.prompt is not None:
-            await _one_turn(client, model, [*base, {"role": "user", "content": args.prompt}], args)
+            await turn(client, model, [*base, {"role": "user", "content": args.prompt}], args)
             return 0
         history = list(base)
         print("interactive chat; an empty line or Ctrl-D ends it", file=sys.stderr)
@@ -134,5 +241,5 @@ async def chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 return 0
             history.append({"role": "user", "content": line})
-            answer = await _one_turn(client, model, history, args)
+            answer = await turn(client, model, history, args)
             history.append({"role": "assistant", "content": answer})

@@ -25,7 +25,13 @@ from typing import Final
 
 import trio_sogni
 from trio_sogni import SogniClient
-from trio_sogni.localnet import LlamaCppWorker, MediaWorker, open_local_network
+from trio_sogni.localnet import (
+    LlamaCppWorker,
+    LocalNetwork,
+    MediaWorker,
+    ScriptFunction,
+    open_local_network,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -168,8 +174,13 @@ async def open_embedded_client(
     *,
     capacity: int = 1,
     tokens_per_second: float | None = None,
+    script: ScriptFunction | None = None,
+    media_worker: MediaWorker | None = None,
 ) -> AsyncGenerator[SogniClient]:
     """An embedded local Supernet and a client on it (``--app-id``, ``--network``).
+
+    ``script`` drives the simulated workers' answers (see ``localnet.load_script``);
+    ``media_worker`` is added to serve media projects (and so media tools).
 
     With a ``worker`` the network runs just that llama.cpp worker, serving its model (``models``,
     ``capacity`` and ``tokens_per_second`` are then unused: the worker has its own capacity and
@@ -183,19 +194,26 @@ async def open_embedded_client(
             workers=1,
             capacity=capacity,
             tokens_per_second=tokens_per_second,
+            script=script,
         )
     else:
         network = open_local_network(models=[worker.model_name], workers=[worker])
-    async with (
-        network as net,
-        trio_sogni.open_sogni_client(
-            app_id=args.app_id,
-            api_key=net.api_key,
-            socket_endpoint=net.socket_url,
-            rest_endpoint=net.rest_url,
-            network=args.network,
-        ) as client,
-    ):
+    async with network as net:
+        if media_worker is not None:
+            net.add_media_worker(media_worker)
+        async with _client_on(net, args) as client:
+            yield client
+
+
+@asynccontextmanager
+async def _client_on(net: LocalNetwork, args: argparse.Namespace) -> AsyncGenerator[SogniClient]:
+    async with trio_sogni.open_sogni_client(
+        app_id=args.app_id,
+        api_key=net.api_key,
+        socket_endpoint=net.socket_url,
+        rest_endpoint=net.rest_url,
+        network=args.network,
+    ) as client:
         yield client
 
 
