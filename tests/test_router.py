@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from routerdoubles import Clock, Events, Waker
 
 from trio_sogni import (
     AuthenticationError,
@@ -16,7 +17,6 @@ from trio_sogni import (
     ConnectionLost,
     InvalidRequestError,
 )
-from trio_sogni._event_types import ChatEvent
 from trio_sogni._jobstate import JobSlot
 from trio_sogni._router import JobRouter
 from trio_sogni.protocol import (
@@ -39,26 +39,6 @@ from trio_sogni.protocol import (
 JOB = "9F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
 OTHER = "1B2C3D4E-5F60-4718-9A0B-C1D2E3F40516"
 PROJECT = "7D3E9A10-4B2C-4E5F-8A6B-0C1D2E3F4A5B"
-
-
-class Events:
-    def __init__(self, *kinds: str) -> None:
-        self.listening = set(kinds)
-        self.seen: list[ChatEvent] = []
-
-    def emit(self, event: ChatEvent) -> None:
-        self.seen.append(event)
-
-
-class Waker:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def unpark_all(self) -> None:
-        self.calls += 1
-
-    async def park(self) -> None:
-        raise AssertionError("nothing parks in these tests")
 
 
 def make(*kinds: str) -> tuple[JobRouter, Events, Waker, Waker]:
@@ -207,14 +187,6 @@ def test_the_router_loads_no_trio_and_no_io() -> None:
 
 
 # --- resuming jobs across a reconnect (sans-IO) -------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_resuming(window: float = 30.0) -> tuple[JobRouter, Clock, Waker, Waker]:

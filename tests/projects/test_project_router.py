@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from routerdoubles import Clock, Events, Waker
+
 from trio_sogni import ClientClosedError, ConnectionLost, ProjectError, ProtocolError
-from trio_sogni._event_types import ChatEvent, ProjectEvent, RenderEvent
+from trio_sogni._event_types import ProjectEvent, RenderEvent
 from trio_sogni._projectstate import ProgressCell, ProjectEnd, ProjectSlot, RenderEnd
 from trio_sogni._router import JobRouter
 from trio_sogni.protocol import (
@@ -35,33 +37,6 @@ from trio_sogni.protocol import (
 
 PROJECT = "0F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
 CHAT = "9F0E4A51-3C6B-4F0A-8E5D-2B7C1D9A6E43"
-
-
-class Events:
-    def __init__(self, *kinds: str) -> None:
-        self.listening = set(kinds)
-        self.seen: list[ChatEvent] = []
-
-    def emit(self, event: ChatEvent) -> None:
-        self.seen.append(event)
-
-
-class Waker:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def unpark_all(self) -> None:
-        self.calls += 1
-
-    async def park(self) -> None:
-        raise AssertionError("nothing parks in these tests")
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(*kinds: str, window: float = 30.0) -> tuple[JobRouter, Events, Waker]:
