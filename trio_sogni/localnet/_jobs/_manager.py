@@ -222,14 +222,14 @@ class _App:
         self.lingering_bytes = 0
 
     def forget_lingering(self, key: str | None = None) -> None:
-        """Forget one finished job's frames (the oldest if ``key`` is ``None``), or all of them
-        with ``key="*"``."""
-        if key == "*":
-            self.lingering.clear()
-            self.lingering_bytes = 0
-            return
+        """Forget one finished job's frames: ``key``'s, or the oldest."""
         entry = self.lingering.popitem(last=False)[1] if key is None else self.lingering.pop(key)
         self.lingering_bytes -= entry.log.size
+
+    def clear_lingering(self) -> None:
+        """Forget every finished job's frames."""
+        self.lingering.clear()
+        self.lingering_bytes = 0
 
 
 INTERNAL_APP_ID: Final = "localnet-internal"
@@ -423,7 +423,7 @@ class JobManager:
             if app.grace is None:
                 self._start_grace(app)
         else:
-            app.forget_lingering("*")
+            app.clear_lingering()
             if app.grace is not None:
                 app.grace.cancel()
                 app.grace = None
@@ -452,7 +452,7 @@ class JobManager:
         self._detach_logs(app)
         if sock.driver.received_close == 1000:
             # The client said goodbye: it wants nothing more of the jobs that already ended.
-            app.forget_lingering("*")
+            app.clear_lingering()
         if not app.jobs and not app.lingering and not app.owners:
             if app.grace is not None:
                 app.grace.cancel()
@@ -489,7 +489,7 @@ class JobManager:
         A socket still waiting to resume gets the app's (new) jobs' frames from now on."""
         for job in list(app.jobs.values()):
             self.end_job(job, "expired", None)
-        app.forget_lingering("*")
+        app.clear_lingering()
         if app.socket is not None:
             app.flowing = True
         elif not app.jobs and not app.owners:

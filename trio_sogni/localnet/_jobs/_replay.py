@@ -15,13 +15,10 @@ log is synchronous and knows no socket.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
 
 from .._server import OutEncoded, OutFrame, Silenceable, skip_frames
 
 __all__ = ["ReplayLog"]
-
-_NO_JOB: Final = None
 
 
 class ReplayLog:
@@ -64,7 +61,7 @@ class ReplayLog:
             self.floor += frames
 
     def since(
-        self, received: int, job: Silenceable | None = _NO_JOB
+        self, received: int, job: Silenceable | None = None
     ) -> list[OutFrame | OutEncoded] | None:
         """The outbox items that carry every frame after the first ``received``, tied to ``job``
         (so they are skipped if it is silenced), or ``None`` when some of those frames are no
@@ -85,7 +82,7 @@ class ReplayLog:
             skip = 0
         return out
 
-    def unsent(self, job: Silenceable | None = _NO_JOB) -> list[OutFrame | OutEncoded]:
+    def unsent(self, job: Silenceable | None = None) -> list[OutFrame | OutEncoded]:
         """The items logged since the app lost its socket (never sent to any socket)."""
         items = self.since(max(self.detached_at, self.floor), job)
         return items if items is not None else []
