@@ -1,4 +1,5 @@
 """The ``trio-sogni`` parser and entry point: ``chat`` (`._chat`), ``batch`` (`._batch`),
+``bench`` (`._bench`),
 ``image`` / ``video`` / ``music`` (`._generate`), ``localnet serve`` (`._localnet`).
 
 ``trio.run`` appears only here. Ctrl-C exits with status 130 after the running job is aborted.
@@ -22,7 +23,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``trio-sogni`` command and its subcommands."""
-    from . import _batch, _chat, _generate, _localnet
+    from . import _batch, _bench, _chat, _generate, _localnet
 
     parser = argparse.ArgumentParser(
         prog="trio-sogni",
@@ -57,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _batch.add_batch_arguments(batch)
+
+    bench = commands.add_parser(
+        "bench",
+        help="load-test a Supernet: open-loop rates, sweeps, reports (run, merge, compare)",
+        description=(
+            "Benchmark a Supernet: open-loop arrival schedules or closed loops, rate sweeps with "
+            "the knee, several client processes or shards, and reports (JSON, CSV, HTML, a "
+            "table). Runs on an embedded local Supernet with simulated test-double workers "
+            "unless --endpoint is given. Exit status: 0 done, 1 failed (compare: a regression "
+            "above --fail-above), 2 usage, 130 interrupted."
+        ),
+    )
+    _bench.add_bench_arguments(bench)
 
     for spec in _generate.COMMANDS.values():
         media = commands.add_parser(
@@ -96,13 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommand's own status otherwise.
     """
     args = build_parser().parse_args(argv)
-    from . import _batch, _chat, _generate, _localnet
+    from . import _batch, _bench, _chat, _generate, _localnet
 
     try:
         if args.command == "chat":
             return trio.run(_chat.chat, args)
         if args.command == "batch":
             return trio.run(_batch.batch, args)
+        if args.command == "bench":
+            if args.bench_command == "merge":
+                return _bench.bench_merge(args)
+            if args.bench_command == "compare":
+                return _bench.bench_compare(args)
+            return trio.run(_bench.bench_run, args)
         if args.command in _generate.COMMANDS:
             return trio.run(_generate.generate, args)
         trio.run(_localnet.serve_from_args, args)
