@@ -79,39 +79,40 @@ def test_log_histogram_percentiles_within_one_percent() -> None:
     assert zeros.percentile(99) == 0.0
 
 
-def _ok(index: int, ttft: float, e2el: float, tokens: int, attempts: int = 1) -> FanoutResult:
+def _ok(
+    index: int, ttft: float, e2el: float, tokens: int, attempts: int = 1
+) -> tuple[FanoutResult, ItemMetrics]:
     m = ItemMetrics(t_sched=0.0, t_admit=0.0, t_send=0.0)
     m.note_chunk(ttft)
     m.note_chunk(e2el)
     m.output_tokens = tokens
     m.t_done = e2el
-    return FanoutResult(
+    result = FanoutResult(
         index=index,
         id=str(index),
         status="ok",
         content="x",
         usage=TokenUsage(prompt_tokens=10, completion_tokens=tokens),
         attempts=attempts,
-        metrics=m,
     )
+    return result, m
 
 
 async def test_report_goodput_errors_and_retries() -> None:
     stats = RunStats(FanoutOptions(slo_ttft=0.5, slo_e2el=2.0))
     stats.note_send(0.0)
-    stats.add(_ok(0, 0.1, 1.0, 11))  # good
-    stats.add(_ok(1, 0.9, 1.0, 11))  # TTFT too slow
-    stats.add(_ok(2, 0.2, 3.0, 11, attempts=3))  # E2EL too slow
-    stats.add(_ok(3, 0.2, 1.5, 11, attempts=2))  # good
+    stats.add(*_ok(0, 0.1, 1.0, 11))  # good
+    stats.add(*_ok(1, 0.9, 1.0, 11))  # TTFT too slow
+    stats.add(*_ok(2, 0.2, 3.0, 11, attempts=3))  # E2EL too slow
+    stats.add(*_ok(3, 0.2, 1.5, 11, attempts=2))  # good
     failed = FanoutResult(
         index=4,
         id="4",
         status="failed",
         error=ErrorInfo(type="worker_error", message="boom"),
         attempts=1,
-        metrics=ItemMetrics(t_done=4.0),
     )
-    stats.add(failed)
+    stats.add(failed, ItemMetrics(t_done=4.0))
     report = stats.report(concurrency_history=[], peak_in_flight=3)
     assert report.wall_time == pytest.approx(4.0)
     assert report.ok == 4
