@@ -6,17 +6,18 @@ window, and a cool-down. Only the measured window's requests count; the others r
 the network) but are not recorded. The fan-out runner computes a report over everything it ran,
 so each phase is its own fan-out run:
 
-* **open loop** (a schedule): the schedule's arrivals are generated once and split into the three
-  phases in order; the three runs start together and each replays its own arrivals
-  (`TraceReplay`) on the common clock, so the load is one continuous schedule while only the
-  measured run's report is kept. ``max_concurrency`` applies to each run separately.
+* **open loop** (a schedule): the schedule's arrivals (seeded with ``PointSettings.seed``) are
+  split into the three phases in order; the three runs start together and each replays its own
+  slice of the one schedule at the original times, so the load is one continuous schedule while
+  only the measured run's report is kept. ``max_concurrency`` applies to each run separately.
 * **closed loop** (``concurrency`` workers): the warm-up run comes first, then the measured run.
   A cool-down does not apply (a closed loop has no arrivals to continue past its last request).
 
 A *shard* ``k/N`` runs only requests whose index is ``k`` modulo ``N``: its arrivals keep their
 times in the one schedule (round-robin over the generated arrivals, so the merged load is exactly
-the unsharded schedule whatever its distribution), and a closed loop's workers are split
-``concurrency // N`` (+1 for the first ``concurrency % N`` shards). Request ``i`` is the same in
+the unsharded schedule whatever its distribution). A closed loop's workers are split
+``concurrency // N`` (+1 for the first ``concurrency % N`` shards); with fewer workers than
+shards, the requests go round-robin to the shards that have one (the others report nothing). Request ``i`` is the same in
 every shard (`Workload.item`).
 """
 
@@ -27,7 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -38,7 +39,6 @@ from ..fanout import (
     FanoutOptions,
     FanoutResult,
     RunReport,
-    TraceReplay,
     open_fanout,
 )
 from ._model import BenchPoint, PointKind
@@ -46,9 +46,9 @@ from ._workload import Workload
 
 __all__ = ["MAX_ARRIVALS", "PointPlan", "PointSettings", "Window", "run_point"]
 
-MAX_ARRIVALS: Final = 2_000_000
-"""The most arrivals one point may schedule (warm-up, measured and cool-down together): the
-generated times are held in memory (about 32 bytes each)."""
+MAX_ARRIVALS: Final = 10_000_000
+"""The most arrivals one point may schedule (warm-up, measured and cool-down together), a guard
+against a mistyped rate or duration (arrival times are generated, never stored)."""
 _NO_END: Final = 1 << 62
 """The end of an index range that a duration, not a count, ends."""
 
@@ -154,53 +154,78 @@ class PointSettings:
             raise InvalidRequestError(f"shard {k}/{n}: need 0 <= k < N")
 
 
-@dataclass
-class _Phase:
-    """One phase's arrivals: the global indices ``start..stop-1`` at ``offsets``."""
+def _bounds(schedule: ArrivalSchedule, settings: PointSettings) -> tuple[int, int, int]:
+    """Where warm-up, measured window and cool-down end, as arrival counts: the phases are laid
+    out on the schedule in order, each ending at its request count, or at the first arrival
+    past its end time (a finite schedule may end them early). One pass over the generated
+    arrivals, nothing kept.
 
-    start: int
-    offsets: list[float] = field(default_factory=list[float])
-
-    @property
-    def stop(self) -> int:
-        return self.start + len(self.offsets)
-
-
-def _phases(schedule: ArrivalSchedule, settings: PointSettings) -> tuple[_Phase, _Phase, _Phase]:
-    """Lay warm-up, measured window and cool-down out on one generated schedule, in order. A
-    phase ends at its count, or at the first arrival past its end time."""
+    Raises:
+        InvalidRequestError: more than `MAX_ARRIVALS` arrivals.
+    """
     arrivals = schedule.offsets(random.Random(settings.seed))
-    phases = (_Phase(0), _Phase(0), _Phase(0))
     limits = (
         (settings.warmup.requests, settings.warmup.seconds),
         (settings.requests or 0, settings.duration or 0.0),
         (settings.cooldown.requests, settings.cooldown.seconds),
     )
+    ends: list[int] = []
     pending: float | None = None
-    phase_start_time = 0.0
+    last: float | None = None
+    phase_start = 0.0
     total = 0
-    for phase, (count, seconds) in zip(phases, limits, strict=True):
-        phase.start = total
-        end = phase_start_time + seconds
+    for count, seconds in limits:
+        taken = 0
+        end = phase_start + seconds
         while count or seconds:
             if pending is None:
                 pending = next(arrivals, None)
                 if pending is None:
                     break
-            if count and len(phase.offsets) >= count:
+            if (count and taken >= count) or (seconds and pending >= end):
                 break
-            if seconds and pending >= end:
-                break
-            phase.offsets.append(pending)
-            pending = None
+            last, pending = pending, None
+            taken += 1
             total += 1
             if total > MAX_ARRIVALS:
                 raise InvalidRequestError(
                     f"the point schedules more than {MAX_ARRIVALS:,} arrivals: lower the rate, "
                     "the duration or the request count"
                 )
-        phase_start_time = end if seconds else (phase.offsets[-1] if phase.offsets else end)
-    return phases
+        ends.append(total)
+        phase_start = end if seconds else (last if last is not None else phase_start)
+    return ends[0], ends[1], ends[2]
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """An `ArrivalSchedule`: the arrivals ``start..stop-1`` of ``base`` (generated with
+    ``random.Random(seed)``) whose index is ``k`` modulo ``N``, at their times in ``base``. It
+    describes itself as ``base``, so the shards of a point report one schedule."""
+
+    base: ArrivalSchedule
+    seed: int
+    start: int
+    stop: int
+    shard: tuple[int, int]
+
+    def offsets(self, rng: random.Random) -> Iterator[float]:
+        """The slice's arrival times (``rng`` is unused: the slice replays ``base``'s seed)."""
+        k, n = self.shard
+        for j, offset in enumerate(self.base.offsets(random.Random(self.seed))):
+            if j >= self.stop:
+                return
+            if j >= self.start and j % n == k:
+                yield offset
+
+    def describe(self) -> dict[str, Any]:
+        """``base.describe()``."""
+        return self.base.describe()
+
+    @property
+    def rate(self) -> float | None:
+        """``base.rate``."""
+        return self.base.rate
 
 
 def _share(start: int, stop: int, shard: tuple[int, int]) -> range:
@@ -298,19 +323,20 @@ async def _run_open(
     sink: ResultSink | None,
     start_at: float | None,
 ) -> RunReport:
-    phases = _phases(schedule, settings)
+    warm_end, measured_end, cool_end = _bounds(schedule, settings)
     shard = settings.shard
     reports: list[RunReport | None] = [None, None, None]
 
-    async def one(position: int, phase: _Phase) -> None:
-        indices = _share(phase.start, phase.stop, shard)
-        offsets = tuple(phase.offsets[i - phase.start] for i in indices)
-        if not offsets:
+    async def one(position: int, start: int, stop: int) -> None:
+        indices = _share(start, stop, shard)
+        if not indices:
             if position == 1:  # an empty measured share still gets a (zero) report
                 reports[1] = await _drain(sogni, iter(()), base, None)
             return
         options = replace(
-            base, schedule=TraceReplay(offsets), max_concurrency=settings.max_concurrency
+            base,
+            schedule=_Slice(schedule, settings.seed, start, stop, shard),
+            max_concurrency=settings.max_concurrency,
         )
         reports[position] = await _drain(
             sogni, _items(workload, indices), options, sink if position == 1 else None
@@ -318,8 +344,9 @@ async def _run_open(
 
     await _sleep_until_wall(start_at)
     async with trio.open_nursery() as nursery:
-        for position, phase in enumerate(phases):
-            nursery.start_soon(one, position, phase)
+        nursery.start_soon(one, 0, 0, warm_end)
+        nursery.start_soon(one, 1, warm_end, measured_end)
+        nursery.start_soon(one, 2, measured_end, cool_end)
     measured = reports[1]
     assert measured is not None
     return measured
@@ -334,11 +361,13 @@ async def _run_closed(
     sink: ResultSink | None,
     start_at: float | None,
 ) -> RunReport:
-    shard = settings.shard
-    workers = _closed_share(concurrency, shard)
+    workers = _closed_share(concurrency, settings.shard)
     await _sleep_until_wall(start_at)
     if not workers:
         return await _drain(sogni, iter(()), base, None)
+    # Only the shards with a worker take requests (fewer workers than shards: the first ones).
+    k, n = settings.shard
+    shard = (k, min(n, concurrency))
     options = replace(base, concurrency=workers, max_concurrency=None)
     warmup = settings.warmup
     start = 0
