@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import trio_sogni
 from helpers import MODEL, client_in_memory, local_network
+
+import trio_sogni
 from trio_sogni.bench._workload import LengthDistribution, SyntheticWorkload
 from trio_sogni.localnet import LocalNetwork, SimulatedWorker
 

@@ -1,4 +1,4 @@
-"""Sweeps and the knee: against a local network of known capacity (workers × capacity ÷ service
+"""Sweeps and the knee: against a local network of known capacity (workers x capacity / service
 time, `benchnet`), in virtual time, the knee a sweep finds is within 15 % of that capacity."""
 
 from __future__ import annotations
