@@ -61,12 +61,12 @@ from trio_sogni.bench import (
     load_json,
     merge_runs,
     rate_label,
+    render_html,
     run_point,
     run_processes,
     run_sweep,
     summary_table,
     to_csv,
-    write_html,
 )
 from trio_sogni.fanout import (
     ArrivalSchedule,
@@ -707,8 +707,10 @@ def _write_outputs(args: argparse.Namespace, run: BenchRun, out: Path | None) ->
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(dump_json(run))
     (out / "report.csv").write_text(to_csv(run), encoding="utf-8", newline="")
+    if args.start_from_stdin:
+        return  # a shard process of --processes: the parent writes the merged HTML
     try:
-        write_html(run, out / "report.html")
+        (out / "report.html").write_text(render_html(run), encoding="utf-8")
     except BenchReportError as exc:
         _say(args, f"no report.html: {exc}")
 
@@ -859,7 +861,7 @@ def bench_merge(args: argparse.Namespace) -> int:
     (out / "report.json").write_bytes(dump_json(merged))
     (out / "report.csv").write_text(to_csv(merged), encoding="utf-8", newline="")
     try:
-        write_html(merged, out / "report.html")
+        (out / "report.html").write_text(render_html(merged), encoding="utf-8")
     except BenchReportError as exc:
         print(f"bench: no report.html: {exc}", file=sys.stderr)
     print(summary_table(merged), end="")

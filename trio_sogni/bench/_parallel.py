@@ -101,4 +101,6 @@ async def run_processes(
                 if process.returncode is None:
                     process.kill()
                 await process.wait()
-                await process.aclose()
+                for pipe in (process.stdin, process.stdout):
+                    if pipe is not None:
+                        await pipe.aclose()

@@ -124,7 +124,8 @@ class PointSettings:
         warmup, cooldown: run but not recorded (see the module docs).
         seed: seeds the schedules (``random.Random(seed)``) and the synthetic workload.
         max_concurrency: open loop: the cap on requests in process; those due while it is full
-            are held back and counted (``RunReport.held_back``).
+            are held back and counted (``RunReport.held_back``). Split over the shards like a
+            closed loop's workers (at least one each).
         options: the fan-out options of every run (SLOs, timeouts, attempts, lag threshold,
             chunk times); ``schedule``, ``max_concurrency``, ``concurrency``, ``dedup`` and
             ``cache`` are set per run (dedup and cache off: every request is sent).
@@ -152,6 +153,8 @@ class PointSettings:
         k, n = self.shard
         if not 0 <= k < n:
             raise InvalidRequestError(f"shard {k}/{n}: need 0 <= k < N")
+        if self.max_concurrency is not None and self.max_concurrency < n:
+            raise InvalidRequestError("max_concurrency is split over the shards: at least one each")
 
 
 def _bounds(schedule: ArrivalSchedule, settings: PointSettings) -> tuple[int, int, int]:
@@ -287,7 +290,9 @@ async def run_point(
     sink: ResultSink | None = None,
     start_at: float | None = None,
 ) -> BenchPoint:
-    """Run one point and return it, with the measured window's `RunReport`.
+    """Run one point (this shard's share of it) and return it, with the measured window's
+    `RunReport`. A shard's point records its share of the load: ``target_rps / N`` and its part
+    of the workers or of ``max_concurrency``, so `merge_runs` sums them back.
 
     ``sink`` gets every measured result as it finishes (warm-up and cool-down results are not
     passed on). ``start_at`` (a ``time.time()`` value) delays the start until then, so
@@ -297,18 +302,24 @@ async def run_point(
         InvalidRequestError: a schedule that makes more than `MAX_ARRIVALS` arrivals.
     """
     base = replace(settings.options, dedup=False, cache=False, schedule=None)
+    n = settings.shard[1]
+    target = plan.target_rps
     if plan.schedule is not None:
         report = await _run_open(sogni, workload, plan.schedule, settings, base, sink, start_at)
         concurrency = settings.max_concurrency
+        if concurrency is not None:
+            concurrency = _closed_share(concurrency, settings.shard)
+        if target is not None:
+            target /= n
     else:
         report = await _run_closed(
             sogni, workload, plan.concurrency, settings, base, sink, start_at
         )
-        concurrency = plan.concurrency
+        concurrency = _closed_share(plan.concurrency, settings.shard)
     return BenchPoint(
         label=plan.label,
         kind=plan.kind,
-        target_rps=plan.target_rps,
+        target_rps=target,
         concurrency=concurrency,
         report=report,
     )
@@ -333,10 +344,11 @@ async def _run_open(
             if position == 1:  # an empty measured share still gets a (zero) report
                 reports[1] = await _drain(sogni, iter(()), base, None)
             return
+        cap = settings.max_concurrency
         options = replace(
             base,
             schedule=_Slice(schedule, settings.seed, start, stop, shard),
-            max_concurrency=settings.max_concurrency,
+            max_concurrency=None if cap is None else _closed_share(cap, shard),
         )
         reports[position] = await _drain(
             sogni, _items(workload, indices), options, sink if position == 1 else None
