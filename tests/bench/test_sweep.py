@@ -71,12 +71,14 @@ def test_sweep_rates_are_evenly_spaced_strictly_between() -> None:
 
 @pytest.fixture
 async def report(autojump_clock: trio.testing.MockClock) -> RunReport:
-    """A real report of four requests (the knee tests edit its counts)."""
+    """A real report of four requests (the knee tests edit its counts). The tests using it name
+    ``autojump_clock`` too: pytest-trio takes the clock from the test's own arguments."""
     async with simulated_network() as (_net, (sogni,)):
         plan = PointPlan("rate-1", "rate", ConstantRate(10))
         settings = PointSettings(requests=4, options=FanoutOptions(slo_ttft=SLO_TTFT))
         point = await run_point(sogni, workload(), plan, settings)
     assert point.report.ok == 4
+    assert point.report.valid, point.report.invalid_reasons
     return point.report
 
 
@@ -87,7 +89,9 @@ def point(report: RunReport, rate: float | None, **changes: object) -> BenchPoin
     return BenchPoint(label=label, kind=kind, target_rps=rate, concurrency=None, report=changed)
 
 
-async def test_the_knee_is_the_highest_valid_rate_meeting_the_attainment(report: RunReport) -> None:
+async def test_the_knee_is_the_highest_valid_rate_meeting_the_attainment(
+    autojump_clock: trio.testing.MockClock, report: RunReport
+) -> None:
     points = [
         point(report, 5.0, slo_attainment=1.0),
         point(report, 10.0, slo_attainment=0.96),
@@ -104,7 +108,9 @@ async def test_the_knee_is_the_highest_valid_rate_meeting_the_attainment(report:
         find_knee(points, 0)
 
 
-async def test_failures_count_against_the_attainment(report: RunReport) -> None:
+async def test_failures_count_against_the_attainment(
+    autojump_clock: trio.testing.MockClock, report: RunReport
+) -> None:
     # 4 ok of which all met the SLO, plus 4 failed: half the requests met it.
     failing = msgspec.structs.replace(report, failed=4, slo_attainment=1.0)
     assert attainment(failing) == 0.5
@@ -113,7 +119,9 @@ async def test_failures_count_against_the_attainment(report: RunReport) -> None:
     assert attainment(empty) is None
 
 
-async def test_a_closed_point_carries_its_measured_rate(report: RunReport) -> None:
+async def test_a_closed_point_carries_its_measured_rate(
+    autojump_clock: trio.testing.MockClock, report: RunReport
+) -> None:
     closed = point(report, None, requests_per_s=12.5, slo_attainment=1.0)
     assert carried_rate(closed) == 12.5
     assert find_knee([closed, point(report, 10.0, slo_attainment=1.0)], 0.95) is closed
