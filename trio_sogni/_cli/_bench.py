@@ -773,8 +773,11 @@ async def bench_run(args: argparse.Namespace) -> int:
         plan = _validate(args)
         model = _model(args)
         workload = _workload(args, model)
-        settings = _settings(args, plan.shard)
         single = None if args.sweep or plan.rates else _single_plan(args, plan)
+        trace = single.schedule if single is not None else None
+        if isinstance(trace, TraceReplay) and args.requests is None and args.duration is None:
+            args.requests = len(trace.offsets_s)  # the whole trace
+        settings = _settings(args, plan.shard)
     except UsageError as exc:
         print(f"trio-sogni bench: {exc}", file=sys.stderr)
         return EXIT_USAGE
