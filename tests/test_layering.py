@@ -90,9 +90,9 @@ def test_eth_account_is_imported_only_when_signing() -> None:
 
 
 PACKAGE_ROOT = Path(trio_sogni.__file__).parent
-CLIENT_USERS = ("fanout", "_cli")
+CLIENT_USERS = ("fanout", "_cli", "bench")
 """Sub-packages built on the client that may use only its public names."""
-ALLOWED_PRIVATE = ("trio_sogni._cli", "trio_sogni.fanout", "trio_sogni._groups")
+ALLOWED_PRIVATE = ("trio_sogni._cli", "trio_sogni.fanout", "trio_sogni.bench", "trio_sogni._groups")
 """Private ``trio_sogni._x`` modules they may import anyway: themselves, and the stdlib-only
 exception-group helper."""
 
@@ -145,7 +145,12 @@ CLIENT_USER_MODULES = sorted(
 
 def test_the_client_users_are_found() -> None:
     names = {module_name(p) for p in CLIENT_USER_MODULES}
-    assert {"trio_sogni.fanout._runner", "trio_sogni._cli", "trio_sogni._cli._batch"} <= names
+    assert {
+        "trio_sogni.fanout._runner",
+        "trio_sogni._cli",
+        "trio_sogni._cli._batch",
+        "trio_sogni.bench._run",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CLIENT_USER_MODULES, ids=module_name)
@@ -257,3 +262,75 @@ def test_media_loads_no_router_driver_chat_or_client() -> None:
     }
     assert "trio_sogni._media._results" in modules
     assert not (modules & forbidden), modules & forbidden
+
+
+BENCH_MAY_NOT_IMPORT = ("trio_sogni._cli", "trio_sogni.localnet")
+"""`trio_sogni.bench` sits beside the CLI, above fan-out: it measures any network through a
+client, so it never builds one (localnet) and never reaches into the command line."""
+
+
+def bench_layer_violations(source: str, module: str, *, is_package: bool) -> list[str]:
+    found: list[str] = []
+    for line, name in imported_modules(source, module, is_package=is_package):
+        if module.startswith("trio_sogni.bench"):
+            forbidden = BENCH_MAY_NOT_IMPORT
+        else:
+            forbidden = ("trio_sogni.bench",)  # nothing below the bench level imports it
+        if any(name == f or name.startswith(f + ".") for f in forbidden):
+            found.append(f"{module}:{line}: {name}")
+    return found
+
+
+BENCH_CHECKED_MODULES = sorted(
+    path
+    for path in PACKAGE_ROOT.rglob("*.py")
+    if path.relative_to(PACKAGE_ROOT).parts[0] not in ("_cli", "__main__.py")
+)
+
+
+def test_the_bench_modules_are_found() -> None:
+    names = {module_name(p) for p in BENCH_CHECKED_MODULES}
+    assert {
+        "trio_sogni.bench._run",
+        "trio_sogni.bench._sweep",
+        "trio_sogni.fanout._runner",
+    } <= names
+    assert "trio_sogni._cli._bench" not in names
+
+
+@pytest.mark.parametrize("path", BENCH_CHECKED_MODULES, ids=module_name)
+def test_bench_sits_above_fanout_and_beside_the_cli(path: Path) -> None:
+    found = bench_layer_violations(
+        path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+    )
+    assert not found, "layering: " + ", ".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "expected"),
+    [
+        (
+            "from ..localnet import open_local_network",
+            "trio_sogni.bench._x",
+            ["trio_sogni.localnet"],
+        ),
+        (
+            "from .._cli import _bench",
+            "trio_sogni.bench._x",
+            ["trio_sogni._cli", "trio_sogni._cli._bench"],
+        ),
+        ("from ..fanout import open_fanout", "trio_sogni.bench._x", []),
+        ("from .. import SogniClient", "trio_sogni.bench._x", []),
+        ("from ..bench import run_point", "trio_sogni.fanout._x", ["trio_sogni.bench"]),
+        ("import trio_sogni.bench._run", "trio_sogni._chat", ["trio_sogni.bench._run"]),
+    ],
+)
+def test_the_bench_import_check_itself(source: str, module: str, expected: list[str]) -> None:
+    assert bench_layer_violations(source, module, is_package=False) == [
+        f"{module}:1: {name}" for name in expected
+    ]
+
+
+def test_the_client_and_fanout_load_no_bench() -> None:
+    modules = loaded_after("import trio_sogni, trio_sogni.fanout, trio_sogni.localnet")
+    assert not {m for m in modules if m.startswith("trio_sogni.bench")}

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import trio
+from typing_extensions import override
 
 from .. import InvalidRequestError, SogniClient
 from ..fanout import (
@@ -87,6 +88,7 @@ class Window:
     def __bool__(self) -> bool:
         return bool(self.requests or self.seconds)
 
+    @override
     def __str__(self) -> str:
         return f"{self.seconds:g}s" if self.seconds else str(self.requests)
 

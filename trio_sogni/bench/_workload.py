@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 import msgspec
+from typing_extensions import override
 
 from .. import InvalidRequestError
 from ..fanout import FanoutItem
@@ -168,6 +169,7 @@ class LengthDistribution:
         """The distribution's mean before clamping."""
         return self.a if self.kind != "uniform" else (self.a + self.b) / 2
 
+    @override
     def __str__(self) -> str:
         def num(x: float) -> str:
             return str(int(x)) if x == int(x) else repr(x)
