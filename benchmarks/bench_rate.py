@@ -70,7 +70,7 @@ def probe(server: Server, rate: float, processes: int, duration: float) -> dict[
             "--duration", repr(duration), "--warmup", "0.5s", "--cooldown", "0.2s",
             "--input-tokens", "fixed:16", "--output-tokens", "fixed:4",
             "--processes", str(processes), "--lag-threshold", repr(LAG_GOAL),
-            "--out", out, "--quiet",
+            "--out", out, "--quiet", "--no-html",
         ]  # fmt: skip
         env = {**os.environ, "SOGNI_API_KEY": server.info["api_key"]}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -239,6 +239,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, metavar="DIR", help="write the report files here")
     out.add_argument("--quiet", action="store_true", help="no table, no progress on stderr")
+    out.add_argument("--no-html", action="store_true", help="do not write report.html")
     add_connection_arguments(parser, chat=False)
     target = parser.add_argument_group("embedded network (without --endpoint)")
     target.add_argument("--workers", type=int, default=4, help="embedded: workers (default 4)")
@@ -707,8 +708,8 @@ def _write_outputs(args: argparse.Namespace, run: BenchRun, out: Path | None) ->
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(dump_json(run))
     (out / "report.csv").write_text(to_csv(run), encoding="utf-8", newline="")
-    if args.start_from_stdin:
-        return  # a shard process of --processes: the parent writes the merged HTML
+    if args.start_from_stdin or args.no_html:
+        return  # (a shard process of --processes: the parent writes the merged HTML)
     try:
         (out / "report.html").write_text(render_html(run), encoding="utf-8")
     except BenchReportError as exc:
