@@ -64,9 +64,14 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Regenerate docs/benchmarks.md (``-- --quick`` for a < 2 minute variant)."""
+    """Regenerate docs/benchmarks.md (``-- --quick`` for a < 2 minute variant), then
+    docs/bench-rate.inc: the highest Poisson rate ``trio-sogni bench`` sustains against the
+    firehose server with 1 and 2 client processes (benchmarks/bench_rate.py; ``--quick``: one
+    search of 2 s probes instead of three of 5 s)."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    quick = ["--quick"] if "--quick" in session.posargs else []
+    session.run("python", "benchmarks/bench_rate.py", *quick)
 
 
 @nox.session(python=PYTHON)
