@@ -716,12 +716,31 @@ def _write_outputs(args: argparse.Namespace, run: BenchRun, out: Path | None) ->
         _say(args, f"no report.html: {exc}")
 
 
+def _workload_fields(workload: FileWorkload | SyntheticWorkload) -> dict[str, Any]:
+    """The report's ``workload``: its description and its parameters."""
+    if isinstance(workload, FileWorkload):
+        return {
+            "description": workload.description,
+            "kind": "file",
+            "path": str(workload.path),
+            "rows": len(workload.rows),
+        }
+    return {
+        "description": workload.description,
+        "kind": "synthetic",
+        "input_tokens": str(workload.input_tokens),
+        "output_tokens": str(workload.output_tokens),
+        "seed": workload.seed,
+        "token_count": "estimate: ceil(UTF-16 units of the messages' compact JSON / 4)",
+    }
+
+
 def _bench_run_struct(
     args: argparse.Namespace,
     *,
     target: str,
     model: str,
-    workload: str,
+    workload: dict[str, Any],
     points: list[BenchPoint],
     processes: int,
     shard: tuple[int, int] | None,
@@ -757,7 +776,7 @@ def _bench_run_struct(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         target=target,
         model=model,
-        workload={"description": workload},
+        workload=workload,
         settings=settings,
         slo=slo,
         points=points,
@@ -815,7 +834,7 @@ async def bench_run(args: argparse.Namespace) -> int:
         args,
         target=description,
         model=model,
-        workload=workload.description,
+        workload=_workload_fields(workload),
         points=points,
         processes=plan.processes,
         shard=plan.shard,
