@@ -6,6 +6,8 @@ journal, ordered output, stopping, dedup) still works."""
 
 from __future__ import annotations
 
+import gc
+import resource
 import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence, Set as AbstractSet
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from helpers import MODEL, client_in_memory, local_network
+from helpers import MODEL, client_for, client_in_memory, local_network
 
 import trio_sogni
 from trio_sogni.fanout import (
@@ -30,7 +32,7 @@ from trio_sogni.fanout import (
     TraceReplay,
     open_fanout,
 )
-from trio_sogni.localnet import LocalNetwork, Pause, Stall, Step, Text
+from trio_sogni.localnet import FirehoseWorker, LocalNetwork, Pause, Stall, Step, Text
 
 
 @asynccontextmanager
@@ -555,3 +557,63 @@ def test_run_stats_memory_does_not_grow_with_items() -> None:
 
     small, large = trio.run(main)
     assert large - small < 256 * 1024, (small, large)
+
+
+def rss() -> int:
+    """The process's resident set size in bytes (Linux ``/proc``; else the peak RSS)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:  # pragma: no cover - not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.deadline(600)
+async def test_100k_open_loop_items_flat_memory() -> None:
+    """100,000 items, all due at once (the schedule outruns the process), through FirehoseWorker
+    test doubles over loopback: ``max_concurrency`` holds them back, item tasks end with their
+    items, and RSS does not grow after a warm-up."""
+    n = 100_000
+    workers = [FirehoseWorker(f"fh-{i}", capacity=256) for i in range(2)]
+    counter = ItemTasks()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with (
+            local_network(workers=workers, record_limit=100) as net,
+            client_for(net) as sogni,
+        ):
+            await sogni.chat.wait_for_models()
+            inputs = (
+                FanoutItem(
+                    index=i,
+                    id=str(i),
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"q{i}"}],
+                    params={"max_tokens": 1},
+                )
+                for i in range(n)
+            )
+            options = FanoutOptions(
+                schedule=ConstantRate(1e7), max_concurrency=128, stream=False, dedup=False
+            )
+            done = 0
+            samples: list[int] = []
+            async with open_fanout(sogni, inputs, options) as run:
+                async for result in run:
+                    assert result.status == "ok"
+                    done += 1
+                    if done % 10_000 == 0:
+                        gc.collect()
+                        samples.append(rss())
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert done == n
+    report = run.report()
+    assert report.ok == n
+    assert report.held_back > n // 2
+    assert counter.spawned == n
+    assert counter.peak <= 128
+    assert len(report.timeline) <= 2048
+    growth = max(samples[1:]) - samples[0]
+    assert growth < 8 * 1024 * 1024, f"RSS grew by {growth} bytes over 90,000 items: {samples}"
