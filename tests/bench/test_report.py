@@ -327,6 +327,11 @@ def test_load_json_refuses_what_is_not_a_report(data: bytes, message: str) -> No
         load_json(data)
 
 
+def test_load_json_of_a_path_as_a_string_says_to_pass_a_path() -> None:
+    with pytest.raises(BenchReportError, match=re.escape("to read a file, pass a pathlib.Path")):
+        load_json("bench.json")
+
+
 def test_load_json_refuses_an_inconsistent_report() -> None:
     doc = json.loads(dump_json(sample_run()))
     doc["points"][1]["label"] = doc["points"][0]["label"]
@@ -737,6 +742,27 @@ def test_html_draws_what_a_report_without_histograms_or_timeline_has() -> None:
     page = render_html(make_run([make_point("old", report)]))
     check_self_contained(page)
     assert page.count("<svg") == 4
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        [make_point("all-failed", make_report(ok=0, failed=5, ttft=[], itl=[0.0]))],
+        [make_point("zeros", make_report(ttft=[0.0, 0.0], itl=[0.0], timeline=1))],
+        [make_point("no-rate", make_report(offered=None, requests_per_s=0.0))],
+    ],
+    ids=["no-points", "all-failed", "all-zero", "no-rate"],
+)
+def test_degenerate_runs_render_everywhere_without_a_warning(points: list[BenchPoint]) -> None:
+    # pytest turns warnings into errors: matplotlib's (log axis of zeros, empty legend) too
+    run = make_run(points)
+    page = render_html(run)
+    check_self_contained(page)
+    assert page.count("<svg") == 4
+    assert summary_table(run).count("\n") >= 5
+    assert len(to_csv(run).splitlines()) == 1 + len(points)
+    assert load_json(dump_json(run)) == run
 
 
 def test_cdf_points_follow_the_histogram() -> None:
