@@ -12,6 +12,11 @@ Structure (no task per item; memory flat in the number of items):
   mode, through a reorder buffer drained by one **emitter** task; the producer does not hand out
   item ``seq`` until ``seq < next_to_emit + reorder_window``, so the buffer never holds more than
   ``reorder_window`` results.
+
+Open loop (``options.schedule``): one **dispatcher** task replaces the producer and the pool. It
+releases item *i* at ``t_start + offset_i`` into its own task (which ends with the item, so the
+tasks alive are the items in process, capped by ``max_concurrency``), and a **loop probe** task
+measures the event loop's wake-up overshoot while the run lasts.
 """
 
 from __future__ import annotations
@@ -508,7 +513,11 @@ class FanoutRun:
                 async for item in source:
                     if not self._admitting:
                         break
-                    if await self._pass_over(seq, item, done):
+                    if item.index in done or self._budget.exhausted:
+                        if self.options.ordered:  # as the closed loop: bound the reorder buffer
+                            while seq >= self._next + self.options.reorder_window:
+                                await self._window_lot.park()
+                        await self._pass_over(seq, item, done)
                         seq += 1
                         continue
                     offset = next(offsets, None)
