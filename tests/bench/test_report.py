@@ -46,7 +46,7 @@ from trio_sogni.bench import (
     to_csv,
 )
 from trio_sogni.bench._common import format_seconds
-from trio_sogni.bench._plots import cdf_points
+from trio_sogni.bench._plots import _offsets, cdf_points, point_colors  # pyright: ignore[reportPrivateUsage]
 from trio_sogni.fanout import (
     ConstantRate,
     FanoutItem,
@@ -763,6 +763,30 @@ def test_degenerate_runs_render_everywhere_without_a_warning(points: list[BenchP
     assert summary_table(run).count("\n") >= 5
     assert len(to_csv(run).splitlines()) == 1 + len(points)
     assert load_json(dump_json(run)) == run
+
+
+def test_timelines_are_laid_out_along_the_sweep() -> None:
+    def at(t0: float, buckets: int = 10) -> BenchPoint:
+        return make_point(f"p{t0}-{buckets}", make_report(t0_wall=t0, timeline=buckets))
+
+    # in sequence by the wall clock (10 one-second buckets each): where they ran, gaps included
+    assert _offsets([at(1000.0), at(1012.0), at(1030.0)]) == [0.0, 12.0, 30.0]
+    # overlapping (or no wall clock): one after another
+    assert _offsets([at(1000.0), at(1005.0, 4), at(1006.0)]) == [0.0, 10.0, 14.0]
+    assert _offsets([at(0.0), at(0.0, 3)]) == [0.0, 10.0]
+    assert _offsets([]) == []
+
+
+def test_points_keep_their_color_and_many_points_get_distinct_ones() -> None:
+    few = make_run([make_point(f"p{i}", make_report()) for i in range(3)])
+    assert point_colors(few) == {"p0": "C0", "p1": "C1", "p2": "C2"}
+    many = make_run([make_point(f"p{i}", make_report(timeline=2)) for i in range(14)])
+    colors = point_colors(many)
+    assert len(set(colors.values())) == 14
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors.values())
+    page = render_html(many)  # no legend beyond 12 points, still 4 plots
+    check_self_contained(page)
+    assert page.count("<svg") == 4
 
 
 def test_cdf_points_follow_the_histogram() -> None:
