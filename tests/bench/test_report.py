@@ -447,10 +447,21 @@ def test_summary_table_marks_the_knee_and_invalid_points() -> None:
     ]
 
 
+def test_terminal_output_neutralises_control_characters() -> None:
+    report = make_report(failed=1, errors={"\x1b[2Jboom": 1})
+    run = make_run([make_point("evil\x1b]0;title\x07", report)], target="net\nwork")
+    for text in (summary_table(run), compare(run, run)):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+    assert summary_table(run).startswith("test-model on net work\n")  # wrapped: a space
+    assert "test-model on net?work, " in compare(run, run)
+    assert "?[2Jboom=1" in summary_table(run)
+
+
 def test_summary_table_fits_100_columns_with_long_labels_and_many_errors() -> None:
     errors = {f"error_class_number_{i}": i + 1 for i in range(20)}
     report = make_report(failed=210, errors=errors)
-    run = make_run([make_point("x" * 60, report)], target="t", processes=4, shard="1/2")
+    run = make_run([make_point("x" * 60, report)], target="t " * 80, processes=4, shard="1/2")
     text = summary_table(run)
     assert max(map(len, text.splitlines())) <= 100
     assert "x" * 21 + "..." in text

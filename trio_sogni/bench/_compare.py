@@ -10,7 +10,7 @@ from typing import Final, Literal
 import msgspec
 
 from ..fanout import RunReport
-from ._common import format_rate, format_seconds
+from ._common import format_rate, format_seconds, printable
 from ._model import BenchPoint, BenchReportError, BenchRun
 
 __all__ = ["COMPARED_METRICS", "CompareRow", "Unit", "compare", "compare_rows", "match_points"]
@@ -176,7 +176,8 @@ def compare(
     """A plain-text side-by-side table of `compare_rows` (one block per point pair: metric, A,
     B, change in %), for a terminal or a CI log. With ``threshold``, regressions are marked
     ``!`` and improvements ``+``, and a last line counts the regressions. ``names`` head the two
-    value columns. Lines fit in 100 columns; the text ends with a newline.
+    value columns. Table lines fit in 100 columns; non-printable characters of the data are
+    printed as ``?``; the text ends with a newline.
 
     Raises:
         BenchReportError: as `compare_rows`, or ``names`` is not two names.
@@ -212,4 +213,4 @@ def compare(
             "",
             f"{regressions} regression{'s' if regressions != 1 else ''} above {threshold:g}%",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
