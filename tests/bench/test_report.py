@@ -740,6 +740,10 @@ def test_html_escapes_what_it_is_given() -> None:
     )
     page = render_html(run)
     check_self_contained(page)
+    long_label = "x" * 60
+    assert f'<td class="text">{long_label}</td>' in render_html(
+        make_run([make_point(long_label, report)])
+    )  # the HTML summary shows labels in full
     assert "<script>" not in page
     assert "<img" not in page
     assert "<b>" not in page
