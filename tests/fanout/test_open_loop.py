@@ -6,6 +6,7 @@ journal, ordered output, stopping, dedup) still works."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence, Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -308,14 +309,16 @@ async def test_ordered_open_loop_emits_in_input_order(
 
 
 class MemoryJournal:
-    """A journal that says items 0-2 are done and records what the runner tells it."""
+    """A journal that says ``done`` items (default 0-2) are done and records what the runner
+    tells it."""
 
-    def __init__(self) -> None:
+    def __init__(self, done: AbstractSet[int] = frozenset({0, 1, 2})) -> None:
+        self.done = done
         self.intents: list[int] = []
         self.outcomes: list[FanoutResult] = []
 
     def done_indices(self) -> AbstractSet[int]:
-        return {0, 1, 2}
+        return self.done
 
     async def record_intent(self, item: FanoutItem, key: str) -> None:
         self.intents.append(item.index)
@@ -342,6 +345,33 @@ async def test_journal_done_items_take_no_schedule_slot(
     assert sorted(journal.intents) == [3, 4, 5]
     assert sorted(r.index for r in journal.outcomes) == [3, 4, 5]
     assert journal.outcomes[0].metrics.sched is not None  # journaled rows carry the summary
+
+
+async def test_ordered_open_loop_with_journal_skips_keeps_the_reorder_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Item 0 is slow; 1,000 journal-done items follow it: the dispatcher waits for the window
+    instead of piling skipped entries into the reorder buffer."""
+    journal = MemoryJournal(frozenset(range(1, 1001)))
+
+    def script(request: Any) -> Sequence[Step]:
+        return [Pause(2.0 if user_text(request) == "question 0" else 0.1), Text("answer")]
+
+    with trio.fail_after(60):
+        async with env(script=script) as (_net, sogni):
+            options = FanoutOptions(schedule=ConstantRate(10.0), ordered=True, reorder_window=4)
+            async with open_fanout(sogni, items(1004), options, journal=journal) as run:
+                results = [r async for r in run]
+    assert [r.index for r in results] == [0, 1001, 1002, 1003]
+    assert run.skipped == 1000
+    assert run.reorder_peak <= 4
+    assert [sched(r) for r in results] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    # the three fell due while the window was full: held back (until 2.0 s), not late
+    assert [r.metrics.held for r in results] == pytest.approx([0.0, 1.9, 1.8, 1.7])
+    assert all(r.metrics.lag == 0.0 for r in results)
+    report = run.report()
+    assert report.held_back == 3
+    assert report.valid, report.invalid_reasons
 
 
 async def test_a_finite_trace_ends_the_run(autojump_clock: trio.testing.MockClock) -> None:
@@ -406,3 +436,82 @@ async def test_the_timeline_counts_sends_completions_and_in_flight(
     assert sum(b.output_tokens for b in timeline) == report.output_tokens
     assert max(b.in_flight for b in timeline) == 6  # ceil(0.7 s x 8 req/s)
     assert report.peak_in_flight == 6
+
+
+class ItemTasks(trio.abc.Instrument):
+    """Counts the open-loop item tasks alive (by name) and their peak."""
+
+    def __init__(self) -> None:
+        self.alive = 0
+        self.peak = 0
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._run_item"):
+            self.alive += 1
+            self.spawned += 1
+            self.peak = max(self.peak, self.alive)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._run_item"):
+            self.alive -= 1
+
+
+async def test_item_tasks_are_bounded_by_max_concurrency(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    counter = ItemTasks()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        with trio.fail_after(120):
+            async with env(script=lambda request: [Pause(0.5), Text("a")]) as (_net, sogni):
+                options = FanoutOptions(
+                    schedule=Poisson(400.0), seed=2, max_concurrency=32, dedup=False
+                )
+                results, report = await run_all(sogni, items(2000), options)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert len(results) == 2000
+    assert counter.spawned == 2000  # one task per item in process ...
+    assert counter.peak == 32  # ... never more than the cap at once
+    assert counter.alive == 0
+    assert report.held_back > 1000
+    assert report.valid, report.invalid_reasons
+
+
+def test_run_stats_memory_does_not_grow_with_items() -> None:
+    """The open-loop records (lag histogram, timeline, rates) and the result histograms of
+    40,000 items cost about what 2,000 cost: no per-item storage."""
+
+    def feed(stats: RunStats, start: int, n: int) -> None:
+        for i in range(start, start + n):
+            t = i * 0.25  # 10,000 s for 40,000 items: the timeline coarsens
+            m = ItemMetrics(t_sched=t, t_intended=t, t_dispatch=t + (i % 7) * 1e-4, t_admit=t)
+            stats.note_dispatch(m)
+            m.t_send = t + 0.001
+            for k in range(4):
+                m.note_chunk(t + 0.1 + k * 0.01 * (1 + i % 5))
+            m.output_tokens = 4
+            m.t_done = t + 0.2
+            stats.add(FanoutResult(index=i, id=str(i), status="ok"), m)
+
+    async def main() -> tuple[int, int]:
+        stats = RunStats(FanoutOptions(schedule=Poisson(20.0)))
+        feed(stats, 0, 2_000)
+        stats.report(concurrency_history=[], peak_in_flight=0)
+        tracemalloc.start()
+        try:
+            feed(stats, 2_000, 2_000)
+            small = tracemalloc.get_traced_memory()[0]
+            feed(stats, 4_000, 36_000)
+            report = stats.report(concurrency_history=[], peak_in_flight=0)
+            large = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert report.ok == 40_000
+        assert report.lag.count == 40_000
+        assert len(report.timeline) <= 2048
+        return small, large
+
+    small, large = trio.run(main)
+    assert large - small < 256 * 1024, (small, large)
