@@ -542,6 +542,10 @@ def test_compare_text_shows_both_sides_and_the_verdict() -> None:
     assert lines[0].startswith("main: test-model on localnet")
     assert "threshold: 10% (! worse, + better)" in text
     assert "regression" not in compare(a, b)
+    starved = make_run([make_point("p", make_report(valid=False, reasons=["lag"]))])
+    assert "point p (not valid in branch: the client fell behind)" in compare(
+        a, starved, names=("main", "branch")
+    )
     with pytest.raises(BenchReportError, match="threshold"):
         compare(a, b, threshold=-1)
     with pytest.raises(BenchReportError, match="two names"):

@@ -174,7 +174,8 @@ def compare(
     a: BenchRun, b: BenchRun, *, threshold: float | None = None, names: Sequence[str] = ("A", "B")
 ) -> str:
     """A plain-text side-by-side table of `compare_rows` (one block per point pair: metric, A,
-    B, change in %), for a terminal or a CI log. With ``threshold``, regressions are marked
+    B, change in %; a point that is not valid in a run says so), for a terminal or a CI log.
+    With ``threshold``, regressions are marked
     ``!`` and improvements ``+``, and a last line counts the regressions. ``names`` head the two
     value columns. Table lines fit in 100 columns; non-printable characters of the data are
     printed as ``?``; the text ends with a newline.
@@ -200,6 +201,13 @@ def compare(
         if (row.label, row.label_b) != current:
             current = (row.label, row.label_b)
             title = row.label if row.label == row.label_b else f"{row.label} vs {row.label_b}"
+            invalid = [
+                name
+                for name, run, label in ((name_a, a, row.label), (name_b, b, row.label_b))
+                if not run.point(label).report.valid
+            ]
+            if invalid:
+                title += f" (not valid in {' and '.join(invalid)}: the client fell behind)"
             lines += ["", f"point {title}"]
             lines.append(f"  {'metric':<{width}} {name_a:>12} {name_b:>12} {'change':>9}")
         flag = "!" if row.regression else "+" if row.improvement else ""
