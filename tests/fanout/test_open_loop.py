@@ -374,6 +374,46 @@ async def test_ordered_open_loop_with_journal_skips_keeps_the_reorder_window(
     assert report.valid, report.invalid_reasons
 
 
+async def test_token_budget_and_rpm_hold_in_open_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The budget is never exceeded and ends the arrivals; ``rpm`` paces admission (the wait
+    shows in the queue time) while the dispatcher keeps to the schedule."""
+    inputs = [
+        FanoutItem(
+            index=i,
+            id=str(i),
+            model=MODEL,
+            messages=[{"role": "user", "content": f"question {i}"}],
+            params={"max_tokens": 20},
+        )
+        for i in range(40)
+    ]
+    with trio.fail_after(120):
+        async with env() as (net, sogni):
+            options = FanoutOptions(schedule=ConstantRate(50.0), budget_tokens=400)
+            results, report = await run_all(sogni, inputs, options)
+            sent_on_budget = len(net.job_requests)
+            paced = FanoutOptions(schedule=ConstantRate(10.0), rpm=6.0)
+            rpm_results, rpm_report = await run_all(sogni, inputs[:8], paced)
+    used = sum(
+        r.usage.prompt_tokens + r.usage.completion_tokens for r in results if r.usage is not None
+    )
+    assert used <= 400
+    statuses = Counter(r.status for r in results)
+    assert statuses["budget_exhausted"] > 0
+    assert statuses["ok"] == sent_on_budget
+    assert report.budget_exhausted == statuses["budget_exhausted"]
+    # rpm=6: a bucket of 6 requests refilled at 0.1/s; the arrivals (10/s) keep their times
+    assert {r.status for r in rpm_results} == {"ok"}
+    assert rpm_report.lag.max == 0.0
+    assert [sched(r) for r in by_index(rpm_results)] == pytest.approx([i / 10 for i in range(8)])
+    waits = [r.metrics.queue_time for r in by_index(rpm_results)]
+    assert waits[:6] == pytest.approx([0.0] * 6)
+    assert waits[6:] == pytest.approx([10.0 - 0.6, 20.0 - 0.7])  # admitted at 10 s and 20 s
+    assert rpm_report.valid
+
+
 async def test_a_finite_trace_ends_the_run(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
         async with env() as (_net, sogni):
