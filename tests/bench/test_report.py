@@ -46,7 +46,7 @@ from trio_sogni.bench import (
     to_csv,
 )
 from trio_sogni.bench._common import format_seconds
-from trio_sogni.bench._plots import cdf_points
+from trio_sogni.bench._plots import _offsets, cdf_points, point_colors  # pyright: ignore[reportPrivateUsage]
 from trio_sogni.fanout import (
     ConstantRate,
     FanoutItem,
@@ -327,6 +327,11 @@ def test_load_json_refuses_what_is_not_a_report(data: bytes, message: str) -> No
         load_json(data)
 
 
+def test_load_json_of_a_path_as_a_string_says_to_pass_a_path() -> None:
+    with pytest.raises(BenchReportError, match=re.escape("to read a file, pass a pathlib.Path")):
+        load_json("bench.json")
+
+
 def test_load_json_refuses_an_inconsistent_report() -> None:
     doc = json.loads(dump_json(sample_run()))
     doc["points"][1]["label"] = doc["points"][0]["label"]
@@ -354,13 +359,29 @@ def test_the_model_refuses_inconsistent_runs() -> None:
         make_run([make_point("a", report)]).point("b")
 
 
+def _structure(schema: Any) -> Any:
+    """A JSON Schema without its prose (descriptions come from docstrings, which may change
+    without changing the format)."""
+    if isinstance(schema, dict):
+        return {
+            k: _structure(v)
+            for k, v in schema.items()
+            if not (k in {"description", "title"} and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_structure(v) for v in schema]
+    return schema
+
+
 def test_the_schema_document_is_the_models() -> None:
     schema = json.loads((DOCS / "bench-schema.json").read_text("utf-8"))
-    assert schema == msgspec.json.schema(BenchRun), (
+    assert _structure(schema) == _structure(msgspec.json.schema(BenchRun)), (
         "docs/bench-schema.json is stale: regenerate it with python -c 'import json, msgspec;"
         " from trio_sogni.bench import BenchRun; print(json.dumps(msgspec.json.schema(BenchRun),"
         " indent=2, sort_keys=True))' > docs/bench-schema.json"
     )
+    assert schema["$defs"]["BenchRun"]["description"].startswith("A benchmark run")
+    assert "RunReport" in schema["$defs"]
 
 
 # -- CSV ------------------------------------------------------------------------------------------
@@ -442,10 +463,21 @@ def test_summary_table_marks_the_knee_and_invalid_points() -> None:
     ]
 
 
+def test_terminal_output_neutralises_control_characters() -> None:
+    report = make_report(failed=1, errors={"\x1b[2Jboom": 1})
+    run = make_run([make_point("evil\x1b]0;title\x07", report)], target="net\nwork")
+    for text in (summary_table(run), compare(run, run)):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+    assert summary_table(run).startswith("test-model on net work\n")  # wrapped: a space
+    assert "test-model on net?work, " in compare(run, run)
+    assert "?[2Jboom=1" in summary_table(run)
+
+
 def test_summary_table_fits_100_columns_with_long_labels_and_many_errors() -> None:
     errors = {f"error_class_number_{i}": i + 1 for i in range(20)}
     report = make_report(failed=210, errors=errors)
-    run = make_run([make_point("x" * 60, report)], target="t", processes=4, shard="1/2")
+    run = make_run([make_point("x" * 60, report)], target="t " * 80, processes=4, shard="1/2")
     text = summary_table(run)
     assert max(map(len, text.splitlines())) <= 100
     assert "x" * 21 + "..." in text
@@ -526,6 +558,10 @@ def test_compare_text_shows_both_sides_and_the_verdict() -> None:
     assert lines[0].startswith("main: test-model on localnet")
     assert "threshold: 10% (! worse, + better)" in text
     assert "regression" not in compare(a, b)
+    starved = make_run([make_point("p", make_report(valid=False, reasons=["lag"]))])
+    assert "point p (not valid in branch: the client fell behind)" in compare(
+        a, starved, names=("main", "branch")
+    )
     with pytest.raises(BenchReportError, match="threshold"):
         compare(a, b, threshold=-1)
     with pytest.raises(BenchReportError, match="two names"):
@@ -724,6 +760,10 @@ def test_html_escapes_what_it_is_given() -> None:
     )
     page = render_html(run)
     check_self_contained(page)
+    long_label = "x" * 60
+    assert f'<td class="text">{long_label}</td>' in render_html(
+        make_run([make_point(long_label, report)])
+    )  # the HTML summary shows labels in full
     assert "<script>" not in page
     assert "<img" not in page
     assert "<b>" not in page
@@ -735,6 +775,51 @@ def test_html_draws_what_a_report_without_histograms_or_timeline_has() -> None:
     # an older report (no histograms, no timeline) still renders, with notes in the plots
     report = replace(make_report(), histograms={}, timeline=[])
     page = render_html(make_run([make_point("old", report)]))
+    check_self_contained(page)
+    assert page.count("<svg") == 4
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        [make_point("all-failed", make_report(ok=0, failed=5, ttft=[], itl=[0.0]))],
+        [make_point("zeros", make_report(ttft=[0.0, 0.0], itl=[0.0], timeline=1))],
+        [make_point("no-rate", make_report(offered=None, requests_per_s=0.0))],
+    ],
+    ids=["no-points", "all-failed", "all-zero", "no-rate"],
+)
+def test_degenerate_runs_render_everywhere_without_a_warning(points: list[BenchPoint]) -> None:
+    # pytest turns warnings into errors: matplotlib's (log axis of zeros, empty legend) too
+    run = make_run(points)
+    page = render_html(run)
+    check_self_contained(page)
+    assert page.count("<svg") == 4
+    assert summary_table(run).count("\n") >= 5
+    assert len(to_csv(run).splitlines()) == 1 + len(points)
+    assert load_json(dump_json(run)) == run
+
+
+def test_timelines_are_laid_out_along_the_sweep() -> None:
+    def at(t0: float, buckets: int = 10) -> BenchPoint:
+        return make_point(f"p{t0}-{buckets}", make_report(t0_wall=t0, timeline=buckets))
+
+    # in sequence by the wall clock (10 one-second buckets each): where they ran, gaps included
+    assert _offsets([at(1000.0), at(1012.0), at(1030.0)]) == [0.0, 12.0, 30.0]
+    # overlapping (or no wall clock): one after another
+    assert _offsets([at(1000.0), at(1005.0, 4), at(1006.0)]) == [0.0, 10.0, 14.0]
+    assert _offsets([at(0.0), at(0.0, 3)]) == [0.0, 10.0]
+    assert _offsets([]) == []
+
+
+def test_points_keep_their_color_and_many_points_get_distinct_ones() -> None:
+    few = make_run([make_point(f"p{i}", make_report()) for i in range(3)])
+    assert point_colors(few) == {"p0": "C0", "p1": "C1", "p2": "C2"}
+    many = make_run([make_point(f"p{i}", make_report(timeline=2)) for i in range(14)])
+    colors = point_colors(many)
+    assert len(set(colors.values())) == 14
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors.values())
+    page = render_html(many)  # no legend beyond 12 points, still 4 plots
     check_self_contained(page)
     assert page.count("<svg") == 4
 

@@ -8,7 +8,7 @@ from typing import Final
 
 from ..fanout import LatencySummary, RunReport
 
-__all__ = ["LATENCY", "format_rate", "format_seconds", "latency"]
+__all__ = ["LATENCY", "format_rate", "format_seconds", "latency", "printable"]
 
 LATENCY: Final[Mapping[str, Callable[[RunReport], LatencySummary]]] = {
     "ttft": lambda r: r.ttft,
@@ -63,3 +63,9 @@ def format_rate(value: float | None) -> str:
     if value >= 0.9995:
         return f"{value:.2f}"
     return f"{value:.3f}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (control characters, terminal escapes, line
+    breaks) replaced by ``?``, for a line of terminal output made of data read from a file."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)

@@ -10,7 +10,7 @@ from typing import Final, Literal
 import msgspec
 
 from ..fanout import RunReport
-from ._common import format_rate, format_seconds
+from ._common import format_rate, format_seconds, printable
 from ._model import BenchPoint, BenchReportError, BenchRun
 
 __all__ = ["COMPARED_METRICS", "CompareRow", "Unit", "compare", "compare_rows", "match_points"]
@@ -174,9 +174,11 @@ def compare(
     a: BenchRun, b: BenchRun, *, threshold: float | None = None, names: Sequence[str] = ("A", "B")
 ) -> str:
     """A plain-text side-by-side table of `compare_rows` (one block per point pair: metric, A,
-    B, change in %), for a terminal or a CI log. With ``threshold``, regressions are marked
+    B, change in %; a point that is not valid in a run says so), for a terminal or a CI log.
+    With ``threshold``, regressions are marked
     ``!`` and improvements ``+``, and a last line counts the regressions. ``names`` head the two
-    value columns. Lines fit in 100 columns; the text ends with a newline.
+    value columns. Table lines fit in 100 columns; non-printable characters of the data are
+    printed as ``?``; the text ends with a newline.
 
     Raises:
         BenchReportError: as `compare_rows`, or ``names`` is not two names.
@@ -199,6 +201,13 @@ def compare(
         if (row.label, row.label_b) != current:
             current = (row.label, row.label_b)
             title = row.label if row.label == row.label_b else f"{row.label} vs {row.label_b}"
+            invalid = [
+                name
+                for name, run, label in ((name_a, a, row.label), (name_b, b, row.label_b))
+                if not run.point(label).report.valid
+            ]
+            if invalid:
+                title += f" (not valid in {' and '.join(invalid)}: the client fell behind)"
             lines += ["", f"point {title}"]
             lines.append(f"  {'metric':<{width}} {name_a:>12} {name_b:>12} {'change':>9}")
         flag = "!" if row.regression else "+" if row.improvement else ""
@@ -212,4 +221,4 @@ def compare(
             "",
             f"{regressions} regression{'s' if regressions != 1 else ''} above {threshold:g}%",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"

@@ -68,7 +68,11 @@ def _row_class(run: BenchRun, point: BenchPoint) -> str:
 def _summary(run: BenchRun) -> str:
     columns = table_columns()
     head = [f"{c.group} {c.name}".strip() for c in columns]
-    rows = [([c.cell(run, p) for c in columns], _row_class(run, p)) for p in run.points]
+    rows: list[tuple[list[str], str]] = []
+    for point in run.points:
+        cells = [c.cell(run, point) for c in columns]
+        cells[1] = point.label  # in full: the terminal's cut is for its width only
+        rows.append((cells, _row_class(run, point)))
     return _table(head, rows, text_cols=3)
 
 

@@ -70,7 +70,8 @@ def load_json(data: bytes | str | os.PathLike[str]) -> BenchRun:
     except msgspec.ValidationError as exc:
         raise BenchReportError(f"{source}: not a benchmark report ({exc})") from exc
     except msgspec.DecodeError as exc:
-        raise BenchReportError(f"{source}: not JSON ({exc})") from exc
+        hint = " (to read a file, pass a pathlib.Path)" if isinstance(data, str) else ""
+        raise BenchReportError(f"{source}: not JSON ({exc}){hint}") from exc
     if version > SCHEMA_VERSION:
         raise BenchReportError(
             f"{source}: schema_version {version} is newer than this version of trio-sogni reads"

@@ -7,6 +7,7 @@ thousand timeline buckets per point), never from per-request records.
 
 from __future__ import annotations
 
+import colorsys
 import itertools
 import math
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ __all__ = [
     "plot_errors",
     "plot_saturation",
     "plot_timeline",
+    "point_colors",
     "request_rate",
 ]
 
@@ -42,6 +44,21 @@ _FLOOR: Final = 1e-6  # LogHistogram's "tiny" bound
 _MIN_SPAN: Final = 100.0
 _MAX_LEGEND: Final = 12
 _WIDTH: Final = 10.0
+
+
+def point_colors(run: BenchRun) -> dict[str, str]:
+    """A color per point label, the same in every plot: matplotlib's 10-color cycle for up to 10
+    points, else a hue ramp (so that no two points share a color)."""
+    count = len(run.points)
+    if count <= 10:
+        return {p.label: f"C{i}" for i, p in enumerate(run.points)}
+    colors: dict[str, str] = {}
+    for i, point in enumerate(run.points):
+        red, green, blue = colorsys.hsv_to_rgb(0.8 * i / (count - 1), 0.75, 0.85)
+        colors[point.label] = (
+            f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
+        )
+    return colors
 
 
 def _legend(ax: PlotAxes, entries: int) -> None:
@@ -87,18 +104,19 @@ def request_rate(report: RunReport) -> float:
 
 def plot_cdfs(run: BenchRun) -> str:
     """One panel per metric of `CDF_METRICS`: the latency CDF of every point (log x axis)."""
+    colors = point_colors(run)
 
     def draw(axes: list[PlotAxes]) -> None:
         for ax, metric in zip(axes, CDF_METRICS, strict=True):
             drawn = 0
             low, high = math.inf, 0.0
-            for i, point in enumerate(run.points):
+            for point in run.points:
                 data = point.report.histograms.get(metric)
                 if data is None:
                     continue
                 xs, ys = cdf_points(data)
                 if xs:
-                    color = f"C{i % 10}"
+                    color = colors[point.label]
                     ax.plot(xs, ys, label=plain(point.label), color=color, drawstyle="steps-post")
                     drawn += 1
                     low, high = min(low, xs[0]), max(high, xs[-1])
@@ -202,14 +220,15 @@ def _timelines(run: BenchRun) -> list[tuple[BenchPoint, float, list[TimelineBuck
 def plot_timeline(run: BenchRun) -> str:
     """Requests ok/s, output tokens/s and the peak in-flight count per timeline bucket, the
     points one after another on the sweep's time axis."""
+    colors = point_colors(run)
 
     def draw(axes: list[PlotAxes]) -> None:
         ok_ax, tokens_ax, flight_ax = axes
         lines = _timelines(run)
-        for i, (point, offset, buckets) in enumerate(lines):
+        for point, offset, buckets in lines:
             step = point.report.timeline_interval
             xs = [offset + b.t for b in buckets]
-            color = f"C{i % 10}"
+            color = colors[point.label]
             label = plain(point.label)
             ok_ax.plot(
                 xs, [b.ok / step for b in buckets], label=label, color=color, drawstyle="steps-post"
@@ -238,17 +257,18 @@ def plot_timeline(run: BenchRun) -> str:
 def plot_errors(run: BenchRun) -> str:
     """The failed share of the requests that ended in each timeline bucket (%), the points one
     after another on the sweep's time axis."""
+    colors = point_colors(run)
 
     def draw(axes: list[PlotAxes]) -> None:
         (ax,) = axes
         lines = _timelines(run)
-        for i, (point, offset, buckets) in enumerate(lines):
+        for point, offset, buckets in lines:
             ended = [b for b in buckets if b.ok + b.failed]
             ax.plot(
                 [offset + b.t for b in ended],
                 [100.0 * b.failed / (b.ok + b.failed) for b in ended],
                 label=plain(point.label),
-                color=f"C{i % 10}",
+                color=colors[point.label],
                 marker=".",
                 linewidth=1.0,
             )

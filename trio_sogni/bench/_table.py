@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 from ..fanout import RunReport
-from ._common import format_rate, format_seconds
+from ._common import format_rate, format_seconds, printable
 from ._model import BenchPoint, BenchRun
 
 __all__ = ["MAX_LABEL", "Column", "header_lines", "summary_table", "table_columns"]
@@ -141,10 +141,11 @@ def summary_table(run: BenchRun) -> str:
     Columns: the load (``12.5/s`` open loop, ``c=32`` closed loop, ``sync``, ``max``), ok
     requests/s, output tokens/s, goodput (requests/s meeting the SLOs), SLO attainment, ok and
     failed counts, TTFT p50 / p99, ITL p50 / p99 and E2EL p99. The knee's row is marked ``*``, an
-    invalid point's ``!``. Lines are at most about 100 characters for labels up to `MAX_LABEL`
-    characters (longer ones are cut); the text ends with a newline.
+    invalid point's ``!``. Lines are at most 100 characters for labels up to `MAX_LABEL`
+    characters (longer ones are cut); non-printable characters of the data (terminal escapes,
+    line breaks) are printed as ``?``; the text ends with a newline.
     """
-    lines = header_lines(run)
+    lines = [wrapped for line in header_lines(run) for wrapped in _wrap(line)]
     lines.append("")
     lines.extend(_grid(run))
     notes: list[str] = []
@@ -163,5 +164,9 @@ def summary_table(run: BenchRun) -> str:
     if notes:
         lines.append("")
         for note in notes:
-            lines += textwrap.wrap(note, _WIDTH, subsequent_indent="    ", break_long_words=True)
-    return "\n".join(lines) + "\n"
+            lines += _wrap(note)
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, _WIDTH, subsequent_indent="    ") or [""]

@@ -68,16 +68,21 @@ class LogHistogram:
         self.max = -math.inf
 
     def add(self, value: float) -> None:
-        """Record ``value`` (negative values are recorded as 0)."""
-        value = max(0.0, value)
-        self.count += 1
-        self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
-        if value <= 1e-6:
+        """Record ``value`` (negative values and NaN are recorded as 0). O(1)."""
+        if not value > 1e-6:
+            if not value >= 0.0:
+                value = 0.0
             self._tiny += 1
         else:
-            self._buckets[math.floor(math.log(value) / _LOG_GROWTH)] += 1
+            buckets = self._buckets
+            key = math.floor(math.log(value) / _LOG_GROWTH)
+            buckets[key] = buckets.get(key, 0) + 1
+        self.count += 1
+        self.total += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
     def extend(self, values: Iterable[float]) -> None:
         """Record every value of ``values``."""

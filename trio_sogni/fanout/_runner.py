@@ -12,6 +12,11 @@ Structure (no task per item; memory flat in the number of items):
   mode, through a reorder buffer drained by one **emitter** task; the producer does not hand out
   item ``seq`` until ``seq < next_to_emit + reorder_window``, so the buffer never holds more than
   ``reorder_window`` results.
+
+Open loop (``options.schedule``): one **dispatcher** task replaces the producer and the pool. It
+releases item *i* at ``t_start + offset_i`` into its own task (which ends with the item, so the
+tasks alive are the items in process, capped by ``max_concurrency``), and a **loop probe** task
+measures the event loop's wake-up overshoot while the run lasts.
 """
 
 from __future__ import annotations
@@ -472,11 +477,12 @@ class FanoutRun:
 
     # --- open loop -------------------------------------------------------------------------------
 
-    def _full(self, seq: int) -> bool:
-        """Whether the open-loop dispatcher must hold the next item back: ``max_concurrency``
-        items are in process, or (ordered) item ``seq`` is beyond the reorder window."""
-        cap = self.options.max_concurrency
-        if cap is not None and self._open_busy >= cap:
+    def _full(self, seq: int, *, cap: bool = True) -> bool:
+        """Whether the open-loop dispatcher must hold the next item back: (with ``cap``)
+        ``max_concurrency`` items are in process, or (ordered) item ``seq`` is beyond the
+        reorder window."""
+        limit = self.options.max_concurrency
+        if cap and limit is not None and self._open_busy >= limit:
             return True
         return self.options.ordered and seq >= self._next + self.options.reorder_window
 
@@ -495,9 +501,8 @@ class FanoutRun:
         input and the schedule.
         """
         stats = self._stats
-        now = trio.current_time()
-        stats.rebase(now)
-        t_start = now
+        t_start = trio.current_time()
+        stats.rebase(t_start)
         offsets = iter(schedule.offsets(random.Random(self.options.seed)))
         unblocked = -math.inf  # when the last hold-back ended
         batch = 0
@@ -508,7 +513,16 @@ class FanoutRun:
                 async for item in source:
                     if not self._admitting:
                         break
-                    if await self._pass_over(seq, item, done):
+                    now = trio.current_time()  # reading the input may have taken a while
+                    if item.index in done or self._budget.exhausted:
+                        # As the closed loop, bound the reorder buffer; a wait holds back what
+                        # falls due meanwhile.
+                        if self._full(seq, cap=False):
+                            while self._full(seq, cap=False):
+                                await self._slot_lot.park()
+                            now = unblocked = trio.current_time()
+                            batch = 0
+                        await self._pass_over(seq, item, done)
                         seq += 1
                         continue
                     offset = next(offsets, None)
@@ -537,7 +551,6 @@ class FanoutRun:
                     self._open_busy += 1
                     pool.start_soon(self._run_item, seq, item, metrics)
                     seq += 1
-                    now = trio.current_time()
         if self._items_total is None or not self._admitting or offset is None:
             self._items_total = seq
 
