@@ -52,6 +52,7 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Account, ModelSpec, Pricing
+from .._creative._definitions import inject_creative_tools
 from .._server import (
     RECORD_OVERHEAD,
     OutDrop,
@@ -658,6 +659,10 @@ class JobManager:
         problem = validate_request(request)
         if problem is not None:
             return _error(request.job_id, "invalid_request", problem)
+        injected = inject_creative_tools(request)  # ``sogni_tools``: what the worker sees
+        if isinstance(injected, str):
+            return _error(request.job_id, "invalid_request", injected)
+        request = injected
         if (account_id or "", key) in self.jobs:
             message = f"jobID {request.job_id} is already in use by a live job of this account"
             return _error(request.job_id, "invalid_request", message)
