@@ -175,14 +175,13 @@ class ToolOutcome:
             "resultUrls": list(self.result_urls),
             "content": json.dumps(self.content, ensure_ascii=False),
         }
-        for key, value in (
-            ("mediaType", self.media_type),
-            ("projectId", self.project_id),
-            ("error", self.error),
-            ("code", self.code),
-        ):
-            if value is not None:
-                wire[key] = value
+        optional = {
+            "mediaType": self.media_type,
+            "projectId": self.project_id,
+            "error": self.error,
+            "code": self.code,
+        }
+        wire.update({key: value for key, value in optional.items() if value is not None})
         return wire
 
 
@@ -345,7 +344,9 @@ class CreativeTools:
         try:
             return msgspec.convert(request, MediaJobRequest)
         except msgspec.ValidationError as exc:
-            raise CreativeToolError("invalid_arguments", f"invalid arguments for {name}: {exc}") from None
+            raise CreativeToolError(
+                "invalid_arguments", f"invalid arguments for {name}: {exc}"
+            ) from None
 
     def estimate_usd(
         self, name: str, arguments: Mapping[str, Any], token_type: Literal["sogni", "spark"]
@@ -378,11 +379,12 @@ class CreativeTools:
                 return await self._media(
                     call_id, name, arguments, account_id, token_type, on_progress
                 )
-            tool = self._extra()[name]
-            result = await tool.run(arguments, tool_call_id=call_id, base_url=self._base_url())
         except CreativeToolError as exc:
             return _failed(call_id, name, exc)
-        except Exception as exc:  # a double's own refusal (ToolFailure) or bug
+        tool = self._extra()[name]
+        try:
+            result = await tool.run(arguments, tool_call_id=call_id, base_url=self._base_url())
+        except Exception as exc:  # the double's own refusal (a ToolFailure), or its bug
             code = getattr(exc, "code", "tool_failed")
             message = getattr(exc, "message", None) or f"{name} failed: {exc!r}"
             return _failed(call_id, name, CreativeToolError(str(code), str(message)))
@@ -409,7 +411,7 @@ class CreativeTools:
             nonlocal changed
             if isinstance(message, JobProgress):
                 index = message.job_index if isinstance(message.job_index, int) else 0
-                percents[index] = float(message.progress) * 100
+                percents[index] = float(message.progress or 0) * 100
             elif isinstance(message, JobError) and not message.img_id:
                 failure[:] = [message.error_message or str(message.error)]
             elif not isinstance(message, JobState):

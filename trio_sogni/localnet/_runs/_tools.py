@@ -117,6 +117,8 @@ class SimulatedEnhancePrompt:
 
 
 def default_tool_doubles() -> dict[str, HostedToolDouble]:
-    """The hosted tool doubles a network's runs use unless told otherwise, by name."""
-    tools: list[HostedToolDouble] = [SimulatedGenerateImage(), SimulatedEnhancePrompt()]
+    """The hosted tool doubles a network's runs use unless told otherwise, by name: only
+    ``enhance_prompt``. The media tools run as real projects (``_creative``); a test that wants
+    the fake-URL :class:`SimulatedGenerateImage` registers it explicitly."""
+    tools: list[HostedToolDouble] = [SimulatedEnhancePrompt()]
     return {tool.name: tool for tool in tools}
