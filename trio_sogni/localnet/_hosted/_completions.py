@@ -66,6 +66,7 @@ import trio
 
 from ...protocol import (
     ChatCompletionChunk,
+    ChatMessage,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
@@ -570,7 +571,7 @@ class _HostedEndpoints:
         return msgspec.structs.replace(
             request,
             job_id=_new_job_id(),
-            messages=msgspec.convert(conversation, type(request.messages)),
+            messages=msgspec.convert(conversation, list[ChatMessage]),
         )
 
     async def _complete_executing(self, request: LLMJobRequest, account: Account) -> HTTPResponse:
