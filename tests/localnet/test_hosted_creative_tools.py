@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 import trio
 import trio.testing
 from helpers import InMemoryHTTP
@@ -25,10 +26,12 @@ from trio_sogni.localnet import (
     DEFAULT_MODEL,
     LocalNetwork,
     Pricing,
+    ScriptFileError,
     ScriptFunction,
     Text,
     ToolCall,
     open_local_network,
+    parse_script,
 )
 from trio_sogni.localnet._creative._definitions import (
     MEDIA_TOOLS,
@@ -439,3 +442,38 @@ async def test_the_openai_package_gets_the_final_answer() -> None:
             fetched = await plain.get(result["resultUrls"][0])
         assert fetched.status_code == 200
         assert Image.open(io.BytesIO(fetched.content)).format == "PNG"
+
+
+SCRIPT_FILE = """{"rules": [
+  {"match": {"last_tool": {"contains": "\\"success\\": false"}},
+   "steps": [{"text": "Sorry, the picture failed."}]},
+  {"match": {"last_role": "tool"}, "steps": [{"text": "Your lighthouse is ready."}]},
+  {"match": {"tool": "generate_image", "last_user": {"contains": "lighthouse"}},
+   "steps": [{"tool_call": {"name": "generate_image", "id": "call_1",
+                            "arguments": {"prompt": "a lighthouse at dusk"}}}]},
+  {"match": {"tool": "generate_image"},
+   "steps": [{"tool_call": {"name": "generate_image", "arguments": {"prompt": 7}}}]}
+]}"""
+
+
+async def test_a_script_file_calls_a_tool_then_answers_after_its_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = parse_script(SCRIPT_FILE)
+    async with creative_net(script) as (_, http):
+        good = (await http.post("/v1/chat/completions", json=body("a lighthouse"))).json()
+        bad = (await http.post("/v1/chat/completions", json=body("anything"))).json()
+        plain = await http.post("/v1/chat/completions", json=body("a lighthouse", sogni_tools=None))
+    assert good["choices"][0]["message"]["content"] == "Your lighthouse is ready."
+    assert good["sogni_tool_results"][0]["success"] is True
+    assert bad["choices"][0]["message"]["content"] == "Sorry, the picture failed."
+    assert bad["sogni_tool_results"][0]["code"] == "invalid_arguments"
+    # without sogni_tools no generate_image is offered: the default reply
+    assert "sogni_tool_results" in plain.json()
+    assert plain.json()["sogni_tool_results"] == []
+    assert plain.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_last_tool_is_checked_when_the_file_is_loaded() -> None:
+    with pytest.raises(ScriptFileError, match=r"rules\[0\]: last_tool has exactly one of"):
+        parse_script('{"rules": [{"match": {"last_tool": {}}, "steps": [{"text": "x"}]}]}')
