@@ -33,12 +33,12 @@ from trio_sogni.localnet import (
     open_local_network,
     parse_script,
 )
-from trio_sogni.localnet._creative._definitions import (
+from trio_sogni.localnet._creative._execute import HOSTED_TOOLS_APP_ID
+from trio_sogni.localnet._jobs._hostedtools import (
     MEDIA_TOOLS,
     creative_tool_definitions,
     inject_creative_tools,
 )
-from trio_sogni.localnet._creative._execute import HOSTED_TOOLS_APP_ID
 from trio_sogni.protocol import ChatMessage, LLMJobRequest, LLMJobResult, ToolDefinition
 
 HOSTED = {tool["function"]["name"] for tool in creative_tool_definitions()}
@@ -433,7 +433,7 @@ async def test_the_openai_package_gets_the_final_answer() -> None:
                 extra_body={"sogni_tools": "creative-tools", "sogni_tool_execution": True},
             )
         )
-        assert completion.choices[0].message.content.startswith("Here it is.")
+        assert (completion.choices[0].message.content or "").startswith("Here it is.")
         assert completion.choices[0].finish_reason == "stop"
         extra = completion.model_extra or {}
         (result,) = extra["sogni_tool_results"]

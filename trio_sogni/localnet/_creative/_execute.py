@@ -5,7 +5,7 @@ it never raises for a bad call (invalid JSON or arguments, no worker, a refused,
 filtered project): those are failed outcomes the caller feeds back to the model. Cancellation
 propagates, and cancels the call's media project on the way out (shielded, bounded).
 
-**Media tools** (:data:`~._definitions.MEDIA_TOOLS`) run as real media projects of the
+**Media tools** (:data:`~.._jobs._hostedtools.MEDIA_TOOLS`) run as real media projects of the
 projects manager, exactly like a socket's ``jobRequest``: admitted, billed to the caller's
 account (each render's price held, settled when it completes), queued fairly with every other
 job, rendered by the network's media workers, stored, and answered with signed result URLs
@@ -55,11 +55,11 @@ from ...protocol import (
     ServerMessage,
     decode_json,
 )
+from .._jobs._hostedtools import MEDIA_TOOLS, MediaKind, creative_tool_schema
 from .._jsonschema import validate
 from .._media._manager import ProjectsManager
 from .._media._projects import Project
 from .._media._storage import MediaStorage
-from ._definitions import MEDIA_TOOLS, MediaKind, creative_tool_schema
 
 __all__ = [
     "HOSTED_TOOLS_APP_ID",

@@ -52,7 +52,6 @@ from ...protocol import (
 )
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Account, ModelSpec, Pricing
-from .._creative._definitions import inject_creative_tools
 from .._server import (
     RECORD_OVERHEAD,
     OutDrop,
@@ -64,6 +63,7 @@ from .._server import (
 )
 from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
+from ._hostedtools import inject_creative_tools
 from ._records import JobRecord
 from ._replay import ReplayLog
 from ._scheduler import Job, JobOutcome, Scheduler

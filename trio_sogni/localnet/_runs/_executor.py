@@ -25,9 +25,9 @@ import trio
 from ...protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerMessage, decode_json
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing, format_decimal
-from .._creative._definitions import MEDIA_TOOLS
 from .._creative._execute import CreativeToolError, CreativeTools, ToolOutcome, ToolProgress
 from .._jobs._collector import ChunkCollector
+from .._jobs._hostedtools import MEDIA_TOOLS
 from .._jobs._manager import JobManager
 from ._sse import TERMINAL_STATUSES, iso
 from ._state import LoadedRun

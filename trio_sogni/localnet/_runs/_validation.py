@@ -14,7 +14,7 @@ from typing import Any, Final, cast
 import msgspec
 
 from ...protocol import SAMPLING_FIELDS, LLMJobRequest
-from .._creative._definitions import sogni_tools_enabled
+from .._jobs._hostedtools import sogni_tools_enabled
 from .._jobs._session import validate_request
 from ._state import RunError, RunRequest
 
