@@ -1,7 +1,6 @@
 """The hosted creative tools' definitions, and their injection into a job's ``tools`` (part of
 job admission: what the worker of a job sees).
 
-
 The definitions are the OpenAI function definitions of ``manifests/openai-tools.json`` of the
 npm package ``@sogni-ai/sogni-protocol`` 1.0.0-alpha.45 (ISC licence, Copyright Sogni AI),
 unchanged (descriptions included), for the tools localnet executes server-side: the six media
