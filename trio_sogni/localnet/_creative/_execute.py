@@ -21,9 +21,11 @@ guidance range), ``outputFormat`` (``jpeg`` means ``jpg``), ``duration`` (video,
 the model (the official aliases, or a catalog id; else the available model of the tool's media
 type with the most workers). Everything else (``aspectRatio``, ``loras``, ``gptImage*``,
 ``starting_image_strength``, ``ratio``, ``watermark``, ``generateAudio``...) is checked by the
-schema, then ignored: the projects API has no such parameter. ``edit_image``,
-``sound_to_video`` and ``video_to_video`` need an input medium, which localnet's hosted routes
-cannot carry (no media references): they fail with ``media_input_required``.
+schema, then ignored: the projects API has no such parameter. Input media (``edit_image``'s
+source image, ``sound_to_video``'s audio, ``video_to_video``'s video, ``generate_video``'s first
+reference image, ``generate_image``'s starting image) are earlier results of the same
+conversation, picked by the index arguments and uploaded to the new project from localnet's own
+storage (see :mod:`._inputs`); with none, the call fails with ``media_input_required``.
 
 **Other hosted tools** (``enhance_prompt``) run the TEST DOUBLE registered under their name
 (``extra_tools``, the durable runs' doubles), after the same schema check.
@@ -39,7 +41,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, cast
@@ -60,6 +62,7 @@ from .._jsonschema import validate
 from .._media._manager import ProjectsManager
 from .._media._projects import Project
 from .._media._storage import MediaStorage
+from ._inputs import InputError, InputMedia, MediaContext, load_input
 
 __all__ = [
     "HOSTED_TOOLS_APP_ID",
@@ -78,8 +81,6 @@ HOSTED_TOOLS_APP_ID: Final = "localnet-hosted-tools"
 
 CANCEL_TIMEOUT: Final = 5.0
 """Seconds the shielded cancel of an abandoned tool call's project may take at most."""
-
-_INPUT_TOOLS: Final = frozenset({"edit_image", "sound_to_video", "video_to_video"})
 
 # Official model selectors (the SDKs' tables) that localnet's catalog can serve, by tool.
 _SELECTORS: Final[Mapping[str, Mapping[str, str]]] = {
@@ -267,6 +268,10 @@ class CreativeTools:
             )
         return arguments
 
+    def refused(self, call_id: str, name: str, code: str, message: str) -> ToolOutcome:
+        """A failed outcome for a call the caller refuses to run (``code``, ``message``)."""
+        return _failed(call_id, name, CreativeToolError(code, message))
+
     # -- media: model, request, price --------------------------------------------------------
 
     def _model(self, name: str, arguments: Mapping[str, Any]) -> str:
@@ -289,17 +294,53 @@ class CreativeTools:
                 return resolved
         return min(available, key=lambda model_id: (-available[model_id], model_id))
 
+    def _inputs(
+        self, name: str, arguments: Mapping[str, Any], context: MediaContext
+    ) -> list[InputMedia]:
+        """The inputs a call takes from earlier results (see :mod:`._inputs`)."""
+
+        def pick(kind: MediaKind, argument: str, role: str, index: object = None) -> InputMedia:
+            if index is None:
+                index = arguments.get(argument)
+            return InputMedia(role, context.pick(kind, index, argument, tool=name))
+
+        inputs: list[InputMedia] = []
+        if name == "generate_image":
+            if "sourceImageIndex" in arguments or "starting_image_strength" in arguments:
+                inputs.append(pick("image", "sourceImageIndex", "startingImage"))
+        elif name == "edit_image":
+            inputs.append(pick("image", "sourceImageIndex", "contextImage1"))
+        elif name == "generate_video":
+            references = cast("list[Any]", arguments.get("referenceImageIndices") or [])
+            if references:
+                first = references[0]
+                inputs.append(pick("image", "referenceImageIndices[0]", "referenceImage", first))
+        elif name == "sound_to_video":
+            inputs.append(pick("audio", "audioSourceIndex", "referenceAudio"))
+            if "sourceImageIndex" in arguments:
+                inputs.append(pick("image", "sourceImageIndex", "referenceImage"))
+            if "endImageIndex" in arguments:
+                inputs.append(pick("image", "endImageIndex", "referenceImageEnd"))
+        elif name == "video_to_video":
+            inputs.append(pick("video", "videoSourceIndex", "referenceVideo"))
+            if "sourceImageIndex" in arguments:
+                inputs.append(pick("image", "sourceImageIndex", "referenceImage"))
+        return inputs
+
     def media_request(
-        self, name: str, arguments: Mapping[str, Any], token_type: Literal["sogni", "spark"]
-    ) -> MediaJobRequest:
-        """The ``jobRequest`` a media tool call makes (see the module docstring for which
-        arguments count). Raises :class:`CreativeToolError`."""
-        if name in _INPUT_TOOLS:
-            raise CreativeToolError(
-                "media_input_required",
-                f"{name} needs an input medium, and localnet's hosted tools take no media "
-                "references; generate_image, generate_video and generate_music run here",
-            )
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        token_type: Literal["sogni", "spark"],
+        context: MediaContext | None = None,
+    ) -> tuple[MediaJobRequest, list[InputMedia]]:
+        """The ``jobRequest`` a media tool call makes and the earlier results it takes as
+        inputs (see the module docstring for which arguments count). Raises
+        :class:`CreativeToolError`."""
+        try:
+            inputs = self._inputs(name, arguments, context or MediaContext(()))
+        except InputError as exc:
+            raise CreativeToolError(exc.code, exc.message) from None
         kind = MEDIA_TOOLS[name]
         model_id = self._model(name, arguments)
         model = self._projects.catalog.get(model_id)
@@ -331,6 +372,19 @@ class CreativeTools:
             timesig = _whole(arguments, "timesig")
             if timesig is not None:
                 frame["timesignature"] = str(timesig)
+        flags = {
+            "contextImage1": "hasContextImage1",
+            "startingImage": "hasStartingImage",
+            "referenceImage": "hasReferenceImage",
+            "referenceImageEnd": "hasReferenceImageEnd",
+            "referenceAudio": "hasReferenceAudio",
+            "referenceVideo": "hasReferenceVideo",
+        }
+        for item in inputs:
+            frame[flags[item.role]] = True
+        strength = arguments.get("starting_image_strength")
+        if inputs and name == "generate_image" and isinstance(strength, int | float):
+            frame["strength"] = float(strength)
         count = _whole(arguments, "numberOfVariations") or 1
         request: dict[str, Any] = {
             "jobID": str(uuid.uuid4()).upper(),
@@ -342,20 +396,24 @@ class CreativeTools:
         if isinstance(output, str) and kind == "image":
             request["outputFormat"] = "jpg" if output == "jpeg" else output
         try:
-            return msgspec.convert(request, MediaJobRequest)
+            return msgspec.convert(request, MediaJobRequest), inputs
         except msgspec.ValidationError as exc:
             raise CreativeToolError(
                 "invalid_arguments", f"invalid arguments for {name}: {exc}"
             ) from None
 
     def estimate_usd(
-        self, name: str, arguments: Mapping[str, Any], token_type: Literal["sogni", "spark"]
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        token_type: Literal["sogni", "spark"],
+        context: MediaContext | None = None,
     ) -> Decimal:
         """What a call is expected to cost in USD (media: the render price times the count;
         other hosted tools: free). Raises :class:`CreativeToolError` (no worker...)."""
         if name not in MEDIA_TOOLS:
             return Decimal(0)
-        request = self.media_request(name, arguments, token_type)
+        request, _ = self.media_request(name, arguments, token_type, context)
         quote = self._projects.quote(request.key_frames[0].model_id, token_type)
         assert quote is not None
         return quote.usd * request.number_of_images
@@ -371,13 +429,22 @@ class CreativeTools:
         account_id: str,
         token_type: Literal["sogni", "spark"],
         on_progress: OnToolProgress | None = None,
+        context: Iterable[Mapping[str, Any]] = (),
     ) -> ToolOutcome:
-        """Run one call (see the module docstring); every failure is a failed outcome."""
+        """Run one call (see the module docstring); every failure is a failed outcome.
+        ``context`` is the conversation so far (its earlier tool results are the media an
+        input argument may name)."""
         try:
             arguments = self.check(name, raw_arguments)
             if name in MEDIA_TOOLS:
                 return await self._media(
-                    call_id, name, arguments, account_id, token_type, on_progress
+                    call_id,
+                    name,
+                    arguments,
+                    account_id,
+                    token_type,
+                    on_progress,
+                    MediaContext(context),
                 )
         except CreativeToolError as exc:
             return _failed(call_id, name, exc)
@@ -398,8 +465,9 @@ class CreativeTools:
         account_id: str,
         token_type: Literal["sogni", "spark"],
         on_progress: OnToolProgress | None,
+        context: MediaContext,
     ) -> ToolOutcome:
-        request = self.media_request(name, arguments, token_type)
+        request, inputs = self.media_request(name, arguments, token_type, context)
         kind = MEDIA_TOOLS[name]
         project_id = request.job_id
         app_key = (account_id, HOSTED_TOOLS_APP_ID)
@@ -419,7 +487,18 @@ class CreativeTools:
             changed.set()
             changed = trio.Event()
 
-        refused = self._projects.submit(app_key, request, observer=observe)
+        refused = None
+        submitted = False
+        try:
+            for item in inputs:
+                await load_input(self._storage, account_id, item, project_id)
+            refused = self._projects.submit(app_key, request, observer=observe)
+            submitted = refused is None
+        except InputError as exc:
+            raise CreativeToolError(exc.code, exc.message) from None
+        finally:
+            if not submitted:  # the uploads made for it are of no use
+                self._storage.discard_project(account_id, project_id)
         if refused is not None:
             code = str(refused.error)
             raise CreativeToolError(code, refused.error_message or code)

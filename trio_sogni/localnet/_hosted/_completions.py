@@ -55,7 +55,9 @@ status is 402 for a subscription denial (``subscriptionLimit`` or codes 4078-408
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
@@ -82,6 +84,8 @@ from ._composition import composition_tool
 
 __all__ = ["hosted_routes", "openai_error"]
 
+logger = logging.getLogger("trio_sogni.localnet")
+
 COMPLETIONS_PATH: Final = "/v1/chat/completions"
 MODELS_PATH: Final = "/v1/models"
 STREAM_BUFFER: Final = 64
@@ -91,6 +95,9 @@ MAX_TOOL_ROUNDS: Final = 5
 """With ``sogni_tool_execution``, at most this many rounds of hosted tool calls are executed
 for one completion; a model still calling hosted tools after them gets its calls returned
 unexecuted (``finish_reason: "tool_calls"``)."""
+MAX_CALLS_PER_ROUND: Final = 8
+"""At most this many hosted tool calls of one round run (concurrently, as the official limit);
+later ones get a failed result ``too_many_calls``."""
 HEARTBEAT: Final = 2.0
 """Seconds between SSE comment lines (``: executing tools``) while a streamed completion waits
 for its tools (so a client that went away is noticed, and its projects cancelled)."""
@@ -541,8 +548,10 @@ class _HostedEndpoints:
         account: Account,
         calls: list[dict[str, Any]],
         on_progress: Callable[[ToolProgress], Any] | None,
+        conversation: list[dict[str, Any]],
     ) -> list[ToolOutcome]:
-        """Execute one round's hosted calls concurrently; outcomes in call order."""
+        """Execute one round's hosted calls concurrently; outcomes in call order. The earlier
+        tool results of ``conversation`` are the media the calls may take as inputs."""
         assert self._creative is not None
         creative = self._creative
         token_type: Literal["sogni", "spark"] = (
@@ -551,6 +560,15 @@ class _HostedEndpoints:
         outcomes: list[ToolOutcome | None] = [None] * len(calls)
 
         async def one(n: int, call: dict[str, Any]) -> None:
+            if n >= MAX_CALLS_PER_ROUND:
+                await trio.lowlevel.checkpoint()
+                outcomes[n] = creative.refused(
+                    cast(str, call["id"]),
+                    cast(str, call["function"]["name"]),
+                    "too_many_calls",
+                    f"at most {MAX_CALLS_PER_ROUND} hosted tool calls run per round",
+                )
+                return
             outcomes[n] = await creative.execute(
                 cast(str, call["id"]),
                 cast(str, call["function"]["name"]),
@@ -558,6 +576,7 @@ class _HostedEndpoints:
                 account_id=account.id,
                 token_type=token_type,
                 on_progress=on_progress,
+                context=conversation,
             )
 
         async with trio.open_nursery() as nursery:
@@ -596,7 +615,7 @@ class _HostedEndpoints:
             finish = collector.finish_reason or "stop"
             if round_no > MAX_TOOL_ROUNDS or not self._hosted_calls(request, calls, finish):
                 break
-            outcomes = await self._execute_round(request, account, calls, None)
+            outcomes = await self._execute_round(request, account, calls, None, conversation)
             results.extend(outcomes)
             conversation.append(message)
             conversation.extend(outcome.tool_message() for outcome in outcomes)
@@ -749,7 +768,9 @@ class _HostedEndpoints:
                                     "arguments": call["function"]["arguments"],
                                 }
                             )
-                        outcomes = await self._execute_round(request, account, calls, on_progress)
+                        outcomes = await self._execute_round(
+                            request, account, calls, on_progress, conversation
+                        )
                         for outcome in outcomes:
                             kind = "completed" if outcome.success else "failed"
                             await tool_event({"type": f"tool_call_{kind}", **outcome.wire()})
@@ -791,6 +812,20 @@ class _HostedEndpoints:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the response is gone: nothing more to send
+        except Exception:  # a localnet bug: end this stream, never the network
+            logger.exception("localnet: a streamed completion with tool execution failed")
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                lines.send_nowait(
+                    _sse(
+                        {
+                            "error": {
+                                "message": "localnet internal error",
+                                "type": "internal_error",
+                                "code": "internal_error",
+                            }
+                        }
+                    )
+                )
         finally:
             if not job.finished.is_set():
                 self._jobs.end_job(job, "aborted", None)

@@ -26,6 +26,7 @@ from ...protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerM
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing, format_decimal
 from .._creative._execute import CreativeToolError, CreativeTools, ToolOutcome, ToolProgress
+from .._creative._inputs import MediaContext
 from .._jobs._collector import ChunkCollector
 from .._jobs._hostedtools import MEDIA_TOOLS
 from .._jobs._manager import JobManager
@@ -389,9 +390,10 @@ class RunExecutor:
         name = cast(str, call["function"]["name"])
         raw = call["function"].get("arguments") or "{}"
         arguments: dict[str, Any] = {}
+        context = MediaContext(checkpoint.conversation)
         try:
             arguments = creative.check(name, raw)
-            usd = creative.estimate_usd(name, arguments, token_type)
+            usd = creative.estimate_usd(name, arguments, token_type, context)
         except CreativeToolError:
             usd = Decimal(0)  # the call fails below, with the same error, without a project
         if call_id not in checkpoint.confirmed and self._needs_confirmation(run, usd):
@@ -425,6 +427,7 @@ class RunExecutor:
             account_id=run.row.owner_id,
             token_type=token_type,
             on_progress=on_progress,
+            context=checkpoint.conversation,
         )
         self._resolve_media(run, outcome)
         return True
