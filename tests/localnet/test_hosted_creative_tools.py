@@ -561,3 +561,20 @@ async def test_inputs_that_do_not_exist_or_are_not_the_callers_fail_the_call(
             p for (owner_id, _), p in net._projects.finished.items() if owner_id != net.account.id
         ]
         assert not mallorys  # mallory got no project at all
+
+
+async def test_at_most_eight_calls_of_a_round_run(autojump_clock: trio.testing.MockClock) -> None:
+    def script(request: LLMJobRequest) -> list[Any]:
+        if any(m.role == "tool" for m in request.messages):
+            return [Text("ok")]
+        return [ToolCall("enhance_prompt", ENHANCE, id=f"c{n}") for n in range(10)]
+
+    async with creative_net(script) as (_, http):
+        results = await http.post("/v1/chat/completions", json=body())
+        outcomes = results.json()["sogni_tool_results"]
+    assert [r["success"] for r in outcomes] == [True] * 8 + [False] * 2, outcomes[0]
+    assert {r["code"] for r in outcomes[8:]} == {"too_many_calls"}
+    assert json.loads(outcomes[0]["content"])["simulated"] is True  # the enhance_prompt double
+
+
+ENHANCE = {"prompt": "a cat", "target_output": "image_prompt", "destination_model": "flux"}
