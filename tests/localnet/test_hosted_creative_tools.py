@@ -578,3 +578,33 @@ async def test_at_most_eight_calls_of_a_round_run(autojump_clock: trio.testing.M
 
 
 ENHANCE = {"prompt": "a cat", "target_output": "image_prompt", "destination_model": "flux"}
+
+
+async def test_the_openai_package_streams_through_tool_execution() -> None:
+    async with open_local_network(
+        script=draw_then_answer({"prompt": "a fox"}, "Streamed."),
+        pricing=Pricing(usd_per_million_tokens=Decimal(0)),
+    ) as net:
+        net._projects.add_worker(simulated("painter", seconds_per_step=0.0))
+        client = openai.OpenAI(base_url=net.rest_url + "/v1", api_key=net.api_key)
+
+        def collect() -> tuple[str, list[str | None], list[dict[str, Any]]]:
+            text, finishes, extras = "", [], []
+            for chunk in client.chat.completions.create(
+                model=DEFAULT_MODEL,
+                messages=[{"role": "user", "content": "Draw a fox"}],
+                stream=True,
+                extra_body={"sogni_tools": "creative-tools", "sogni_tool_execution": True},
+            ):
+                extras.append(chunk.model_extra or {})
+                for choice in chunk.choices:
+                    text += choice.delta.content or ""
+                    finishes.append(choice.finish_reason)
+            return text, finishes, extras
+
+        text, finishes, extras = await trio.to_thread.run_sync(collect)
+    assert text.startswith("Streamed.")
+    assert [f for f in finishes if f] == ["stop"]
+    assert any("sogni_tool_event" in extra for extra in extras)
+    (results,) = [e["sogni_tool_results"] for e in extras if "sogni_tool_results" in e]
+    assert results[0]["success"] is True

@@ -531,6 +531,7 @@ class CreativeTools:
                 with trio.CancelScope(shield=True) as shield:
                     shield.deadline = trio.current_time() + CANCEL_TIMEOUT
                     await self._projects.cancel(app_key, project_id)
+            project.observer = None  # its record is kept; the watch is over
         return self._result(call_id, name, kind, arguments, project, failure)
 
     def _result(
