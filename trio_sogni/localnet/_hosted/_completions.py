@@ -18,6 +18,14 @@ raises as an ``APIError``. The job's chunks reach the HTTP client through a buff
 messages: a client that reads slowly slows the job down, and a client that goes away aborts
 it (its hold released). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
 
+**Hosted creative tools**: with ``sogni_tool_execution: true`` a completion whose rounds end in
+calls to hosted tools (and none of the caller's own) has them executed by
+:class:`~.._creative._execute.CreativeTools` (media tools as real projects), fed back as
+``tool`` messages, for at most ``MAX_TOOL_ROUNDS`` rounds and ``MAX_CALLS_PER_ROUND`` calls a
+round; the answer adds ``sogni_tool_results`` (one entry per executed call), and a stream adds
+``{choices: [], sogni_tool_event}`` chunks and one ``{choices: [], sogni_tool_results}`` chunk
+before the usage chunk (docs/localnet.md, "Hosted creative tools").
+
 **Tools** answer ``{status: "success", data: {toolCallId, tool, result, message: null}}``; see
 :mod:`._composition` for how a call becomes a job.
 
@@ -233,7 +241,7 @@ def completion_request(
 
     ``null`` fields count as absent; ``stream`` and ``stream_options`` (``{include_usage}``) are
     the caller's business (see :func:`stream_flags`) and not part of the job; ``media_references`` and
-    ``api_media_references`` may only be empty (localnet serves no media); any other field not in
+    ``api_media_references`` may only be empty (no media references on the hosted routes); any other field not in
     protocol.md §3.2 is refused. ``app_source`` defaults to the ``X-App-Source`` header, and the
     ``X-Sogni-*`` attribution headers become the request's attribution fields.
     """
@@ -245,7 +253,7 @@ def completion_request(
             continue
         if name in _MEDIA_FIELDS:
             if value != []:
-                return f"{name} is not supported by localnet (it serves no media)"
+                return f"{name} is not supported by localnet (no media references on the hosted routes)"
             continue
         target = _BODY_TO_WIRE.get(name)
         if target is None:
