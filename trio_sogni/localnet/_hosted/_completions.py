@@ -733,111 +733,118 @@ class _HostedEndpoints:
                 }
             )
 
-        try:
-            with lines, scope:
-                for round_no in itertools.count(1):
-                    collector = ChunkCollector()
-                    final: LLMJobResult | LLMJobError | None = None
-                    with receive:
-                        async for message in receive:
-                            if isinstance(message, ChatCompletionChunk):
-                                collector.add(message)
-                                if message.content:
-                                    delta = {"content": message.content}
-                                    if first:
-                                        delta["role"] = "assistant"
-                                        first = False
-                                    choice = {"index": 0, "delta": delta, "finish_reason": None}
-                                    await put({**base, "choices": [choice]})
-                            elif isinstance(message, LLMJobResult | LLMJobError):
-                                final = message
-                                break
-                    final = final or job.final
-                    if not isinstance(final, LLMJobResult):
-                        error = final or LLMJobError(
-                            job_id=job.job_id, error="internal_error", error_message="ended"
-                        )
-                        body = msgspec.json.decode(job_error_response(error).body)
-                        await put({"error": body["error"]})
-                        return
-                    if final.usage is not None:
-                        prompt += final.usage.prompt_tokens
-                        completion += final.usage.completion_tokens
-                    calls = collector.tool_calls()
-                    _number_calls(calls, round_no)
-                    finish = collector.finish_reason or "stop"
-                    if round_no <= MAX_TOOL_ROUNDS and self._hosted_calls(request, calls, finish):
-                        for call in calls:
-                            await tool_event(
-                                {
-                                    "type": "tool_call_started",
-                                    "toolCallId": call["id"],
-                                    "toolName": call["function"]["name"],
-                                    "arguments": call["function"]["arguments"],
-                                }
+        with lines:
+            try:
+                with scope:
+                    for round_no in itertools.count(1):
+                        collector = ChunkCollector()
+                        final: LLMJobResult | LLMJobError | None = None
+                        with receive:
+                            async for message in receive:
+                                if isinstance(message, ChatCompletionChunk):
+                                    collector.add(message)
+                                    if message.content:
+                                        delta = {"content": message.content}
+                                        if first:
+                                            delta["role"] = "assistant"
+                                            first = False
+                                        choice = {"index": 0, "delta": delta, "finish_reason": None}
+                                        await put({**base, "choices": [choice]})
+                                elif isinstance(message, LLMJobResult | LLMJobError):
+                                    final = message
+                                    break
+                        final = final or job.final
+                        if not isinstance(final, LLMJobResult):
+                            error = final or LLMJobError(
+                                job_id=job.job_id, error="internal_error", error_message="ended"
                             )
-                        outcomes = await self._execute_round(
-                            request, account, calls, on_progress, conversation
-                        )
-                        for outcome in outcomes:
-                            kind = "completed" if outcome.success else "failed"
-                            await tool_event({"type": f"tool_call_{kind}", **outcome.wire()})
-                        results.extend(outcomes)
-                        conversation.append(collector.message())
-                        conversation.extend(outcome.tool_message() for outcome in outcomes)
-                        send, receive = trio.open_memory_channel[ServerMessage](STREAM_BUFFER)
-                        started = self._jobs.start_internal(
-                            self._next_round(request, conversation),
-                            account_id=account.id,
-                            on_message=send.send,
-                        )
-                        if isinstance(started, LLMJobError):
-                            send.close()
-                            receive.close()
-                            body = msgspec.json.decode(job_error_response(started).body)
+                            body = msgspec.json.decode(job_error_response(error).body)
                             await put({"error": body["error"]})
                             return
-                        job = started
-                        job.on_finished = send.close
-                        continue
-                    delta: dict[str, Any] = {}
-                    if first:
-                        delta["role"] = "assistant"
-                    if calls:
-                        delta["tool_calls"] = [{"index": n, **call} for n, call in enumerate(calls)]
-                    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                    await put({**base, "choices": [choice]})
-                    await put(
-                        {
-                            **base,
-                            "choices": [],
-                            "sogni_tool_results": [outcome.wire() for outcome in results],
-                        }
-                    )
-                    if include_usage:
-                        await put({**base, "choices": [], "usage": _usage(prompt, completion)})
-                    await lines.send(b"data: [DONE]\n\n")
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the response is gone: nothing more to send
-        except Exception:  # a localnet bug: end this stream, never the network
-            logger.exception("localnet: a streamed completion with tool execution failed")
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                lines.send_nowait(
-                    _sse(
-                        {
-                            "error": {
-                                "message": "localnet internal error",
-                                "type": "internal_error",
-                                "code": "internal_error",
+                        if final.usage is not None:
+                            prompt += final.usage.prompt_tokens
+                            completion += final.usage.completion_tokens
+                        calls = collector.tool_calls()
+                        _number_calls(calls, round_no)
+                        finish = collector.finish_reason or "stop"
+                        if round_no <= MAX_TOOL_ROUNDS and self._hosted_calls(
+                            request, calls, finish
+                        ):
+                            for call in calls:
+                                await tool_event(
+                                    {
+                                        "type": "tool_call_started",
+                                        "toolCallId": call["id"],
+                                        "toolName": call["function"]["name"],
+                                        "arguments": call["function"]["arguments"],
+                                    }
+                                )
+                            outcomes = await self._execute_round(
+                                request, account, calls, on_progress, conversation
+                            )
+                            for outcome in outcomes:
+                                kind = "completed" if outcome.success else "failed"
+                                await tool_event({"type": f"tool_call_{kind}", **outcome.wire()})
+                            results.extend(outcomes)
+                            conversation.append(collector.message())
+                            conversation.extend(outcome.tool_message() for outcome in outcomes)
+                            send, receive = trio.open_memory_channel[ServerMessage](STREAM_BUFFER)
+                            started = self._jobs.start_internal(
+                                self._next_round(request, conversation),
+                                account_id=account.id,
+                                on_message=send.send,
+                            )
+                            if isinstance(started, LLMJobError):
+                                send.close()
+                                receive.close()
+                                body = msgspec.json.decode(job_error_response(started).body)
+                                await put({"error": body["error"]})
+                                return
+                            job = started
+                            job.on_finished = send.close
+                            continue
+                        delta: dict[str, Any] = {}
+                        if first:
+                            delta["role"] = "assistant"
+                        if calls:
+                            delta["tool_calls"] = [
+                                {"index": n, **call} for n, call in enumerate(calls)
+                            ]
+                        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                        await put({**base, "choices": [choice]})
+                        await put(
+                            {
+                                **base,
+                                "choices": [],
+                                "sogni_tool_results": [outcome.wire() for outcome in results],
                             }
-                        }
+                        )
+                        if include_usage:
+                            await put({**base, "choices": [], "usage": _usage(prompt, completion)})
+                        await lines.send(b"data: [DONE]\n\n")
+                        return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the response is gone: nothing more to send
+            except Exception:  # a localnet bug: end this stream, never the network
+                logger.exception("localnet: a streamed completion with tool execution failed")
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
+                ):
+                    lines.send_nowait(
+                        _sse(
+                            {
+                                "error": {
+                                    "message": "localnet internal error",
+                                    "type": "internal_error",
+                                    "code": "internal_error",
+                                }
+                            }
+                        )
                     )
-                )
-        finally:
-            if not job.finished.is_set():
-                self._jobs.end_job(job, "aborted", None)
-            receive.close()
+            finally:
+                if not job.finished.is_set():
+                    self._jobs.end_job(job, "aborted", None)
+                receive.close()
 
     def _tool_model(self) -> str | None:
         """The model tool jobs run on: the first model the network knows that a worker serves."""
