@@ -3,10 +3,12 @@ pause for cost confirmation.
 
 Each LLM round is a localnet job (:meth:`JobManager.run_internal`) whose chunks are merged by
 the jobs layer's :class:`~.._jobs._collector.ChunkCollector` and streamed as coalesced
-``assistant_message_delta`` events; each tool call runs a hosted tool TEST DOUBLE
-(:mod:`._tools`), billed through the ledger, after a cost confirmation when the run asked for
-one. Events go through the ``emit`` function the :class:`~._manager.RunManager` passes in (it
-owns the event log and the loaded runs); this module never imports the manager.
+``assistant_message_delta`` events; each tool call runs either as a real media project
+(media tools, through ``_creative``'s :class:`CreativeTools`, billed by the project) or as a
+hosted tool TEST DOUBLE (:mod:`._tools`, billed through the ledger), after a cost confirmation
+when the run asked for one. Events go through the ``emit`` function the
+:class:`~._manager.RunManager` passes in (it owns the event log and the loaded runs); this module
+never imports the manager.
 """
 
 from __future__ import annotations
