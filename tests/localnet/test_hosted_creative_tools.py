@@ -16,7 +16,7 @@ import openai
 import pytest
 import trio
 import trio.testing
-from helpers import InMemoryHTTP
+from helpers import InMemoryHTTP, client_in_memory
 from mediadoubles import media_socket, recv
 from PIL import Image
 from projectnet import IMAGE_MODEL, simulated
@@ -608,3 +608,22 @@ async def test_the_openai_package_streams_through_tool_execution() -> None:
     assert any("sogni_tool_event" in extra for extra in extras)
     (results,) = [e["sogni_tool_results"] for e in extras if "sogni_tool_results" in e]
     assert results[0]["success"] is True
+
+
+async def test_the_clients_hosted_create_gets_the_tool_results(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        creative_net(draw_then_answer({"prompt": "a fox"}, "Here.")) as (net, _),
+        client_in_memory(net) as sogni,
+    ):
+        completion = await sogni.chat.hosted.create(
+            model=DEFAULT_MODEL,
+            messages=[{"role": "user", "content": "Draw a fox"}],
+            sogni_tools="rich",
+            sogni_tool_execution=True,
+        )
+    assert completion.sogni_tool_results is not None
+    (result,) = completion.sogni_tool_results
+    assert result["success"] is True
+    assert result["toolName"] == "generate_image"
