@@ -60,7 +60,7 @@ from ...protocol import (
 from .._jobs._hostedtools import MEDIA_TOOLS, MediaKind, creative_tool_schema
 from .._jsonschema import validate
 from .._media._manager import ProjectsManager
-from .._media._projects import Project
+from .._media._projects import Project, plan_project
 from .._media._storage import MediaStorage
 from ._inputs import InputError, InputMedia, MediaContext, load_input
 
@@ -414,6 +414,9 @@ class CreativeTools:
         if name not in MEDIA_TOOLS:
             return Decimal(0)
         request, _ = self.media_request(name, arguments, token_type, context)
+        plan = plan_project(request, self._projects.catalog)
+        if isinstance(plan, str):  # the project would be refused: so is the call
+            raise CreativeToolError("invalid_request", plan)
         quote = self._projects.quote(request.key_frames[0].model_id, token_type)
         assert quote is not None
         return quote.usd * request.number_of_images
