@@ -171,7 +171,7 @@ class ImageFetcher:
         body = bytearray()
         failure: TransportError | None = None
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 if len(body) + len(chunk) > MAX_IMAGE_BYTES:
                     raise InvalidRequestError(too_large)
                 body += chunk
