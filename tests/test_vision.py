@@ -8,10 +8,12 @@ test reads sizes without it.
 
 from __future__ import annotations
 
+import ast
 import base64
 import gzip
 import io
 import struct
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -769,3 +771,40 @@ def test_image_part_refuses_files_over_10_mib_without_reading_them_all(tmp_path:
 def test_parse_data_uri_reports_the_size() -> None:
     image = parse_data_uri(uri(jpeg((17, 9), progressive=True), "jpg"), "w")
     assert (image.format, image.width, image.height) == ("jpeg", 17, 9)
+
+
+# --- layering ------------------------------------------------------------------------------------
+
+
+def test_the_pure_image_checks_import_only_the_stdlib_and_the_errors() -> None:
+    """``_images`` runs inside the synchronous request builder: no Trio, no httpx, no Pillow."""
+    path = Path(trio_sogni.__file__).parent / "_images.py"
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    absolute = {m.split(".")[0] for m in imported if not m.startswith(".")}
+    assert absolute <= set(sys.stdlib_module_names), absolute - set(sys.stdlib_module_names)
+    assert {m for m in imported if m.startswith(".")} == {"._errors"}
+
+
+def test_the_vision_module_loads_no_router_driver_facade_or_pillow() -> None:
+    code = (
+        "import sys, trio_sogni._vision, trio_sogni._request\n"
+        "print('\\n'.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    modules = set(out.stdout.split())
+    forbidden = {
+        "trio_sogni._router",
+        "trio_sogni._driver",
+        "trio_sogni._chat",
+        "trio_sogni._hosted",
+        "trio_sogni._client",
+        "trio_sogni._mediatools",
+        "PIL",
+    }
+    assert "trio_sogni._vision" in modules
+    assert not (modules & forbidden), modules & forbidden
