@@ -225,7 +225,7 @@ def validate_messages(messages: object, *, resize_images: bool = False) -> list[
     An ``image_url`` part holds either an inline ``data:image/png|jpeg;base64,...`` URI (strict
     base64, at most 10 MiB decoded, magic bytes matching the declared type, a PNG or JPEG header
     giving its pixel size, which Pillow is not needed to read) or an ``https`` URL on a trusted
-    host (``*.sogni.ai``, ``*.cloudfront.net``, Amazon S3; `chat.completions.create` fetches it
+    host (``*.sogni.ai``, ``*.cloudfront.net``, Amazon S3; ``chat.completions.create`` fetches it
     before sending). At most 20 images per request. An inline image whose longest side is over
     1024 px is refused, unless ``resize_images`` is true (it is then resized when sent).
 
