@@ -398,3 +398,18 @@ async def test_the_tool_loop_fetches_once_and_edits_the_original() -> None:
         assert len(host.requests) == 1
         (spec,) = worker.specs
         assert spec.inputs["contextImage1"].data == source  # the original, not the resized one
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"image_fetch_timeout": 0}, "image_fetch_timeout"),
+        ({"image_fetch_timeout": float("inf")}, "image_fetch_timeout"),
+        ({"resize_images": "yes"}, "resize_images"),
+    ],
+)
+async def test_bad_client_options_are_refused(options: dict[str, Any], match: str) -> None:
+    async with open_local_network(listen=False, models=[MODEL]) as net:
+        with pytest.raises(InvalidRequestError, match=match):
+            async with vision_client(net, **options):
+                pytest.fail("the client must not open")  # pragma: no cover
