@@ -175,7 +175,9 @@ class ChatAPI:
             InvalidRequestError: the messages are not valid (see `validate_messages`; the
                 pixel-size limit does not apply, media tools take larger images).
         """
-        context = MediaContext(fetch_image=self._fetch_for_tools if self._images else None)
+        context = MediaContext(
+            fetch_image=self._fetch_for_tools if self._images is not None else None
+        )
         if messages:
             context.add_messages(messages)
         return context

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from typing import Any, Final, Literal
 
 import httpx
@@ -52,6 +53,8 @@ MAX_RESIZE_PIXELS: Final = 80_000_000
 """The largest image (width x height) decoded for resizing: a decompression-bomb guard below
 Pillow's own warning threshold (about 89 million pixels). 10 MiB of JPEG rarely holds more."""
 _CLOSE_GRACE: Final = 5.0
+_DECODE_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
+"""What Pillow raises for a corrupt or truncated file."""
 _MEDIA_EXTRA: Final = "pip install 'trio-sogni[media]'"
 
 
@@ -208,11 +211,13 @@ def _resize_sync(data: bytes, kind: ImageFormat) -> bytes:
         width, height = image.size
         target = _target_size(width, height)
         if kind == "jpeg":
-            orientation = image.getexif().get(0x0112, 1)
-            if orientation in (5, 6, 7, 8):
+            # Orientations 5 to 8 turn the image a quarter: its upright size is the other way.
+            turned = image.getexif().get(0x0112) in (5, 6, 7, 8)
+            if turned:
                 target = target[::-1]
-            # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 when that still leaves enough pixels.
-            image.draft(image.mode, (target[0], target[1]) if orientation < 5 else target[::-1])
+            # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 when that still leaves enough pixels
+            # (the draft size is in the stored orientation).
+            image.draft(image.mode, target[::-1] if turned else target)
             image = ImageOps.exif_transpose(image)
             if image.mode not in ("L", "RGB", "CMYK"):
                 image = image.convert("RGB")
@@ -253,7 +258,7 @@ def _resize_now(image: DataImage, where: str) -> DataImage:
     _check_resizable(image, where)
     try:
         data = _resize_sync(image.data, image.format)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InvalidRequestError(
             f"{where}: the image cannot be decoded for resizing ({type(exc).__name__})"
         ) from None
@@ -279,7 +284,7 @@ async def resize_image(image: DataImage, where: str) -> DataImage:
     _check_resizable(image, where)
     try:
         data = await trio.to_thread.run_sync(_resize_sync, image.data, image.format)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InvalidRequestError(
             f"{where}: the image cannot be decoded for resizing ({type(exc).__name__})"
         ) from None
