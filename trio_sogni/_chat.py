@@ -32,7 +32,7 @@ from ._request import (
     CompletionParams,
     MessageInput,
     build_llm_request,
-    resize_images,
+    resize_allowed,
     validate_messages,
 )
 from ._router import ChatStatistics, JobRouter
@@ -385,7 +385,7 @@ class ChatCompletions:
                 on_tool_progress,
             )
         request = self._build(model, messages, stream, params)
-        request, _ = await self._inline(request, resize_images(params, self._resize_images))
+        request, _ = await self._inline(request, resize_allowed(params, self._resize_images))
         job = await self._driver.start_job(request)
         if stream:
             return job
@@ -407,7 +407,7 @@ class ChatCompletions:
         sends the job.
         """
         request = self._build(model, messages, True, params)
-        return StreamScope(self, request, resize_images(params, self._resize_images))
+        return StreamScope(self, request, resize_allowed(params, self._resize_images))
 
     async def _run_tool_loop(
         self,
@@ -421,7 +421,7 @@ class ChatCompletions:
     ) -> ChatCompletionResult:
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
             raise InvalidRequestError("max_tool_rounds must be a positive integer")
-        resize = resize_images(params, self._resize_images)
+        resize = resize_allowed(params, self._resize_images)
         conversation = validate_messages(messages, resize_images=resize)
         first = self._build(model, conversation, False, params)
         # Remote images are fetched once, here: the history sends them inline, and the media

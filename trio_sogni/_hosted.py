@@ -14,7 +14,7 @@ from msgspec import UNSET
 from typing_extensions import override
 
 from ._errors import InvalidRequestError
-from ._request import CompletionParams, MessageInput, build_llm_request, resize_images
+from ._request import CompletionParams, MessageInput, build_llm_request, resize_allowed
 from ._rest_calls import typed_call
 from ._transport import RestClient
 from ._vision import ImageFetcher, inline_images
@@ -285,7 +285,7 @@ class ChatHosted:
             default_resize_images=self._resize_images,
         )
         messages, _ = await inline_images(
-            request.messages, self._images, resize=resize_images(params, self._resize_images)
+            request.messages, self._images, resize=resize_allowed(params, self._resize_images)
         )
         if messages is not request.messages:
             request = msgspec.structs.replace(request, messages=messages)

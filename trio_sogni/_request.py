@@ -254,7 +254,7 @@ def validate_messages(messages: object, *, resize_images: bool = False) -> list[
     return converted
 
 
-def resize_images(params: Mapping[str, Any], default: bool) -> bool:
+def resize_allowed(params: Mapping[str, Any], default: bool) -> bool:
     """The call's ``resize_images`` (``params``), else ``default``.
 
     Raises:
@@ -312,7 +312,7 @@ def build_llm_request(
     if not isinstance(model, str) or not model.strip():
         raise _fail("model must be a non-empty string")
     converted = validate_messages(
-        messages, resize_images=resize_images(params, default_resize_images)
+        messages, resize_images=resize_allowed(params, default_resize_images)
     )
     tools = _tools(params)
 
