@@ -185,6 +185,12 @@ def test_full_run_writes_results_journal_and_report(tmp_path: Path) -> None:
     assert [r["id"] for r in results] == ids  # --ordered: input order
     for i, result in enumerate(results):
         assert result["status"] == "ok"
+        metrics = result["metrics"]  # derived per-item values, no raw timestamps
+        assert metrics["ttft"] >= 0
+        assert metrics["e2el"] >= metrics["ttft"]
+        assert metrics["sched"] >= 0
+        assert metrics["chunk_times"] is None
+        assert "t_send" not in metrics
         expected = default_reply_text([{"role": "user", "content": f"question {i}"}])
         assert result["content"] == expected
     report = msgspec.json.decode((tmp_path / "run_report.json").read_bytes(), type=RunReport)
@@ -279,6 +285,20 @@ async def test_second_ctrl_c_cancels_in_flight(tmp_path: Path) -> None:
     cancelled = [r for r in outcomes if r["status"] == "cancelled"]
     assert cancelled
     assert len(read_jsonl(output)) == len(outcomes)
+
+
+def test_chunk_times_flag_puts_chunk_times_in_the_rows(tmp_path: Path) -> None:
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    write_requests(requests, 3)
+    out = run_batch(requests, output, "--chunk-times", "--simulated-tokens-per-second", "100")
+    assert out.returncode == 0, out.stderr
+    for result in read_jsonl(output):
+        metrics = result["metrics"]
+        times = metrics["chunk_times"]
+        assert len(times) == metrics["chunks"] > 1
+        assert times == sorted(times)
+        assert times[0] == metrics["ttft"]
+        assert times[-1] == metrics["e2el"]
 
 
 def test_format_progress_line() -> None:

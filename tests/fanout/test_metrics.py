@@ -79,39 +79,40 @@ def test_log_histogram_percentiles_within_one_percent() -> None:
     assert zeros.percentile(99) == 0.0
 
 
-def _ok(index: int, ttft: float, e2el: float, tokens: int, attempts: int = 1) -> FanoutResult:
+def _ok(
+    index: int, ttft: float, e2el: float, tokens: int, attempts: int = 1
+) -> tuple[FanoutResult, ItemMetrics]:
     m = ItemMetrics(t_sched=0.0, t_admit=0.0, t_send=0.0)
     m.note_chunk(ttft)
     m.note_chunk(e2el)
     m.output_tokens = tokens
     m.t_done = e2el
-    return FanoutResult(
+    result = FanoutResult(
         index=index,
         id=str(index),
         status="ok",
         content="x",
         usage=TokenUsage(prompt_tokens=10, completion_tokens=tokens),
         attempts=attempts,
-        metrics=m,
     )
+    return result, m
 
 
 async def test_report_goodput_errors_and_retries() -> None:
     stats = RunStats(FanoutOptions(slo_ttft=0.5, slo_e2el=2.0))
     stats.note_send(0.0)
-    stats.add(_ok(0, 0.1, 1.0, 11))  # good
-    stats.add(_ok(1, 0.9, 1.0, 11))  # TTFT too slow
-    stats.add(_ok(2, 0.2, 3.0, 11, attempts=3))  # E2EL too slow
-    stats.add(_ok(3, 0.2, 1.5, 11, attempts=2))  # good
+    stats.add(*_ok(0, 0.1, 1.0, 11))  # good
+    stats.add(*_ok(1, 0.9, 1.0, 11))  # TTFT too slow
+    stats.add(*_ok(2, 0.2, 3.0, 11, attempts=3))  # E2EL too slow
+    stats.add(*_ok(3, 0.2, 1.5, 11, attempts=2))  # good
     failed = FanoutResult(
         index=4,
         id="4",
         status="failed",
         error=ErrorInfo(type="worker_error", message="boom"),
         attempts=1,
-        metrics=ItemMetrics(t_done=4.0),
     )
-    stats.add(failed)
+    stats.add(failed, ItemMetrics(t_done=4.0))
     report = stats.report(concurrency_history=[], peak_in_flight=3)
     assert report.wall_time == pytest.approx(4.0)
     assert report.ok == 4
@@ -139,3 +140,33 @@ async def test_report_goodput_errors_and_retries() -> None:
     assert snap.elapsed >= 0
     assert trio.current_time() >= 0
     assert b'"goodput_rps"' in report.to_json()
+
+
+def test_item_summary_of_fixed_timestamps() -> None:
+    m = ItemMetrics(t_sched=10.0, t_intended=10.0, t_dispatch=10.5, held=0.4, t_admit=10.6)
+    m.t_send = 11.0
+    for t in (11.4, 11.5, 11.7, 12.0, 12.05):
+        m.note_chunk(t)
+    m.output_tokens = 9
+    m.t_done = 12.1
+    assert m.lag == pytest.approx(0.1)  # 0.5 late, of which 0.4 held back by the cap
+    s = m.summary(8.0)
+    assert s.sched == pytest.approx(2.0)
+    assert s.done == pytest.approx(4.1)
+    assert s.lag == pytest.approx(0.1)
+    assert s.held == pytest.approx(0.4)
+    assert s.queue_time == pytest.approx(0.6)
+    assert s.ttft == pytest.approx(0.4)
+    assert s.ttft_from_sched == pytest.approx(1.4)
+    assert s.ttst == pytest.approx(0.1)
+    assert s.e2el == pytest.approx(1.05)
+    assert s.tpot == pytest.approx((1.05 - 0.4) / 8)
+    # gaps 0.1, 0.2, 0.3, 0.05: nearest-rank median is the 2nd smallest
+    assert s.itl_p50 == pytest.approx(0.1)
+    assert s.itl_max == pytest.approx(0.3)
+    assert (s.chunks, s.output_tokens) == (5, 9)
+    assert s.chunk_times is None
+    timed = m.summary(8.0, chunk_times=True)
+    assert timed.chunk_times == pytest.approx([0.4, 0.5, 0.7, 1.0, 1.05])
+    closed = ItemMetrics(t_sched=1.0).summary(None)
+    assert (closed.sched, closed.lag, closed.held, closed.itl_p50) == (None, None, None, None)

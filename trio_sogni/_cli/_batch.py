@@ -141,6 +141,11 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="do not fsync the journal after each outcome"
     )
+    parser.add_argument(
+        "--chunk-times",
+        action="store_true",
+        help="put each item's chunk arrival times (seconds after its send) in its result row",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument(
         "--progress-interval",
@@ -397,6 +402,7 @@ def _options(args: argparse.Namespace) -> FanoutOptions:
         slo_e2el=args.slo_e2el,
         dedup=not args.no_dedup,
         cache=args.cache is not None,
+        chunk_times=args.chunk_times,
     )
 
 

@@ -14,7 +14,13 @@ from ._limits import (
     Permit as Permit,
     TokenBucket as TokenBucket,
 )
-from ._metrics import LogHistogram as LogHistogram, RunStats as RunStats
+from ._merge import merge_reports as merge_reports
+from ._metrics import (
+    MAX_TIMELINE_BUCKETS as MAX_TIMELINE_BUCKETS,
+    LogHistogram as LogHistogram,
+    RunStats as RunStats,
+    Timeline as Timeline,
+)
 from ._retry import (
     RETRY_TABLE as RETRY_TABLE,
     RETRYABLE_JOB_ERROR_TYPES as RETRYABLE_JOB_ERROR_TYPES,
@@ -25,6 +31,14 @@ from ._retry import (
     classify as classify,
 )
 from ._runner import FanoutRun as FanoutRun, open_fanout as open_fanout
+from ._schedule import (
+    ArrivalSchedule as ArrivalSchedule,
+    ConstantRate as ConstantRate,
+    Gamma as Gamma,
+    Poisson as Poisson,
+    Ramp as Ramp,
+    TraceReplay as TraceReplay,
+)
 from ._types import (
     MAX_CHUNK_TIMES as MAX_CHUNK_TIMES,
     CacheProtocol as CacheProtocol,
@@ -33,12 +47,15 @@ from ._types import (
     FanoutItem as FanoutItem,
     FanoutOptions as FanoutOptions,
     FanoutResult as FanoutResult,
+    HistogramData as HistogramData,
     ItemMetrics as ItemMetrics,
+    ItemSummary as ItemSummary,
     JournalProtocol as JournalProtocol,
     LatencySummary as LatencySummary,
     ResultStatus as ResultStatus,
     RunReport as RunReport,
     RunSnapshot as RunSnapshot,
+    TimelineBucket as TimelineBucket,
     TokenUsage as TokenUsage,
     content_key as content_key,
 )
@@ -46,19 +63,25 @@ from ._types import (
 __all__ = [
     "FINAL_STATUSES",
     "MAX_CHUNK_TIMES",
+    "MAX_TIMELINE_BUCKETS",
     "RETRYABLE_JOB_ERROR_TYPES",
     "RETRY_TABLE",
     "AdaptiveConcurrency",
+    "ArrivalSchedule",
     "CacheProtocol",
     "CircuitBreaker",
     "Classification",
+    "ConstantRate",
     "Deadline",
     "ErrorInfo",
     "FanoutItem",
     "FanoutOptions",
     "FanoutResult",
     "FanoutRun",
+    "Gamma",
+    "HistogramData",
     "ItemMetrics",
+    "ItemSummary",
     "Journal",
     "JournalError",
     "JournalProtocol",
@@ -66,6 +89,8 @@ __all__ = [
     "Limiter",
     "LogHistogram",
     "Permit",
+    "Poisson",
+    "Ramp",
     "ResultCache",
     "ResultStatus",
     "ResultsWriter",
@@ -73,10 +98,14 @@ __all__ = [
     "RunReport",
     "RunSnapshot",
     "RunStats",
+    "Timeline",
+    "TimelineBucket",
     "TokenBucket",
     "TokenUsage",
+    "TraceReplay",
     "backoff_delay",
     "classify",
     "content_key",
+    "merge_reports",
     "open_fanout",
 ]

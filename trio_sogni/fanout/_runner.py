@@ -12,11 +12,18 @@ Structure (no task per item; memory flat in the number of items):
   mode, through a reorder buffer drained by one **emitter** task; the producer does not hand out
   item ``seq`` until ``seq < next_to_emit + reorder_window``, so the buffer never holds more than
   ``reorder_window`` results.
+
+Open loop (``options.schedule``): one **dispatcher** task replaces the producer and the pool. It
+releases item *i* at ``t_start + offset_i`` into its own task (which ends with the item, so the
+tasks alive are the items in process, capped by ``max_concurrency``), and a **loop probe** task
+measures the event loop's wake-up overshoot while the run lasts.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import sys
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -36,6 +43,7 @@ from .. import SogniClient, SogniError, estimate_input_tokens
 from ._limits import AdaptiveConcurrency, Limiter, Permit
 from ._metrics import RunStats
 from ._retry import CircuitBreaker, Classification, RetryBudget, backoff_delay, classify
+from ._schedule import ArrivalSchedule
 from ._types import (
     CacheProtocol,
     Deadline,
@@ -55,6 +63,12 @@ __all__ = ["FanoutRun", "open_fanout"]
 
 _QUOTE_MARGIN: Final = 1e-6
 """Relative safety margin on quoted worst-case costs (quotes are rounded to 1e-12 USD)."""
+_BATCH: Final = 64
+"""The open-loop dispatcher checkpoints at least once per this many back-to-back releases."""
+_PROBE_INTERVAL: Final = 0.010
+"""The loop probe's sleep (seconds)."""
+_UNBOUNDED: Final = sys.maxsize
+"""The limiter's concurrency in an open-loop run without ``max_concurrency``."""
 _SMALL_PROBE: Final = [{"role": "user", "content": "x"}]
 _LARGE_PROBE: Final = [{"role": "user", "content": "x" * 4000}]
 
@@ -267,8 +281,9 @@ class FanoutRun:
             if options.adaptive
             else None
         )
+        open_cap = options.max_concurrency if options.max_concurrency is not None else _UNBOUNDED
         self.limiter = Limiter(
-            concurrency=options.concurrency,
+            concurrency=open_cap if options.open_loop else options.concurrency,
             rpm=options.rpm,
             tpm=options.tpm,
             adaptive=self.adaptive,
@@ -287,6 +302,10 @@ class FanoutRun:
         self._pending_scopes: set[trio.CancelScope] = set()
         self._attempt_scopes: set[trio.CancelScope] = set()
         self._busy = 0
+        self._open_busy = 0
+        """Open loop: items dispatched and not finished (what ``max_concurrency`` caps)."""
+        self._slot_lot = trio.lowlevel.ParkingLot()
+        """The open-loop dispatcher waits here while it holds an item back."""
         self._finished = trio.Event()
         # ordered mode
         self._reorder: dict[int, FanoutResult | None] = {}
@@ -328,7 +347,11 @@ class FanoutRun:
             in_flight=in_flight,
             queued=max(0, self._busy - in_flight),
             reserved_usd=self._budget.reserved_usd,
-            concurrency_limit=self.limiter.limit,
+            concurrency_limit=(
+                (self.options.max_concurrency or 0)
+                if self.options.open_loop
+                else self.limiter.limit
+            ),
             breaker_open=self.breaker.is_open,
             admitting=self._admitting,
         )
@@ -343,11 +366,14 @@ class FanoutRun:
 
     def report(self) -> RunReport:
         """The summary of everything finished so far (final once the run has finished)."""
-        history = (
-            list(self.adaptive.history)
-            if self.adaptive is not None
-            else [(self._t_start, self.options.concurrency, "fixed")]
-        )
+        options = self.options
+        history: list[tuple[float, int, str]]
+        if self.adaptive is not None:
+            history = list(self.adaptive.history)
+        elif options.open_loop:
+            history = [(self._t_start, options.max_concurrency or 0, "open_loop")]
+        else:
+            history = [(self._t_start, options.concurrency, "fixed")]
         return self._stats.report(
             concurrency_history=history, peak_in_flight=self.limiter.peak_in_use
         )
@@ -381,17 +407,41 @@ class FanoutRun:
             async with trio.open_nursery() as outer:
                 if self.options.ordered:
                     outer.start_soon(self._emit_ordered)
-                send, recv = trio.open_memory_channel[tuple[int, FanoutItem]](0)
-                async with trio.open_nursery() as pool:
-                    async with recv:
-                        for _ in range(self.options.concurrency):
-                            pool.start_soon(self._worker, recv.clone())
-                    pool.start_soon(self._produce, send, done)
+                if self.options.schedule is not None:
+                    probe = trio.CancelScope()
+                    outer.start_soon(self._probe_loop, probe)
+                    try:
+                        async with trio.open_nursery() as pool:
+                            pool.start_soon(self._dispatch, self.options.schedule, pool, done)
+                    finally:
+                        probe.cancel()
+                else:
+                    send, recv = trio.open_memory_channel[tuple[int, FanoutItem]](0)
+                    async with trio.open_nursery() as pool:
+                        async with recv:
+                            for _ in range(self.options.concurrency):
+                                pool.start_soon(self._worker, recv.clone())
+                        pool.start_soon(self._produce, send, done)
                 self._producing = False
                 self._reorder_lot.unpark_all()
         finally:
             self._out_send.close()
             self._finished.set()
+
+    async def _pass_over(self, seq: int, item: FanoutItem, done: AbstractSet[int]) -> bool:
+        """Settle ``item`` without sending it when the journal says it is done (``skipped``) or
+        the budget is exhausted (``budget_exhausted``); return whether it was."""
+        if item.index in done:
+            now = trio.current_time()
+            metrics = ItemMetrics(t_sched=now, t_done=now)
+            result = FanoutResult(index=item.index, id=item.id, status="skipped")
+            await self._finish(seq, result, metrics, emit=self.options.emit_skipped)
+            return True
+        if self._budget.exhausted:
+            metrics = ItemMetrics(t_sched=trio.current_time())
+            await self._finish(seq, self._budget_result(item), metrics)
+            return True
+        return False
 
     async def _produce(
         self, send: trio.MemorySendChannel[tuple[int, FanoutItem]], done: AbstractSet[int]
@@ -406,20 +456,7 @@ class FanoutRun:
                         if self.options.ordered:
                             while seq >= self._next + self.options.reorder_window:
                                 await self._window_lot.park()
-                        now = trio.current_time()
-                        if item.index in done:
-                            result = FanoutResult(
-                                index=item.index,
-                                id=item.id,
-                                status="skipped",
-                                metrics=ItemMetrics(t_sched=now, t_done=now),
-                            )
-                            await self._finish(seq, result, emit=self.options.emit_skipped)
-                        elif self._budget.exhausted:
-                            await self._finish(
-                                seq, self._budget_result(item, ItemMetrics(t_sched=now))
-                            )
-                        else:
+                        if not await self._pass_over(seq, item, done):
                             await send.send((seq, item))
                         seq += 1
         if self._items_total is None or not self._admitting:
@@ -428,17 +465,127 @@ class FanoutRun:
     async def _worker(self, recv: trio.MemoryReceiveChannel[tuple[int, FanoutItem]]) -> None:
         async with recv:
             async for seq, item in recv:
+                now = trio.current_time()
+                metrics = ItemMetrics(t_sched=now)
+                self._stats.note_taken(now)
                 self._busy += 1
                 try:
-                    result = await self._process(item)
+                    result = await self._process(item, metrics)
                 finally:
                     self._busy -= 1
-                await self._finish(seq, result)
+                await self._finish(seq, result, metrics)
 
-    async def _finish(self, seq: int, result: FanoutResult, *, emit: bool = True) -> None:
-        if result.metrics.t_done is None:
-            result.metrics.t_done = trio.current_time()
-        self._stats.add(result)
+    # --- open loop -------------------------------------------------------------------------------
+
+    def _full(self, seq: int, *, cap: bool = True) -> bool:
+        """Whether the open-loop dispatcher must hold the next item back: (with ``cap``)
+        ``max_concurrency`` items are in process, or (ordered) item ``seq`` is beyond the
+        reorder window."""
+        limit = self.options.max_concurrency
+        if cap and limit is not None and self._open_busy >= limit:
+            return True
+        return self.options.ordered and seq >= self._next + self.options.reorder_window
+
+    async def _dispatch(
+        self, schedule: ArrivalSchedule, pool: trio.Nursery, done: AbstractSet[int]
+    ) -> None:
+        """The open-loop dispatcher: item *i* of the input is released at ``t_start +
+        offset_i`` (`trio.sleep_until`) into its own task in ``pool``, whatever the earlier
+        items are doing. Items whose time has already come are released back to back (a
+        checkpoint every `_BATCH` of them), so a late wake-up costs one sleep, not one per item.
+
+        An item due while `_full` holds it back waits (cancellably) for a slot; the wait is
+        recorded as its ``held`` time, and any item that falls due before the wait ends is held
+        back too (its lag counts from the end of the wait). Journal-done and budget-exhausted
+        items are settled here and take no schedule slot. The run ends with the shorter of the
+        input and the schedule.
+        """
+        stats = self._stats
+        t_start = trio.current_time()
+        stats.rebase(t_start)
+        offsets = iter(schedule.offsets(random.Random(self.options.seed)))
+        unblocked = -math.inf  # when the last hold-back ended
+        batch = 0
+        seq = 0
+        offset: float | None = 0.0
+        with self._producer_scope:
+            async with aclosing(_aiter(self._items, checkpoint=False)) as source:
+                async for item in source:
+                    if not self._admitting:
+                        break
+                    now = trio.current_time()  # reading the input may have taken a while
+                    if item.index in done or self._budget.exhausted:
+                        # As the closed loop, bound the reorder buffer; a wait holds back what
+                        # falls due meanwhile.
+                        if self._full(seq, cap=False):
+                            while self._full(seq, cap=False):
+                                await self._slot_lot.park()
+                            now = unblocked = trio.current_time()
+                            batch = 0
+                        await self._pass_over(seq, item, done)
+                        seq += 1
+                        continue
+                    offset = next(offsets, None)
+                    if offset is None:
+                        break
+                    intended = t_start + offset
+                    if intended > now:
+                        await trio.sleep_until(intended)
+                        now = trio.current_time()
+                        batch = 0
+                    else:
+                        batch += 1
+                        if batch >= _BATCH:
+                            await trio.lowlevel.checkpoint()
+                            now = trio.current_time()
+                            batch = 0
+                    if self._full(seq):
+                        while self._full(seq):
+                            await self._slot_lot.park()
+                        now = unblocked = trio.current_time()
+                        batch = 0
+                    metrics = ItemMetrics(t_sched=intended, t_intended=intended, t_dispatch=now)
+                    if unblocked > intended:
+                        metrics.held = unblocked - intended
+                    stats.note_dispatch(metrics)
+                    self._open_busy += 1
+                    pool.start_soon(self._run_item, seq, item, metrics)
+                    seq += 1
+        if self._items_total is None or not self._admitting or offset is None:
+            self._items_total = seq
+
+    async def _run_item(self, seq: int, item: FanoutItem, metrics: ItemMetrics) -> None:
+        """One open-loop item, from dispatch to its result; frees its slot at the end."""
+        try:
+            self._busy += 1
+            try:
+                result = await self._process(item, metrics)
+            finally:
+                self._busy -= 1
+            await self._finish(seq, result, metrics)
+        finally:
+            self._open_busy -= 1
+            self._slot_lot.unpark()
+
+    async def _probe_loop(self, scope: trio.CancelScope) -> None:
+        """The event-loop saturation probe: sleep `_PROBE_INTERVAL` repeatedly and record each
+        wake-up's overshoot in the ``loop_lag`` histogram, until ``scope`` is cancelled."""
+        hist = self._stats.hist["loop_lag"]
+        with scope:
+            while True:
+                target = trio.current_time() + _PROBE_INTERVAL
+                await trio.sleep_until(target)
+                hist.add(trio.current_time() - target)
+
+    async def _finish(
+        self, seq: int, result: FanoutResult, metrics: ItemMetrics, *, emit: bool = True
+    ) -> None:
+        """Account for, journal and emit an item's result; its row gets the derived
+        `ItemSummary` of ``metrics``."""
+        if metrics.t_done is None:
+            metrics.t_done = trio.current_time()
+        self._stats.add(result, metrics)
+        result.metrics = metrics.summary(self._stats.started, chunk_times=self.options.chunk_times)
         if self._journal is not None and result.status != "skipped":
             await self._journal.record_outcome(result)
         if self.options.ordered:
@@ -456,6 +603,7 @@ class FanoutRun:
                 result = self._reorder.pop(self._next)
                 self._next += 1
                 self._window_lot.unpark_all()
+                self._slot_lot.unpark_all()
                 if result is not None:
                     await self._out_send.send(result)
                 continue
@@ -465,22 +613,21 @@ class FanoutRun:
 
     # --- one item --------------------------------------------------------------------------------
 
-    async def _process(self, item: FanoutItem) -> FanoutResult:
-        metrics = ItemMetrics(t_sched=trio.current_time())
+    async def _process(self, item: FanoutItem, metrics: ItemMetrics) -> FanoutResult:
         options = self.options
         need_key = options.dedup or self._cache is not None or self._journal is not None
         key = content_key(item) if need_key else ""
         if self._cache is not None:
             hit = await self._cache.get(key)
             if hit is not None and hit.status == "ok":
-                return self._copy(hit, item, metrics)
+                return self._copy(hit, item)
         flight: _Flight | None = None
         if options.dedup:
             leader = self._flights.get(key)
             if leader is not None:
                 await leader.done.wait()
                 if leader.result is not None:
-                    return self._copy(leader.result, item, metrics)
+                    return self._copy(leader.result, item)
             else:
                 flight = self._flights[key] = _Flight()
         try:
@@ -495,13 +642,12 @@ class FanoutRun:
             flight.result = result
         return result
 
-    def _copy(self, source: FanoutResult, item: FanoutItem, metrics: ItemMetrics) -> FanoutResult:
-        metrics.t_done = trio.current_time()
+    def _copy(self, source: FanoutResult, item: FanoutItem) -> FanoutResult:
         return msgspec.structs.replace(
-            source, index=item.index, id=item.id, cached=True, attempts=0, metrics=metrics
+            source, index=item.index, id=item.id, cached=True, attempts=0
         )
 
-    def _budget_result(self, item: FanoutItem, metrics: ItemMetrics) -> FanoutResult:
+    def _budget_result(self, item: FanoutItem) -> FanoutResult:
         return FanoutResult(
             index=item.index,
             id=item.id,
@@ -510,12 +656,9 @@ class FanoutRun:
                 type="budget_exhausted",
                 message="the budget cannot cover this item's worst case; it was not sent",
             ),
-            metrics=metrics,
         )
 
-    def _stopped(
-        self, item: FanoutItem, metrics: ItemMetrics, attempts: int, kind: str
-    ) -> FanoutResult:
+    def _stopped(self, item: FanoutItem, attempts: int, kind: str) -> FanoutResult:
         text = {
             "stopped": "the run stopped admitting before this item was sent",
             "cancelled": "cancelled in flight (the job was aborted on the server)",
@@ -526,13 +669,11 @@ class FanoutRun:
             status="cancelled",
             error=ErrorInfo(type=kind, message=text),
             attempts=attempts,
-            metrics=metrics,
         )
 
     def _failed(
         self,
         item: FanoutItem,
-        metrics: ItemMetrics,
         attempts: int,
         error: ErrorInfo,
         *,
@@ -547,17 +688,16 @@ class FanoutRun:
             error=error,
             attempts=attempts,
             deadline=deadline,
-            metrics=metrics,
         )
 
-    def _circuit_open(self, item: FanoutItem, metrics: ItemMetrics, attempts: int) -> FanoutResult:
+    def _circuit_open(self, item: FanoutItem, attempts: int) -> FanoutResult:
         breaker = self.breaker
         message = (
             f"circuit breaker open after {breaker.threshold} consecutive "
             f"{breaker.error_class} failures; not sent"
         )
         error = ErrorInfo(type="circuit_open", message=message)
-        return self._failed(item, metrics, attempts, error)
+        return self._failed(item, attempts, error)
 
     def _demand(self, item: FanoutItem) -> _Demand:
         """What ``item`` may consume; prompt tokens are estimated only when something counts
@@ -586,12 +726,12 @@ class FanoutRun:
         attempts = 0
         while True:
             if not self._admitting:
-                return self._stopped(item, metrics, attempts, "stopped")
+                return self._stopped(item, attempts, "stopped")
             if self._budget.exhausted:
-                return self._budget_result(item, metrics)
+                return self._budget_result(item)
             probe = self.breaker.is_open
             if not self.breaker.allow():
-                return self._circuit_open(item, metrics, attempts)
+                return self._circuit_open(item, attempts)
             judged = False
             try:
                 admission = await self._admit(item, demand, metrics, attempts)
@@ -639,10 +779,10 @@ class FanoutRun:
                         )
                     except SogniError as exc:
                         # No quote, no budget check: the item is not sent.
-                        return self._failed(item, metrics, attempts, classify(exc).info)
+                        return self._failed(item, attempts, classify(exc).info)
                 if demand.usd_budget or options.budget_tokens is not None:
                     if not await self._budget.reserve(usd, demand.worst_tokens):
-                        return self._budget_result(item, metrics)
+                        return self._budget_result(item)
                     reserved = True
                 permit = await self.limiter.acquire(demand.worst_tokens if options.tpm else 0)
         finally:
@@ -651,9 +791,9 @@ class FanoutRun:
                 self._budget.settle(usd, demand.worst_tokens, 0.0, 0)
         if permit is None:
             if not self._admitting:
-                return self._stopped(item, metrics, attempts, "stopped")
+                return self._stopped(item, attempts, "stopped")
             info = _deadline_class("admission").info
-            return self._failed(item, metrics, attempts, info, deadline="admission")
+            return self._failed(item, attempts, info, deadline="admission")
         metrics.t_admit = trio.current_time()
         return _Admission(permit, usd, reserved)
 
@@ -720,7 +860,7 @@ class FanoutRun:
         content.
         """
         if outcome.cancelled:
-            return self._stopped(item, metrics, attempts, "cancelled")
+            return self._stopped(item, attempts, "cancelled")
         if outcome.error is None and outcome.deadline is None:
             self.breaker.record_success()
             if self.adaptive is not None:
@@ -737,7 +877,6 @@ class FanoutRun:
                 usage=outcome.usage,
                 cost_usd=outcome.cost_usd,
                 attempts=attempts,
-                metrics=metrics,
             )
         options = self.options
         cls = (
@@ -764,7 +903,6 @@ class FanoutRun:
             return _Retry(delay)
         return self._failed(
             item,
-            metrics,
             attempts,
             cls.info,
             deadline=outcome.deadline,
@@ -792,6 +930,7 @@ class FanoutRun:
         total_scope = trio.CancelScope()
         chunk_scope = trio.CancelScope()
         self._attempt_scopes.add(attempt_scope)
+        self._stats.note_in_flight(trio.current_time(), len(self._attempt_scopes))
         try:
             with attempt_scope, total_scope, chunk_scope:
                 now = trio.current_time()
@@ -808,6 +947,7 @@ class FanoutRun:
                     outcome.error = exc
         finally:
             self._attempt_scopes.discard(attempt_scope)
+            self._stats.note_in_flight(trio.current_time(), len(self._attempt_scopes))
         if chunk_scope.cancelled_caught:
             outcome.deadline = "first_token" if metrics.t_first_token is None else "stall"
         elif total_scope.cancelled_caught:
@@ -889,10 +1029,11 @@ class _Progress(AsyncIterator[RunSnapshot]):
 
 
 async def _aiter(
-    items: Iterable[FanoutItem] | AsyncIterable[FanoutItem],
+    items: Iterable[FanoutItem] | AsyncIterable[FanoutItem], *, checkpoint: bool = True
 ) -> AsyncGenerator[FanoutItem]:
     """Iterate ``items``; an async iterator that has ``aclose`` (an async generator) is closed
-    when the run stops reading it, so its cleanup runs inside the run."""
+    when the run stops reading it, so its cleanup runs inside the run. A sync iterable gets a
+    checkpoint after each item unless ``checkpoint`` is False (the caller checkpoints)."""
     if isinstance(items, AsyncIterable):
         iterator = aiter(items)
         try:
@@ -905,7 +1046,8 @@ async def _aiter(
     else:
         for item in items:
             yield item
-            await trio.lowlevel.checkpoint()
+            if checkpoint:
+                await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager

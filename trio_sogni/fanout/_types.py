@@ -20,6 +20,7 @@ import msgspec
 
 from .. import CompletionParams, InvalidRequestError, validate_messages
 from ..protocol import JSONDecoder
+from ._schedule import ArrivalSchedule
 
 __all__ = [
     "MAX_CHUNK_TIMES",
@@ -29,12 +30,15 @@ __all__ = [
     "FanoutItem",
     "FanoutOptions",
     "FanoutResult",
+    "HistogramData",
     "ItemMetrics",
+    "ItemSummary",
     "JournalProtocol",
     "LatencySummary",
     "ResultStatus",
     "RunReport",
     "RunSnapshot",
+    "TimelineBucket",
     "TokenUsage",
     "content_key",
 ]
@@ -142,8 +146,15 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
     metrics derived from it. Any timestamp is ``None`` when the item never reached that stage.
 
     Attributes:
-        t_sched: when the item was taken from the input (the intended send time: the run is
-            closed-loop, so this is when the producer handed it to the pool queue).
+        t_sched: the intended send time: in a closed-loop run, when a worker took the item from
+            the input; in an open-loop run, the schedule's time for it (`t_intended`), so the
+            queue time includes any wait for ``max_concurrency`` and any dispatcher lag.
+        t_intended: open loop: ``t_start + offset`` of the schedule; ``None`` in a closed loop.
+        t_dispatch: open loop: when the dispatcher released the item (started its task);
+            ``None`` in a closed loop.
+        held: open loop: seconds of ``t_dispatch - t_intended`` spent held back by
+            ``max_concurrency`` or the reorder window (waiting for a slot, or behind an item
+            that was); 0 otherwise. `lag` excludes it.
         t_admit: when the limiter admitted the final attempt (concurrency, RPM, TPM and budget).
         t_send: when the final attempt's request frame was handed to the socket.
         t_first_token: arrival of the first non-empty content chunk of the final attempt.
@@ -157,6 +168,9 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
     """
 
     t_sched: float | None = None
+    t_intended: float | None = None
+    t_dispatch: float | None = None
+    held: float = 0.0
     t_admit: float | None = None
     t_send: float | None = None
     t_first_token: float | None = None
@@ -174,6 +188,15 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
         self.chunks += 1
         if len(self.chunk_times) < MAX_CHUNK_TIMES:
             self.chunk_times.append(now)
+
+    @property
+    def lag(self) -> float | None:
+        """Scheduling lag (open loop) — ``t_dispatch - t_intended - held``: how late the
+        dispatcher released the item compared with when it could have (its intended time, or
+        the end of a hold-back). ``None`` in a closed loop."""
+        if self.t_dispatch is None or self.t_intended is None:
+            return None
+        return self.t_dispatch - self.t_intended - self.held
 
     @property
     def queue_time(self) -> float | None:
@@ -240,6 +263,86 @@ class ItemMetrics(msgspec.Struct, kw_only=True):
             return None
         return (e2el - ttft) / (tokens - 1)
 
+    def summary(self, t_start: float | None, *, chunk_times: bool = False) -> ItemSummary:
+        """The derived per-item values of a result row (`ItemSummary`), with times relative to
+        ``t_start`` (the run's start; ``None`` leaves ``sched`` and ``done`` unset) and, with
+        ``chunk_times``, the recorded chunk arrival times relative to ``t_send``. O(k log k) in
+        the ≤ `MAX_CHUNK_TIMES` recorded chunks."""
+        times = self.chunk_times
+        itl_p50: float | None = None
+        itl_max: float | None = None
+        if len(times) >= 2:
+            gaps = sorted(times[i] - times[i - 1] for i in range(1, len(times)))
+            itl_p50 = gaps[math.ceil(len(gaps) / 2) - 1]
+            itl_max = gaps[-1]
+        relative: list[float] | None = None
+        if chunk_times and self.t_send is not None:
+            send = self.t_send
+            relative = [t - send for t in times]
+        return ItemSummary(
+            sched=_since(self.t_sched, t_start),
+            lag=self.lag,
+            held=self.held if self.t_intended is not None else None,
+            queue_time=self.queue_time,
+            ttft=self.ttft,
+            ttft_from_sched=self.ttft_from_sched,
+            ttst=self.ttst,
+            tpot=self.tpot,
+            e2el=self.e2el,
+            itl_p50=itl_p50,
+            itl_max=itl_max,
+            chunks=self.chunks,
+            output_tokens=self.output_tokens,
+            done=_since(self.t_done, t_start),
+            chunk_times=relative,
+        )
+
+
+def _since(t: float | None, start: float | None) -> float | None:
+    return None if t is None or start is None else t - start
+
+
+class ItemSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """The per-item metrics of a result row (`FanoutResult.metrics`), in seconds; each is
+    ``None`` when undefined for the item (never reached that stage, not streamed, a closed-loop
+    run for ``lag`` / ``held``).
+
+    Attributes:
+        sched: the intended send time, relative to the run's start (open loop: the schedule's
+            offset; closed loop: when a worker took the item).
+        lag: open-loop scheduling lag (`ItemMetrics.lag`).
+        held: open loop: seconds held back by ``max_concurrency`` / the reorder window.
+        queue_time: ``t_admit - t_sched`` (includes ``held`` and ``lag``).
+        ttft: ``t_chunk[0] - t_send``.
+        ttft_from_sched: ``t_chunk[0] - t_sched``.
+        ttst: ``t_chunk[1] - t_chunk[0]``.
+        tpot: ``(e2el - ttft) / (output_tokens - 1)``.
+        e2el: ``t_last_chunk - t_send``.
+        itl_p50, itl_max: nearest-rank median and maximum of the inter-chunk gaps (over the
+            first `MAX_CHUNK_TIMES` chunks).
+        chunks: non-empty content chunks received.
+        output_tokens: the server's completion tokens, when reported.
+        done: when the outcome was settled, relative to the run's start.
+        chunk_times: chunk arrival times relative to ``t_send`` (at most `MAX_CHUNK_TIMES`),
+            only with ``FanoutOptions.chunk_times``; else ``None``.
+    """
+
+    sched: float | None = None
+    lag: float | None = None
+    held: float | None = None
+    queue_time: float | None = None
+    ttft: float | None = None
+    ttft_from_sched: float | None = None
+    ttst: float | None = None
+    tpot: float | None = None
+    e2el: float | None = None
+    itl_p50: float | None = None
+    itl_max: float | None = None
+    chunks: int = 0
+    output_tokens: int | None = None
+    done: float | None = None
+    chunk_times: list[float] | None = None
+
 
 class TokenUsage(msgspec.Struct, kw_only=True, frozen=True):
     """Server-reported token counts of an item."""
@@ -282,7 +385,8 @@ class FanoutResult(msgspec.Struct, kw_only=True):
         error: why it failed / was cancelled / was not run.
         attempts: how many times it was sent (0 if never).
         deadline: which deadline fired on the final attempt, if one did.
-        metrics: the timing record.
+        metrics: the item's derived metrics (`ItemSummary`; the raw `ItemMetrics` live only
+            while the item runs).
         cached: True when the result came from the cache or from an identical in-flight request
             (single-flight dedup) instead of its own request.
     """
@@ -297,7 +401,7 @@ class FanoutResult(msgspec.Struct, kw_only=True):
     error: ErrorInfo | None = None
     attempts: int = 0
     deadline: Deadline | None = None
-    metrics: ItemMetrics = msgspec.field(default_factory=ItemMetrics)
+    metrics: ItemSummary = msgspec.field(default_factory=ItemSummary)
     cached: bool = False
 
     def to_json(self) -> str:
@@ -306,16 +410,31 @@ class FanoutResult(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_json(cls, line: str | bytes) -> FanoutResult:
-        """Parse a line written by `to_json`.
+        """Parse a line written by `to_json`. A line of an older version, whose ``metrics`` was
+        the raw `ItemMetrics` (monotonic timestamps), is converted to an `ItemSummary` (its
+        ``sched`` and ``done`` are ``None``: the run's start is unknown).
 
         Raises:
             msgspec.ValidationError, msgspec.DecodeError: not a result line.
         """
-        return _result_decoder.decode(line)
+        raw = line.encode() if isinstance(line, str) else line
+        if _LEGACY_MARK in raw:
+            legacy = _legacy_decoder.decode(raw)
+            fields = msgspec.structs.asdict(legacy)
+            fields["metrics"] = legacy.metrics.summary(None)
+            return FanoutResult(**fields)
+        return _result_decoder.decode(raw)
 
 
+class _LegacyResult(FanoutResult, kw_only=True):
+    metrics: ItemMetrics = msgspec.field(default_factory=ItemMetrics)  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+_LEGACY_MARK: Final = b'"t_sched":'
+"""Only a raw-`ItemMetrics` metrics object has this key (in ``content`` the quote is escaped)."""
 _encoder: Final = msgspec.json.Encoder()
 _result_decoder: Final = JSONDecoder(FanoutResult)
+_legacy_decoder: Final = JSONDecoder(_LegacyResult)
 
 
 class LatencySummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -329,6 +448,50 @@ class LatencySummary(msgspec.Struct, kw_only=True, frozen=True):
     p99: float | None
     min: float | None
     max: float | None
+
+
+def _empty_summary() -> LatencySummary:
+    return LatencySummary(count=0, mean=None, p50=None, p90=None, p99=None, min=None, max=None)
+
+
+class HistogramData(msgspec.Struct, frozen=True):
+    """The full state of a `LogHistogram` (`LogHistogram.to_data` / `LogHistogram.from_data`),
+    so that histograms of runs in other processes can be merged exactly.
+
+    Attributes:
+        count, total: number and sum of the recorded values.
+        min, max: the extremes (``None`` when empty).
+        tiny: values ≤ 1 µs (one bucket).
+        buckets: bucket index → count; bucket ``k`` holds ``[1.02^k, 1.02^(k+1))``.
+    """
+
+    count: int
+    total: float
+    min: float | None
+    max: float | None
+    tiny: int
+    buckets: dict[int, int]
+
+
+class TimelineBucket(msgspec.Struct, frozen=True):
+    """One interval of a run's timeline (`RunReport.timeline`).
+
+    Attributes:
+        t: the bucket's start, in seconds from the run's start.
+        sent: items dispatched in the bucket (open loop: released by the dispatcher; closed
+            loop: taken by a worker).
+        ok, failed: items that ended ``ok`` / ``failed`` in the bucket.
+        output_tokens: completion tokens of the items that ended in the bucket (not cached).
+        in_flight: the peak number of requests in flight (sent to the server, not finished)
+            during the bucket.
+    """
+
+    t: float
+    sent: int
+    ok: int
+    failed: int
+    output_tokens: int
+    in_flight: int
 
 
 class RunSnapshot(msgspec.Struct, kw_only=True, frozen=True):
@@ -369,6 +532,29 @@ class RunReport(msgspec.Struct, kw_only=True, frozen=True):
     ``slo_attainment`` is that count over the ``ok`` count. Latency summaries use successful items
     only; failures are counted in ``errors_by_class``. ``retries_histogram`` maps the number of
     attempts beyond the first (as a string) to the number of items.
+
+    Open-loop fields (defaults in a closed-loop run, and when decoding older reports):
+
+    Attributes:
+        schedule: the schedule's `ArrivalSchedule.describe`; ``None`` for a closed loop.
+        offered_rps: ``(n - 1) / (last - first intended time)`` over the n scheduled items
+            (``None`` with fewer than 2 or a zero span).
+        sent_rps: the same over the dispatch times of the dispatched items.
+        lag: scheduling lag (`ItemMetrics.lag`) of every dispatched item.
+        loop_lag: the event-loop probe's overshoot (a task sleeping 10 ms repeatedly).
+        held_back: items due while ``max_concurrency`` (or the reorder window) was full.
+        valid, invalid_reasons: ``False`` with one reason each when the client fell behind:
+            lag p99 or loop-lag p99 above ``lag_threshold``, or ``sent_rps`` below 90 % of
+            ``offered_rps`` with nothing held back. The numbers then describe the client, not
+            the server.
+        timeline_interval, timeline: per-interval counts from the run's start; at most 2,048
+            buckets (beyond, neighbours merge and the interval doubles).
+        histograms: the run's `LogHistogram` s by metric name (``queue_time``, ``ttft``,
+            ``ttft_from_sched``, ``ttst``, ``itl``, ``tpot``, ``e2el``, ``lag``,
+            ``loop_lag``), for `merge_reports`.
+        t0_wall: ``time.time()`` at the run's start (aligns reports of other processes).
+        wall_start: seconds from the run's start to the first send (where ``wall_time``
+            begins).
     """
 
     wall_time: float
@@ -405,6 +591,19 @@ class RunReport(msgspec.Struct, kw_only=True, frozen=True):
     budget_tokens: int | None
     concurrency_history: list[tuple[float, int, str]]
     peak_in_flight: int
+    schedule: dict[str, Any] | None = None
+    offered_rps: float | None = None
+    sent_rps: float | None = None
+    lag: LatencySummary = msgspec.field(default_factory=_empty_summary)
+    loop_lag: LatencySummary = msgspec.field(default_factory=_empty_summary)
+    held_back: int = 0
+    valid: bool = True
+    invalid_reasons: list[str] = msgspec.field(default_factory=list[str])
+    timeline_interval: float = 1.0
+    timeline: list[TimelineBucket] = msgspec.field(default_factory=list[TimelineBucket])
+    histograms: dict[str, HistogramData] = msgspec.field(default_factory=dict[str, HistogramData])
+    t0_wall: float = 0.0
+    wall_start: float = 0.0
 
     def to_json(self) -> bytes:
         """The report as compact JSON bytes (``run_report.json``)."""
@@ -493,6 +692,18 @@ class FanoutOptions:
         cache: consult / fill the cache passed to `open_fanout`.
         default_max_tokens: the output reservation of items without ``max_tokens``.
         emit_skipped: also yield a ``skipped`` result for items the journal marked done.
+        schedule: an `ArrivalSchedule` makes the run **open-loop**: item *i* is dispatched at
+            its scheduled time whatever the earlier requests are doing (``concurrency`` is then
+            ignored). ``None`` (the default): closed loop, ``concurrency`` workers.
+        max_concurrency: open loop: the cap on items in process (dispatched, not finished); an
+            item due while it is full waits for a slot and counts as held back. ``None``: no
+            cap. Only with ``schedule``; ``adaptive`` is closed-loop only.
+        seed: seeds the schedule's ``random.Random`` (``None``: fresh entropy).
+        lag_threshold: the p99 scheduling lag / loop lag (seconds) above which an open-loop run
+            is reported not ``valid``.
+        timeline_interval: the initial width (seconds) of `RunReport.timeline` buckets.
+        chunk_times: put each item's chunk arrival times (relative to its send) in its result
+            row (`ItemSummary.chunk_times`).
     """
 
     concurrency: int = 32
@@ -524,6 +735,12 @@ class FanoutOptions:
     cache: bool = False
     default_max_tokens: int = 4096
     emit_skipped: bool = False
+    schedule: ArrivalSchedule | None = None
+    max_concurrency: int | None = None
+    seed: int | None = None
+    lag_threshold: float = 0.005
+    timeline_interval: float = 1.0
+    chunk_times: bool = False
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "min_concurrency", "max_attempts", "reorder_window"):
@@ -556,9 +773,38 @@ class FanoutOptions:
                 raise InvalidRequestError("retry_budget must not be negative")
         if self.min_concurrency > self.concurrency:
             raise InvalidRequestError("min_concurrency must not exceed concurrency")
-        for name in ("adaptive", "ordered", "stream", "dedup", "cache", "emit_skipped"):
+        for name in (
+            "adaptive",
+            "ordered",
+            "stream",
+            "dedup",
+            "cache",
+            "emit_skipped",
+            "chunk_times",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(f"{name} must be a bool")
+        _check_positive("max_concurrency", self.max_concurrency, integer=True)
+        _check_positive("lag_threshold", self.lag_threshold)
+        _check_positive("timeline_interval", self.timeline_interval)
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise InvalidRequestError("seed must be an integer")
+        if self.schedule is not None:
+            if not isinstance(self.schedule, ArrivalSchedule):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise InvalidRequestError(
+                    "schedule must be an ArrivalSchedule (offsets, describe, rate)"
+                )
+            if self.adaptive:
+                raise InvalidRequestError("adaptive concurrency is closed-loop only (no schedule)")
+        elif self.max_concurrency is not None:
+            raise InvalidRequestError("max_concurrency is for open-loop runs (set a schedule)")
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether the run is open-loop (a ``schedule`` is set)."""
+        return self.schedule is not None
 
     @property
     def slo(self) -> dict[str, float]:
