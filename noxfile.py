@@ -25,8 +25,9 @@ def tests(session: nox.Session) -> None:
 
     Without arguments (as CI runs it) the total must reach ``COVERAGE_FLOOR``; with arguments
     (``nox -s tests -- -m "not slow"``, a path, ...) the report is informational. The `media`
-    extra (Pillow, PyAV) is installed: localnet's media tests decode what they render."""
-    session.install("-e", ".[test,media]")
+    extra (Pillow, PyAV) is installed: localnet's media tests decode what they render; so is
+    the `bench` extra (matplotlib): the HTML benchmark report's tests draw its plots."""
+    session.install("-e", ".[test,media,bench]")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet")
@@ -53,9 +54,10 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """pyright in strict mode over the trio_sogni package and docs/examples, and in basic mode
-    over tests/ (tests/pyrightconfig.json), which needs what the tests import: the `test`
-    and `media` extras."""
-    session.install("-e", ".[test,media]", "pyright>=1.1.380")
+    over tests/ (tests/pyrightconfig.json), which needs what the tests import: the `test`,
+    `media` and `bench` extras (trio_sogni.bench's matplotlib boundary is checked against
+    matplotlib's own annotations)."""
+    session.install("-e", ".[test,media,bench]", "pyright>=1.1.380")
     python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
     python = str(python).strip()
     session.run("pyright", "--pythonpath", python)
