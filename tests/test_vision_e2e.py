@@ -308,6 +308,14 @@ def test_fanout_rows_accept_trusted_urls() -> None:
         FanoutItem.from_row(1, {"messages": user("https://evil.example/a.png")}, MODEL)
 
 
+def test_fanout_rows_with_resize_images_accept_large_inline_images() -> None:
+    big = uri(png((2000, 1000)))
+    with pytest.raises(InvalidRequestError, match=r"row 0: .*resize_images=True"):
+        FanoutItem.from_row(0, {"messages": user(big)}, MODEL)
+    item = FanoutItem.from_row(1, {"messages": user(big), "resize_images": True}, MODEL)
+    assert item.params == {"resize_images": True}
+
+
 # --- the media context ---------------------------------------------------------------------------
 
 

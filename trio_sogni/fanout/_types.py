@@ -118,7 +118,7 @@ class FanoutItem(msgspec.Struct, kw_only=True, frozen=True):
                 raise InvalidRequestError(f"row {index}: every message must be an object")
             plain.append(dict(message))  # pyright: ignore[reportUnknownArgumentType]
         try:
-            validate_messages(plain)
+            validate_messages(plain, resize_images=row.get("resize_images") is True)
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"row {index}: {exc}") from None
         params = {k: v for k, v in row.items() if k in _PARAM_KEYS}
