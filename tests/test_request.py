@@ -18,7 +18,8 @@ from trio_sogni._request import (  # pyright: ignore[reportPrivateUsage]
 from trio_sogni.protocol import ResponseFormatJSONSchema, ToolChoiceFunction
 
 USER = [{"role": "user", "content": "hi"}]
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+# A real 1x1 PNG: the image checks read the pixel size from its IHDR header.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 
 def build(messages: Any = USER, **params: Any) -> Any:

@@ -24,6 +24,7 @@ from trio_sogni.localnet import (
     Text,
     open_local_network,
 )
+from trio_sogni.localnet._runs._tools import SimulatedGenerateImage
 from trio_sogni.protocol import LLMJobRequest
 
 TIMEOUT = 20
@@ -221,6 +222,8 @@ async def test_cost_confirmation_with_a_stale_then_the_right_preview() -> None:
             open_local_network(models=[MODEL], script=script) as net,
             client_for(net) as sogni,
         ):
+            # the fake-URL generate_image TEST DOUBLE (no media worker here)
+            net.runs.tools = {**net.runs.tools, "generate_image": SimulatedGenerateImage()}
             run = await sogni.chat.runs.create(messages=user("cat"), model=MODEL, confirm_cost=True)
             async with sogni.chat.runs.stream_events(run.run_id) as events:
                 async for event in events:

@@ -136,6 +136,7 @@ if TYPE_CHECKING:
     )
     from ._transport import SocketOptions as SocketOptions
     from ._version import __version__ as __version__
+    from ._vision import image_part as image_part
     from .protocol import ChatCompletionChunk as ChatCompletionChunk, ChatMessage as ChatMessage
 
 # Public names are imported lazily, so that importing a layer (``trio_sogni.protocol``,
@@ -233,6 +234,7 @@ _LAZY: dict[str, str] = {
     "ModelTier": "._media._models",
     "TierOption": "._media._models",
     "__version__": "._version",
+    "image_part": "._vision",
     "ChatCompletionChunk": ".protocol",
     "ChatMessage": ".protocol",
 }
@@ -341,6 +343,7 @@ __all__ = [
     "derive_wallet",
     "estimate_input_tokens",
     "hosted_tool_names",
+    "image_part",
     "is_sogni_tool_call",
     "media_tool_definitions",
     "open_sogni_client",

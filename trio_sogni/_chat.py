@@ -28,12 +28,19 @@ from ._hosted import (
     request_estimate,
     resolve_max_output_tokens,
 )
-from ._request import CompletionParams, MessageInput, build_llm_request, validate_messages
+from ._request import (
+    CompletionParams,
+    MessageInput,
+    build_llm_request,
+    resize_allowed,
+    validate_messages,
+)
 from ._router import ChatStatistics, JobRouter
 from ._runs import ChatRuns
 from ._stream import ChatCompletionResult, ChatStream
 from ._tools import ChatTools, MediaContext, OnToolCall, OnToolProgress, ToolRound
 from ._transport import RestClient
+from ._vision import ImageFetcher, inline_images
 
 if TYPE_CHECKING:
     from ._projects import ProjectsAPI
@@ -73,15 +80,22 @@ class ChatAPI:
         eip712: EIP712Helper,
         app_source: str | None,
         projects: ProjectsAPI | None = None,
+        images: ImageFetcher | None = None,
+        resize_images: bool = False,
     ) -> None:
         self._router = router
         self._events = events
         self._models_lot = models_lot
         self._rest = rest
+        self._images = images
         self.eip712 = eip712
-        self.hosted = ChatHosted(rest, app_source=app_source)
+        self.hosted = ChatHosted(
+            rest, app_source=app_source, images=images, resize_images=resize_images
+        )
         self.tools = ChatTools(projects, self.hosted)
-        self.completions = ChatCompletions(driver, self.tools, app_source)
+        self.completions = ChatCompletions(
+            driver, self.tools, app_source, images=images, resize_images=resize_images
+        )
         self.runs = ChatRuns(rest, app_source=app_source)
 
     @override
@@ -110,8 +124,10 @@ class ChatAPI:
     ) -> LLMCostEstimate:
         """Quote a job before running it (``GET {socket host}/api/v1/job-llm/estimate/...``).
 
-        Input tokens are counted as the official SDKs count them (`estimate_input_tokens`); the
-        output budget is ``max_tokens``, else the model's default from `models` (its thinking
+        Input tokens are counted as the official SDKs count them (`estimate_input_tokens`), with
+        every image counted as the text ``"[image]"``: images are checked as
+        `validate_messages` checks them (an untrusted URL is refused) but never fetched or
+        resized, since neither would change the count. The output budget is ``max_tokens``, else the model's default from `models` (its thinking
         default for ``think=True`` with a coding or reasoning profile), else 4096.
 
         Raises:
@@ -126,7 +142,8 @@ class ChatAPI:
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1  # pyright: ignore[reportUnnecessaryIsInstance]
         ):
             raise InvalidRequestError("max_tokens must be a positive integer")
-        validate_messages(messages)
+        # The count never depends on an image's bytes or size: check, never fetch or resize.
+        validate_messages(messages, resize_images=True)
         input_tokens = estimate_input_tokens(messages)
         output_tokens = resolve_max_output_tokens(
             self._router.models.get(model),
@@ -146,6 +163,29 @@ class ChatAPI:
     def models(self) -> dict[str, LLMModelInfo]:
         """The latest LLM model map (a copy). Not cleared on disconnect, as in the official SDK."""
         return dict(self._router.models)
+
+    def media_context(self, messages: Sequence[MessageInput] = ()) -> MediaContext:
+        """A `MediaContext` for ``chat.tools`` whose image uploads are the ``image_url`` parts of
+        ``messages``; trusted https images among them are fetched with this client (see
+        `ChatCompletions.create`) only when a media tool uses one. A context made with
+        ``MediaContext()`` cannot fetch URLs: a tool call using such an image gets an error
+        result.
+
+        Raises:
+            InvalidRequestError: the messages are not valid (see `validate_messages`; the
+                pixel-size limit does not apply, media tools take larger images).
+        """
+        context = MediaContext(
+            fetch_image=self._fetch_for_tools if self._images is not None else None
+        )
+        if messages:
+            context.add_messages(messages)
+        return context
+
+    async def _fetch_for_tools(self, url: str) -> bytes:
+        assert self._images is not None
+        image = await self._images.fetch(url, "media context image")
+        return image.data
 
     async def wait_for_models(self) -> dict[str, LLMModelInfo]:
         """Return the model map once it is non-empty, waiting for a ``swarmLLMModels`` if needed.
@@ -193,20 +233,23 @@ class ChatAPI:
 
 
 class StreamScope:
-    """What `ChatCompletions.stream` returns: an async context manager that sends the job on
-    entry and closes its `ChatStream` on exit (aborting the job if it is still running)."""
+    """What `ChatCompletions.stream` returns: an async context manager that fetches the request's
+    remote images (and resizes, if allowed) and sends the job on entry, and closes its
+    `ChatStream` on exit (aborting the job if it is still running)."""
 
-    __slots__ = ("_driver", "_request", "_stream")
+    __slots__ = ("_completions", "_request", "_resize", "_stream")
 
-    def __init__(self, driver: JobDriver, request: LLMJobRequest) -> None:
-        self._driver = driver
+    def __init__(self, completions: ChatCompletions, request: LLMJobRequest, resize: bool) -> None:
+        self._completions = completions
         self._request = request
+        self._resize = resize
         self._stream: ChatStream | None = None
 
     async def __aenter__(self) -> ChatStream:
         if self._stream is not None:
             raise RuntimeError("this stream scope was already entered")
-        self._stream = await self._driver.start_job(self._request)
+        request, _ = await self._completions._inline(self._request, self._resize)  # pyright: ignore[reportPrivateUsage]
+        self._stream = await self._completions._driver.start_job(request)  # pyright: ignore[reportPrivateUsage]
         return self._stream
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -217,10 +260,20 @@ class StreamScope:
 class ChatCompletions:
     """``sogni.chat.completions``."""
 
-    def __init__(self, driver: JobDriver, tools: ChatTools, app_source: str | None) -> None:
+    def __init__(
+        self,
+        driver: JobDriver,
+        tools: ChatTools,
+        app_source: str | None,
+        *,
+        images: ImageFetcher | None = None,
+        resize_images: bool = False,
+    ) -> None:
         self._driver = driver
         self._tools = tools
         self._app_source = app_source
+        self._images = images
+        self._resize_images = resize_images
 
     def _build(
         self,
@@ -235,7 +288,18 @@ class ChatCompletions:
             stream=stream,
             params=params,
             default_app_source=self._app_source,
+            default_resize_images=self._resize_images,
         )
+
+    async def _inline(
+        self, request: LLMJobRequest, resize: bool
+    ) -> tuple[LLMJobRequest, dict[str, str]]:
+        """``request`` with its remote images fetched and its oversized ones resized (if
+        allowed), and the fetched images (see `inline_images`)."""
+        messages, fetched = await inline_images(request.messages, self._images, resize=resize)
+        if messages is not request.messages:
+            request = msgspec.structs.replace(request, messages=messages)
+        return request, fetched
 
     @overload
     async def create(
@@ -288,10 +352,21 @@ class ChatCompletions:
         images, then every media made by earlier rounds, so "now make a video of that image"
         uses the image. ``on_tool_progress`` gets every media call's `ToolProgress`.
 
-        All parameters are checked before anything is sent.
+        Images (``image_url`` parts): inline PNG or JPEG data URIs, or https URLs on trusted
+        hosts (``*.sogni.ai``, ``*.cloudfront.net``, Amazon S3), which are fetched here, before
+        the job is sent (at most 4 at a time, each bounded by the client's
+        ``image_fetch_timeout``, no redirects, at most 10 MiB) and sent inline. An image whose
+        longest side is over 1024 px is refused unless ``resize_images=True`` (per call, or the
+        client's default): it is then resized to 1024 px (aspect ratio kept; needs Pillow, the
+        ``media`` extra). If any image fails, nothing is sent.
+
+        All parameters are checked before anything is fetched or sent.
 
         Raises:
-            InvalidRequestError: invalid arguments (nothing was sent).
+            InvalidRequestError: invalid arguments, or an image that cannot be used (an
+                untrusted URL, a redirect or error status, over 10 MiB, not PNG/JPEG, oversized);
+                nothing was sent.
+            ConnectError, TransportError: an image URL could not be fetched (nothing was sent).
             ChatJobError: the job failed (``error_type`` says why; ``retryable`` says if resending
                 is safe, e.g. after a lost connection).
             ToolLoopError: the tool loop ran out of rounds.
@@ -310,6 +385,7 @@ class ChatCompletions:
                 on_tool_progress,
             )
         request = self._build(model, messages, stream, params)
+        request, _ = await self._inline(request, resize_allowed(params, self._resize_images))
         job = await self._driver.start_job(request)
         if stream:
             return job
@@ -327,9 +403,11 @@ class ChatCompletions:
         the block: leaving it for any reason aborts the job if it is still running.
 
         The arguments are checked here, before the ``async with`` starts (`InvalidRequestError`);
-        entering the block sends the job.
+        entering the block fetches remote images (and resizes, if allowed; see `create`) and
+        sends the job.
         """
-        return StreamScope(self._driver, self._build(model, messages, True, params))
+        request = self._build(model, messages, True, params)
+        return StreamScope(self, request, resize_allowed(params, self._resize_images))
 
     async def _run_tool_loop(
         self,
@@ -343,7 +421,13 @@ class ChatCompletions:
     ) -> ChatCompletionResult:
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
             raise InvalidRequestError("max_tool_rounds must be a positive integer")
-        history: list[ChatMessage] = validate_messages(messages)
+        resize = resize_allowed(params, self._resize_images)
+        conversation = validate_messages(messages, resize_images=resize)
+        first = self._build(model, conversation, False, params)
+        # Remote images are fetched once, here: the history sends them inline, and the media
+        # context gets the fetched bytes (before any resizing) as the conversation's uploads.
+        first, fetched = await self._inline(first, resize)
+        history: list[ChatMessage] = list(first.messages)
         rounds: list[ToolRound] = []
         # The media the tools can refer to: the conversation's images, then every round's media.
         context = media_context if media_context is not None else MediaContext()
@@ -354,7 +438,7 @@ class ChatCompletions:
         )
         later = {**params, "tool_choice": "auto"} if forced else params
         for round_number in range(max_rounds):
-            request = self._build(model, history, False, params if round_number == 0 else later)
+            request = first if round_number == 0 else self._build(model, history, False, later)
             job = await self._driver.start_job(request)
             async with job:
                 result = await job.wait()
@@ -362,7 +446,7 @@ class ChatCompletions:
                 if rounds:
                     return msgspec.structs.replace(result, tool_history=rounds)
                 return result
-            context.add_messages(history)
+            context._add_conversation(conversation, fetched)  # pyright: ignore[reportPrivateUsage]
             tool_results = await self._tools.execute_all(
                 result.tool_calls,
                 on_tool_call=on_tool_call,

@@ -37,6 +37,7 @@ from ._transport import (
     open_tcp,
 )
 from ._transport._rest import MAX_RESPONSE_SIZE
+from ._vision import DEFAULT_FETCH_TIMEOUT, ImageFetcher
 from .protocol import Authenticated, Balance, BalanceUpdate
 
 __all__ = ["AccountAPI", "AccountInfo", "SogniClient", "open_sogni_client"]
@@ -274,6 +275,8 @@ async def open_sogni_client(
     open_stream: StreamOpener | None = None,
     max_response_size: int = MAX_RESPONSE_SIZE,
     resume_window: float = 30.0,
+    resize_images: bool = False,
+    image_fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
 ) -> AsyncGenerator[SogniClient]:
     """Connect to a Sogni Supernet and yield a `SogniClient`; disconnect on exit.
 
@@ -325,6 +328,12 @@ async def open_sogni_client(
             resumed in time, or whose server does not resume jobs, fails with a retryable
             ``transport_lost`` `ChatJobError`. ``0`` fails jobs as soon as their connection
             drops (and does not ask the server to hold them).
+        resize_images: the default of the per-call ``resize_images`` of chat completions:
+            resize images whose longest side is over 1024 px (with Pillow, the ``media`` extra)
+            instead of refusing them.
+        image_fetch_timeout: seconds a trusted https image URL of a chat request may take to
+            fetch, as a whole (default 20). Image fetches use ``http_client`` (or the client's
+            own), without its cookies, default headers or auth.
 
     Raises:
         InvalidRequestError: bad arguments.
@@ -373,6 +382,8 @@ async def open_sogni_client(
         or not 0 <= resume_window < float("inf")
     ):
         raise InvalidRequestError("resume_window must be a finite number of seconds, 0 or more")
+    if not isinstance(resize_images, bool):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidRequestError("resize_images must be True or False")
     app_id = (app_id or f"trio-sogni-{uuid.uuid4()}").strip()
     options = socket_options or SocketOptions()
     url = build_socket_url(
@@ -457,6 +468,8 @@ async def open_sogni_client(
             eip712=eip712,
             app_source=app_source,
             projects=projects,
+            images=ImageFetcher(http, timeout=image_fetch_timeout),
+            resize_images=resize_images,
         )
         account = AccountAPI(
             rest=rest, session=session, router=router, app_id=app_id, app_source=app_source

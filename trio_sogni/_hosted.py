@@ -14,9 +14,10 @@ from msgspec import UNSET
 from typing_extensions import override
 
 from ._errors import InvalidRequestError
-from ._request import CompletionParams, MessageInput, build_llm_request
+from ._request import CompletionParams, MessageInput, build_llm_request, resize_allowed
 from ._rest_calls import typed_call
 from ._transport import RestClient
+from ._vision import ImageFetcher, inline_images
 from .protocol import LLMJobRequest, LLMModelInfo, ToolCall, Usage
 
 __all__ = [
@@ -233,9 +234,18 @@ class ChatHosted:
     bodies in the recognised chat-error shapes raise `ChatJobError`, others `APIStatusError`.
     """
 
-    def __init__(self, rest: RestClient, *, app_source: str | None) -> None:
+    def __init__(
+        self,
+        rest: RestClient,
+        *,
+        app_source: str | None,
+        images: ImageFetcher | None = None,
+        resize_images: bool = False,
+    ) -> None:
         self._rest = rest
         self._app_source = app_source
+        self._images = images
+        self._resize_images = resize_images
 
     @override
     def __repr__(self) -> str:
@@ -254,9 +264,14 @@ class ChatHosted:
     ) -> HostedChatCompletion:
         """A non-streaming completion through ``POST /v1/chat/completions``.
 
+        Images are handled as by ``chat.completions.create``: trusted https image URLs are
+        fetched first and sent inline, and oversized images are resized with
+        ``resize_images=True`` (else refused); if any image fails, nothing is sent.
+
         Raises:
-            InvalidRequestError: ``stream=True`` (hosted completions do not stream) or any bad
-                parameter (nothing was sent).
+            InvalidRequestError: ``stream=True`` (hosted completions do not stream), any bad
+                parameter or an unusable image (nothing was sent).
+            ConnectError, TransportError: an image URL could not be fetched (nothing was sent).
             ChatJobError, APIStatusError: the server refused or failed it.
         """
         if stream:
@@ -267,7 +282,13 @@ class ChatHosted:
             stream=False,
             params=params,
             default_app_source=self._app_source,
+            default_resize_images=self._resize_images,
         )
+        messages, _ = await inline_images(
+            request.messages, self._images, resize=resize_allowed(params, self._resize_images)
+        )
+        if messages is not request.messages:
+            request = msgspec.structs.replace(request, messages=messages)
         body = hosted_body(request)
         return await typed_call(
             self._rest,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -21,13 +21,14 @@ import trio
 from typing_extensions import override
 
 from ._errors import SogniError
+from ._images import check_trusted_url
 from ._jobstate import ToolResult
 from ._media._request import _max_context_images  # pyright: ignore[reportPrivateUsage]
 from ._media._results import MediaResult
 from ._projects import Processing, ProjectsAPI
 from ._request import MessageInput, validate_messages
 from ._toolschema import SchemaViolation, check_arguments
-from .protocol import ImageURLPart, ToolCall
+from .protocol import ChatMessage, ImageURLPart, ToolCall
 
 __all__ = [
     "DIRECT_MEDIA_TOOLS",
@@ -225,8 +226,9 @@ class ProgressReporter:
 
 @dataclass(frozen=True, slots=True)
 class MediaItem:
-    """One media of a `MediaContext`: an upload (``data``: bytes or a ``data:`` URI) or a
-    tool call's result (``result``, a `MediaResult`, and its ``url``)."""
+    """One media of a `MediaContext`: an upload (``data``: bytes or a ``data:`` URI; or, for a
+    conversation image given as a trusted https URL not fetched yet, ``data=None`` and that
+    ``url``) or a tool call's result (``result``, a `MediaResult`, and its ``url``)."""
 
     data: bytes | str | None
     result: MediaResult | None = None
@@ -253,17 +255,27 @@ class MediaContext:
     ``source_image_url`` may be a ``data:`` URI or the URL of a result in the context; nothing
     else is fetched, and no string argument is ever read as a file path.
 
+    A conversation image given as a trusted https URL (see `validate_messages`) is an upload
+    fetched only when a tool call uses it (once; the bytes are kept), with ``fetch_image``:
+    `ChatAPI.media_context` makes contexts that fetch with the client (no redirects, 10 MiB,
+    the client's timeout). Without ``fetch_image``, a tool call using such an image gets an
+    error result. The automatic tool loop hands the images it already fetched to its context.
+
     Attributes:
         uploads: ``{media type: [MediaItem, ...]}``, in the order added.
         results: ``{media type: [MediaItem, ...]}``, in call order, each call's renders in
             render order.
     """
 
-    __slots__ = ("results", "uploads")
+    __slots__ = ("_fetch_image", "_fetched", "results", "uploads")
 
-    def __init__(self) -> None:
+    def __init__(self, *, fetch_image: Callable[[str], Awaitable[bytes]] | None = None) -> None:
+        """``fetch_image``: an async function returning the bytes of a trusted https image URL
+        (called at most once per URL, only when a tool call uses that image)."""
         self.uploads: dict[str, list[MediaItem]] = {"image": [], "video": [], "audio": []}
         self.results: dict[str, list[MediaItem]] = {"image": [], "video": [], "audio": []}
+        self._fetch_image = fetch_image
+        self._fetched: dict[str, bytes] = {}
 
     @override
     def __repr__(self) -> str:
@@ -271,30 +283,68 @@ class MediaContext:
         return f"<MediaContext uploads+results: {counts}>"
 
     @classmethod
-    def from_messages(cls, messages: Sequence[MessageInput]) -> MediaContext:
-        """A context whose image uploads are the ``image_url`` parts (data URIs) of
-        ``messages``, in order.
+    def from_messages(
+        cls,
+        messages: Sequence[MessageInput],
+        *,
+        fetch_image: Callable[[str], Awaitable[bytes]] | None = None,
+    ) -> MediaContext:
+        """A context whose image uploads are the ``image_url`` parts (data URIs and trusted
+        https URLs) of ``messages``, in order.
 
         Raises:
-            InvalidRequestError: the messages are not valid (see `validate_messages`).
+            InvalidRequestError: the messages are not valid (see `validate_messages`; the
+                1024 px limit of chat images does not apply to media inputs).
         """
-        context = cls()
+        context = cls(fetch_image=fetch_image)
         context.add_messages(messages)
         return context
 
     def add_messages(self, messages: Sequence[MessageInput]) -> None:
         """Add the ``image_url`` parts of ``messages`` as image uploads (those already present
-        are not added twice)."""
-        known = {item.data for item in self.uploads["image"] if isinstance(item.data, str)}
-        for message in validate_messages(messages):
+        are not added twice). Nothing is fetched here.
+
+        Raises:
+            InvalidRequestError: the messages are not valid (see `from_messages`).
+        """
+        self._add_conversation(validate_messages(messages, resize_images=True), {})
+
+    def _add_conversation(
+        self, messages: Sequence[ChatMessage], fetched: Mapping[str, str]
+    ) -> None:
+        """Add the image parts of validated ``messages``; ``fetched`` maps the https URLs already
+        fetched to their data URIs (those are then not fetched again)."""
+        uploads = self.uploads["image"]
+        known = {
+            item.url or item.data for item in uploads if isinstance(item.url or item.data, str)
+        }
+        for message in messages:
             if not isinstance(message.content, list):
                 continue
             for part in message.content:
-                if isinstance(part, ImageURLPart) and part.image_url.url.startswith("data:"):
-                    url = part.image_url.url
-                    if url not in known:
-                        known.add(url)
-                        self.uploads["image"].append(MediaItem(url))
+                if not isinstance(part, ImageURLPart) or part.image_url.url in known:
+                    continue
+                url = part.image_url.url
+                known.add(url)
+                if url.startswith("data:"):
+                    uploads.append(MediaItem(url))
+                else:
+                    uploads.append(MediaItem(fetched.get(url), url=url))
+
+    async def _fetch(self, url: str) -> bytes:
+        data = self._fetched.get(url)
+        if data is not None:
+            await trio.lowlevel.checkpoint()
+            return data
+        if self._fetch_image is None:
+            host = check_trusted_url(url, "image").host
+            raise ToolCallError(
+                f"the conversation's image on {host} was not fetched: make the media context "
+                "with sogni.chat.media_context(...) so it can be"
+            )
+        data = await self._fetch_image(url)
+        self._fetched[url] = data
+        return data
 
     def add(self, kind: MediaKind, media: bytes | str) -> None:
         """Add an upload of ``kind``: bytes or a ``data:`` URI.
@@ -348,6 +398,9 @@ class MediaContext:
     def _by_url(self, url: str, argument: str) -> MediaItem:
         if url.startswith("data:"):
             return MediaItem(url)
+        for item in self.uploads["image"]:
+            if item.url == url:
+                return item
         for items in self.results.values():
             for item in items:
                 if item.url == url:
@@ -357,10 +410,12 @@ class MediaContext:
         )
 
 
-async def _load(item: MediaItem) -> bytes | str:
+async def _load(item: MediaItem, context: MediaContext) -> bytes | str:
     if item.data is not None:
         return item.data
-    assert item.result is not None
+    if item.result is None:
+        assert item.url is not None
+        return await context._fetch(item.url)  # pyright: ignore[reportPrivateUsage]
     return await item.result.read()
 
 
@@ -505,13 +560,13 @@ async def _inputs(
         )
         item = image("sourceImageIndex", required=wanted)
         if item is not None:
-            inputs["starting_image"] = await _load(item)
+            inputs["starting_image"] = await _load(item, context)
     elif name == "edit_image":
         primary = image("sourceImageIndex", required=True)
         assert primary is not None
         chosen = [primary] + [item for item in context.uploads["image"] if item is not primary]
         limit = _max_context_images(model)
-        inputs["context_images"] = [await _load(item) for item in chosen[:limit]]
+        inputs["context_images"] = [await _load(item, context) for item in chosen[:limit]]
     elif name == "generate_video":
         references: list[Any] = arguments.get("referenceImageIndices") or []
         images = [
@@ -521,9 +576,9 @@ async def _inputs(
         if isinstance(arguments.get("source_image_url"), str):
             images.insert(0, context._by_url(arguments["source_image_url"], "source_image_url"))  # pyright: ignore[reportPrivateUsage]
         if images:
-            inputs["reference_image"] = await _load(images[0])
+            inputs["reference_image"] = await _load(images[0], context)
         if images[1:]:
-            inputs["context_images"] = [await _load(item) for item in images[1:]]
+            inputs["context_images"] = [await _load(item, context) for item in images[1:]]
         for argument, kind, option in (
             ("referenceVideoIndices", "video", "reference_video"),
             ("referenceAudioIndices", "audio", "reference_audio"),
@@ -533,20 +588,20 @@ async def _inputs(
                 raise ToolCallError(f"{argument}: this client sends at most one {kind} reference")
             if indices:
                 item = context._pick(kind, indices[0], f"{argument}[0]")  # pyright: ignore[reportPrivateUsage]
-                inputs[option] = await _load(item)
+                inputs[option] = await _load(item, context)
     elif name == "sound_to_video":
-        inputs["reference_audio"] = await _load(source("audio", "audioSourceIndex"))
+        inputs["reference_audio"] = await _load(source("audio", "audioSourceIndex"), context)
         item = image("sourceImageIndex")
         if item is not None:
-            inputs["reference_image"] = await _load(item)
+            inputs["reference_image"] = await _load(item, context)
         if "endImageIndex" in arguments:
             end = context._pick("image", arguments["endImageIndex"], "endImageIndex")  # pyright: ignore[reportPrivateUsage]
-            inputs["reference_image_end"] = await _load(end)
+            inputs["reference_image_end"] = await _load(end, context)
     elif name == "video_to_video":
-        inputs["reference_video"] = await _load(source("video", "videoSourceIndex"))
+        inputs["reference_video"] = await _load(source("video", "videoSourceIndex"), context)
         item = image("sourceImageIndex")
         if item is not None:
-            inputs["reference_image"] = await _load(item)
+            inputs["reference_image"] = await _load(item, context)
     return inputs
 
 

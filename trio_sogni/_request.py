@@ -5,8 +5,6 @@ Every check runs before anything is sent; a failure raises `InvalidRequestError`
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import os
 import re
@@ -17,6 +15,13 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ._errors import InvalidRequestError
+from ._images import (
+    MAX_IMAGE_SIDE,
+    MAX_IMAGES,
+    check_trusted_url,
+    oversized_message,
+    parse_data_uri,
+)
 from .protocol import (
     ChatMessage,
     ImageURLPart,
@@ -36,11 +41,7 @@ __all__ = [
     "new_job_id",
 ]
 
-MAX_IMAGES: Final = 20
-MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DATA_URI = re.compile(r"^data:image/(jpeg|jpg|png);base64,(.*)$", re.DOTALL | re.IGNORECASE)
-_MAGIC: Final = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "jpg": b"\xff\xd8\xff"}
 
 MessageInput = ChatMessage | Mapping[str, Any]
 """A message given to `create`: a `ChatMessage` or an OpenAI-style dict."""
@@ -71,6 +72,7 @@ class CompletionParams(TypedDict, total=False):
     sogni_tools: bool | str
     sogni_tool_execution: bool
     attribution: Mapping[str, str]
+    resize_images: bool
 
 
 _ATTRIBUTION_FIELDS: Final = {
@@ -205,34 +207,30 @@ def _convert(value: Any, type_: Any, name: str) -> Any:
         raise _fail(f"invalid {name}: {exc}") from None
 
 
-def _check_image(url: str, where: str) -> None:
-    match = _DATA_URI.match(url)
-    if match is None:
-        raise _fail(
-            f"{where}: only inline base64 data URIs of JPEG or PNG images "
-            "(data:image/jpeg;base64,... or data:image/png;base64,...) are supported"
-        )
-    kind = match.group(1).lower()
-    payload = match.group(2)
-    if len(payload) * 3 // 4 > MAX_IMAGE_BYTES + 3:
-        raise _fail(f"{where}: image is larger than {MAX_IMAGE_BYTES} bytes")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(f"{where}: image data is not valid base64") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise _fail(f"{where}: image is larger than {MAX_IMAGE_BYTES} bytes")
-    if not data.startswith(_MAGIC[kind]):
-        raise _fail(f"{where}: image bytes are not a {kind.upper()} file")
+def _check_image(url: str, where: str, resize_images: bool) -> None:
+    if url[:6].lower() == "https:" or "://" in url[:12]:
+        check_trusted_url(url, where)  # fetched (then checked as a data URI) when sent
+        return
+    image = parse_data_uri(url, where)
+    if image.longest_side > MAX_IMAGE_SIDE and not resize_images:
+        raise _fail(oversized_message(where, image))
 
 
-def validate_messages(messages: object) -> list[ChatMessage]:
+def validate_messages(messages: object, *, resize_images: bool = False) -> list[ChatMessage]:
     """Convert and check messages as ``chat.completions.create`` does before sending anything:
-    roles, shapes, JSON-serialisable content, at most 20 images. Use it to validate requests
-    up front (`trio_sogni.fanout.FanoutItem.from_row` does, for every input row).
+    roles, shapes, JSON-serialisable content, and the images. Use it to validate requests up
+    front (`trio_sogni.fanout.FanoutItem.from_row` does, for every input row). Synchronous,
+    no I/O.
+
+    An ``image_url`` part holds either an inline ``data:image/png|jpeg;base64,...`` URI (strict
+    base64, at most 10 MiB decoded, magic bytes matching the declared type, a PNG or JPEG header
+    giving its pixel size, which Pillow is not needed to read) or an ``https`` URL on a trusted
+    host (``*.sogni.ai``, ``*.cloudfront.net``, Amazon S3; ``chat.completions.create`` fetches it
+    before sending). At most 20 images per request. An inline image whose longest side is over
+    1024 px is refused, unless ``resize_images`` is true (it is then resized when sent).
 
     Raises:
-        InvalidRequestError: with the index of the offending message.
+        InvalidRequestError: with the index of the offending message (and content part).
     """
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise _fail("messages must be a list of messages")
@@ -250,10 +248,24 @@ def validate_messages(messages: object) -> list[ChatMessage]:
                     images += 1
                     if images > MAX_IMAGES:
                         raise _fail(f"at most {MAX_IMAGES} images are allowed per request")
-                    _check_image(part.image_url.url, f"messages[{i}].content[{j}]")
+                    _check_image(part.image_url.url, f"messages[{i}].content[{j}]", resize_images)
         elif content is None and message.role != "assistant":
             raise _fail(f"messages[{i}]: a {message.role!r} message needs content")
     return converted
+
+
+def resize_allowed(params: Mapping[str, Any], default: bool) -> bool:
+    """The call's ``resize_images`` (``params``), else ``default``.
+
+    Raises:
+        InvalidRequestError: it is not a bool.
+    """
+    value = params.get("resize_images")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _fail("resize_images must be True or False")
+    return value
 
 
 def _tools(params: Mapping[str, Any]) -> Any:
@@ -283,8 +295,13 @@ def build_llm_request(
     params: Mapping[str, Any],
     default_app_source: str | None,
     job_id: str | None = None,
+    default_resize_images: bool = False,
 ) -> LLMJobRequest:
     """Validate the arguments of ``chat.completions.create`` and build the request payload.
+
+    The messages may still hold trusted https image URLs and (with ``resize_images``, per call
+    or ``default_resize_images``) oversized inline images: `trio_sogni._vision.inline_images`
+    turns them into data URIs within the limits before the request is sent.
 
     Raises:
         InvalidRequestError: any field is invalid; nothing has been sent.
@@ -294,7 +311,9 @@ def build_llm_request(
         raise _fail(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if not isinstance(model, str) or not model.strip():
         raise _fail("model must be a non-empty string")
-    converted = validate_messages(messages)
+    converted = validate_messages(
+        messages, resize_images=resize_allowed(params, default_resize_images)
+    )
     tools = _tools(params)
 
     tool_choice: Any = UNSET

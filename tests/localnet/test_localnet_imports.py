@@ -32,18 +32,21 @@ def test_localnet_imports_nothing_of_the_client() -> None:
 # -- the layers inside localnet ----------------------------------------------------------------
 
 LOCALNET = Path(trio_sogni.localnet.__file__).parent
-DOMAIN = ("_workers", "_jobs", "_accounts", "_hosted", "_runs", "_media")
+DOMAIN = ("_workers", "_jobs", "_accounts", "_hosted", "_runs", "_media", "_creative")
 
 # Each layer package and the localnet packages it must never load. Lower layers first:
-# _server < _workers, _accounts < _jobs < _hosted, _runs, _media < the composition root.
+# _server < _workers, _accounts < _jobs < _media < _creative < _hosted, _runs < the composition
+# root (_creative, the hosted creative tools' execution, runs tool calls as media projects for
+# both hosted completions and runs).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_server": DOMAIN,
-    "_workers": ("_jobs", "_accounts", "_hosted", "_runs", "_media"),
-    "_accounts": ("_workers", "_jobs", "_hosted", "_runs", "_media"),
-    "_jobs": ("_hosted", "_runs", "_media"),
-    "_hosted": ("_runs", "_media"),
-    "_runs": ("_hosted", "_media"),
-    "_media": ("_hosted", "_runs"),
+    "_workers": ("_jobs", "_accounts", "_hosted", "_runs", "_media", "_creative"),
+    "_accounts": ("_workers", "_jobs", "_hosted", "_runs", "_media", "_creative"),
+    "_jobs": ("_hosted", "_runs", "_media", "_creative"),
+    "_media": ("_hosted", "_runs", "_creative"),
+    "_creative": ("_hosted", "_runs"),
+    "_hosted": ("_runs",),
+    "_runs": ("_hosted",),
 }
 
 # Imports one layer package and every module in it, with trio_sogni and trio_sogni.localnet

@@ -27,6 +27,12 @@ from trio_sogni.localnet import (
     default_reply_text,
     open_local_network,
 )
+from trio_sogni.localnet._runs import _executor as run_executor
+from trio_sogni.localnet._runs._tools import (
+    HostedToolDouble,
+    SimulatedGenerateImage,
+    default_tool_doubles,
+)
 from trio_sogni.protocol import LLMJobRequest
 
 TIMEOUT = 10
@@ -35,6 +41,18 @@ TERMINAL = {"run_completed", "run_failed", "run_partial_failure", "run_cancelled
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fake_url_generate_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests exercise the run machinery (dispatch, cost confirmation, billing, replay)
+    with the fake-URL ``generate_image`` TEST DOUBLE registered, as it was by default before
+    media tools ran as real projects (tests/localnet/test_runs_creative_tools.py covers those)."""
+
+    def doubles() -> dict[str, HostedToolDouble]:
+        return {**default_tool_doubles(), "generate_image": SimulatedGenerateImage()}
+
+    monkeypatch.setattr(run_executor, "default_tool_doubles", doubles)
 
 
 def _event_schema() -> dict[str, Any]:

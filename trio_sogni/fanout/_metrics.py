@@ -219,7 +219,7 @@ class Timeline:
 
 class RunStats:
     """Counters and histograms of one run, fed one `FanoutResult` at a time (`add`), and the
-    open-loop dispatcher's records (`note_dispatch`, the loop probe's `hist` ``loop_lag``).
+    open-loop dispatcher's records (`note_dispatch`, the loop probe's ``hist["loop_lag"]``).
     Memory does not grow with the number of items."""
 
     def __init__(self, options: FanoutOptions) -> None:

@@ -118,7 +118,7 @@ class FanoutItem(msgspec.Struct, kw_only=True, frozen=True):
                 raise InvalidRequestError(f"row {index}: every message must be an object")
             plain.append(dict(message))  # pyright: ignore[reportUnknownArgumentType]
         try:
-            validate_messages(plain)
+            validate_messages(plain, resize_images=row.get("resize_images") is True)
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"row {index}: {exc}") from None
         params = {k: v for k, v in row.items() if k in _PARAM_KEYS}
@@ -474,7 +474,7 @@ class HistogramData(msgspec.Struct, frozen=True):
 
 
 class TimelineBucket(msgspec.Struct, frozen=True):
-    """One interval of a run's timeline (`RunReport.timeline`).
+    """One interval of a run's timeline (``RunReport.timeline``).
 
     Attributes:
         t: the bucket's start, in seconds from the run's start.
@@ -701,7 +701,7 @@ class FanoutOptions:
         seed: seeds the schedule's ``random.Random`` (``None``: fresh entropy).
         lag_threshold: the p99 scheduling lag / loop lag (seconds) above which an open-loop run
             is reported not ``valid``.
-        timeline_interval: the initial width (seconds) of `RunReport.timeline` buckets.
+        timeline_interval: the initial width (seconds) of ``RunReport.timeline`` buckets.
         chunk_times: put each item's chunk arrival times (relative to its send) in its result
             row (`ItemSummary.chunk_times`).
     """

@@ -33,6 +33,7 @@ from ._accounts._ledger import Amount, to_amount
 from ._accounts._routes import account_routes, profile_routes
 from ._accounts._store import AccountRecord, TokenType
 from ._config import Account, ModelSpec, Pricing
+from ._creative._execute import CreativeTools
 from ._hosted._completions import hosted_routes
 from ._hosted._estimates import estimate_routes
 from ._jobs._manager import AppKey, Changes, JobManager, SocketBinding
@@ -192,6 +193,14 @@ class LocalNetwork:
             max_projects_per_account=max_jobs_per_account,
             storage=self._media_storage,
         )
+        self._creative = CreativeTools(
+            projects=self._projects,
+            storage=self._media_storage,
+            base_url=self._asset_base_url,
+            extra_tools=lambda: self.runs.tools,
+        )
+        """Server-side execution of hosted creative tool calls (hosted completions and runs)."""
+        self.runs.executor.creative = self._creative
         router = self.rest.router
         router.include(media_routes(self._projects, self.authenticate))
         router.include(
@@ -212,6 +221,8 @@ class LocalNetwork:
                 jobs=self._jobs,
                 authenticate=self.authenticate,
                 clock=lambda: self._accounts.clock(),
+                creative=self._creative,
+                nursery=lambda: self._nursery,
             )
         )
         router.include(run_routes(self.runs, self.authenticate))

@@ -18,6 +18,14 @@ raises as an ``APIError``. The job's chunks reach the HTTP client through a buff
 messages: a client that reads slowly slows the job down, and a client that goes away aborts
 it (its hold released). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
 
+**Hosted creative tools**: with ``sogni_tool_execution: true`` a completion whose rounds end in
+calls to hosted tools (and none of the caller's own) has them executed by
+:class:`~.._creative._execute.CreativeTools` (media tools as real projects), fed back as
+``tool`` messages, for at most ``MAX_TOOL_ROUNDS`` rounds and ``MAX_CALLS_PER_ROUND`` calls a
+round; the answer adds ``sogni_tool_results`` (one entry per executed call), and a stream adds
+``{choices: [], sogni_tool_event}`` chunks and one ``{choices: [], sogni_tool_results}`` chunk
+before the usage chunk (docs/localnet.md, "Hosted creative tools").
+
 **Tools** answer ``{status: "success", data: {toolCallId, tool, result, message: null}}``; see
 :mod:`._composition` for how a call becomes a job.
 
@@ -55,16 +63,20 @@ status is 402 for a subscription denial (``subscriptionLimit`` or codes 4078-408
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import msgspec
 import trio
 
 from ...protocol import (
     ChatCompletionChunk,
+    ChatMessage,
     LLMJobError,
     LLMJobRequest,
     LLMJobResult,
@@ -72,6 +84,7 @@ from ...protocol import (
     decode_json,
 )
 from .._config import Account
+from .._creative._execute import CreativeTools, ToolOutcome, ToolProgress
 from .._jobs._collector import ChunkCollector
 from .._jobs._manager import InternalJob, JobManager
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
@@ -79,11 +92,23 @@ from ._composition import composition_tool
 
 __all__ = ["hosted_routes", "openai_error"]
 
+logger = logging.getLogger("trio_sogni.localnet")
+
 COMPLETIONS_PATH: Final = "/v1/chat/completions"
 MODELS_PATH: Final = "/v1/models"
 STREAM_BUFFER: Final = 64
 """Messages of a streamed completion's job buffered for a slow HTTP client (then the job waits)."""
 TOOLS_PATH: Final = "/v1/creative-agent/tools/execute"
+MAX_TOOL_ROUNDS: Final = 5
+"""With ``sogni_tool_execution``, at most this many rounds of hosted tool calls are executed
+for one completion; a model still calling hosted tools after them gets its calls returned
+unexecuted (``finish_reason: "tool_calls"``)."""
+MAX_CALLS_PER_ROUND: Final = 8
+"""At most this many hosted tool calls of one round run (concurrently, as the official limit);
+later ones get a failed result ``too_many_calls``."""
+HEARTBEAT: Final = 2.0
+"""Seconds between SSE comment lines (``: executing tools``) while a streamed completion waits
+for its tools (so a client that went away is noticed, and its projects cancelled)."""
 
 _BODY_TO_WIRE: Final[Mapping[str, str]] = {
     "model": "model",
@@ -216,7 +241,7 @@ def completion_request(
 
     ``null`` fields count as absent; ``stream`` and ``stream_options`` (``{include_usage}``) are
     the caller's business (see :func:`stream_flags`) and not part of the job; ``media_references`` and
-    ``api_media_references`` may only be empty (localnet serves no media); any other field not in
+    ``api_media_references`` may only be empty (no media references on the hosted routes); any other field not in
     protocol.md §3.2 is refused. ``app_source`` defaults to the ``X-App-Source`` header, and the
     ``X-Sogni-*`` attribution headers become the request's attribution fields.
     """
@@ -228,7 +253,7 @@ def completion_request(
             continue
         if name in _MEDIA_FIELDS:
             if value != []:
-                return f"{name} is not supported by localnet (it serves no media)"
+                return f"{name} is not supported by localnet (no media references on the hosted routes)"
             continue
         target = _BODY_TO_WIRE.get(name)
         if target is None:
@@ -293,9 +318,32 @@ def hosted_routes(
     jobs: JobManager,
     authenticate: Callable[[Mapping[str, str]], Account | None],
     clock: Callable[[], float],
+    creative: CreativeTools | None = None,
+    nursery: Callable[[], trio.Nursery | None] = lambda: None,
 ) -> Router:
-    """A router with the hosted completion and composition-tool routes."""
-    return _HostedEndpoints(jobs=jobs, authenticate=authenticate, clock=clock).routes()
+    """A router with the hosted completion and composition-tool routes. ``creative`` executes
+    hosted tool calls (``sogni_tool_execution``; without it such requests are refused), and a
+    streamed completion with execution runs its rounds in a task of ``nursery()``."""
+    return _HostedEndpoints(
+        jobs=jobs, authenticate=authenticate, clock=clock, creative=creative, nursery=nursery
+    ).routes()
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _own_tool_names(request: LLMJobRequest) -> set[str]:
+    return {tool.function.name for tool in request.tools or ()}
+
+
+def _number_calls(calls: list[dict[str, Any]], round_no: int) -> None:
+    for n, call in enumerate(calls):
+        call["id"] = call["id"] or f"call_{round_no}_{n}"
 
 
 class _HostedEndpoints:
@@ -307,10 +355,14 @@ class _HostedEndpoints:
         jobs: JobManager,
         authenticate: Callable[[Mapping[str, str]], Account | None],
         clock: Callable[[], float],
+        creative: CreativeTools | None,
+        nursery: Callable[[], trio.Nursery | None],
     ) -> None:
         self._jobs = jobs
         self._authenticate = authenticate
         self._clock = clock
+        self._creative = creative
+        self._nursery = nursery
 
     def routes(self) -> Router:
         """A new router with these endpoints."""
@@ -448,6 +500,12 @@ class _HostedEndpoints:
                 "model_not_found",
             )
         stream, include_usage = flags
+        if job_request.sogni_tool_execution is True:
+            if self._creative is None:
+                return _invalid("sogni_tool_execution is not available on this network")
+            if stream:
+                return self._stream_executing(job_request, account, include_usage)
+            return await self._complete_executing(job_request, account)
         if stream:
             return self._stream(job_request, account, include_usage)
         final, collector = await self._run(job_request, account)
@@ -477,6 +535,316 @@ class _HostedEndpoints:
                 },
             },
         )
+
+    # -- sogni_tool_execution -------------------------------------------------------------------
+
+    def _hosted_calls(
+        self, request: LLMJobRequest, calls: list[dict[str, Any]], finish: str | None
+    ) -> bool:
+        """Whether localnet executes this round's ``calls``: the model stopped for tool calls,
+        and every call names a hosted tool localnet runs that the caller did not define itself
+        (one call to a caller's tool returns the whole round to the caller)."""
+        if finish != "tool_calls" or not calls or self._creative is None:
+            return False
+        own = _own_tool_names(request)
+        names = [cast(str, call["function"]["name"]) for call in calls]
+        return all(name not in own and self._creative.executes(name) for name in names)
+
+    async def _execute_round(
+        self,
+        request: LLMJobRequest,
+        account: Account,
+        calls: list[dict[str, Any]],
+        on_progress: Callable[[ToolProgress], Any] | None,
+        conversation: list[dict[str, Any]],
+    ) -> list[ToolOutcome]:
+        """Execute one round's hosted calls concurrently; outcomes in call order. The earlier
+        tool results of ``conversation`` are the media the calls may take as inputs."""
+        assert self._creative is not None
+        creative = self._creative
+        token_type: Literal["sogni", "spark"] = (
+            request.token_type if isinstance(request.token_type, str) else "sogni"
+        )
+        outcomes: list[ToolOutcome | None] = [None] * len(calls)
+
+        async def one(n: int, call: dict[str, Any]) -> None:
+            if n >= MAX_CALLS_PER_ROUND:
+                await trio.lowlevel.checkpoint()
+                outcomes[n] = creative.refused(
+                    cast(str, call["id"]),
+                    cast(str, call["function"]["name"]),
+                    "too_many_calls",
+                    f"at most {MAX_CALLS_PER_ROUND} hosted tool calls run per round",
+                )
+                return
+            outcomes[n] = await creative.execute(
+                cast(str, call["id"]),
+                cast(str, call["function"]["name"]),
+                call["function"].get("arguments") or "{}",
+                account_id=account.id,
+                token_type=token_type,
+                on_progress=on_progress,
+                context=conversation,
+            )
+
+        async with trio.open_nursery() as nursery:
+            for n, call in enumerate(calls):
+                nursery.start_soon(one, n, call)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _next_round(
+        self, request: LLMJobRequest, conversation: list[dict[str, Any]]
+    ) -> LLMJobRequest:
+        return msgspec.structs.replace(
+            request,
+            job_id=_new_job_id(),
+            messages=msgspec.convert(conversation, list[ChatMessage]),
+        )
+
+    async def _complete_executing(self, request: LLMJobRequest, account: Account) -> HTTPResponse:
+        """A non-streamed completion whose hosted tool calls localnet executes (module
+        docstring, "Hosted creative tools")."""
+        conversation: list[dict[str, Any]] = msgspec.to_builtins(request.messages)
+        results: list[ToolOutcome] = []
+        prompt = completion = 0
+        job = request
+        message: dict[str, Any] = {}
+        finish = "stop"
+        for round_no in itertools.count(1):
+            final, collector = await self._run(job, account)
+            if isinstance(final, LLMJobError):
+                return job_error_response(final)
+            if final.usage is not None:
+                prompt += final.usage.prompt_tokens
+                completion += final.usage.completion_tokens
+            message = collector.message()
+            calls = collector.tool_calls()
+            _number_calls(calls, round_no)
+            finish = collector.finish_reason or "stop"
+            if round_no > MAX_TOOL_ROUNDS or not self._hosted_calls(request, calls, finish):
+                break
+            outcomes = await self._execute_round(request, account, calls, None, conversation)
+            results.extend(outcomes)
+            conversation.append(message)
+            conversation.extend(outcome.tool_message() for outcome in outcomes)
+            job = self._next_round(request, conversation)
+        return json_response(
+            200,
+            {
+                "id": f"chatcmpl-{request.job_id}",
+                "object": "chat.completion",
+                "created": int(self._clock()),
+                "model": request.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": _usage(prompt, completion),
+                "sogni_tool_results": [outcome.wire() for outcome in results],
+            },
+        )
+
+    def _stream_executing(
+        self, request: LLMJobRequest, account: Account, include_usage: bool
+    ) -> HTTPResponse:
+        """A streamed completion whose hosted tool calls localnet executes: the first round is
+        admitted now (its refusal is a real HTTP error); the rounds then run in a task of the
+        network whose SSE lines reach the response through a buffer of ``STREAM_BUFFER``."""
+        send, receive = trio.open_memory_channel[ServerMessage](STREAM_BUFFER)
+        job = self._jobs.start_internal(request, account_id=account.id, on_message=send.send)
+        if isinstance(job, LLMJobError):
+            send.close()
+            receive.close()
+            return job_error_response(job)
+        job.on_finished = send.close
+        nursery = self._nursery()
+        if nursery is None:  # pragma: no cover - the network always passes its nursery
+            self._jobs.end_job(job, "aborted", None)
+            raise RuntimeError("the hosted routes have no nursery")
+        lines_send, lines_receive = trio.open_memory_channel[bytes](STREAM_BUFFER)
+        scope = trio.CancelScope()
+        drive = partial(
+            self._drive_stream, request, account, job, receive, lines_send, include_usage, scope
+        )
+        return HTTPResponse(
+            200,
+            content_type="text/event-stream; charset=utf-8",
+            headers=[("cache-control", "no-cache"), ("x-accel-buffering", "no")],
+            stream=partial(self._relay, nursery, drive, lines_receive, scope),
+        )
+
+    async def _relay(
+        self,
+        nursery: trio.Nursery,
+        drive: Callable[[], Any],
+        lines: trio.MemoryReceiveChannel[bytes],
+        scope: trio.CancelScope,
+    ) -> AsyncIterator[bytes]:
+        """The response body: starts the driver task (``drive``), then relays its SSE lines, with
+        a comment line after ``HEARTBEAT`` seconds without one. Leaving early (the client went
+        away) cancels the driver, which aborts its job and cancels its projects."""
+        try:
+            nursery.start_soon(drive)
+            with lines:
+                while True:
+                    line: bytes | None = None
+                    with trio.move_on_after(HEARTBEAT):
+                        try:
+                            line = await lines.receive()
+                        except trio.EndOfChannel:
+                            return
+                    yield line if line is not None else b": executing tools\n\n"
+        finally:
+            scope.cancel()
+
+    async def _drive_stream(
+        self,
+        request: LLMJobRequest,
+        account: Account,
+        job: InternalJob,
+        receive: trio.MemoryReceiveChannel[ServerMessage],
+        lines: trio.MemorySendChannel[bytes],
+        include_usage: bool,
+        scope: trio.CancelScope,
+    ) -> None:
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{request.job_id}",
+            "object": "chat.completion.chunk",
+            "created": int(self._clock()),
+            "model": request.model,
+        }
+        conversation: list[dict[str, Any]] = msgspec.to_builtins(request.messages)
+        results: list[ToolOutcome] = []
+        prompt = completion = 0
+        first = True
+
+        async def put(payload: object) -> None:
+            await lines.send(_sse(payload))
+
+        async def tool_event(event: dict[str, Any]) -> None:
+            await put({**base, "choices": [], "sogni_tool_event": event})
+
+        async def on_progress(progress: ToolProgress) -> None:
+            await tool_event(
+                {
+                    "type": "tool_call_progress",
+                    "toolCallId": progress.tool_call_id,
+                    "toolName": progress.tool_name,
+                    "status": progress.status,
+                    "percent": progress.percent,
+                    "projectId": progress.project_id,
+                }
+            )
+
+        with lines:
+            try:
+                with scope:
+                    for round_no in itertools.count(1):
+                        collector = ChunkCollector()
+                        final: LLMJobResult | LLMJobError | None = None
+                        with receive:
+                            async for message in receive:
+                                if isinstance(message, ChatCompletionChunk):
+                                    collector.add(message)
+                                    if message.content:
+                                        delta = {"content": message.content}
+                                        if first:
+                                            delta["role"] = "assistant"
+                                            first = False
+                                        choice = {"index": 0, "delta": delta, "finish_reason": None}
+                                        await put({**base, "choices": [choice]})
+                                elif isinstance(message, LLMJobResult | LLMJobError):
+                                    final = message
+                                    break
+                        final = final or job.final
+                        if not isinstance(final, LLMJobResult):
+                            error = final or LLMJobError(
+                                job_id=job.job_id, error="internal_error", error_message="ended"
+                            )
+                            body = msgspec.json.decode(job_error_response(error).body)
+                            await put({"error": body["error"]})
+                            return
+                        if final.usage is not None:
+                            prompt += final.usage.prompt_tokens
+                            completion += final.usage.completion_tokens
+                        calls = collector.tool_calls()
+                        _number_calls(calls, round_no)
+                        finish = collector.finish_reason or "stop"
+                        if round_no <= MAX_TOOL_ROUNDS and self._hosted_calls(
+                            request, calls, finish
+                        ):
+                            for call in calls:
+                                await tool_event(
+                                    {
+                                        "type": "tool_call_started",
+                                        "toolCallId": call["id"],
+                                        "toolName": call["function"]["name"],
+                                        "arguments": call["function"]["arguments"],
+                                    }
+                                )
+                            outcomes = await self._execute_round(
+                                request, account, calls, on_progress, conversation
+                            )
+                            for outcome in outcomes:
+                                kind = "completed" if outcome.success else "failed"
+                                await tool_event({"type": f"tool_call_{kind}", **outcome.wire()})
+                            results.extend(outcomes)
+                            conversation.append(collector.message())
+                            conversation.extend(outcome.tool_message() for outcome in outcomes)
+                            send, receive = trio.open_memory_channel[ServerMessage](STREAM_BUFFER)
+                            started = self._jobs.start_internal(
+                                self._next_round(request, conversation),
+                                account_id=account.id,
+                                on_message=send.send,
+                            )
+                            if isinstance(started, LLMJobError):
+                                send.close()
+                                receive.close()
+                                body = msgspec.json.decode(job_error_response(started).body)
+                                await put({"error": body["error"]})
+                                return
+                            job = started
+                            job.on_finished = send.close
+                            continue
+                        delta: dict[str, Any] = {}
+                        if first:
+                            delta["role"] = "assistant"
+                        if calls:
+                            delta["tool_calls"] = [
+                                {"index": n, **call} for n, call in enumerate(calls)
+                            ]
+                        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                        await put({**base, "choices": [choice]})
+                        await put(
+                            {
+                                **base,
+                                "choices": [],
+                                "sogni_tool_results": [outcome.wire() for outcome in results],
+                            }
+                        )
+                        if include_usage:
+                            await put({**base, "choices": [], "usage": _usage(prompt, completion)})
+                        await lines.send(b"data: [DONE]\n\n")
+                        return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the response is gone: nothing more to send
+            except Exception:  # a localnet bug: end this stream, never the network
+                logger.exception("localnet: a streamed completion with tool execution failed")
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
+                ):
+                    lines.send_nowait(
+                        _sse(
+                            {
+                                "error": {
+                                    "message": "localnet internal error",
+                                    "type": "internal_error",
+                                    "code": "internal_error",
+                                }
+                            }
+                        )
+                    )
+            finally:
+                if not job.finished.is_set():
+                    self._jobs.end_job(job, "aborted", None)
+                receive.close()
 
     def _tool_model(self) -> str | None:
         """The model tool jobs run on: the first model the network knows that a worker serves."""

@@ -63,6 +63,7 @@ from .._server import (
 )
 from .._workers._base import JobContext, Worker
 from .._workers._script import ScriptFunction, count_prompt_tokens
+from ._hostedtools import inject_creative_tools
 from ._records import JobRecord
 from ._replay import ReplayLog
 from ._scheduler import Job, JobOutcome, Scheduler
@@ -658,6 +659,10 @@ class JobManager:
         problem = validate_request(request)
         if problem is not None:
             return _error(request.job_id, "invalid_request", problem)
+        injected = inject_creative_tools(request)  # ``sogni_tools``: what the worker sees
+        if isinstance(injected, str):
+            return _error(request.job_id, "invalid_request", injected)
+        request = injected
         if (account_id or "", key) in self.jobs:
             message = f"jobID {request.job_id} is already in use by a live job of this account"
             return _error(request.job_id, "invalid_request", message)

@@ -265,9 +265,16 @@ class ProjectsManager:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def submit(self, app_key: AppKey, request: MediaJobRequest) -> JobError | None:
+    def submit(
+        self,
+        app_key: AppKey,
+        request: MediaJobRequest,
+        *,
+        observer: Callable[[ServerMessage], None] | None = None,
+    ) -> JobError | None:
         """Accept ``request`` for the app ``app_key`` (its task starts soon) or return the
-        project-level ``jobError`` (no ``imgID``) that refuses it. Never raises."""
+        project-level ``jobError`` (no ``imgID``) that refuses it. Never raises. ``observer``
+        (see :attr:`Project.observer`) sees every frame the project emits."""
         self.requests.append(request)
         job_id = request.job_id
 
@@ -328,6 +335,7 @@ class ProjectsManager:
             created_ms=self._wall_ms(),
             request_json=request_json,
         )
+        project.observer = observer
         base_seed = plan.seed if plan.seed is not None else secrets.randbelow(MAX_SEED + 1)
         for index in range(plan.count):
             self._seq += 1
@@ -634,6 +642,8 @@ class ProjectsManager:
         if project.silenced:
             await trio.lowlevel.checkpoint()
             return
+        if project.observer is not None:
+            project.observer(message)
         await self._jobs.deliver(project, encode_server_message(message))
         if final:
             project.claimed = self._socket(project.app_key) is not None

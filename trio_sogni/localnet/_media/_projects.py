@@ -9,14 +9,14 @@ scheduler as LLM jobs, fairly between accounts. Nothing here does I/O.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import trio
 from msgspec import UnsetType
 
-from ...protocol import MediaJobRequest, MediaKeyFrame, MediaType
+from ...protocol import MediaJobRequest, MediaKeyFrame, MediaType, ServerMessage
 from .._jobs._replay import ReplayLog
 from .._jobs._scheduler import Schedulable
 from ._catalog import MediaCatalog, MediaModelSpec, MediaTier, ParamChoice
@@ -426,6 +426,9 @@ class Project:
         self.replay = ReplayLog()
         self.inputs: Mapping[str, MediaInput] = {}
         """The uploaded inputs by role, read once when the project starts."""
+        self.observer: Callable[[ServerMessage], None] | None = None
+        """Called (synchronously, in the project's task) with every frame the project emits,
+        before it is delivered; set by server-side callers such as the hosted creative tools."""
         """The project's frames, numbered (the jobs' delivery keeps them for resuming clients)."""
 
     @property

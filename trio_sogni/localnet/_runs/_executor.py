@@ -3,10 +3,12 @@ pause for cost confirmation.
 
 Each LLM round is a localnet job (:meth:`JobManager.run_internal`) whose chunks are merged by
 the jobs layer's :class:`~.._jobs._collector.ChunkCollector` and streamed as coalesced
-``assistant_message_delta`` events; each tool call runs a hosted tool TEST DOUBLE
-(:mod:`._tools`), billed through the ledger, after a cost confirmation when the run asked for
-one. Events go through the ``emit`` function the :class:`~._manager.RunManager` passes in (it
-owns the event log and the loaded runs); this module never imports the manager.
+``assistant_message_delta`` events; each tool call runs either as a real media project
+(media tools, through ``_creative``'s :class:`CreativeTools`, billed by the project) or as a
+hosted tool TEST DOUBLE (:mod:`._tools`, billed through the ledger), after a cost confirmation
+when the run asked for one. Events go through the ``emit`` function the
+:class:`~._manager.RunManager` passes in (it owns the event log and the loaded runs); this module
+never imports the manager.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ import trio
 from ...protocol import ChatCompletionChunk, LLMJobError, LLMJobRequest, ServerMessage, decode_json
 from .._accounts._ledger import InsufficientBalance, Ledger
 from .._config import Pricing, format_decimal
+from .._creative._execute import CreativeToolError, CreativeTools, ToolOutcome, ToolProgress
+from .._creative._inputs import MediaContext
 from .._jobs._collector import ChunkCollector
+from .._jobs._hostedtools import MEDIA_TOOLS
 from .._jobs._manager import JobManager
 from ._sse import TERMINAL_STATUSES, iso
 from ._state import LoadedRun
@@ -87,6 +92,8 @@ class RunExecutor:
         self.chunks_per_delta = 4
         self.delta_interval = 0.05
         self.tools: dict[str, HostedToolDouble] = default_tool_doubles()
+        self.creative: CreativeTools | None = None
+        """Runs the media tools (``generate_image``...) as real projects; see :meth:`_run_tools`."""
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -292,15 +299,31 @@ class RunExecutor:
             return usd > Decimal(str(threshold))
         return False
 
+    def _media_tool(self, name: str) -> CreativeTools | None:
+        """The executor of ``name`` when it is a media tool no registered double overrides."""
+        if name in self.tools or name not in MEDIA_TOOLS:
+            return None
+        return self.creative
+
     async def _run_tools(self, run: LoadedRun) -> bool:
         """Execute the pending tool calls in order. Returns ``False`` when the run paused for a
-        cost confirmation."""
+        cost confirmation.
+
+        A registered double (:attr:`tools`) runs its tool; otherwise a media tool
+        (``generate_image``...) runs as a real media project through :attr:`creative`, billed
+        by the project itself, with ``tool_call_progress`` and ``artifact_created`` events.
+        Any other name fails with ``unknown_tool``."""
         checkpoint = run.checkpoint
         token_type = cast(Literal["sogni", "spark"], run.record["scope"]["tokenType"])
         while checkpoint.pending:
             call = checkpoint.pending[0]
             call_id = cast(str, call["id"])
             name = cast(str, call["function"]["name"])
+            creative = self._media_tool(name)
+            if creative is not None:
+                if not await self._run_media_tool(run, creative, call, token_type):
+                    return False
+                continue
             tool = self.tools.get(name)
             result: dict[str, Any] | None = None
             failure: ToolFailure | None = None
@@ -354,6 +377,95 @@ class RunExecutor:
             run.record["toolResults"].append({"toolCallId": call_id, "toolName": name, **payload})
             self._driver_emit(run, "tool_call_resolved", payload)
         return True
+
+    async def _run_media_tool(
+        self,
+        run: LoadedRun,
+        creative: CreativeTools,
+        call: dict[str, Any],
+        token_type: Literal["sogni", "spark"],
+    ) -> bool:
+        """One media tool call as a project (see :meth:`_run_tools`); ``False``: paused for a
+        cost confirmation."""
+        checkpoint = run.checkpoint
+        call_id = cast(str, call["id"])
+        name = cast(str, call["function"]["name"])
+        raw = call["function"].get("arguments") or "{}"
+        arguments: dict[str, Any] = {}
+        context = MediaContext(checkpoint.conversation)
+        try:
+            arguments = creative.check(name, raw)
+            usd = creative.estimate_usd(name, arguments, token_type, context)
+        except CreativeToolError:
+            usd = Decimal(0)  # the call fails below, with the same error, without a project
+        if call_id not in checkpoint.confirmed and self._needs_confirmation(run, usd):
+            self._pause_for_cost(run, call_id, name, arguments, usd, token_type)
+            return False
+        self._driver_emit(
+            run,
+            "tool_call_dispatched",
+            {"toolCallId": call_id, "toolName": name, "arguments": arguments},
+        )
+
+        async def on_progress(progress: ToolProgress) -> None:
+            await trio.lowlevel.checkpoint()
+            self._driver_emit(
+                run,
+                "tool_call_progress",
+                {
+                    "toolCallId": progress.tool_call_id,
+                    "toolName": progress.tool_name,
+                    "status": progress.status,
+                    "percent": progress.percent,
+                    "projectId": progress.project_id,
+                },
+                save=False,
+            )
+
+        outcome = await creative.execute(
+            call_id,
+            name,
+            raw,
+            account_id=run.row.owner_id,
+            token_type=token_type,
+            on_progress=on_progress,
+            context=checkpoint.conversation,
+        )
+        self._resolve_media(run, outcome)
+        return True
+
+    def _resolve_media(self, run: LoadedRun, outcome: ToolOutcome) -> None:
+        checkpoint = run.checkpoint
+        checkpoint.pending.pop(0)
+        call_id, name = outcome.tool_call_id, outcome.tool_name
+        payload: dict[str, Any] = {"toolCallId": call_id, "toolName": name}
+        if outcome.success:
+            payload.update(status="succeeded", result=outcome.content)
+            for n, url in enumerate(outcome.result_urls):
+                artifact = {
+                    "artifactId": f"{outcome.project_id}-{n}",
+                    "kind": outcome.media_type or "other",
+                    "url": url,
+                    "toolCallId": call_id,
+                    "toolName": name,
+                }
+                run.record["artifacts"].append(artifact)
+                self._driver_emit(run, "artifact_created", artifact, save=False)
+        else:
+            checkpoint.failed_tools += 1
+            error = {"code": outcome.code or "tool_failed", "message": outcome.error or ""}
+            payload.update(status="failed", error=error)
+        if outcome.project_id is not None:
+            payload["projectId"] = outcome.project_id
+        message = {
+            "role": "tool",
+            "tool_call_id": call_id,
+            "content": outcome.tool_message()["content"],
+        }
+        checkpoint.conversation.append(message)
+        run.record["messages"].append(message)
+        run.record["toolResults"].append({"toolCallId": call_id, "toolName": name, **payload})
+        self._driver_emit(run, "tool_call_resolved", payload)
 
     async def _execute(
         self,

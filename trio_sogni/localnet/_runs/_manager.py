@@ -5,8 +5,10 @@ localnet's nursery, with no client connected:
 
 ``run_created`` (sequence 0, status ``queued``) → ``run_started`` (``running``) → per LLM round
 ``llm_round_started``, ``assistant_message_delta`` (a few chunks of the round's job each),
-``assistant_message_completed`` → for each tool call of that message ``tool_call_dispatched`` and
-``tool_call_resolved`` (hosted tool TEST DOUBLES, :mod:`._tools`) → the next round with the
+``assistant_message_completed`` → for each tool call of that message ``tool_call_dispatched``,
+(media tools, run as real media projects by ``_creative``: ``tool_call_progress`` and
+``artifact_created``) and ``tool_call_resolved`` (other tools: TEST DOUBLES, :mod:`._tools`) →
+the next round with the
 tool results → ``run_completed`` (``finalResponse {content, finishReason}``), or
 ``run_partial_failure`` when a tool call failed, or ``run_failed`` when a round's job failed or the
 round limit was hit.

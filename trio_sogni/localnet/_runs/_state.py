@@ -53,6 +53,8 @@ class RunRequest(msgspec.Struct, kw_only=True, rename="camel"):
     billing_mode: Any = msgspec.UNSET
     app_source: Any = msgspec.UNSET
     runtime_config: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    sogni_tools: bool | str | msgspec.UnsetType = msgspec.UNSET
+    sogni_tool_execution: bool | msgspec.UnsetType = msgspec.UNSET
 
     def to_wire(self) -> dict[str, Any]:
         """The record's ``request`` object (camelCase keys, unset fields left out)."""

@@ -4,7 +4,10 @@ Nothing here generates media. :class:`SimulatedGenerateImage` answers ``generate
 fake asset URLs on the network's own base URL (``<base>/localnet/assets/<toolCallId>-<n>.png``,
 which localnet does not serve) after charging a fixed price; :class:`SimulatedEnhancePrompt`
 answers ``enhance_prompt`` for free with the prompt plus a fixed suffix. They exist so that a
-run can exercise tool dispatch, cost confirmation and billing against localnet.
+run can exercise tool dispatch, cost confirmation and billing against localnet. Only
+``SimulatedEnhancePrompt`` is registered by default: media tools such as ``generate_image`` run
+as real media projects (``_creative``), and a test that wants the fake-URL double registers it
+in ``net.runs.tools``.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class SimulatedEnhancePrompt:
 
 
 def default_tool_doubles() -> dict[str, HostedToolDouble]:
-    """The hosted tool doubles a network's runs use unless told otherwise, by name."""
-    tools: list[HostedToolDouble] = [SimulatedGenerateImage(), SimulatedEnhancePrompt()]
+    """The hosted tool doubles a network's runs use unless told otherwise, by name: only
+    ``enhance_prompt``. The media tools run as real projects (``_creative``); a test that wants
+    the fake-URL :class:`SimulatedGenerateImage` registers it explicitly."""
+    tools: list[HostedToolDouble] = [SimulatedEnhancePrompt()]
     return {tool.name: tool for tool in tools}

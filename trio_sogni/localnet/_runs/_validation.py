@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 import msgspec
 
 from ...protocol import SAMPLING_FIELDS, LLMJobRequest
+from .._jobs._hostedtools import sogni_tools_enabled
 from .._jobs._session import validate_request
 from ._state import RunError, RunRequest
 
@@ -35,6 +36,7 @@ _JOB_FIELDS: Final = (
     ("tokenType", "token_type"),
     ("appSource", "app_source"),
     ("billingMode", "billing_mode"),
+    ("sogni_tools", "sogni_tools"),
 )
 """``(llmJobRequest field, RunRequest attribute)`` copied from a run's request into its LLM
 jobs."""
@@ -137,6 +139,8 @@ def validate_create(body: Mapping[str, Any], default_model: str) -> RunRequest:
         "billing_mode": "billingMode",
         "app_source": "appSource",
         "runtime_config": "runtimeConfig",
+        "sogni_tools": "sogniTools",
+        "sogni_tool_execution": "sogniToolExecution",
     }
     for source, target in renames.items():
         if body.get(source) is not None:
@@ -145,6 +149,15 @@ def validate_create(body: Mapping[str, Any], default_model: str) -> RunRequest:
         raise bad("'token_type' must be 'sogni' or 'spark'")
     if "confirmCost" in request and not isinstance(request["confirmCost"], bool):
         raise bad("'confirm_cost' must be a boolean")
+    if "sogniTools" in request:
+        enabled = sogni_tools_enabled(request["sogniTools"])
+        if isinstance(enabled, str):
+            raise bad(enabled)
+    if request.get("sogniToolExecution", True) is not True:
+        raise bad(
+            "'sogni_tool_execution' may only be true: a run always executes its hosted tool "
+            "calls server-side"
+        )
     config = request.get("runtimeConfig")
     if config is not None:
         if not isinstance(config, dict):

@@ -4,6 +4,8 @@ to answer it with (``trio-sogni localnet serve --script FILE``; :func:`load_scri
 The format (documented in docs/localnet.md, "Scripted replies")::
 
     {"rules": [
+      {"match": {"last_tool": {"contains": "\"success\": false"}},
+       "steps": [{"text": "Sorry, the tool failed."}]},
       {"match": {"last_role": "tool"}, "steps": [{"text": "It is sunny in Paris."}]},
       {"match": {"last_user": {"contains": "weather"}, "tool": "get_weather"},
        "steps": [{"text": "Let me check."},
@@ -59,6 +61,7 @@ class _TextMatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class _Match(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     last_user: _TextMatch | None = None
+    last_tool: _TextMatch | None = None
     last_role: str | None = None
     tool: str | None = None
     model: str | None = None
@@ -140,10 +143,10 @@ def _step(raw: _Step, where: str) -> Step:
     return Finish(raw.finish)
 
 
-def _text_predicate(spec: _TextMatch, where: str) -> Callable[[str], bool]:
+def _text_predicate(spec: _TextMatch, where: str, key: str) -> Callable[[str], bool]:
     given = [name for name in ("equals", "contains", "regex") if getattr(spec, name) is not None]
     if len(given) != 1:
-        raise ScriptFileError(f"{where}: last_user has exactly one of equals, contains, regex")
+        raise ScriptFileError(f"{where}: {key} has exactly one of equals, contains, regex")
     if spec.equals is not None:
         equals = spec.equals
         return lambda text: text == equals
@@ -165,6 +168,13 @@ def _last_user(request: LLMJobRequest) -> str:
     return ""
 
 
+def _last_tool(request: LLMJobRequest) -> str | None:
+    for message in reversed(request.messages):
+        if message.role == "tool":
+            return _message_text(message)
+    return None
+
+
 def _tool_names(request: LLMJobRequest) -> set[str]:
     return {tool.function.name for tool in request.tools or ()}
 
@@ -172,8 +182,16 @@ def _tool_names(request: LLMJobRequest) -> set[str]:
 def _predicate(match: _Match, where: str) -> _Predicate:
     checks: list[_Predicate] = []
     if match.last_user is not None:
-        text = _text_predicate(match.last_user, where)
+        text = _text_predicate(match.last_user, where, "last_user")
         checks.append(lambda request: text(_last_user(request)))
+    if match.last_tool is not None:
+        result = _text_predicate(match.last_tool, where, "last_tool")
+
+        def tool_result(request: LLMJobRequest) -> bool:
+            text = _last_tool(request)
+            return text is not None and result(text)
+
+        checks.append(tool_result)
     if match.last_role is not None:
         role = match.last_role
         checks.append(lambda request: bool(request.messages) and request.messages[-1].role == role)
