@@ -187,3 +187,28 @@ def test_compare_exits_1_on_a_regression_above_the_threshold(
     assert bench("compare", a_path, b_path, "--fail-above", "-1") == 2
     assert bench("compare", a_path, str(tmp_path / "missing.json")) == 2
     assert math.isfinite(report.requests_per_s)
+
+
+@pytest.mark.deadline(120)
+def test_the_firehose_target_and_a_closed_loop(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = [*FAST, "--firehose", "--concurrency", "4", "--requests", "20", "--out", str(out)]
+    assert bench("run", *argv, "--no-html") == 0
+    run = load_json(out / "report.json")
+    (point,) = run.points
+    assert (point.label, point.kind, point.concurrency) == ("closed-4", "closed", 4)
+    assert point.report.ok == 20
+    assert point.report.output_tokens == 20 * 4  # a firehose job streams max_tokens tokens
+    assert "FirehoseWorker" in run.target
+    assert not (out / "report.html").exists()
+
+
+def test_llama_without_the_local_extra_says_how_to_get_it() -> None:
+    try:
+        __import__("llama_cpp")
+    except ImportError:
+        pass
+    else:
+        pytest.skip("llama-cpp-python is installed")
+    with pytest.raises(SystemExit, match=r"'local' extra"):
+        bench("run", "--llama", "--processes", "1", "--requests", "1", "--quiet")

@@ -78,7 +78,12 @@ from trio_sogni.fanout import (
     Ramp,
     TraceReplay,
 )
-from trio_sogni.localnet import FirehoseWorker, SimulatedWorker, open_local_network
+from trio_sogni.localnet import (
+    DEFAULT_LLAMA_MODEL,
+    FirehoseWorker,
+    SimulatedWorker,
+    open_local_network,
+)
 
 from ._connect import (
     DEFAULT_MODEL,
@@ -435,7 +440,11 @@ def _single_plan(args: argparse.Namespace, plan: _Plan) -> PointPlan:
 
 
 def _model(args: argparse.Namespace) -> str:
-    return args.model or DEFAULT_MODEL
+    """``--model``, else the llama.cpp worker's default model with ``--llama``, else
+    `DEFAULT_MODEL`."""
+    if args.model:
+        return args.model
+    return DEFAULT_LLAMA_MODEL if args.llama else DEFAULT_MODEL
 
 
 def _workload(args: argparse.Namespace, model: str) -> FileWorkload | SyntheticWorkload:
