@@ -179,10 +179,16 @@ class ImageFetcher:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
             raise InvalidRequestError(too_large)
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - async transports
+            raise TransportError(f"{where}: the transport for {host} is not asynchronous")
         body = bytearray()
         failure: TransportError | None = None
+        # The transport's body stream itself (identity encoding: nothing to decode), closed
+        # explicitly when abandoned past the cap, not left to the garbage collector.
+        chunks = aiter(stream)
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 if len(body) + len(chunk) > MAX_IMAGE_BYTES:
                     raise InvalidRequestError(too_large)
                 body += chunk
@@ -190,6 +196,10 @@ class ImageFetcher:
             failure = TransportError(
                 f"{where}: reading the image from {host} failed ({type(exc).__name__})"
             )
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if failure is not None:
             raise failure
         return bytes(body)
