@@ -16,7 +16,7 @@ role, the last the finish reason), with ``stream_options: {include_usage: true}`
 with ``data: {"error": {message, type, code}}`` (no ``[DONE]``), which the ``openai`` package
 raises as an ``APIError``. The job's chunks reach the HTTP client through a buffer of 64
 messages: a client that reads slowly slows the job down, and a client that goes away aborts
-it (its hold released). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
+it (its hold released), also one gone before the first byte of the response (`_JobBody`). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
 
 **Hosted creative tools**: with ``sogni_tool_execution: true`` a completion whose rounds end in
 calls to hosted tools (and none of the caller's own) has them executed by
