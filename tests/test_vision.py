@@ -39,6 +39,7 @@ from trio_sogni._images import (
     image_size,
     parse_data_uri,
 )
+from trio_sogni._transport._rest import RestClient
 from trio_sogni._vision import ImageFetcher, inline_images, resize_image
 from trio_sogni.protocol import ChatMessage, ImageURLPart
 
@@ -379,6 +380,52 @@ async def test_fetch_a_trusted_png_without_the_clients_credentials() -> None:
     for header in ("authorization", "api-key", "cookie"):
         assert header not in request.headers
     assert request.headers["accept-encoding"] == "identity"
+
+
+async def test_an_image_hosts_set_cookie_never_reaches_the_shared_jar_or_rest_calls() -> None:
+    # cdn.sogni.ai sets a cookie for all of .sogni.ai; api.sogni.ai sets one of its own. The
+    # REST host's cookie comes back on the next REST call (the jar works), the image host's
+    # never does, and neither is sent to the image host.
+    image = png((8, 8))
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        await trio.lowlevel.checkpoint()
+        if request.url.host == "cdn.sogni.ai":
+            cookies = [("set-cookie", "track=img; Domain=.sogni.ai; Path=/")]
+            return httpx.Response(200, content=image, headers=cookies)
+        cookies = [("set-cookie", "api=rest; Path=/")]
+        return httpx.Response(200, json={"status": "success"}, headers=cookies)
+
+    async def no_headers() -> dict[str, str]:
+        await trio.lowlevel.checkpoint()
+        return {}
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        fetcher = ImageFetcher(http)
+        rest = RestClient("https://api.sogni.ai", "https://socket.sogni.ai", no_headers, http)
+        await fetcher.fetch("https://cdn.sogni.ai/a.png", "w")
+        assert dict(http.cookies) == {}
+        await rest.request("GET", "/v1/first")
+        await fetcher.fetch("https://cdn.sogni.ai/b.png", "w")
+        await rest.request("GET", "/v1/second")
+        assert dict(http.cookies) == {"api": "rest"}
+    assert [str(r.url) for r in seen] == [
+        "https://cdn.sogni.ai/a.png",
+        "https://api.sogni.ai/v1/first",
+        "https://cdn.sogni.ai/b.png",
+        "https://api.sogni.ai/v1/second",
+    ]
+    assert [r.headers.get("cookie") for r in seen] == [None, None, None, "api=rest"]
+
+
+async def test_httpx_does_not_log_a_signed_image_url(caplog: pytest.LogCaptureFixture) -> None:
+    fetcher, _ = fetcher_for(serve(png((8, 8))))
+    with caplog.at_level("DEBUG"):
+        await fetcher.fetch(f"https://cdn.sogni.ai/a.png?{SECRET}", "w")
+    assert "s3cr3t" not in caplog.text
+    assert "cdn.sogni.ai/a.png" not in caplog.text
 
 
 @pytest.mark.parametrize("follow", [False, True])

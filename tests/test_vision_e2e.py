@@ -367,6 +367,45 @@ async def test_the_media_context_fetches_a_trusted_url_only_when_a_tool_uses_it(
         assert worker.specs[1].inputs["contextImage1"].data == source
 
 
+async def test_an_added_trusted_url_is_fetched_lazily_once_like_a_conversation_image() -> None:
+    source = png((300, 200), (10, 10, 250))
+    async with tools_net() as (sogni, host, worker):
+        host.files["bucket.s3.us-west-2.amazonaws.com/in.png"] = source
+        context = sogni.chat.media_context()
+        context.add("image", f"https://bucket.s3.us-west-2.amazonaws.com/in.png{SIGNED}")
+        assert context.counts()["image"] == (1, 0)
+        assert host.requests == []
+        for _ in range(2):
+            result = await sogni.chat.tools.execute(edit_call(), media_context=context)
+            assert result.success, result.error
+        assert [spec.inputs["contextImage1"].data for spec in worker.specs] == [source, source]
+        assert len(host.requests) == 1
+        # without a fetcher, using it is an error result that does not show the signed query
+        bare = MediaContext()
+        bare.add("image", f"https://cdn.sogni.ai/x.png{SIGNED}")
+        result = await sogni.chat.tools.execute(edit_call(), media_context=bare)
+        assert not result.success
+        assert "s3cr3t" not in (result.error or "")
+        assert len(worker.specs) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "media", "match"),
+    [
+        ("image", "https://evil.example/a.png", "not trusted"),
+        ("image", "http://cdn.sogni.ai/a.png", "must be bytes, a data: URI"),
+        ("image", "/etc/passwd", "must be bytes, a data: URI"),
+        ("video", "https://cdn.sogni.ai/a.mp4", "only images may be https URLs"),
+        ("audio", "https://cdn.sogni.ai/a.wav", "only images may be https URLs"),
+    ],
+)
+def test_add_refuses_what_it_cannot_fetch(kind: Any, media: str, match: str) -> None:
+    context = MediaContext()
+    with pytest.raises(ValueError, match=match):
+        context.add(kind, media)
+    assert context.counts()[kind] == (0, 0)
+
+
 async def test_a_context_that_cannot_fetch_gives_an_error_result() -> None:
     async with tools_net() as (sogni, host, worker):
         context = MediaContext.from_messages(user(f"https://cdn.sogni.ai/photo.png{SIGNED}"))

@@ -332,8 +332,9 @@ async def open_sogni_client(
             resize images whose longest side is over 1024 px (with Pillow, the ``media`` extra)
             instead of refusing them.
         image_fetch_timeout: seconds a trusted https image URL of a chat request may take to
-            fetch, as a whole (default 20). Image fetches use ``http_client`` (or the client's
-            own), without its cookies, default headers or auth.
+            fetch, as a whole (default 20). Image fetches go to ``http_client``'s transport (or
+            the client's own), without its cookies, default headers, auth or event hooks; an
+            image host's ``Set-Cookie`` never reaches its cookie jar.
 
     Raises:
         InvalidRequestError: bad arguments.

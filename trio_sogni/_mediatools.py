@@ -347,15 +347,33 @@ class MediaContext:
         return data
 
     def add(self, kind: MediaKind, media: bytes | str) -> None:
-        """Add an upload of ``kind``: bytes or a ``data:`` URI.
+        """Add an upload of ``kind``: bytes, a ``data:`` URI or (images only) a trusted https
+        URL (``*.sogni.ai``, ``*.cloudfront.net``, Amazon S3; see `validate_messages`).
+
+        A URL is checked here and fetched only when a tool call uses it, once, exactly as a
+        conversation image's URL is (with the context's ``fetch_image``; without one, a tool
+        call using it gets an error result).
 
         Raises:
-            ValueError: an unknown kind, or a string that is not a data URI.
+            ValueError: an unknown kind, or a string that is neither a data URI nor an https
+                URL; an URL for a video or audio upload.
+            InvalidRequestError: (a ``ValueError``) an untrusted or malformed image URL; it
+                names at most the host.
         """
         if kind not in self.uploads:
             raise ValueError(f"unknown media kind {kind!r}; expected image, video or audio")
         if isinstance(media, str) and not media.startswith("data:"):
-            raise ValueError("a media upload must be bytes or a data: URI")
+            if not media[:8].lower().startswith("https://"):
+                raise ValueError(
+                    "a media upload must be bytes, a data: URI or (an image) a trusted https URL"
+                )
+            if kind != "image":
+                raise ValueError(
+                    f"a {kind} upload must be bytes or a data: URI; only images may be https URLs"
+                )
+            check_trusted_url(media, "MediaContext.add")
+            self.uploads[kind].append(MediaItem(None, url=media))
+            return
         self.uploads[kind].append(MediaItem(bytes(media) if not isinstance(media, str) else media))
 
     def add_results(self, kind: MediaKind, results: Iterable[tuple[MediaResult, str]]) -> None:

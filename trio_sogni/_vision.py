@@ -62,8 +62,12 @@ class ImageFetcher:
     """Fetches trusted https images (`trio_sogni._images.check_trusted_url`) over one shared
     ``httpx.AsyncClient``, so connections to the image hosts are reused.
 
-    Each fetch is a plain GET: no credentials, no cookies or default headers of the client, no
-    redirects followed (a 3xx fails it), ``Accept-Encoding: identity``. The body is streamed and
+    Each fetch is a plain GET handed straight to the client's transport for the URL (the same
+    connection pool, proxies and mounts), bypassing the client itself: none of its credentials,
+    cookies, default headers or event hooks, no redirects followed (a 3xx fails it),
+    ``Accept-Encoding: identity``; a ``Set-Cookie`` of the image host is dropped, never stored
+    in the client's cookie jar (where later REST calls would send it), and httpx does not log
+    the URL. The body is streamed and
     abandoned as soon as it passes 10 MiB (a larger ``Content-Length`` is refused before reading
     anything), and the bytes must be a PNG or JPEG by their magic bytes, whatever the
     ``Content-Type`` says. Errors name the host, never the URL's path or query (signed S3 and
@@ -130,9 +134,13 @@ class ImageFetcher:
         response: httpx.Response | None = None
         failure: SogniError | None = None
         try:
-            response = await self._http.send(
-                request, stream=True, follow_redirects=False, auth=None
-            )
+            # Straight to the transport the client would use for this URL (its connection pool,
+            # proxy or mount), not through ``send``: the client would store the image host's
+            # Set-Cookie in its shared jar (to be sent on later REST calls to any host the
+            # cookie's domain covers, *.sogni.ai among them), and log the URL, signed query
+            # and all, at INFO. httpx has no public way to skip either (encode/httpx#2992).
+            transport = self._http._transport_for_url(request.url)  # pyright: ignore[reportPrivateUsage]
+            response = await transport.handle_async_request(request)
         except httpx.ConnectError as exc:
             failure = ConnectError(f"{where}: cannot connect to {host} ({type(exc).__name__})")
         except httpx.HTTPError as exc:
@@ -171,10 +179,16 @@ class ImageFetcher:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
             raise InvalidRequestError(too_large)
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - async transports
+            raise TransportError(f"{where}: the transport for {host} is not asynchronous")
         body = bytearray()
         failure: TransportError | None = None
+        # The transport's body stream itself (identity encoding: nothing to decode), closed
+        # explicitly when abandoned past the cap, not left to the garbage collector.
+        chunks = aiter(stream)
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 if len(body) + len(chunk) > MAX_IMAGE_BYTES:
                     raise InvalidRequestError(too_large)
                 body += chunk
@@ -182,6 +196,10 @@ class ImageFetcher:
             failure = TransportError(
                 f"{where}: reading the image from {host} failed ({type(exc).__name__})"
             )
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if failure is not None:
             raise failure
         return bytes(body)

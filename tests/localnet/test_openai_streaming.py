@@ -4,6 +4,7 @@ checked with the stock ``openai`` package (sync and async) and with raw HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 import trio
+import trio.testing
 from helpers import MODEL, local_network
 
 from trio_sogni.localnet import LocalNetwork, Stall, Text, ToolCall, default_reply_text
@@ -132,3 +134,64 @@ async def test_a_job_that_fails_mid_stream_ends_it_with_an_error_event() -> None
         assert '"error"' in events[-1]
         assert "worker_disconnected" in events[-1]
         assert "[DONE]" not in events
+
+
+class GoneBeforeTheFirstByte(trio.abc.Stream):
+    """A TEST DOUBLE of a client connection that sent its request and vanished: reads give the
+    request, then end of stream; every write fails, the response head's included."""
+
+    def __init__(self, request: bytes) -> None:
+        self._pending = request
+        self.writes = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        data, self._pending = self._pending, b""
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        self.writes += 1
+        raise trio.BrokenResourceError("the client is gone")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def raw_post(body: dict[str, Any], api_key: str) -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localnet\r\n"
+        + f"api-key: {api_key}\r\ncontent-type: application/json\r\n".encode()
+        + f"content-length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"sogni_tools": "creative-tools", "sogni_tool_execution": True}],
+    ids=["plain", "tool-execution"],
+)
+async def test_a_client_gone_before_the_first_byte_aborts_its_job(
+    autojump_clock: trio.testing.MockClock, extra: dict[str, Any]
+) -> None:
+    # The job is admitted (its cost held) before the response head is written; the head's
+    # write fails, so the body never starts: the job must still be aborted, the hold released.
+    async with local_network(
+        listen=False, script=lambda r: [Stall()], meter_default_account=True
+    ) as net:
+        before = net.balance(net.account.id)
+        client = GoneBeforeTheFirstByte(
+            raw_post({"model": MODEL, "messages": user("x"), "stream": True, **extra}, net.api_key)
+        )
+        net.serve_connection(client)
+        await net.wait_until(lambda: len(net.job_requests) == 1)
+        with trio.fail_after(60):
+            await net.wait_until(lambda: net.live_jobs == 0)
+        assert client.writes == 1  # only the head was tried
+        assert [r.outcome for r in net.job_records] == ["aborted"]
+        assert net.balance(net.account.id) == before

@@ -516,3 +516,87 @@ async def test_synchronous_hosted_tools_run_through_the_hosted_api(
         assert content(refused) == {"success": False, "error": refused.error}
         assert not styled.success
         assert "chat.hosted.create()" in (styled.error or "")
+
+
+# --- review: media models awaited, mixed rounds, source_image_url ---------------------------------
+
+
+async def test_a_call_made_before_any_media_worker_waits_for_the_models(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tools_net(workers=0) as (net, sogni, _):
+        worker = RecordingWorker("late")
+        result: list[ToolResult] = []
+
+        async def run() -> None:
+            result.append(await sogni.chat.tools.execute(call("generate_image", **IMAGE)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert result == []  # waiting for a media model, not failing
+            net._projects.add_worker(worker)
+        (done,) = result
+        assert done.success, done.error
+        assert len(worker.specs) == 1
+
+
+async def test_no_media_model_within_the_wait_is_an_error_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tools_net(workers=0) as (_net, sogni, _):
+        start = trio.current_time()
+        result = await sogni.chat.tools.execute(call("generate_image", **IMAGE))
+        assert not result.success
+        assert "no image model is available" in (result.error or "")
+        assert trio.current_time() - start >= 10.0
+
+
+async def test_execute_all_sends_client_tools_to_on_tool_call_and_keeps_call_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handled: list[str] = []
+
+    async def on_tool_call(tool_call: ToolCall) -> str:
+        handled.append(tool_call.function.name)
+        await trio.lowlevel.checkpoint()
+        return "sunny"
+
+    async with tools_net() as (_net, sogni, (worker,)):
+        calls = [
+            call("generate_image", "m1", **IMAGE),
+            call("get_weather", "w1", city="Oslo"),
+            call("generate_image", "m2", **IMAGE),
+        ]
+        results = await sogni.chat.tools.execute_all(calls, on_tool_call=on_tool_call)
+        assert [r.tool_call_id for r in results] == ["m1", "w1", "m2"]
+        assert [r.success for r in results] == [True, True, True]
+        assert results[1].content == "sunny"
+        assert handled == ["get_weather"]
+        assert len(worker.specs) == 2
+
+
+async def test_source_image_url_takes_a_result_of_the_context_or_a_data_uri(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tools_net() as (_net, sogni, (worker,)):
+        context = MediaContext()
+        made = await sogni.chat.tools.execute(
+            call("generate_image", **IMAGE), media_context=context
+        )
+        assert made.success, made.error
+        (url,) = made.result_urls
+        (item,) = context.results["image"]
+        assert item.result is not None
+        generated = await item.result.read()
+        source = png((0, 250, 0))
+        data_uri = "data:image/png;base64," + base64.b64encode(source).decode()
+        for given in (url, data_uri):
+            edited = await sogni.chat.tools.execute(
+                call("edit_image", **IMAGE, source_image_url=given), media_context=context
+            )
+            assert edited.success, edited.error
+        assert [spec.inputs["contextImage1"].data for spec in worker.specs[1:]] == [
+            generated,
+            source,
+        ]

@@ -12,13 +12,20 @@ import argparse
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
 import msgspec
 import trio
 
-from trio_sogni import SogniClient, ToolProgress, media_tool_definitions
+from trio_sogni import (
+    InvalidRequestError,
+    SogniClient,
+    ToolProgress,
+    image_part,
+    media_tool_definitions,
+)
 from trio_sogni.localnet import ScriptFileError, SimulatedMediaWorker, load_script
 
 from ._connect import (
@@ -66,6 +73,21 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --simulated: a JSON script for the simulated test-double worker "
         "(docs/localnet.md, 'Scripted replies from a file'), e.g. to make it call a tool",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="attach a PNG or JPEG file to the prompt (to the first message in interactive "
+        "mode); repeat for more images. Its longest side must be at most 1024 px, unless "
+        "--resize-images",
+    )
+    parser.add_argument(
+        "--resize-images",
+        action="store_true",
+        help="resize --image files whose longest side is over 1024 px to 1024 px (aspect ratio "
+        "kept) instead of refusing them; needs Pillow (the media extra)",
     )
     think = parser.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_true", default=None)
@@ -131,7 +153,38 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params["temperature"] = args.temperature
     if args.think is not None:
         params["think"] = args.think
+    if args.resize_images:
+        params["resize_images"] = True
     return params
+
+
+async def _image_parts(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The ``image_url`` parts of the ``--image`` files, read (and with ``--resize-images``
+    resized) in a worker thread, before anything connects.
+
+    Raises:
+        SystemExit: a file that cannot be read, is not a PNG or JPEG, is over 10 MiB, or is
+            over 1024 px without ``--resize-images`` (the message says which file and why).
+    """
+    parts: list[dict[str, Any]] = []
+    for path in args.image:
+        try:
+            part = await trio.to_thread.run_sync(
+                partial(image_part, path, resize=args.resize_images)
+            )
+        except InvalidRequestError as exc:
+            reason = str(exc).removeprefix("image_part: ")
+            reason = reason.replace("pass resize=True", "pass --resize-images")
+            raise SystemExit(f"trio-sogni: --image {path}: {reason}") from None
+        parts.append(part)
+    return parts
+
+
+def _user_message(text: str, images: list[dict[str, Any]]) -> dict[str, Any]:
+    """A user message: plain text, or the text then the images as content parts."""
+    if not images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "text", "text": text}, *images]}
 
 
 async def _one_turn(
@@ -220,16 +273,18 @@ _EXTENSIONS = {
 async def chat(args: argparse.Namespace) -> int:
     """Run ``trio-sogni chat``: one turn with a prompt, else an interactive session (prompts
     read from stdin in a thread; an empty line or end of input ends it) that keeps the history.
-    Returns the exit status (0)."""
+    ``--image`` files are attached to the prompt (interactive: to the first message); they are
+    read and checked before anything connects. Returns the exit status (0)."""
     base: list[dict[str, Any]] = []
     if args.system:
         base.append({"role": "system", "content": args.system})
+    if args.save_media is not None and not args.media_tools:
+        raise SystemExit("trio-sogni: --save-media needs --media-tools")
+    images = await _image_parts(args)
     async with _client_for(args) as (client, model):
         turn = _tools_turn if args.media_tools else _one_turn
-        if args.save_media is not None and not args.media_tools:
-            raise SystemExit("trio-sogni: --save-media needs --media-tools")
         if args.prompt is not None:
-            await turn(client, model, [*base, {"role": "user", "content": args.prompt}], args)
+            await turn(client, model, [*base, _user_message(args.prompt, images)], args)
             return 0
         history = list(base)
         print("interactive chat; an empty line or Ctrl-D ends it", file=sys.stderr)
@@ -240,6 +295,7 @@ async def chat(args: argparse.Namespace) -> int:
                 return 0
             if not line.strip():
                 return 0
-            history.append({"role": "user", "content": line})
+            history.append(_user_message(line, images))
+            images = []
             answer = await turn(client, model, history, args)
             history.append({"role": "assistant", "content": answer})

@@ -16,7 +16,7 @@ role, the last the finish reason), with ``stream_options: {include_usage: true}`
 with ``data: {"error": {message, type, code}}`` (no ``[DONE]``), which the ``openai`` package
 raises as an ``APIError``. The job's chunks reach the HTTP client through a buffer of 64
 messages: a client that reads slowly slows the job down, and a client that goes away aborts
-it (its hold released). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
+it (its hold released), also one gone before the first byte of the response (`_JobBody`). ``GET /v1/models`` lists the chat models a worker serves, as OpenAI does.
 
 **Hosted creative tools**: with ``sogni_tool_execution: true`` a completion whose rounds end in
 calls to hosted tools (and none of the caller's own) has them executed by
@@ -67,9 +67,9 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from functools import partial
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Self, cast
 
 import msgspec
 import trio
@@ -313,6 +313,33 @@ def _delta(chunk: ChatCompletionChunk, *, first: bool) -> dict[str, Any]:
     return delta
 
 
+class _JobBody:
+    """A streamed response body (``HTTPResponse.stream``) whose job is ended as ``aborted``
+    when the server closes the body before the job finished, even if the body never started:
+    the server closes it when the client was gone before the first byte, which an async
+    generator's own ``finally`` would not see (closing a generator that never started runs
+    none of its code)."""
+
+    __slots__ = ("_abort", "_chunks")
+
+    def __init__(self, chunks: AsyncGenerator[bytes], abort: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._abort = abort
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the chunks (running their cleanup if they started), then ``abort``."""
+        try:
+            await self._chunks.aclose()
+        finally:
+            self._abort()
+
+
 def hosted_routes(
     *,
     jobs: JobManager,
@@ -400,19 +427,28 @@ class _HostedEndpoints:
             receive.close()
             return job_error_response(job)
         job.on_finished = send.close
+
+        def body() -> _JobBody:
+            return _JobBody(self._events(job, receive, include_usage), partial(self._abort, job))
+
         return HTTPResponse(
             200,
             content_type="text/event-stream; charset=utf-8",
             headers=[("cache-control", "no-cache"), ("x-accel-buffering", "no")],
-            stream=partial(self._events, job, receive, include_usage),
+            stream=body,
         )
+
+    def _abort(self, job: InternalJob) -> None:
+        """End ``job`` as ``aborted`` unless it has finished (its hold is released)."""
+        if not job.finished.is_set():
+            self._jobs.end_job(job, "aborted", None)
 
     async def _events(
         self,
         job: InternalJob,
         receive: trio.MemoryReceiveChannel[ServerMessage],
         include_usage: bool,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         base: dict[str, Any] = {
             "id": f"chatcmpl-{job.job_id}",
             "object": "chat.completion.chunk",
@@ -465,9 +501,8 @@ class _HostedEndpoints:
                 )
             yield b"data: [DONE]\n\n"
         finally:
-            if not job.finished.is_set():
-                # The HTTP client went away (or the server is closing): stop paying for it.
-                self._jobs.end_job(job, "aborted", None)
+            # The HTTP client went away (or the server is closing): stop paying for it.
+            self._abort(job)
 
     async def _run(
         self, request: LLMJobRequest, account: Account
@@ -663,11 +698,17 @@ class _HostedEndpoints:
         drive = partial(
             self._drive_stream, request, account, job, receive, lines_send, include_usage, scope
         )
+
+        def body() -> _JobBody:
+            # Until the relay starts the driver, the first round's job is this response's to end.
+            relay = self._relay(nursery, drive, lines_receive, scope)
+            return _JobBody(relay, partial(self._abort, job))
+
         return HTTPResponse(
             200,
             content_type="text/event-stream; charset=utf-8",
             headers=[("cache-control", "no-cache"), ("x-accel-buffering", "no")],
-            stream=partial(self._relay, nursery, drive, lines_receive, scope),
+            stream=body,
         )
 
     async def _relay(
@@ -676,7 +717,7 @@ class _HostedEndpoints:
         drive: Callable[[], Any],
         lines: trio.MemoryReceiveChannel[bytes],
         scope: trio.CancelScope,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         """The response body: starts the driver task (``drive``), then relays its SSE lines, with
         a comment line after ``HEARTBEAT`` seconds without one. Leaving early (the client went
         away) cancels the driver, which aborts its job and cancels its projects."""

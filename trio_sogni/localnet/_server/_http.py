@@ -16,7 +16,7 @@ a connection, a file descriptor or a task for longer than these bounds.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final, TypeAlias, cast
@@ -165,7 +165,9 @@ class HTTPRequest:
 @dataclass(frozen=True)
 class HTTPResponse:
     """A response. With ``stream`` set the body is that async iterator's chunks, sent with
-    chunked transfer encoding, and ``body`` is ignored."""
+    chunked transfer encoding, and ``body`` is ignored. ``stream()`` is called before the head
+    is written, and the iterator's ``aclose()`` (when it has one) is awaited once the response
+    ends, however it ends: also when the client was gone before the first byte."""
 
     status: int
     body: bytes = b""
@@ -306,15 +308,19 @@ async def _send_response(
         data = head + conn.send(h11.Data(data=response.body)) if response.body else head
         await send_all_bounded(stream, data + conn.send(h11.EndOfMessage()), seconds)
         return
-    await send_all_bounded(stream, head, seconds)
+    # The body is made before the head is written and closed on every exit, the head's write
+    # failing included (a client already gone): a body with an ``aclose`` (an async generator,
+    # or an object that must release something even if it never started) always gets it called.
     chunks = response.stream()
     try:
+        await send_all_bounded(stream, head, seconds)
         async for chunk in chunks:
             if chunk:
                 await send_all_bounded(stream, conn.send(h11.Data(data=chunk)), seconds)
     finally:
-        if isinstance(chunks, AsyncGenerator):
-            await chunks.aclose()  # run its cleanup now, not when it is collected
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # run its cleanup now, not when it is collected
     await send_all_bounded(stream, conn.send(h11.EndOfMessage()), seconds)
 
 
