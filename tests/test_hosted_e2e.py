@@ -110,5 +110,10 @@ async def test_hosted_composition_tool() -> None:
             with pytest.raises(ChatJobError) as info:  # the server checks the arguments
                 await sogni.chat.hosted.execute_tool("enhance_prompt", {"prompt": "x"})
             assert info.value.status == 400
-            with pytest.raises(InvalidRequestError):
+            # any tool name is sent; the server decides (localnet runs no generate_image here)
+            with pytest.raises(ChatJobError) as info:
                 await sogni.chat.hosted.execute_tool("generate_image", {"prompt": "x"})
+            assert info.value.status == 404
+            assert "not supported by localnet" in str(info.value)
+            with pytest.raises(InvalidRequestError):  # a request shape refused client-side
+                await sogni.chat.hosted.execute_tool("", {"prompt": "x"})

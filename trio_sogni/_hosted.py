@@ -14,6 +14,8 @@ from msgspec import UNSET
 from typing_extensions import override
 
 from ._errors import InvalidRequestError
+from ._media._request import MediaType
+from ._media._results import MediaResult
 from ._request import CompletionParams, MessageInput, build_llm_request, resize_allowed
 from ._rest_calls import typed_call
 from ._transport import RestClient
@@ -309,19 +311,25 @@ class ChatHosted:
         safe_content_filter: bool | None = None,
         app_source: str | None = None,
     ) -> HostedToolResult:
-        """Run one synchronous hosted tool (``enhance_prompt``, ``compose_script``,
-        ``compose_lyrics``, ``compose_instrumental``, ``compose_workflow``,
-        ``compose_workflow_template``) through ``POST /v1/creative-agent/tools/execute``.
+        """Run one hosted tool through ``POST /v1/creative-agent/tools/execute`` and return the
+        server's ``data``.
+
+        The documented synchronous tools are ``enhance_prompt``, ``compose_script``,
+        ``compose_lyrics``, ``compose_instrumental``, ``compose_workflow`` and
+        ``compose_workflow_template``; any other name is sent too and the server decides
+        (``chat.tools`` sends every hosted tool but the six direct media tools here). Only the
+        request's shape is checked here; the server checks the arguments. The answer may take
+        as long as the tool's renders (the REST client allows 300 s); cancelling this call
+        closes the request, which a server notices and cancels the tool's work.
 
         Raises:
-            InvalidRequestError: an unknown tool or non-JSON arguments (nothing was sent).
-            ChatJobError, APIStatusError: the server refused or failed it.
+            InvalidRequestError: an empty tool name, arguments that are not a JSON-serialisable
+                mapping (nothing was sent).
+            ChatJobError, APIStatusError: the server refused or failed it (an unsupported
+                tool, bad arguments...).
         """
-        if tool not in HOSTED_SYNCHRONOUS_TOOLS:
-            raise InvalidRequestError(
-                f"{tool!r} is not a synchronous hosted tool "
-                f"(one of {', '.join(sorted(HOSTED_SYNCHRONOUS_TOOLS))})"
-            )
+        if not isinstance(tool, str) or not tool.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise InvalidRequestError("tool must be a non-empty string")
         if not isinstance(arguments, Mapping):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise InvalidRequestError("arguments must be a mapping")
         body: dict[str, Any] = {
@@ -347,3 +355,16 @@ class ChatHosted:
             headers=self._headers(body.get("app_source")),
         )
         return answer.data
+
+    def media_result(
+        self, url: str, media_type: MediaType, *, project_id: str, render_id: str
+    ) -> MediaResult:
+        """A `MediaResult` for a media URL a hosted tool answered with (read through this
+        client's REST transport)."""
+        return MediaResult(
+            self._rest,
+            project_id=project_id,
+            render_id=render_id,
+            media_type=media_type,
+            result_url=url,
+        )

@@ -9,13 +9,14 @@ their descriptions in ``trio_sogni/_data/media-tools.json``.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 import trio
 from typing_extensions import override
@@ -23,15 +24,20 @@ from typing_extensions import override
 from ._errors import SogniError
 from ._images import check_trusted_url
 from ._jobstate import ToolResult
+from ._media._inputs import sniff_content_type
 from ._media._request import _max_context_images  # pyright: ignore[reportPrivateUsage]
 from ._media._results import MediaResult
 from ._projects import Processing, ProjectsAPI
+
+if TYPE_CHECKING:
+    from ._hosted import ChatHosted
 from ._request import MessageInput, validate_messages
 from ._toolschema import SchemaViolation, check_arguments
 from .protocol import ChatMessage, ImageURLPart, ToolCall
 
 __all__ = [
     "DIRECT_MEDIA_TOOLS",
+    "HOSTED_MEDIA_KINDS",
     "MAX_MEDIA_CALLS_PER_ROUND",
     "MediaContext",
     "MediaItem",
@@ -40,7 +46,9 @@ __all__ = [
     "OnToolProgress",
     "ProgressReporter",
     "ToolProgress",
+    "hosted_tool_schemas",
     "media_tool_definitions",
+    "run_hosted_tool",
     "run_media_tool",
 ]
 
@@ -55,6 +63,34 @@ DIRECT_MEDIA_TOOLS: Final[Mapping[str, MediaKind]] = {
     "generate_music": "audio",
 }
 """The tools ``chat.tools`` runs as media projects, and the media type each makes."""
+
+HOSTED_MEDIA_KINDS: Final[Mapping[str, MediaKind]] = {
+    "apply_style": "image",
+    "restore_photo": "image",
+    "refine_result": "image",
+    "change_angle": "image",
+    "upscale_image": "image",
+    "remove_background": "image",
+    "animate_photo": "video",
+    "stitch_video": "video",
+    "orbit_video": "video",
+    "dance_montage": "video",
+    "extend_video": "video",
+    "replace_video_segment": "video",
+    "overlay_video": "video",
+    "add_subtitles": "video",
+    "upscale_video": "video",
+    "generate_speech": "audio",
+}
+"""The media type a hosted tool run through ``chat.hosted.execute_tool`` makes, when the
+server's ``result`` does not say (``media_type``)."""
+
+SOURCE_IMAGE_TOOLS: Final = frozenset(
+    {"apply_style", "refine_result", "change_angle", "animate_photo"}
+)
+"""Hosted tools that take a source image by ``sourceImageIndex`` (absent: the latest image);
+``chat.tools`` sends it as ``source_image_url``. ``restore_photo`` always takes the original
+upload."""
 
 MAX_MEDIA_CALLS_PER_ROUND: Final = 8
 """At most this many media tool calls run per `ChatTools.execute_all` (the official limit);
@@ -126,6 +162,14 @@ _MUSIC3_MAX_DURATION: Final = 300
 def media_tool_schemas() -> Mapping[str, Mapping[str, Any]]:
     """The argument schemas of the six direct media tools, by tool name."""
     text = resources.files("trio_sogni").joinpath("_data/media-tools.json").read_text("utf-8")
+    return dict(json.loads(text)["tools"])
+
+
+@cache
+def hosted_tool_schemas() -> Mapping[str, Mapping[str, Any]]:
+    """The argument schemas of the other hosted tools (every manifest tool but the six direct
+    media tools), by tool name."""
+    text = resources.files("trio_sogni").joinpath("_data/hosted-tools.json").read_text("utf-8")
     return dict(json.loads(text)["tools"])
 
 
@@ -706,6 +750,144 @@ async def run_media_tool(
         content["lastFrameUrls"] = last_frames
     content.update(model=model, prompt=arguments["prompt"])
     await reporter.report("completed", percent=100.0, project_id=project_id, urls=tuple(urls))
+    return (
+        ToolResult(
+            tool_call_id=tool_call.id,
+            tool_name=name,
+            success=True,
+            content=json.dumps(content),
+            result_urls=urls,
+        ),
+        produced,
+    )
+
+
+# --- the other hosted tools, through chat.hosted.execute_tool ------------------------------------
+
+
+async def _as_url(item: MediaItem, context: MediaContext, argument: str) -> str:
+    """What a hosted tool is sent for ``item``: a result's own URL, else the upload as a
+    ``data:`` URI (PNG, JPEG or WebP)."""
+    if item.url is not None and item.result is not None:
+        return item.url
+    data = await _load(item, context)
+    if isinstance(data, str):
+        return data
+    content_type = sniff_content_type(data[:64])
+    if content_type not in ("image/png", "image/jpeg", "image/webp"):
+        raise ToolCallError(f"{argument}: the image is not PNG, JPEG or WebP")
+    return f"data:{content_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+async def _hosted_inputs(
+    name: str, arguments: Mapping[str, Any], context: MediaContext
+) -> dict[str, str]:
+    """The URL arguments a hosted tool call is sent with: ``source_image_url`` (and
+    ``animate_photo``'s ``end_image_url``) for the image its index arguments name."""
+    by_url = context._by_url  # pyright: ignore[reportPrivateUsage]
+    pick = context._pick  # pyright: ignore[reportPrivateUsage]
+    item: MediaItem | None
+    if name == "restore_photo":
+        uploads = context.uploads["image"]
+        if isinstance(arguments.get("source_image_url"), str):
+            item = by_url(arguments["source_image_url"], "source_image_url")
+        elif uploads:
+            item = uploads[0]
+        else:
+            raise ToolCallError(
+                "restore_photo works on the original uploaded photo; this conversation has none"
+            )
+    elif name in SOURCE_IMAGE_TOOLS:
+        indices: list[Any] = arguments.get("sourceImageIndices") or []
+        if isinstance(arguments.get("source_image_url"), str):
+            item = by_url(arguments["source_image_url"], "source_image_url")
+        elif "sourceImageIndex" in arguments:
+            item = pick("image", arguments["sourceImageIndex"], "sourceImageIndex")
+        elif indices:
+            item = pick("image", indices[0], "sourceImageIndices[0]")
+        else:
+            item = context._latest("image")  # pyright: ignore[reportPrivateUsage]
+        if item is None:
+            raise ToolCallError(f"{name} needs a source image; the conversation has none")
+    else:
+        return {}
+    inputs = {"source_image_url": await _as_url(item, context, "source_image_url")}
+    if name == "animate_photo":
+        ends: list[Any] = arguments.get("endImageIndices") or []
+        end: MediaItem | None = None
+        if "endImageIndex" in arguments:
+            end = pick("image", arguments["endImageIndex"], "endImageIndex")
+        elif ends:
+            end = pick("image", ends[0], "endImageIndices[0]")
+        if end is not None:
+            inputs["end_image_url"] = await _as_url(end, context, "end_image_url")
+    return inputs
+
+
+async def run_hosted_tool(
+    hosted: ChatHosted,
+    tool_call: ToolCall,
+    arguments: dict[str, Any],
+    context: MediaContext,
+    *,
+    token_type: Literal["spark", "sogni"] | None = None,
+) -> MediaRun:
+    """Run a hosted tool that is neither a direct media tool nor a synchronous one through
+    `ChatHosted.execute_tool`; return its result and the media it made.
+
+    The arguments are checked against the tool's manifest schema first (a violation is an
+    error result; nothing is sent). A source image the tool takes by index
+    (`SOURCE_IMAGE_TOOLS`; ``restore_photo``: the first uploaded image) is resolved against
+    ``context`` and sent as ``source_image_url`` (``animate_photo``'s end image as
+    ``end_image_url``): a result's own URL, or an upload as a ``data:`` URI. The URLs of the
+    server's ``data.result.urls`` are the result's ``result_urls`` and the media it returns
+    (for ``context``). A refusal (any HTTP error, e.g. an unsupported tool) or a
+    ``result.success: false`` is an error result carrying the server's message. Cancellation
+    propagates (closing the request, which cancels the tool's work on the server).
+    """
+    name = tool_call.function.name
+    schema = hosted_tool_schemas().get(name)
+    if schema is not None:
+        try:
+            check_arguments(arguments, schema)
+        except SchemaViolation as exc:
+            return error_result(
+                tool_call, f"invalid argument {exc.argument or 'arguments'}: {exc.message}"
+            ), []
+    try:
+        sent = {**arguments, **await _hosted_inputs(name, arguments, context)}
+        answer = await hosted.execute_tool(name, sent, token_type=token_type)
+    except (ToolCallError, SogniError) as exc:
+        return error_result(tool_call, str(exc)), []
+    result: Any = answer.result
+    fields: dict[str, Any] = cast("dict[str, Any]", result) if isinstance(result, dict) else {}
+    if fields.get("success") is False:
+        message = fields.get("error") or answer.message or f"{name} failed"
+        return error_result(tool_call, str(message)), []
+    raw_urls: object = fields.get("urls")
+    urls = (
+        [url for url in cast("list[object]", raw_urls) if isinstance(url, str)]
+        if isinstance(raw_urls, list)
+        else []
+    )
+    declared = fields.get("media_type")
+    kind: MediaKind | None = (
+        declared if declared in ("image", "video", "audio") else HOSTED_MEDIA_KINDS.get(name)
+    )
+    project_id = str(fields.get("projectId") or answer.tool_call_id or tool_call.id)
+    produced = (
+        [
+            (hosted.media_result(url, kind, project_id=project_id, render_id=str(i)), url)
+            for i, url in enumerate(urls)
+        ]
+        if kind is not None
+        else []
+    )
+    content: dict[str, Any] = {"success": True, "tool": answer.tool, "result": result}
+    if urls:
+        content.update(media_type=kind, urls=urls)
+    if answer.message:
+        content["message"] = answer.message
     return (
         ToolResult(
             tool_call_id=tool_call.id,

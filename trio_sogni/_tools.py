@@ -20,6 +20,7 @@ from ._errors import InvalidRequestError, SogniError
 from ._groups import unwrap_group
 from ._hosted import HOSTED_SYNCHRONOUS_TOOLS
 from ._jobstate import ToolResult, ToolRound
+from ._media._results import MediaResult
 from ._mediatools import (
     DIRECT_MEDIA_TOOLS,
     MAX_MEDIA_CALLS_PER_ROUND,
@@ -31,6 +32,7 @@ from ._mediatools import (
     ToolProgress,
     error_result,
     media_tool_definitions,
+    run_hosted_tool,
     run_media_tool,
 )
 from .protocol import ToolCall, decode_json
@@ -92,6 +94,12 @@ def parse_tool_call_arguments(tool_call: ToolCall) -> dict[str, Any]:
     return value  # pyright: ignore[reportUnknownVariableType]
 
 
+def _add_produced(context: MediaContext, produced: Sequence[tuple[MediaResult, str]]) -> None:
+    """Add a call's media to ``context`` (each under its own media type), in render order."""
+    for result, url in produced:
+        context.add_results(result.media_type, [(result, url)])
+
+
 class ChatTools:
     """``sogni.chat.tools``: run the tool calls a model made.
 
@@ -100,14 +108,19 @@ class ChatTools:
     (`ProjectsAPI`): the arguments are checked against the hosted tools' JSON Schemas, media
     models are awaited, the model is chosen by the official rules, index arguments resolve
     against a `MediaContext` and are uploaded as project inputs, and the result is the official
-    shape (`ToolResult`). The synchronous hosted tools (``enhance_prompt``, ``compose_script``,
-    ``compose_lyrics``, ``compose_instrumental``, ``compose_workflow``,
-    ``compose_workflow_template``) run through `ChatHosted.execute_tool`; their ``content`` is
-    the JSON ``{success, tool, result}``. Every error is a ``success: false`` result, never an
-    exception. The other hosted tools (``apply_style``, ``restore_photo``, ``animate_photo``...)
-    get an error result telling the model to use ``chat.hosted.create()`` or
-    ``chat.runs.create()``, as the official SDKs do. Client-side tools are run by your
-    ``on_tool_call`` handler.
+    shape (`ToolResult`). Every other hosted tool runs through `ChatHosted.execute_tool`
+    (``POST /v1/creative-agent/tools/execute``; the official SDKs refuse them client-side): the
+    synchronous ones (``enhance_prompt``, ``compose_script``, ``compose_lyrics``,
+    ``compose_instrumental``, ``compose_workflow``, ``compose_workflow_template``) as they are;
+    the others (``apply_style``, ``restore_photo``, ``refine_result``, ``change_angle``,
+    ``animate_photo``, the video tools...) after their arguments are checked against the
+    manifest schema and their source image is resolved against the `MediaContext` and sent as
+    ``source_image_url`` (see `run_hosted_tool`); the media URLs they answer with are the
+    result's ``result_urls`` and join the context, so a later round can use them. Their
+    ``content`` is the JSON ``{success, tool, result}`` (plus ``media_type`` and ``urls``
+    when they made media). Every error (a refusal by the server included) is a
+    ``success: false`` result, never an exception. Hosted tools other than the direct media
+    tools report no progress. Client-side tools are run by your ``on_tool_call`` handler.
     """
 
     def __init__(
@@ -146,9 +159,7 @@ class ChatTools:
         result, produced = await self._run(
             tool_call, on_tool_call, context, on_tool_progress, progress, token_type
         )
-        kind = DIRECT_MEDIA_TOOLS.get(tool_call.function.name)
-        if produced and kind is not None:
-            context.add_results(kind, produced)
+        _add_produced(context, produced)
         return result
 
     async def _run(
@@ -173,14 +184,18 @@ class ChatTools:
             return await run_media_tool(
                 self._projects, tool_call, arguments, context, reporter, token_type=token_type
             )
-        if name in HOSTED_SYNCHRONOUS_TOOLS and self._hosted is not None:
-            return await self._run_hosted(tool_call, token_type), []
         if is_sogni_tool_call(tool_call):
-            return error_result(
-                tool_call,
-                f"Sogni tool {name!r} cannot be executed by this client; it must be executed via "
-                "chat.hosted.create() or chat.runs.create()",
-            ), []
+            if self._hosted is None:
+                return error_result(tool_call, "this ChatTools has no hosted API"), []
+            if name in HOSTED_SYNCHRONOUS_TOOLS:
+                return await self._run_hosted(tool_call, token_type), []
+            try:
+                arguments = parse_tool_call_arguments(tool_call)
+            except InvalidRequestError as exc:
+                return error_result(tool_call, str(exc)), []
+            return await run_hosted_tool(
+                self._hosted, tool_call, arguments, context, token_type=token_type
+            )
         if on_tool_call is None:
             return error_result(tool_call, f"No handler for non-Sogni tool call {name!r}"), []
         value = await on_tool_call(tool_call)
@@ -258,11 +273,9 @@ class ChatTools:
                             continue
                     nursery.start_soon(run_one, i, call)
         results: list[ToolResult] = []
-        for call, run in zip(tool_calls, runs, strict=True):
+        for run in runs:
             assert run is not None
             result, produced = run
-            kind = DIRECT_MEDIA_TOOLS.get(call.function.name)
-            if produced and kind is not None:
-                context.add_results(kind, produced)
+            _add_produced(context, produced)
             results.append(result)
         return results

@@ -44,6 +44,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
+from importlib import resources
 from typing import Any, Final, Literal, Protocol, cast
 
 import msgspec
@@ -58,20 +60,23 @@ from ...protocol import (
     decode_json,
 )
 from .._jobs._hostedtools import MEDIA_TOOLS, MediaKind, creative_tool_schema
-from .._jsonschema import validate
+from .._jsonschema import check_schema, validate
 from .._media._manager import ProjectsManager
 from .._media._projects import Project, plan_project
 from .._media._storage import MediaStorage
 from ._inputs import InputError, InputMedia, MediaContext, load_input
 
 __all__ = [
+    "ADAPTER_TOOLS",
     "HOSTED_TOOLS_APP_ID",
     "CreativeToolError",
     "CreativeTools",
     "OnToolProgress",
+    "StartedAdapter",
     "SyncHostedTool",
     "ToolOutcome",
     "ToolProgress",
+    "adapter_tool_schema",
 ]
 
 logger = logging.getLogger("trio_sogni.localnet")
@@ -103,6 +108,63 @@ _SELECTORS: Final[Mapping[str, Mapping[str, str]]] = {
         "music3": "minimax_music3",
     },
 }
+
+
+ADAPTER_TOOLS: Final[Mapping[str, MediaKind]] = {
+    "apply_style": "image",
+    "restore_photo": "image",
+    "refine_result": "image",
+    "change_angle": "image",
+    "animate_photo": "video",
+}
+"""The image adapters ``POST /v1/creative-agent/tools/execute`` runs as media projects (see
+:meth:`CreativeTools.start_adapter`), and the media type each makes."""
+
+ADAPTER_STRENGTH: Final[Mapping[str, float]] = {
+    "apply_style": 0.6,
+    "restore_photo": 0.25,
+    "refine_result": 0.4,
+    "change_angle": 0.5,
+    "animate_photo": 0.5,
+}
+"""The keyframe ``strength`` (how far the render departs from its source image, 0..1) of each
+adapter's project."""
+
+_ANIMATE_SELECTORS: Final[Mapping[str, str]] = {
+    "ltx25": "ltx25-22b-int8_i2v_distilled",
+    "ltx23": "ltx23-22b-fp8_i2v_distilled",
+    "wan22": "wan_v2.2-14b-fp8_i2v_lightx2v",
+}
+
+
+@cache
+def adapter_tool_schema(name: str) -> Mapping[str, Any] | None:
+    """The argument JSON Schema (sogni-protocol's manifest) of the adapter ``name``, or
+    ``None`` when localnet does not run it."""
+    if name not in ADAPTER_TOOLS:
+        return None
+    text = (
+        resources.files("trio_sogni.localnet")
+        .joinpath("_data/sogni-protocol/schemas/adapter-tools.json")
+        .read_text("utf-8")
+    )
+    schema: dict[str, Any] = json.loads(text)["tools"][name]
+    check_schema(schema)
+    return schema
+
+
+@dataclass(frozen=True)
+class StartedAdapter:
+    """An adapter call whose project was admitted: wait for ``project.done``, then
+    :meth:`CreativeTools.adapter_outcome`; or :meth:`CreativeTools.cancel_adapter`."""
+
+    call_id: str
+    name: str
+    kind: MediaKind
+    prompt: str
+    account_id: str
+    project: Project
+    failure: list[str]
 
 
 class CreativeToolError(Exception):
@@ -274,8 +336,8 @@ class CreativeTools:
 
     # -- media: model, request, price --------------------------------------------------------
 
-    def _model(self, name: str, arguments: Mapping[str, Any]) -> str:
-        kind = MEDIA_TOOLS[name]
+    def _model(self, name: str, arguments: Mapping[str, Any], kind: MediaKind | None = None) -> str:
+        kind = kind or MEDIA_TOOLS[name]
         served = self._projects.scheduler.worker_counts("media")
         catalog = self._projects.catalog
         available = {
@@ -460,6 +522,36 @@ class CreativeTools:
             return _failed(call_id, name, CreativeToolError(str(code), str(message)))
         return ToolOutcome(tool_call_id=call_id, tool_name=name, success=True, content=result)
 
+    async def _submit(
+        self,
+        account_id: str,
+        request: MediaJobRequest,
+        inputs: list[InputMedia],
+        observe: Callable[[ServerMessage], None],
+    ) -> Project:
+        """Upload ``inputs`` for ``request`` and submit it as a project of the account's
+        hosted-tools app. Raises :class:`CreativeToolError` (an input refused, the project
+        refused); nothing is left behind then."""
+        project_id = request.job_id
+        refused = None
+        submitted = False
+        try:
+            for item in inputs:
+                await load_input(self._storage, account_id, item, project_id)
+            refused = self._projects.submit(
+                (account_id, HOSTED_TOOLS_APP_ID), request, observer=observe
+            )
+            submitted = refused is None
+        except InputError as exc:
+            raise CreativeToolError(exc.code, exc.message) from None
+        finally:
+            if not submitted:  # the uploads made for it are of no use
+                self._storage.discard_project(account_id, project_id)
+        if refused is not None:
+            code = str(refused.error)
+            raise CreativeToolError(code, refused.error_message or code)
+        return self._projects.projects[(account_id, project_id.upper())]
+
     async def _media(
         self,
         call_id: str,
@@ -490,22 +582,7 @@ class CreativeTools:
             changed.set()
             changed = trio.Event()
 
-        refused = None
-        submitted = False
-        try:
-            for item in inputs:
-                await load_input(self._storage, account_id, item, project_id)
-            refused = self._projects.submit(app_key, request, observer=observe)
-            submitted = refused is None
-        except InputError as exc:
-            raise CreativeToolError(exc.code, exc.message) from None
-        finally:
-            if not submitted:  # the uploads made for it are of no use
-                self._storage.discard_project(account_id, project_id)
-        if refused is not None:
-            code = str(refused.error)
-            raise CreativeToolError(code, refused.error_message or code)
-        project = self._projects.projects[(account_id, project_id.upper())]
+        project = await self._submit(account_id, request, inputs, observe)
         try:
             if on_progress is not None:
                 await on_progress(ToolProgress(call_id, name, "queued", 0.0, project_id))
@@ -535,14 +612,14 @@ class CreativeTools:
                     shield.deadline = trio.current_time() + CANCEL_TIMEOUT
                     await self._projects.cancel(app_key, project_id)
             project.observer = None  # its record is kept; the watch is over
-        return self._result(call_id, name, kind, arguments, project, failure)
+        return self._result(call_id, name, kind, str(arguments["prompt"]), project, failure)
 
     def _result(
         self,
         call_id: str,
         name: str,
         kind: MediaKind,
-        arguments: Mapping[str, Any],
+        prompt: str,
         project: Project,
         failure: list[str],
     ) -> ToolOutcome:
@@ -581,7 +658,7 @@ class CreativeTools:
             "media_type": kind,
             "urls": urls,
             "model": model,
-            "prompt": arguments["prompt"],
+            "prompt": prompt,
             "projectId": project_id,
         }
         return ToolOutcome(
@@ -592,4 +669,155 @@ class CreativeTools:
             result_urls=tuple(urls),
             media_type=kind,
             project_id=project_id,
+        )
+
+    # -- image adapters (POST /v1/creative-agent/tools/execute) ------------------------------
+
+    def adapter_request(
+        self, name: str, arguments: Mapping[str, Any], token_type: Literal["sogni", "spark"]
+    ) -> tuple[MediaJobRequest, list[InputMedia], str]:
+        """The ``jobRequest`` of an adapter call, its inputs and the prompt it renders.
+
+        The source image is ``source_image_url`` (required; ``end_image_url`` is
+        ``animate_photo``'s optional last frame): a signed localnet result URL of the caller's
+        own media, or a ``data:`` URI. The index arguments (``sourceImageIndex``...) name media
+        of the *client's* conversation, which this endpoint cannot see: the client resolves
+        them to these URLs. The mapping (docs/localnet.md, "Image adapters"):
+
+        * ``apply_style``: image-to-image, ``strength`` 0.6, the style prompt as the prompt and
+          as ``stylePrompt``;
+        * ``restore_photo``: image-to-image, ``strength`` 0.25 (stays close to the photo);
+        * ``refine_result``: image-to-image, ``strength`` 0.4;
+        * ``change_angle``: image-to-image, ``strength`` 0.5, prompt
+          ``"the same subject, <description>"``;
+        * ``animate_photo``: image-to-video (``referenceImage``, ``referenceImageEnd``),
+          ``strength`` 0.5, ``duration``, ``negativePrompt``, ``videoModel`` (the official i2v
+          selectors, or a catalog id).
+
+        ``numberOfVariations`` (1-16) is the render count; every other argument is checked by
+        the schema, then ignored. Raises :class:`CreativeToolError`
+        (``media_input_required``, ``no_worker``...).
+        """
+        kind = ADAPTER_TOOLS[name]
+        source = arguments.get("source_image_url")
+        if not isinstance(source, str) or not source:
+            raise CreativeToolError(
+                "media_input_required",
+                f"{name} needs its source image as source_image_url (a localnet result URL of "
+                "yours or a data: URI)",
+            )
+        if name == "change_angle":
+            prompt = f"the same subject, {arguments['description']}"
+        else:
+            prompt = str(arguments["prompt"])
+        selectors = {"videoModel": _ANIMATE_SELECTORS} if kind == "video" else {}
+        requested = arguments.get("videoModel")
+        model_arguments: dict[str, Any] = {}
+        if isinstance(requested, str):
+            model_arguments["videoModel"] = selectors["videoModel"].get(requested, requested)
+        model_id = self._model(name, model_arguments, kind)
+        role = "referenceImage" if kind == "video" else "startingImage"
+        inputs = [InputMedia(role, source)]
+        frame: dict[str, Any] = {
+            "modelID": model_id,
+            "positivePrompt": prompt,
+            "strength": ADAPTER_STRENGTH[name],
+            "hasReferenceImage" if kind == "video" else "hasStartingImage": True,
+        }
+        if name == "apply_style":
+            frame["stylePrompt"] = prompt
+        if kind == "video":
+            end = arguments.get("end_image_url")
+            if isinstance(end, str) and end:
+                inputs.append(InputMedia("referenceImageEnd", end))
+                frame["hasReferenceImageEnd"] = True
+            negative = arguments.get("negativePrompt")
+            if isinstance(negative, str) and negative:
+                frame["negativePrompt"] = negative
+            if arguments.get("duration") is not None:
+                frame["duration"] = float(arguments["duration"])
+        count = _whole(arguments, "numberOfVariations") or 1
+        request: dict[str, Any] = {
+            "jobID": str(uuid.uuid4()).upper(),
+            "keyFrames": [frame],
+            "numberOfImages": max(1, min(16, count)),
+            "tokenType": token_type,
+        }
+        try:
+            return msgspec.convert(request, MediaJobRequest), inputs, prompt
+        except msgspec.ValidationError as exc:
+            raise CreativeToolError(
+                "invalid_arguments", f"invalid arguments for {name}: {exc}"
+            ) from None
+
+    async def start_adapter(
+        self,
+        call_id: str,
+        name: str,
+        raw_arguments: object,
+        *,
+        account_id: str,
+        token_type: Literal["sogni", "spark"],
+    ) -> StartedAdapter:
+        """Check an adapter call's arguments against its schema, upload its source image(s)
+        and submit its project (admitted, billed and rendered like any project of the
+        account's hosted-tools app). Wait for ``project.done``, then call
+        :meth:`adapter_outcome`; a caller that stops waiting must call
+        :meth:`cancel_adapter`.
+
+        Raises:
+            CreativeToolError: ``unknown_tool``, ``invalid_arguments``, an input refused
+                (``media_input_*``), ``no_worker``, or the project's refusal code.
+        """
+        schema = adapter_tool_schema(name)
+        if schema is None:
+            raise CreativeToolError("unknown_tool", f"{name!r} is not an adapter of localnet")
+        arguments = parse_arguments(raw_arguments)
+        problems = validate(arguments, schema)
+        if problems:
+            raise CreativeToolError(
+                "invalid_arguments", f"invalid arguments for {name}: " + "; ".join(problems[:5])
+            )
+        request, inputs, prompt = self.adapter_request(name, arguments, token_type)
+        failure: list[str] = []
+        render_errors: list[str] = []
+
+        def observe(message: ServerMessage) -> None:
+            if not isinstance(message, JobError):
+                return
+            text = message.error_message or str(message.error)
+            if message.img_id:
+                render_errors.append(text)
+            else:  # the project's failure, with its first render's reason
+                failure[:] = [text + (f" ({render_errors[0]})" if render_errors else "")]
+
+        project = await self._submit(account_id, request, inputs, observe)
+        return StartedAdapter(
+            call_id, name, ADAPTER_TOOLS[name], prompt, account_id, project, failure
+        )
+
+    async def cancel_adapter(self, started: StartedAdapter) -> None:
+        """Cancel an adapter call's project unless it is done (shielded, at most
+        ``CANCEL_TIMEOUT`` seconds), and stop watching it."""
+        try:
+            if not started.project.done.is_set():
+                with trio.CancelScope(shield=True) as shield:
+                    shield.deadline = trio.current_time() + CANCEL_TIMEOUT
+                    await self._projects.cancel(
+                        (started.account_id, HOSTED_TOOLS_APP_ID), started.project.job_id
+                    )
+        finally:
+            started.project.observer = None
+
+    def adapter_outcome(self, started: StartedAdapter) -> ToolOutcome:
+        """The outcome of an adapter call whose project is done (as a media tool's: the
+        result URLs, or a failed outcome saying why)."""
+        started.project.observer = None
+        return self._result(
+            started.call_id,
+            started.name,
+            started.kind,
+            started.prompt,
+            started.project,
+            started.failure,
         )

@@ -15,6 +15,8 @@ account's conversation, forged or expired, is a failed call, ``media_input_inval
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Iterable, Mapping
 from contextlib import aclosing
@@ -28,6 +30,12 @@ from .._media._storage import DOWNLOAD_PREFIX, MediaStorage, StorageError, Store
 __all__ = ["InputMedia", "MediaContext", "load_input"]
 
 _KINDS: Final = ("image", "video", "audio")
+
+DATA_URI_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/webp"})
+"""The content types an input given as a ``data:`` URI may have (the image adapters' sources)."""
+
+MAX_DATA_URI_BYTES: Final = 10 * 1024 * 1024
+"""Bytes an input given as a ``data:`` URI may decode to at most."""
 
 
 class InputError(Exception):
@@ -102,6 +110,38 @@ class MediaContext:
         return urls[n]
 
 
+def _data_uri(uri: str) -> tuple[str, bytes]:
+    """The content type and bytes of a base64 ``data:`` URI of a PNG, JPEG or WebP image of at
+    most ``MAX_DATA_URI_BYTES`` bytes.
+
+    Raises:
+        InputError: ``media_input_invalid`` for anything else.
+    """
+    header, comma, payload = uri[5:].partition(",")
+    content_type, _, encoding = header.partition(";")
+    content_type = content_type.strip().lower()
+    if not comma or encoding.strip().lower() != "base64":
+        raise InputError("media_input_invalid", "an input data: URI must be base64-encoded")
+    if content_type not in DATA_URI_TYPES:
+        raise InputError(
+            "media_input_invalid",
+            f"an input data: URI must be one of {', '.join(sorted(DATA_URI_TYPES))}",
+        )
+    if len(payload) > (MAX_DATA_URI_BYTES + 2) // 3 * 4 + 4:
+        raise InputError(
+            "media_input_invalid", f"an input data: URI is above {MAX_DATA_URI_BYTES} bytes"
+        )
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("media_input_invalid", "an input data: URI is not valid base64") from None
+    if not data or len(data) > MAX_DATA_URI_BYTES:
+        raise InputError(
+            "media_input_invalid", f"an input data: URI must hold 1 to {MAX_DATA_URI_BYTES} bytes"
+        )
+    return content_type, data
+
+
 def _stored(storage: MediaStorage, account_id: str, url: str) -> StoredFile:
     parts = urlsplit(url)
     bad = InputError("media_input_invalid", "an input is not a valid localnet result URL")
@@ -122,24 +162,28 @@ def _stored(storage: MediaStorage, account_id: str, url: str) -> StoredFile:
 async def load_input(
     storage: MediaStorage, account_id: str, item: InputMedia, project_id: str
 ) -> None:
-    """Store the result ``item`` names as the upload of ``role`` for the project
+    """Store the result (or ``data:`` URI) ``item`` names as the upload of ``role`` for the project
     ``project_id`` of ``account_id`` (what the projects manager reads when the project starts).
 
     Raises:
         InputError: the URL is not the caller's localnet result, or storage refused it.
     """
-    stored = _stored(storage, account_id, item.url)
     try:
-        async with aclosing(storage.chunks(stored)) as chunks:
-            data = b"".join([piece async for piece in chunks])
+        if item.url.startswith("data:"):
+            content_type, data = _data_uri(item.url)
+        else:
+            stored = _stored(storage, account_id, item.url)
+            content_type = stored.content_type
+            async with aclosing(storage.chunks(stored)) as chunks:
+                data = b"".join([piece async for piece in chunks])
         slot = storage.open_upload(
             account_id,
             project_id,
             item.role,
-            content_types=frozenset({stored.content_type}),
+            content_types=frozenset({content_type}),
             max_size=max(1, len(data)),
         )
-        await storage.receive_upload(slot.slot_id, stored.content_type, data)
+        await storage.receive_upload(slot.slot_id, content_type, data)
     except FileNotFoundError:
         raise InputError("media_input_invalid", "an input result is no longer stored") from None
     except StorageError as exc:

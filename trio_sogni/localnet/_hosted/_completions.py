@@ -84,7 +84,14 @@ from ...protocol import (
     decode_json,
 )
 from .._config import Account
-from .._creative._execute import CreativeTools, ToolOutcome, ToolProgress
+from .._creative._execute import (
+    ADAPTER_TOOLS,
+    CreativeToolError,
+    CreativeTools,
+    StartedAdapter,
+    ToolOutcome,
+    ToolProgress,
+)
 from .._jobs._collector import ChunkCollector
 from .._jobs._manager import InternalJob, JobManager
 from .._server import HTTPRequest, HTTPResponse, Router, json_response
@@ -158,6 +165,16 @@ _TOOL_FIELDS: Final = frozenset(
     {"tool", "arguments", "app_source", "token_type", "safe_content_filter"}
 )
 _SUBSCRIPTION_CODES: Final = frozenset({"4078", "4079", "4080", "4081"})
+_ADAPTER_STATUS: Final[Mapping[str, int]] = {
+    "no_worker": 503,
+    "model_unavailable": 503,
+    "serverRestarting": 503,
+    "media_input_unavailable": 503,
+    "too_many_jobs": 429,
+    "insufficient_balance": 402,
+}
+"""HTTP status of an adapter call refused before its project started, by refusal code (others:
+400)."""
 _UNAVAILABLE: Final = frozenset({"model_unavailable", "server_restarting", "worker_disconnected"})
 
 
@@ -904,12 +921,15 @@ class _HostedEndpoints:
         name = body.get("tool")
         if not isinstance(name, str) or not name:
             return _invalid("tool must be a non-empty string")
+        if name in ADAPTER_TOOLS and self._creative is not None:
+            return await self._execute_adapter(self._creative, name, body, account)
         tool = composition_tool(name)
         if tool is None:
             return openai_error(
                 404,
-                f"Unknown tool {name!r}: localnet runs enhance_prompt, compose_script, "
-                "compose_lyrics and compose_instrumental",
+                f"Tool {name!r} is not supported by localnet: its tools endpoint runs "
+                "enhance_prompt, compose_script, compose_lyrics, compose_instrumental and the "
+                "image adapters " + ", ".join(ADAPTER_TOOLS),
                 "invalid_request_error",
                 "tool_not_found",
             )
@@ -978,3 +998,71 @@ class _HostedEndpoints:
                 },
             },
         )
+
+    # -- image adapters -------------------------------------------------------------------------
+
+    async def _execute_adapter(
+        self, creative: CreativeTools, name: str, body: Mapping[str, Any], account: Account
+    ) -> HTTPResponse:
+        """An image adapter call (module docstring, "Image adapters"): checked, its inputs
+        uploaded and its project admitted before the answer starts (a refusal is a real HTTP
+        error); the answer then waits for the renders (see :meth:`_adapter_body`)."""
+        token_type: Literal["sogni", "spark"] = (
+            "spark" if body.get("token_type") == "spark" else "sogni"
+        )
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        try:
+            started = await creative.start_adapter(
+                call_id, name, body.get("arguments"), account_id=account.id, token_type=token_type
+            )
+        except CreativeToolError as exc:
+            status = _ADAPTER_STATUS.get(exc.code, 400)
+            kind = "invalid_request_error" if status == 400 else exc.code
+            return openai_error(status, exc.message, kind, exc.code)
+        nursery = self._nursery()
+
+        def abort() -> None:
+            if not started.project.done.is_set() and nursery is not None:
+                nursery.start_soon(creative.cancel_adapter, started)
+
+        def stream() -> _JobBody:
+            return _JobBody(self._adapter_body(creative, started), abort)
+
+        return HTTPResponse(200, content_type="application/json", stream=stream)
+
+    async def _adapter_body(
+        self, creative: CreativeTools, started: StartedAdapter
+    ) -> AsyncGenerator[bytes]:
+        """The answer of an admitted adapter call: a space (JSON whitespace) every
+        ``HEARTBEAT`` seconds while the renders run, so a client that went away is noticed
+        (its project is then cancelled), then ``{status: "success", data: {toolCallId, tool,
+        result, message}}``. ``result`` is ``{success: true, urls, media_type, model, prompt,
+        projectId}``, or ``{success: false, error, code, projectId}`` for a project that failed
+        after it was admitted (the status line was already sent)."""
+        try:
+            while not started.project.done.is_set():
+                with trio.move_on_after(HEARTBEAT):
+                    await started.project.done.wait()
+                if not started.project.done.is_set():
+                    yield b" "
+            outcome = creative.adapter_outcome(started)
+            count = len(outcome.result_urls)
+            message = (
+                f"{started.name} made {count} {started.kind}(s)"
+                if outcome.success
+                else f"{started.name} failed: {outcome.error}"
+            )
+            yield msgspec.json.encode(
+                {
+                    "status": "success",
+                    "data": {
+                        "toolCallId": started.call_id,
+                        "tool": started.name,
+                        "result": outcome.content,
+                        "message": message,
+                    },
+                }
+            )
+        finally:
+            if not started.project.done.is_set():
+                await creative.cancel_adapter(started)
