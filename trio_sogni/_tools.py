@@ -115,7 +115,7 @@ class ChatTools:
     the others (``apply_style``, ``restore_photo``, ``refine_result``, ``change_angle``,
     ``animate_photo``, the video tools...) after their arguments are checked against the
     manifest schema and their source image is resolved against the `MediaContext` and sent as
-    ``source_image_url`` (see `run_hosted_tool`); the media URLs they answer with are the
+    ``source_image_url`` (docs/media.md); the media URLs they answer with are the
     result's ``result_urls`` and join the context, so a later round can use them. Their
     ``content`` is the JSON ``{success, tool, result}`` (plus ``media_type`` and ``urls``
     when they made media). Every error (a refusal by the server included) is a

@@ -27,6 +27,13 @@ reference image, ``generate_image``'s starting image) are earlier results of the
 conversation, picked by the index arguments and uploaded to the new project from localnet's own
 storage (see :mod:`._inputs`); with none, the call fails with ``media_input_required``.
 
+**Image adapters** (:data:`ADAPTER_TOOLS`: ``apply_style``, ``restore_photo``,
+``refine_result``, ``change_angle``, ``animate_photo``) are run for
+``POST /v1/creative-agent/tools/execute`` as the same kind of project (image-to-image or
+image-to-video from ``source_image_url``; see :meth:`CreativeTools.adapter_request`), in two
+steps so that the HTTP view can refuse before its answer starts: :meth:`CreativeTools.start_adapter`,
+then :meth:`CreativeTools.adapter_outcome` or :meth:`CreativeTools.cancel_adapter`.
+
 **Other hosted tools** (``enhance_prompt``) run the TEST DOUBLE registered under their name
 (``extra_tools``, the durable runs' doubles), after the same schema check.
 

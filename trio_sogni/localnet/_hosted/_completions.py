@@ -27,7 +27,14 @@ round; the answer adds ``sogni_tool_results`` (one entry per executed call), and
 before the usage chunk (docs/localnet.md, "Hosted creative tools").
 
 **Tools** answer ``{status: "success", data: {toolCallId, tool, result, message: null}}``; see
-:mod:`._composition` for how a call becomes a job.
+:mod:`._composition` for how a call becomes a job. **Image adapters** (``apply_style``,
+``restore_photo``, ``refine_result``, ``change_angle``, ``animate_photo``) run as media projects
+(:meth:`CreativeTools.start_adapter`): refused before the answer starts with a real HTTP error,
+else answered ``200`` with a space every ``HEARTBEAT`` seconds while the renders run (a client
+gone is noticed and its project cancelled), then the same envelope with ``result`` ``{success,
+urls, media_type, model, prompt, projectId}`` (``{success: false, error, code, projectId}`` for a
+project that failed after admission); see docs/localnet.md, "Image adapters". Any other tool is
+a ``404 tool_not_found`` "not supported by localnet".
 
 **Errors**, on both routes and for every failure (bad request, credentials, admission and job
 failures alike), use the OpenAI-style shape that ChatJobError recognises, with the Sogni REST
@@ -41,8 +48,8 @@ HTTP  type / code                          when
 ====  ===================================  ==========================================
 400   ``invalid_request_error`` /          malformed body, unknown field,
       ``invalid_request``                  ``stream_options`` without ``stream``, bad
-                                           tool arguments, ``max_tokens`` above the
-                                           model's limit
+      (adapters: ``invalid_arguments``,    tool arguments, ``max_tokens`` above the
+      ``media_input_*``)                   model's limit, an unusable adapter source
 401   ``authentication_error`` /           missing or invalid credentials
       ``invalid_api_key``
 402   ``insufficient_balance``             the account cannot cover the estimate
