@@ -356,3 +356,27 @@ async def test_a_project_failing_after_admission_is_an_error_result(
         assert content(result) == {"success": False, "error": result.error}
         assert context.results["image"] == []
         assert_no_live_project(net)
+
+
+async def test_a_direct_tool_edits_what_a_hosted_tool_made(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tools_net() as (_net, sogni, (worker,)):
+        context = MediaContext()
+        context.add("image", png((200, 200, 0)))
+        styled = await sogni.chat.tools.execute(
+            call("apply_style", prompt=STYLE), media_context=context
+        )
+        assert styled.success, styled.error
+        edited = await sogni.chat.tools.execute(
+            call("edit_image", "c2", **IMAGE, sourceImageIndex=0), media_context=context
+        )
+        assert edited.success, edited.error
+        made = context.results["image"][0].result
+        assert made is not None
+        # the hosted result is read back through the client and uploaded as the edit's input
+        assert worker.specs[1].inputs["contextImage1"].data == await made.read()
+        assert [item.url for item in context.results["image"]] == [
+            *styled.result_urls,
+            *edited.result_urls,
+        ]
