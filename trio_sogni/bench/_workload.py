@@ -341,8 +341,6 @@ class SyntheticWorkload:
                 low, low_count = n, got
             else:
                 high, high_count = n, got
-            if n == 1 and got > tokens:
-                return words.text(1), got  # the tag alone is too long already
             if high and high - low <= 1:
                 break
             if not high:
@@ -390,9 +388,10 @@ class SyntheticWorkload:
 
 
 class FileWorkload:
-    """Requests from a JSON Lines file in the ``trio-sogni batch`` format (`trio_sogni.fanout.FanoutItem.from_row`;
-    blank lines skipped). The rows are read and validated once, then kept in memory (the file's
-    size, so a benchmark file should be a sample, not a corpus). Request ``i`` is row
+    """Requests from a JSON Lines file in the ``trio-sogni batch`` format
+    (`trio_sogni.fanout.FanoutItem.from_row`; blank lines skipped). The rows are read and
+    validated once, then kept in memory (the file's size, so a benchmark file should be a
+    sample, not a corpus). Request ``i`` is row
     ``i mod rows``: a run longer than the file cycles through it, and the cycle number is
     appended to the id (``"<id>#<cycle>"``) from the second cycle on. Identical rows stay
     identical: the benchmark runner turns dedup and the cache off.
