@@ -19,7 +19,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PUBLIC_PACKAGES = ("trio_sogni", "trio_sogni.protocol", "trio_sogni.localnet", "trio_sogni.fanout")
+PUBLIC_PACKAGES = (
+    "trio_sogni",
+    "trio_sogni.protocol",
+    "trio_sogni.localnet",
+    "trio_sogni.fanout",
+    "trio_sogni.bench",
+)
 EXAMPLE = DOCS / "examples" / "readme_example.py"
 
 # ``.. autoclass:: trio_sogni.ChatStream()``, ``.. autodata:: trio_sogni.__version__``,
@@ -53,6 +59,7 @@ def test_the_reference_pages_declare_entries() -> None:
     assert entries["trio_sogni.localnet.open_local_network"].name == "api-localnet.md"
     assert entries["trio_sogni.protocol.ChatCompletionChunk"].name == "api-protocol.md"
     assert entries["trio_sogni.fanout.open_fanout"].name == "api-fanout.md"
+    assert entries["trio_sogni.bench.run_point"].name == "api-bench.md"
 
 
 @pytest.mark.parametrize("name", public_names())

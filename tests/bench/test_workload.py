@@ -4,8 +4,10 @@ are distinct and exactly as long as asked under the estimate formula, files cycl
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from trio_sogni.bench._workload import (
     FileWorkload,
     LengthDistribution,
     SyntheticWorkload,
+    TokenCounter,
 )
 from trio_sogni.fanout import content_key
 
@@ -98,6 +101,96 @@ def test_a_tokenizer_fits_the_length_exactly() -> None:
         item = workload.item(i)
         want = LengthDistribution.parse("uniform:5:400").sample(random.Random(f"0:{i}"))
         assert words(item.messages) == want, i
+
+
+def template_tokenizer(messages: Sequence[dict[str, str]]) -> int:
+    """A fake tokenizer shaped like a real one behind a chat template: 23 tokens of template
+    around each message, the tag's pieces, and one token per 4 letters of each word."""
+    return sum(23 + sum(math.ceil(len(w) / 4) for w in m["content"].split()) for m in messages)
+
+
+class Counting:
+    """Wraps a counter and counts its calls."""
+
+    def __init__(self, count: TokenCounter) -> None:
+        self.count = count
+        self.calls = 0
+
+    def __call__(self, messages: Sequence[dict[str, str]]) -> int:
+        self.calls += 1
+        return self.count(messages)
+
+
+def fitted(spec: str, counter: TokenCounter, n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``(counted, asked)`` for the first ``n`` requests of a workload fitted to ``counter``."""
+    workload = SyntheticWorkload(
+        model="m",
+        input_tokens=LengthDistribution.parse(spec),
+        output_tokens=LengthDistribution.parse("fixed:3"),
+        seed=seed,
+        count_tokens=counter,
+    )
+    dist = LengthDistribution.parse(spec)
+    return [
+        (counter(workload.item(i).messages), dist.sample(random.Random(f"{seed}:{i}")))
+        for i in range(n)
+    ]
+
+
+def test_an_additive_tokenizer_gets_exact_lengths_with_two_calls_per_request() -> None:
+    counter = Counting(template_tokenizer)
+    workload = SyntheticWorkload(
+        model="m",
+        input_tokens=LengthDistribution.parse("uniform:30:900"),
+        output_tokens=LengthDistribution.parse("fixed:3"),
+        count_tokens=counter,
+    )
+    calibration = counter.calls
+    items = [workload.item(i) for i in range(100)]
+    assert counter.calls - calibration == 2 * 100
+    dist = LengthDistribution.parse("uniform:30:900")
+    for i, item in enumerate(items):
+        assert template_tokenizer(item.messages) == dist.sample(random.Random(f"0:{i}")), i
+
+
+def test_a_counter_that_is_not_additive_still_gets_exact_lengths() -> None:
+    # ceil(characters / 3) of the whole text: a word's cost depends on where it falls
+    def by_characters(messages: Sequence[dict[str, str]]) -> int:
+        return 11 + math.ceil(sum(len(m["content"]) for m in messages) / 3)
+
+    pairs = fitted("uniform:20:700", by_characters, 80, seed=2)
+    assert all(counted == asked for counted, asked in pairs), pairs
+
+
+def test_an_unreachable_length_gets_the_nearest_count_below() -> None:
+    # every word costs 2 tokens and the template 5 plus the tag's 2: only odd counts exist
+    def two_per_word(messages: Sequence[dict[str, str]]) -> int:
+        return sum(5 + 2 * len(m["content"].split()) for m in messages)
+
+    pairs = fitted("uniform:8:300", two_per_word, 60)
+    assert all(counted == asked - (asked % 2 == 0) for counted, asked in pairs), pairs
+
+
+def test_a_length_below_the_template_and_tag_is_raised_to_them() -> None:
+    pairs = fitted("uniform:1:20", template_tokenizer, 10)
+    # the template's 23 tokens and the tag's pieces ("[bench": 2, "0-i]": 1)
+    assert all(counted == 26 for counted, _ in pairs), pairs
+
+
+def test_fitted_requests_depend_only_on_seed_and_index() -> None:
+    def make() -> SyntheticWorkload:
+        return SyntheticWorkload(
+            model="m",
+            input_tokens=LengthDistribution.parse("normal:200:80"),
+            output_tokens=LengthDistribution.parse("fixed:3"),
+            seed=9,
+            count_tokens=template_tokenizer,
+        )
+
+    forward = [make().item(i) for i in range(20)]
+    backward = make()
+    assert [backward.item(i) for i in reversed(range(20))] == forward[::-1]
+    assert len({content_key(item) for item in forward}) == 20
 
 
 @pytest.mark.parametrize(

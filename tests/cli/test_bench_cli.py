@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ def bench(*argv: str) -> int:
         (["--rate", "4", "--max-concurrency", "1", "--shard", "0/2"], "at least one each"),
         (["--schedule", "trace", "--trace", "/nonexistent/trace.jsonl"], "No such file"),
         (["--input", "/nonexistent/in.jsonl"], "No such file"),
+        (["--lengths", "tokenizer"], "the llama.cpp worker's tokenizer: add --llama"),
+        (["--lengths", "tokenizer", "--endpoint", "ws://127.0.0.1:1/"], "add --llama"),
+        (["--lengths", "tokenizer", "--llama", "--input", "x.jsonl"], "not --input"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -212,3 +216,25 @@ def test_llama_without_the_local_extra_says_how_to_get_it() -> None:
         pytest.skip("llama-cpp-python is installed")
     with pytest.raises(SystemExit, match=r"'local' extra"):
         bench("run", "--llama", "--processes", "1", "--requests", "1", "--quiet")
+
+
+def test_lengths_by_tokenizer_without_the_local_extra_exit_2_with_the_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now fails
+    assert bench("run", "--llama", "--lengths", "tokenizer", "--processes", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("trio-sogni bench: --lengths tokenizer needs llama-cpp-python"), err
+    assert "pip install 'trio-sogni[local]'" in err
+
+
+def test_lengths_by_tokenizer_with_a_missing_model_file_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("llama_cpp")
+    missing = tmp_path / "missing.gguf"
+    argv = ["--llama", "--lengths", "tokenizer", "--model-path", str(missing), "--processes", "1"]
+    assert bench("run", *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"trio-sogni bench: --lengths tokenizer: {missing} does not exist", err

@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
+import io
 import math
 import os
 import sys
@@ -80,10 +82,12 @@ from trio_sogni.fanout import (
 )
 from trio_sogni.localnet import (
     DEFAULT_LLAMA_MODEL,
+    LOCAL_EXTRA_HINT,
     FirehoseWorker,
     SimulatedWorker,
     open_local_network,
 )
+from trio_sogni.localnet._workers._llama import default_model_path
 
 from ._connect import (
     DEFAULT_MODEL,
@@ -167,6 +171,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIST",
         help="synthetic max_tokens: fixed:N, uniform:A:B or normal:MEAN:SD (default fixed:64)",
     )
+    work.add_argument(
+        "--lengths",
+        choices=("estimate", "tokenizer"),
+        default="estimate",
+        help="synthetic lengths in tokens by the server's estimate (ceil(chars / 4)), or "
+        "(with --llama) by the model's tokenizer, chat template included, as the llama.cpp "
+        "worker counts prompt_tokens (default estimate)",
+    )
+    work.add_argument("--tokenizer-model", default=None, help=argparse.SUPPRESS)
     work.add_argument("--seed", type=int, default=0, help="schedules and prompts (default 0)")
     load = parser.add_argument_group("load")
     load.add_argument("--requests", type=int, default=None, help="measured requests per point")
@@ -399,6 +412,13 @@ def _validate(args: argparse.Namespace) -> _Plan:
         raise UsageError(f"{embedded_only[0]} is for the embedded network, not --endpoint")
     if args.firehose and args.llama:
         raise UsageError("--firehose and --llama exclude each other")
+    if args.lengths == "tokenizer":
+        if args.input is not None:
+            raise UsageError("--lengths applies to synthetic prompts, not --input")
+        if not args.llama and args.tokenizer_model is None:
+            raise UsageError(
+                "--lengths tokenizer counts with the llama.cpp worker's tokenizer: add --llama"
+            )
     return _Plan(schedule, rates, shard, processes)
 
 
@@ -448,17 +468,102 @@ def _model(args: argparse.Namespace) -> str:
 
 
 def _workload(args: argparse.Namespace, model: str) -> FileWorkload | SyntheticWorkload:
+    """The requests; with ``--lengths tokenizer`` it loads the tokenizer (and sets
+    ``args.tokenizer_model`` to the GGUF file, for the shard processes).
+
+    Raises:
+        UsageError: a bad distribution or file, or a tokenizer that cannot be loaded.
+    """
     try:
         if args.input is not None:
             return FileWorkload(args.input, default_model=model)
-        return SyntheticWorkload(
-            model=model,
-            input_tokens=LengthDistribution.parse(args.input_tokens),
-            output_tokens=LengthDistribution.parse(args.output_tokens),
-            seed=args.seed,
-        )
+        inputs = LengthDistribution.parse(args.input_tokens)
+        outputs = LengthDistribution.parse(args.output_tokens)
     except InvalidRequestError as exc:
         raise UsageError(f"--input-tokens/--output-tokens/--input: {exc}") from None
+    counter: _LlamaTokenCounter | None = None
+    if args.lengths == "tokenizer":
+        counter = _LlamaTokenCounter(_tokenizer_path(args))
+        args.tokenizer_model = str(counter.model_path)
+    return SyntheticWorkload(
+        model=model, input_tokens=inputs, output_tokens=outputs, seed=args.seed,
+        count_tokens=counter,
+    )  # fmt: skip
+
+
+def _tokenizer_path(args: argparse.Namespace) -> Path:
+    """The GGUF file whose tokenizer ``--lengths tokenizer`` uses: the shard processes' hidden
+    ``--tokenizer-model``, else ``--model-path``, else the llama.cpp worker's default model."""
+    if args.tokenizer_model is not None:
+        return Path(args.tokenizer_model)
+    if args.model_path is not None:
+        return Path(args.model_path)
+    try:
+        return default_model_path()
+    except FileNotFoundError as exc:
+        raise UsageError(f"--lengths tokenizer: {exc}") from None
+
+
+class _LlamaTokenCounter:
+    """Counts a request's prompt tokens as `trio_sogni.localnet.LlamaCppWorker` reports them
+    (``usage.prompt_tokens``): the messages rendered with the GGUF's chat template (with the
+    generation prompt), then tokenized with the model's tokenizer (BOS as the model wants it,
+    special tokens parsed). Only the vocabulary is loaded (``vocab_only``), once.
+
+    It counts requests without tools or ``chat_template_kwargs`` (the synthetic ones): the
+    worker adds tool instructions to the prompt, which this does not.
+
+    Raises:
+        UsageError: llama-cpp-python is not installed (with the install hint), or the file is
+            not a model it can load.
+    """
+
+    def __init__(self, model_path: Path) -> None:
+        try:
+            llama_cpp: Any = importlib.import_module("llama_cpp")
+        except ImportError:
+            raise UsageError(
+                f"--lengths tokenizer needs llama-cpp-python: {LOCAL_EXTRA_HINT}"
+            ) from None
+        self.model_path = model_path
+        if not model_path.is_file():
+            raise UsageError(f"--lengths tokenizer: {model_path} does not exist")
+        try:
+            # llama.cpp logs a context warning for a vocabulary-only model straight to stderr
+            with contextlib.redirect_stderr(io.StringIO()):
+                llama: Any = llama_cpp.Llama(
+                    model_path=str(model_path), vocab_only=True, verbose=False
+                )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UsageError(f"--lengths tokenizer: cannot load {model_path}: {exc}") from None
+        self._llama: Any = llama
+        self._tokenize: Any = llama_cpp.llama_tokenize
+        self._vocab: Any = llama._model.vocab
+        metadata: Any = llama.metadata
+        template = str(metadata.get("tokenizer.chat_template", ""))
+        if not template:
+            raise UsageError(f"--lengths tokenizer: {model_path} has no chat template")
+        self._add_bos = bool(llama._model.add_bos_token())  # as LlamaCppWorker tokenizes
+        self._format: Any = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._piece(int(llama.token_eos())),
+            bos_token=self._piece(int(llama.token_bos())),
+        )
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        data: bytes = self._llama.detokenize([token], special=True)
+        return data.decode("utf-8", errors="ignore")
+
+    def __call__(self, messages: Sequence[dict[str, str]]) -> int:
+        """The prompt tokens of ``messages`` (plain ``role``/``content`` dicts)."""
+        rendered: Any = self._format(messages=[dict(m) for m in messages], tools=None)
+        data = str(rendered.prompt).encode()
+        # No room for the tokens: llama.cpp then returns minus their count (half the time of
+        # Llama.tokenize, which also builds the list).
+        n = int(self._tokenize(self._vocab, data, len(data), None, 0, self._add_bos, True))
+        return -n if n < 0 else n
 
 
 def _settings(args: argparse.Namespace, shard: tuple[int, int] | None) -> PointSettings:
@@ -629,6 +734,8 @@ def _child_argv(
         argv += ["--input", args.input]
     else:
         argv += ["--input-tokens", args.input_tokens, "--output-tokens", args.output_tokens]
+        if args.lengths == "tokenizer":
+            argv += ["--lengths", "tokenizer", "--tokenizer-model", args.tokenizer_model]
     if args.requests is not None:
         argv += ["--requests", str(args.requests)]
     if args.duration is not None:
@@ -725,8 +832,11 @@ def _write_outputs(args: argparse.Namespace, run: BenchRun, out: Path | None) ->
         _say(args, f"no report.html: {exc}")
 
 
-def _workload_fields(workload: FileWorkload | SyntheticWorkload) -> dict[str, Any]:
-    """The report's ``workload``: its description and its parameters."""
+def _workload_fields(
+    workload: FileWorkload | SyntheticWorkload, tokenizer: str | None
+) -> dict[str, Any]:
+    """The report's ``workload``: its description and its parameters (``tokenizer``: the GGUF
+    file whose tokenizer measured the synthetic lengths, or ``None`` for the estimate)."""
     if isinstance(workload, FileWorkload):
         return {
             "description": workload.description,
@@ -734,13 +844,22 @@ def _workload_fields(workload: FileWorkload | SyntheticWorkload) -> dict[str, An
             "path": str(workload.path),
             "rows": len(workload.rows),
         }
+    if tokenizer is None:
+        description = workload.description
+        token_count = "estimate: ceil(UTF-16 units of the messages' compact JSON / 4)"
+    else:
+        description = f"{workload.description} lengths=tokenizer"
+        token_count = (
+            f"tokenizer: {Path(tokenizer).name} (llama.cpp), chat template included: the "
+            "llama.cpp worker's prompt_tokens"
+        )
     return {
-        "description": workload.description,
+        "description": description,
         "kind": "synthetic",
         "input_tokens": str(workload.input_tokens),
         "output_tokens": str(workload.output_tokens),
         "seed": workload.seed,
-        "token_count": "estimate: ceil(UTF-16 units of the messages' compact JSON / 4)",
+        "token_count": token_count,
     }
 
 
@@ -843,7 +962,7 @@ async def bench_run(args: argparse.Namespace) -> int:
         args,
         target=description,
         model=model,
-        workload=_workload_fields(workload),
+        workload=_workload_fields(workload, args.tokenizer_model),
         points=points,
         processes=plan.processes,
         shard=plan.shard,

@@ -58,6 +58,7 @@ from ._workload import (
     FileWorkload as FileWorkload,
     LengthDistribution as LengthDistribution,
     SyntheticWorkload as SyntheticWorkload,
+    TokenCounter as TokenCounter,
     Workload as Workload,
 )
 
@@ -81,6 +82,7 @@ __all__ = [
     "PointSettings",
     "ResultSink",
     "SyntheticWorkload",
+    "TokenCounter",
     "Window",
     "Workload",
     "attainment",

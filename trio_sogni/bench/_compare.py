@@ -62,7 +62,7 @@ class CompareRow(msgspec.Struct, kw_only=True, frozen=True):
         label_b: the matched point's label in run B (differs from ``label`` when matched by
             position).
         metric: a name of `COMPARED_METRICS`.
-        unit: see `Unit`.
+        unit: ``"s"``, ``"rps"``, ``"tok/s"``, ``"ratio"`` or ``"usd"``.
         better: which direction is an improvement: ``lower`` (latencies, errors, spend) or
             ``higher`` (throughput, goodput, SLO attainment).
         a, b: the metric in run A and run B (``None``: not measured, e.g. no samples).

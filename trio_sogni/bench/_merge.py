@@ -82,8 +82,8 @@ def merge_runs(runs: Sequence[BenchRun]) -> BenchRun:
     Raises:
         BenchReportError: no runs, a run that is not a shard, two runs of the same shard, shard
             counts that differ, another model / workload / settings / SLOs / point labels /
-            point kind, or reports `merge_reports` refuses (say, of an older version without
-            histograms).
+            point kind, or reports `trio_sogni.fanout.merge_reports` refuses (say, of an older
+            version without histograms).
     """
     if not runs:
         raise BenchReportError("merge_runs needs at least one shard")

@@ -22,8 +22,9 @@ __all__ = ["attainment", "carried_rate", "find_knee", "rate_label", "run_sweep",
 
 def attainment(report: RunReport) -> float | None:
     """The fraction of the measured requests that succeeded *and* met every SLO (all successes
-    when no SLO is set): `RunReport.slo_attainment` counts over the ``ok`` requests only, this
-    counts failed, cancelled and unbudgeted ones as misses. ``None`` when nothing was measured."""
+    when no SLO is set): ``slo_attainment`` of `trio_sogni.fanout.RunReport` counts over the
+    ``ok`` requests only, this counts failed, cancelled and unbudgeted ones as misses. ``None``
+    when nothing was measured."""
     total = report.ok + report.failed + report.cancelled + report.budget_exhausted
     if not total:
         return None

@@ -141,9 +141,9 @@ def summary_table(run: BenchRun) -> str:
     Columns: the load (``12.5/s`` open loop, ``c=32`` closed loop, ``sync``, ``max``), ok
     requests/s, output tokens/s, goodput (requests/s meeting the SLOs), SLO attainment, ok and
     failed counts, TTFT p50 / p99, ITL p50 / p99 and E2EL p99. The knee's row is marked ``*``, an
-    invalid point's ``!``. Lines are at most 100 characters for labels up to `MAX_LABEL`
-    characters (longer ones are cut); non-printable characters of the data (terminal escapes,
-    line breaks) are printed as ``?``; the text ends with a newline.
+    invalid point's ``!``. Lines are at most 100 characters for labels up to 24 characters
+    (``MAX_LABEL``; longer ones are cut); non-printable characters of the data (terminal
+    escapes, line breaks) are printed as ``?``; the text ends with a newline.
     """
     lines = [wrapped for line in header_lines(run) for wrapped in _wrap(line)]
     lines.append("")

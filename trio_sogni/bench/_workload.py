@@ -7,9 +7,9 @@ ones before it, so a shard or a worker process builds exactly its own share of a
 
 Synthetic prompts are deterministic in ``(seed, i)`` and distinct (each starts with a tag naming
 its seed and index), so neither single-flight dedup nor a cache collapses them. Their input
-length is measured as the server measures it (`trio_sogni.estimate_input_tokens`: the compact
+length is measured as the server estimates it (`trio_sogni.estimate_input_tokens`: the compact
 JSON of the messages in UTF-16 code units, divided by 4, rounded up), or with a caller-supplied
-tokenizer (``count_tokens``) for exact lengths on a real model.
+counter (`TokenCounter`, e.g. the model's tokenizer) for exact lengths on a real model.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "FileWorkload",
     "LengthDistribution",
     "SyntheticWorkload",
+    "TokenCounter",
     "Workload",
 ]
 
@@ -192,17 +193,41 @@ class Workload(Protocol):
         ...
 
 
+TokenCounter = Callable[[Sequence[dict[str, str]]], int]
+"""Counts the input tokens of a request's messages (e.g. with the model's tokenizer, chat
+template included); a synthetic prompt is fitted to it."""
+
+_CALIBRATION_TAG: Final = "[bench 0-0]"
+_PAD_LETTERS: Final = tuple("abcdefghijklmnopqrstuvwxyz")
+
+
 class SyntheticWorkload:
     """Synthetic chat requests: one user message of ``input_tokens`` tokens (sampled) and
     ``max_tokens`` of ``output_tokens`` (sampled), for ``model``.
 
-    Request ``i`` depends only on ``(seed, i)``: its lengths and words come from a
-    ``random.Random`` seeded with ``f"{seed}:{i}"``. The text starts with ``"[bench S-I]"`` (seed
-    and index) and continues with words of a fixed vocabulary, so requests are distinct. Its
-    length is chosen so that the request's input tokens (``count_tokens`` of the messages, by
-    default `trio_sogni.estimate_input_tokens`) equal the sampled length, or as near as the
-    counter allows: a length below the tag's own size (about 12 tokens with the estimate) is
-    raised to it.
+    Request ``i`` depends only on ``(seed, i)`` (and the counter): its lengths and words come
+    from a ``random.Random`` seeded with ``f"{seed}:{i}"``. The text starts with
+    ``"[bench S-I]"`` (seed and index) and continues with words of a fixed vocabulary, so
+    requests are distinct.
+
+    Its length is chosen so that the request's input tokens equal the sampled length:
+
+    * by default, as `trio_sogni.estimate_input_tokens` counts them (exact by construction; a
+      length below the tag's own size, about 12 tokens, is raised to it);
+    * with ``count_tokens`` (a `TokenCounter`, e.g. the model's tokenizer applied to the
+      chat-templated prompt), as that counter counts them. When the workload is made, the
+      counter measures what each vocabulary word and each single letter adds after a tag (75
+      calls). A request's text is then the tag, vocabulary words whose measured costs fit the
+      length, and single letters for the rest: two calls (the tag, the whole), when the
+      counter is additive over words, as a tokenizer that splits at spaces is. When the whole
+      does not count the length, a search over prefixes of the word sequence (interpolation,
+      then bisection) followed by single letters added while they keep the count at or below
+      the length is used (a few more calls). The count equals the length when these words
+      and letters can make it (with a tokenizer that splits at spaces, or a counter of
+      characters, they can); otherwise it is the largest count below it that the search
+      found. A length below the count of the tag alone (with a chat template: the template's
+      own tokens too) is raised to it. Requests are made while the run is under way, so the
+      counter should be fast.
     """
 
     def __init__(
@@ -212,7 +237,7 @@ class SyntheticWorkload:
         input_tokens: LengthDistribution,
         output_tokens: LengthDistribution,
         seed: int = 0,
-        count_tokens: Callable[[Sequence[dict[str, str]]], int] | None = None,
+        count_tokens: TokenCounter | None = None,
     ) -> None:
         if not model.strip():
             raise InvalidRequestError("model must not be empty")
@@ -221,6 +246,18 @@ class SyntheticWorkload:
         self.output_tokens = output_tokens
         self.seed = seed
         self._count = count_tokens
+        self._per_word = 1.0
+        self._bare = 0
+        self._costs: dict[str, int] = {}
+        if count_tokens is not None:
+            # What each word adds after the tag (exact for a tokenizer that splits at spaces).
+            bare = count_tokens(_messages(_CALIBRATION_TAG))
+            for word in (*_VOCABULARY, *_PAD_LETTERS):
+                added = count_tokens(_messages(f"{_CALIBRATION_TAG} {word}")) - bare
+                self._costs[word] = added
+            vocabulary = [self._costs[w] for w in _VOCABULARY]
+            self._bare = bare
+            self._per_word = max(0.05, sum(vocabulary) / len(vocabulary))
 
     @property
     def description(self) -> str:
@@ -243,7 +280,7 @@ class SyntheticWorkload:
             index=index,
             id=str(index),
             model=self.model,
-            messages=[{"role": "user", "content": text}],
+            messages=_messages(text),
             params={"max_tokens": want_out},
         )
 
@@ -254,40 +291,89 @@ class SyntheticWorkload:
             overhead = len('[{"role":"user","content":""}]')
             chars = max(len(tag), 4 * tokens - overhead)
             return self._words(rng, tag, chars)
-        return self._fit(rng, tag, tokens, self._count)
+        count = self._count
+        base = count(_messages(tag))
+        if base >= tokens:
+            return tag
+        text = self._additive(rng, tag, tokens - base)
+        if count(_messages(text)) == tokens:
+            return text
+        text, counted = self._fit(_WordStream(rng, tag), tokens, count)
+        return self._pad(text, counted, tokens, count)
 
-    @staticmethod
-    def _fit(
-        rng: random.Random,
-        tag: str,
-        tokens: int,
-        count: Callable[[Sequence[dict[str, str]]], int],
-    ) -> str:
-        """The longest prefix of a word sequence whose count does not exceed ``tokens`` (at least
-        the tag), found by bisection over a text grown (doubling) until its count exceeds it."""
-        words = [tag]
-        chars = len(tag)
-        goal = 4 * tokens + 16
+    def _additive(self, rng: random.Random, tag: str, tokens: int) -> str:
+        """The tag and words whose calibrated costs add up to ``tokens``: words drawn from the
+        vocabulary while they fit, then single letters costing one token each (the caller
+        checks the whole count; a counter that is not additive gets the search instead)."""
+        parts = [tag]
+        ones = [w for w in _PAD_LETTERS if self._costs[w] == 1]
+        for _ in range(4 * tokens + 16):
+            if tokens <= 0:
+                break
+            word = rng.choice(_VOCABULARY)
+            cost = self._costs[word]
+            if 0 < cost <= tokens:
+                parts.append(word)
+                tokens -= cost
+            elif cost > tokens and ones:
+                parts.append(ones[tokens % len(ones)])
+                tokens -= 1
+        return " ".join(parts)
+
+    def _fit(self, words: _WordStream, tokens: int, count: TokenCounter) -> tuple[str, int]:
+        """``(text, its count)``: a prefix of ``words`` (at least the tag) counting ``tokens``,
+        else the longest one the search saw that counts fewer (or the tag alone when even that
+        counts more). The search interpolates with the calibrated tokens per word, and bisects
+        after a few steps; it stops growing at ``4 * tokens + 16`` words."""
+        cap = 4 * tokens + 16
 
         def counted(n: int) -> int:
-            return count([{"role": "user", "content": " ".join(words[:n])}])
+            return count(_messages(words.text(n)))
 
-        while True:
-            while chars < goal:
-                word = rng.choice(_VOCABULARY)
-                words.append(word)
-                chars += len(word) + 1
-            if counted(len(words)) > tokens or goal > 64 * (MAX_SYNTHETIC_TOKENS + 16):
-                break
-            goal *= 2
-        low, high = 1, len(words)  # words[:low] fits, or is the tag alone
-        while low < high:
-            mid = (low + high + 1) // 2
-            if counted(mid) <= tokens:
-                low = mid
+        low, low_count = 1, -1  # words[:low] counts low_count <= tokens (-1: not counted yet)
+        high, high_count = 0, 0  # words[:high] counts more than tokens (0: none seen yet)
+        n = min(cap, 1 + max(0, math.ceil((tokens - self._bare) / self._per_word)))
+        for step in range(64):
+            got = counted(n)
+            if got == tokens:
+                return words.text(n), got
+            if got < tokens:
+                low, low_count = n, got
             else:
-                high = mid - 1
-        return " ".join(words[:low])
+                high, high_count = n, got
+            if high and high - low <= 1:
+                break
+            if not high:
+                if low >= cap:
+                    break
+                rate = self._per_word
+                n = min(cap, low + max(1, math.ceil((tokens - low_count) / rate)))
+            elif low_count >= 0 and step < 4 and high_count > low_count:
+                share = (tokens - low_count) / (high_count - low_count)
+                n = min(high - 1, max(low + 1, low + round(share * (high - low))))
+            else:
+                n = (low + high) // 2
+        if low_count < 0:
+            low_count = counted(low)
+        return words.text(low), low_count
+
+    @staticmethod
+    def _pad(text: str, counted: int, tokens: int, count: TokenCounter) -> str:
+        """``text`` with single-letter words appended while one keeps the count at or below
+        ``tokens``, until it gets there (at most ``4 * (tokens - counted) + 8`` letters; a
+        letter that adds nothing is kept, as a counter of characters needs several)."""
+        for _ in range(4 * max(0, tokens - counted) + 8):
+            if counted >= tokens:
+                break
+            for letter in _PAD_LETTERS:
+                candidate = f"{text} {letter}"
+                got = count(_messages(candidate))
+                if counted <= got <= tokens:
+                    text, counted = candidate, got
+                    break
+            else:
+                break
+        return text
 
     @staticmethod
     def _words(rng: random.Random, tag: str, chars: int) -> str:
@@ -302,9 +388,10 @@ class SyntheticWorkload:
 
 
 class FileWorkload:
-    """Requests from a JSON Lines file in the ``trio-sogni batch`` format (`FanoutItem.from_row`;
-    blank lines skipped). The rows are read and validated once, then kept in memory (the file's
-    size, so a benchmark file should be a sample, not a corpus). Request ``i`` is row
+    """Requests from a JSON Lines file in the ``trio-sogni batch`` format
+    (`trio_sogni.fanout.FanoutItem.from_row`; blank lines skipped). The rows are read and
+    validated once, then kept in memory (the file's size, so a benchmark file should be a
+    sample, not a corpus). Request ``i`` is row
     ``i mod rows``: a run longer than the file cycles through it, and the cycle number is
     appended to the id (``"<id>#<cycle>"``) from the second cycle on. Identical rows stay
     identical: the benchmark runner turns dedup and the cache off.
@@ -355,3 +442,21 @@ class FileWorkload:
         return FanoutItem(
             index=index, id=item_id, model=row.model, messages=row.messages, params=row.params
         )
+
+
+def _messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+class _WordStream:
+    """The tag followed by words drawn from ``rng`` on demand (so a prefix never changes)."""
+
+    def __init__(self, rng: random.Random, tag: str) -> None:
+        self._rng = rng
+        self._words = [tag]
+
+    def text(self, n: int) -> str:
+        """The first ``n`` words (``n >= 1``: the tag and ``n - 1`` words) joined by spaces."""
+        while len(self._words) < n:
+            self._words.append(self._rng.choice(_VOCABULARY))
+        return " ".join(self._words[:n])
