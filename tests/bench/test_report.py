@@ -444,6 +444,7 @@ def test_summary_table_marks_the_knee_and_invalid_points() -> None:
     assert "! rate-32 is not valid (the client fell behind): lag p99 0.2 s above" in text
     assert "errors in rate-32: model_unavailable=7, TooSlowError=3" in text
     assert "knee: 8.00 req/s (point rate-8)" in text
+    assert "* the knee: the highest load that met the SLOs (the loads above it did not)" in text
     assert "SLO: ttft <= 500ms" in text
     header = next(line for line in lines if line.split()[:1] == ["point"])
     assert header.split() == [
@@ -627,6 +628,26 @@ def test_merge_runs_refuses_what_is_not_one_run() -> None:
     old = replace(one.points[0], report=replace(one.points[0].report, histograms={}))
     with pytest.raises(BenchReportError, match="no histogram"):
         merge_runs([replace(one, points=[old, one.points[1]]), shard(2, ok=1)])
+
+
+def test_summary_table_says_when_the_knee_is_the_highest_load_measured() -> None:
+    run = sample_run()
+    lower = make_run(run.points[:2], knee_rps=8.0, knee_label="rate-8")
+    text = " ".join(summary_table(lower).split())
+    assert "* the knee: the highest load measured, and it met the SLOs" in text
+    assert "the network may take more" in text
+
+
+def test_merge_runs_refuses_missing_shards_unless_partial() -> None:
+    with pytest.raises(BenchReportError, match=r"shard 0/2 missing"):
+        merge_runs([shard(1, ok=40)])
+    partial = merge_runs([shard(1, ok=40)], allow_partial=True)
+    assert partial.shards_merged == 1
+    assert partial.points[0].report.ok == 40
+    zero_based = [shard(1, ok=1, shard="0/3"), shard(2, ok=1, shard="2/3")]
+    with pytest.raises(BenchReportError, match=r"shard 1/3 missing"):
+        merge_runs(zero_based)
+    assert merge_runs([*zero_based, shard(1, ok=1, shard="1/3")]).shards_merged == 3
 
 
 def test_merge_runs_drops_a_knee_the_shards_disagree_on() -> None:

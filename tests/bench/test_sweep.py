@@ -85,6 +85,7 @@ async def report(autojump_clock: trio.testing.MockClock) -> RunReport:
 def point(report: RunReport, rate: float | None, **changes: object) -> BenchPoint:
     label = rate_label(rate) if rate is not None else "closed-8"
     kind = "rate" if rate is not None else "closed"
+    changes.setdefault("offered_rps", rate)
     changed = msgspec.structs.replace(report, **changes)
     return BenchPoint(label=label, kind=kind, target_rps=rate, concurrency=None, report=changed)
 
@@ -125,3 +126,13 @@ async def test_a_closed_point_carries_its_measured_rate(
     closed = point(report, None, requests_per_s=12.5, slo_attainment=1.0)
     assert carried_rate(closed) == 12.5
     assert find_knee([closed, point(report, 10.0, slo_attainment=1.0)], 0.95) is closed
+
+
+async def test_an_open_point_carries_the_rate_its_schedule_really_offered(
+    autojump_clock: trio.testing.MockClock, report: RunReport
+) -> None:
+    # A short Poisson run offers more or less than its target: the knee is where the load was.
+    short = point(report, 10.0, offered_rps=8.3, slo_attainment=1.0)
+    assert carried_rate(short) == 8.3
+    assert carried_rate(point(report, 10.0, offered_rps=None)) == 10.0
+    assert find_knee([short, point(report, 9.0, slo_attainment=1.0)], 0.95) is not short

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +208,10 @@ def test_the_firehose_target_and_a_closed_loop(tmp_path: Path) -> None:
     assert not (out / "report.html").exists()
 
 
-def test_llama_without_the_local_extra_says_how_to_get_it() -> None:
-    try:
-        __import__("llama_cpp")
-    except ImportError:
-        pass
-    else:
-        pytest.skip("llama-cpp-python is installed")
+def test_llama_without_the_local_extra_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now fails
     with pytest.raises(SystemExit, match=r"'local' extra"):
         bench("run", "--llama", "--processes", "1", "--requests", "1", "--quiet")
 
@@ -230,9 +228,10 @@ def test_lengths_by_tokenizer_without_the_local_extra_exit_2_with_the_hint(
 
 
 def test_lengths_by_tokenizer_with_a_missing_model_file_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("llama_cpp")
+    # A stand-in module: llama-cpp-python need not be installed for the file check.
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
     missing = tmp_path / "missing.gguf"
     argv = ["--llama", "--lengths", "tokenizer", "--model-path", str(missing), "--processes", "1"]
     assert bench("run", *argv) == 2

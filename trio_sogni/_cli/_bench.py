@@ -132,6 +132,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     merge.add_argument("reports", nargs="+", help="shard report.json files")
     merge.add_argument("-o", "--out", required=True, help="directory for the merged report")
+    merge.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even when some of the N shards are missing (the report then covers part "
+        "of the load)",
+    )
     comparison = commands.add_parser(
         "compare",
         help="compare two reports point by point",
@@ -1000,7 +1006,7 @@ def bench_merge(args: argparse.Namespace) -> int:
     HTML), recomputing the knee over the merged points."""
     try:
         runs = [load_json(Path(path)) for path in args.reports]
-        merged = merge_runs(runs)
+        merged = merge_runs(runs, allow_partial=args.allow_partial)
     except BenchReportError as exc:
         print(f"trio-sogni bench merge: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,7 +8,14 @@ from typing import Final
 
 from ..fanout import LatencySummary, RunReport
 
-__all__ = ["LATENCY", "format_rate", "format_seconds", "latency", "printable"]
+__all__ = [
+    "LATENCY",
+    "format_rate",
+    "format_seconds",
+    "latency",
+    "printable",
+    "request_rate",
+]
 
 LATENCY: Final[Mapping[str, Callable[[RunReport], LatencySummary]]] = {
     "ttft": lambda r: r.ttft,
@@ -31,6 +38,14 @@ def latency(report: RunReport, name: str) -> LatencySummary:
         KeyError: an unknown metric.
     """
     return LATENCY[name](report)
+
+
+def request_rate(report: RunReport) -> float:
+    """A point's request rate on the saturation curve's x axis (and the load the table's knee
+    note compares): the offered rate of an open-loop point (``offered_rps``), else the
+    achieved rate (``requests_per_s``)."""
+    rate = report.offered_rps
+    return rate if rate is not None and math.isfinite(rate) else report.requests_per_s
 
 
 def format_seconds(value: float | None) -> str:

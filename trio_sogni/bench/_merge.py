@@ -65,7 +65,7 @@ def _merge_point(label: str, points: Sequence[BenchPoint]) -> BenchPoint:
     )
 
 
-def merge_runs(runs: Sequence[BenchRun]) -> BenchRun:
+def merge_runs(runs: Sequence[BenchRun], *, allow_partial: bool = False) -> BenchRun:
     """Combine the shard outputs of one run into one report, as if one client had applied the
     whole load.
 
@@ -77,11 +77,13 @@ def merge_runs(runs: Sequence[BenchRun]) -> BenchRun:
     sums (each shard records its own share of the load). The result has ``shard`` ``None``,
     ``shards_merged`` the number of runs, ``processes`` the sum, ``created`` the earliest, and the
     shards' knee when they all agree on its label (``knee_rps`` then summed), else no knee
-    (find it again on the merged points). Fewer shards than N is allowed (a partial merge).
+    (find it again on the merged points). Every shard ``0/N`` ... ``N-1/N`` must be there:
+    a merge of some of them describes only part of the load, so it needs ``allow_partial``
+    (its ``shards_merged`` then says how many of the N it holds).
 
     Raises:
         BenchReportError: no runs, a run that is not a shard, two runs of the same shard, shard
-            counts that differ, another model / workload / settings / SLOs / point labels /
+            counts that differ, a missing shard (without ``allow_partial``), another model / workload / settings / SLOs / point labels /
             point kind, or reports `trio_sogni.fanout.merge_reports` refuses (say, of an older
             version without histograms).
     """
@@ -89,6 +91,16 @@ def merge_runs(runs: Sequence[BenchRun]) -> BenchRun:
         raise BenchReportError("merge_runs needs at least one shard")
     _check_alike(runs)
     first = runs[0]
+    if not allow_partial:
+        count = parse_shard(first.shard or "0/1")[1]
+        present = {parse_shard(run.shard or "0/1")[0] for run in runs}
+        base = 1 if count in present else 0  # shards numbered 1..N rather than 0..N-1
+        missing = [f"{i}/{count}" for i in range(base, base + count) if i not in present]
+        if missing:
+            raise BenchReportError(
+                f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing: a merge "
+                "of some shards describes only part of the load (allow_partial to merge anyway)"
+            )
     points = [
         _merge_point(point.label, [run.points[i] for run in runs])
         for i, point in enumerate(first.points)

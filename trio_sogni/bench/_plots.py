@@ -13,7 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Final
 
-from ..fanout import HistogramData, RunReport, TimelineBucket
+from ..fanout import HistogramData, TimelineBucket
+from ._common import request_rate
 from ._model import BenchPoint, BenchRun
 from ._mpl import PlotAxes, plain, render_svg
 
@@ -93,13 +94,6 @@ def _decades(low: float, high: float) -> tuple[float, float]:
     span = max(_MIN_SPAN, high / low * 1.2)
     middle = math.sqrt(low * high)
     return middle / math.sqrt(span), middle * math.sqrt(span)
-
-
-def request_rate(report: RunReport) -> float:
-    """A point's request rate on the saturation curve's x axis: the offered rate of an
-    open-loop point (``offered_rps``), else the achieved rate (``requests_per_s``)."""
-    rate = report.offered_rps
-    return rate if rate is not None and math.isfinite(rate) else report.requests_per_s
 
 
 def plot_cdfs(run: BenchRun) -> str:

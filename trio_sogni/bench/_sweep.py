@@ -10,6 +10,7 @@ threshold: the most load the network takes while still meeting its SLOs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 from .. import InvalidRequestError
@@ -33,9 +34,15 @@ def attainment(report: RunReport) -> float | None:
 
 
 def carried_rate(point: BenchPoint) -> float:
-    """The rate a point put on the network: its schedule's target rate (open loop), else the
-    measured request rate (a closed loop)."""
+    """The rate a point put on the network: the rate its schedule really offered (open loop:
+    ``offered_rps``, the requests scheduled over the span of their intended times; a short
+    Poisson run offers more or less than its target rate), else its target rate when the
+    report has no offered rate, else the measured request rate (a closed loop). The saturation
+    plot's x axis uses the same rate."""
     if point.target_rps is not None:
+        offered = point.report.offered_rps
+        if offered is not None and math.isfinite(offered) and offered > 0:
+            return offered
         return point.target_rps
     return point.report.requests_per_s
 

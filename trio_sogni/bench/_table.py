@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 from ..fanout import RunReport
-from ._common import format_rate, format_seconds, printable
+from ._common import format_rate, format_seconds, printable, request_rate
 from ._model import BenchPoint, BenchRun
 
 __all__ = ["MAX_LABEL", "Column", "header_lines", "summary_table", "table_columns"]
@@ -150,7 +150,7 @@ def summary_table(run: BenchRun) -> str:
     lines.extend(_grid(run))
     notes: list[str] = []
     if run.knee_label is not None:
-        notes.append("* the knee (latency degrades past this load)")
+        notes.append(_knee_note(run))
     for point in run.points:
         if not point.report.valid:
             reasons = "; ".join(point.report.invalid_reasons) or "invalid"
@@ -166,6 +166,24 @@ def summary_table(run: BenchRun) -> str:
         for note in notes:
             lines += _wrap(note)
     return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _knee_note(run: BenchRun) -> str:
+    """The knee's note: where latency degrades, or that no higher load was measured."""
+    knee = next((point for point in run.points if point.label == run.knee_label), None)
+    if knee is None:
+        return "* the knee"
+    beyond = [
+        point
+        for point in run.points
+        if point is not knee and request_rate(point.report) > request_rate(knee.report)
+    ]
+    if beyond:
+        return "* the knee: the highest load that met the SLOs (the loads above it did not)"
+    return (
+        "* the knee: the highest load measured, and it met the SLOs (no higher load was "
+        "measured: the network may take more)"
+    )
 
 
 def _wrap(text: str) -> list[str]:
