@@ -763,9 +763,16 @@ class FanoutRun:
         outside, which propagates), a budget reservation already made is refunded in full.
         """
         options = self.options
+        if not demand.usd_budget and options.budget_tokens is None:
+            # Nothing to quote or reserve: a permit granted at once needs no wait, hence no
+            # cancel scope (the send that follows is the attempt's checkpoint).
+            permit = self.limiter.try_acquire(demand.worst_tokens if options.tpm else 0)
+            if permit is not None:
+                metrics.t_admit = trio.current_time()
+                return _Admission(permit, 0.0, False)
         usd = 0.0
         reserved = False
-        permit: Permit | None = None
+        permit = None
         pending = trio.CancelScope()
         if options.admission_timeout is not None:
             pending.relative_deadline = options.admission_timeout
