@@ -40,7 +40,7 @@ from ._runs import ChatRuns
 from ._stream import ChatCompletionResult, ChatStream
 from ._tools import ChatTools, MediaContext, OnToolCall, OnToolProgress, ToolRound
 from ._transport import RestClient
-from ._vision import ImageFetcher, inline_images
+from ._vision import ImageFetcher, inline_images, needs_inlining
 
 if TYPE_CHECKING:
     from ._projects import ProjectsAPI
@@ -248,7 +248,11 @@ class StreamScope:
     async def __aenter__(self) -> ChatStream:
         if self._stream is not None:
             raise RuntimeError("this stream scope was already entered")
-        request, _ = await self._completions._inline(self._request, self._resize)  # pyright: ignore[reportPrivateUsage]
+        request = self._request
+        if needs_inlining(request.messages, resize=self._resize):
+            request, _ = await self._completions._inline(request, self._resize)  # pyright: ignore[reportPrivateUsage]
+        # Nothing to inline: sending the job is the checkpoint (a cancel point before anything
+        # is sent, then a schedule point).
         self._stream = await self._completions._driver.start_job(request)  # pyright: ignore[reportPrivateUsage]
         return self._stream
 
