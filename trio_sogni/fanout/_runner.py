@@ -593,7 +593,12 @@ class FanoutRun:
             self.reorder_peak = max(self.reorder_peak, len(self._reorder))
             self._reorder_lot.unpark_all()
         elif emit:
-            await self._out_send.send(result)
+            try:
+                # The consumer is waiting (the usual case): hand the result over without a
+                # schedule point of our own; else wait for it (a checkpoint).
+                self._out_send.send_nowait(result)
+            except trio.WouldBlock:
+                await self._out_send.send(result)
         else:
             await trio.lowlevel.checkpoint()
 
