@@ -257,8 +257,13 @@ class StreamScope:
         return self._stream
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._stream is not None
-        await self._stream.aclose()
+        stream = self._stream
+        assert stream is not None
+        if stream._close_finished():  # pyright: ignore[reportPrivateUsage]
+            # The job has ended: nothing to abort, so leaving is only a cancel point.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        await stream.aclose()
 
 
 class ChatCompletions:
