@@ -394,7 +394,10 @@ class ChatCompletions:
                 on_tool_progress,
             )
         request = self._build(model, messages, stream, params)
-        request, _ = await self._inline(request, resize_allowed(params, self._resize_images))
+        resize = resize_allowed(params, self._resize_images)
+        if needs_inlining(request.messages, resize=resize):
+            request, _ = await self._inline(request, resize)
+        # Nothing to inline: sending the job is the checkpoint.
         job = await self._driver.start_job(request)
         if stream:
             return job
