@@ -29,6 +29,9 @@ class Owner:
     def orphaned(self, slot: JobSlot) -> None:
         self.orphans.append(slot.job_id)
 
+    def release_finished(self, slot: JobSlot) -> None:
+        self.released.append(slot.job_id)
+
 
 def chunk(text: str | None = None, **kw: object) -> ChatCompletionChunk:
     return ChatCompletionChunk(job_id="J", content=text, **kw)  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ from ._runs import ChatRuns
 from ._stream import ChatCompletionResult, ChatStream
 from ._tools import ChatTools, MediaContext, OnToolCall, OnToolProgress, ToolRound
 from ._transport import RestClient
-from ._vision import ImageFetcher, inline_images
+from ._vision import ImageFetcher, inline_images, needs_inlining
 
 if TYPE_CHECKING:
     from ._projects import ProjectsAPI
@@ -248,13 +248,22 @@ class StreamScope:
     async def __aenter__(self) -> ChatStream:
         if self._stream is not None:
             raise RuntimeError("this stream scope was already entered")
-        request, _ = await self._completions._inline(self._request, self._resize)  # pyright: ignore[reportPrivateUsage]
+        request = self._request
+        if needs_inlining(request.messages, resize=self._resize):
+            request, _ = await self._completions._inline(request, self._resize)  # pyright: ignore[reportPrivateUsage]
+        # Nothing to inline: sending the job is the checkpoint (a cancel point before anything
+        # is sent, then a schedule point).
         self._stream = await self._completions._driver.start_job(request)  # pyright: ignore[reportPrivateUsage]
         return self._stream
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._stream is not None
-        await self._stream.aclose()
+        stream = self._stream
+        assert stream is not None
+        if stream._close_finished():  # pyright: ignore[reportPrivateUsage]
+            # The job has ended: nothing to abort, so leaving is only a cancel point.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        await stream.aclose()
 
 
 class ChatCompletions:
@@ -385,7 +394,10 @@ class ChatCompletions:
                 on_tool_progress,
             )
         request = self._build(model, messages, stream, params)
-        request, _ = await self._inline(request, resize_allowed(params, self._resize_images))
+        resize = resize_allowed(params, self._resize_images)
+        if needs_inlining(request.messages, resize=resize):
+            request, _ = await self._inline(request, resize)
+        # Nothing to inline: sending the job is the checkpoint.
         job = await self._driver.start_job(request)
         if stream:
             return job

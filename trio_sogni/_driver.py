@@ -166,6 +166,12 @@ class JobDriver:
             sent = await self._sender.send_if_connected(frame)
         self._router.abort_done(slot.job_id, sent)
 
+    def release_finished(self, slot: Slot) -> None:
+        """Deregister a finished job's closed stream (synchronous: the job has ended, so there
+        is nothing to abort)."""
+        aborted = self._router.release(slot)
+        assert not aborted, "release_finished is for jobs that have ended"
+
     def orphaned(self, slot: Slot) -> None:
         """A stream was dropped unclosed: the router deregisters it and queues its abort."""
         self._router.orphaned(slot)

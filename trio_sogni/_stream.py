@@ -39,6 +39,10 @@ class _StreamOwner(Protocol):
         """A stream was garbage-collected unclosed: deregister and abort without awaiting."""
         ...
 
+    def release_finished(self, slot: JobSlot) -> None:
+        """Deregister a finished job's closed stream (synchronous: there is nothing to abort)."""
+        ...
+
 
 @final
 class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
@@ -142,6 +146,22 @@ class ChatStream(trio.abc.ReceiveChannel[ChatCompletionChunk]):
             assert slot.lot is not None
             slot.lot.unpark_all()
         await self._owner.release(slot)
+
+    def _close_finished(self) -> bool:
+        """Close the stream synchronously if its job has ended (completed or failed: there is
+        nothing to abort, so nothing to send); returns whether it did. `StreamScope` uses it to
+        leave its block without a schedule point of its own."""
+        slot = self._slot
+        if slot.closed or not slot.done:
+            return False
+        slot.closed = True
+        slot.buffer.clear()
+        if slot.parked:
+            slot.parked = False
+            assert slot.lot is not None
+            slot.lot.unpark_all()
+        self._owner.release_finished(slot)
+        return True
 
     def __del__(self) -> None:
         slot = self._slot

@@ -309,6 +309,21 @@ async def resize_image(image: DataImage, where: str) -> DataImage:
     return _resized(image, data, where)
 
 
+def needs_inlining(messages: list[ChatMessage], *, resize: bool) -> bool:
+    """Whether `inline_images` would fetch or resize anything in ``messages`` (synchronous):
+    an https image, or (with ``resize``) any image. When it would not, a caller that
+    checkpoints anyway (it sends the request next) may skip it."""
+    for message in messages:
+        content = message.content
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, ImageURLPart) and (
+                    resize or not part.image_url.url.startswith("data:")
+                ):
+                    return True
+    return False
+
+
 async def inline_images(
     messages: list[ChatMessage], fetcher: ImageFetcher | None, *, resize: bool
 ) -> tuple[list[ChatMessage], dict[str, str]]:

@@ -127,6 +127,35 @@ async def test_a_small_request_does_not_overtake_a_large_one(
     assert order == ["large", "small"]
 
 
+async def test_try_acquire_takes_only_what_is_free_at_once_and_never_overtakes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = Limiter(concurrency=2, tpm=60)  # 1 token/s
+    first = limiter.try_acquire(30)
+    assert first is not None
+    assert limiter.in_use == 1
+    assert limiter.try_acquire(31) is None  # the bucket holds 30
+    assert limiter.in_use == 1
+    second = limiter.try_acquire(30)
+    assert second is not None
+    assert limiter.try_acquire() is None  # no slot free
+    limiter.release(first, 30)
+    limiter.release(second, 30)
+    order: list[str] = []
+
+    async def take(name: str, tokens: int) -> None:
+        permit = await limiter.acquire(tokens)
+        order.append(name)
+        limiter.release(permit, tokens)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take, "large", 30)  # waits 30 s for the bucket
+        await trio.testing.wait_all_tasks_blocked()
+        assert limiter.try_acquire(0) is None  # a slot and no tokens needed, but one is in line
+    assert order == ["large"]
+    assert limiter.try_acquire(0) is not None
+
+
 async def test_a_cancelled_acquire_takes_nothing(autojump_clock: trio.testing.MockClock) -> None:
     limiter = Limiter(concurrency=1, tpm=100)
     held = await limiter.acquire(100)

@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, Final
 
 import trio
@@ -217,10 +218,12 @@ class _Slice:
     def offsets(self, rng: random.Random) -> Iterator[float]:
         """The slice's arrival times (``rng`` is unused: the slice replays ``base``'s seed)."""
         k, n = self.shard
-        for j, offset in enumerate(self.base.offsets(random.Random(self.seed))):
-            if j >= self.stop:
-                return
-            if j >= self.start and j % n == k:
+        arrivals = islice(self.base.offsets(random.Random(self.seed)), self.start, self.stop)
+        if n == 1:
+            yield from arrivals
+            return
+        for j, offset in enumerate(arrivals, self.start):
+            if j % n == k:
                 yield offset
 
     def describe(self) -> dict[str, Any]:

@@ -214,6 +214,25 @@ class Limiter:
             self.peak_in_use = max(self.peak_in_use, self.in_use)
         return Permit(tokens)
 
+    def try_acquire(self, tokens: int = 0) -> Permit | None:
+        """`acquire` without waiting: the permit when it would be granted at once (nobody is in
+        line, a concurrency slot is free and the buckets hold what it takes), else ``None`` and
+        nothing is taken. Synchronous (no checkpoint); FIFO fairness holds, as it never
+        overtakes a waiting request."""
+        if self._line.locked() or self.in_use >= self.limit:
+            return None
+        if self.requests is not None and self.requests.wait_time(1) > 0:
+            return None
+        if self.tokens is not None and tokens and self.tokens.wait_time(tokens) > 0:
+            return None
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.tokens is not None and tokens:
+            self.tokens.take(tokens)
+        self.in_use += 1
+        self.peak_in_use = max(self.peak_in_use, self.in_use)
+        return Permit(tokens)
+
     def release(self, permit: Permit, actual_tokens: int | None = None) -> None:
         """Free the permit's slot; refund ``permit.tokens - actual_tokens`` when the actual count
         is known (or charge the excess when it used more). Releasing twice is a no-op.

@@ -593,7 +593,12 @@ class FanoutRun:
             self.reorder_peak = max(self.reorder_peak, len(self._reorder))
             self._reorder_lot.unpark_all()
         elif emit:
-            await self._out_send.send(result)
+            try:
+                # The consumer is waiting (the usual case): hand the result over without a
+                # schedule point of our own; else wait for it (a checkpoint).
+                self._out_send.send_nowait(result)
+            except trio.WouldBlock:
+                await self._out_send.send(result)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -763,9 +768,16 @@ class FanoutRun:
         outside, which propagates), a budget reservation already made is refunded in full.
         """
         options = self.options
+        if not demand.usd_budget and options.budget_tokens is None:
+            # Nothing to quote or reserve: a permit granted at once needs no wait, hence no
+            # cancel scope (the send that follows is the attempt's checkpoint).
+            permit = self.limiter.try_acquire(demand.worst_tokens if options.tpm else 0)
+            if permit is not None:
+                metrics.t_admit = trio.current_time()
+                return _Admission(permit, 0.0, False)
         usd = 0.0
         reserved = False
-        permit: Permit | None = None
+        permit = None
         pending = trio.CancelScope()
         if options.admission_timeout is not None:
             pending.relative_deadline = options.admission_timeout
@@ -921,62 +933,93 @@ class FanoutRun:
             self._pending_scopes.discard(wait)
 
     async def _attempt(self, item: FanoutItem, metrics: ItemMetrics, outcome: _Outcome) -> None:
-        """One send. Fills ``outcome``; `SogniError` s and deadlines are recorded, not raised."""
+        """One send. Fills ``outcome``; `SogniError` s and deadlines are recorded, not raised.
+
+        The attempt runs in a cancel scope that `cancel_in_flight` cancels; the ``total`` and
+        the chunk (``first_token`` / ``stall``) deadlines each get a nested scope only when
+        their timeouts are set (a scope that can never fire costs a little per attempt)."""
         options = self.options
         metrics.t_first_token = metrics.t_last_token = None
         metrics.chunk_times = []
         metrics.chunks = 0
         attempt_scope = trio.CancelScope()
-        total_scope = trio.CancelScope()
-        chunk_scope = trio.CancelScope()
-        self._attempt_scopes.add(attempt_scope)
-        self._stats.note_in_flight(trio.current_time(), len(self._attempt_scopes))
+        total_scope: trio.CancelScope | None = None
+        chunk_scope: trio.CancelScope | None = None
+        attempt_scopes = self._attempt_scopes
+        attempt_scopes.add(attempt_scope)
+        now = trio.current_time()
+        self._stats.note_in_flight(now, len(attempt_scopes))
         try:
-            with attempt_scope, total_scope, chunk_scope:
-                now = trio.current_time()
+            with attempt_scope:
                 if options.total_timeout is not None:
-                    total_scope.deadline = now + options.total_timeout
+                    total_scope = trio.CancelScope(deadline=now + options.total_timeout)
+                if options.first_token_timeout is not None or options.stall_timeout is not None:
+                    chunk_scope = trio.CancelScope()
                 metrics.t_send = now
                 self._stats.note_send(now)
-                try:
-                    if options.stream:
-                        await self._stream(item, metrics, outcome, chunk_scope)
-                    else:
-                        await self._create(item, metrics, outcome)
-                except SogniError as exc:
-                    outcome.error = exc
+                if total_scope is None and chunk_scope is None:
+                    await self._call(item, metrics, outcome, None)
+                elif total_scope is None:
+                    assert chunk_scope is not None
+                    with chunk_scope:
+                        await self._call(item, metrics, outcome, chunk_scope)
+                else:
+                    with total_scope, chunk_scope or trio.CancelScope():
+                        await self._call(item, metrics, outcome, chunk_scope)
         finally:
-            self._attempt_scopes.discard(attempt_scope)
-            self._stats.note_in_flight(trio.current_time(), len(self._attempt_scopes))
-        if chunk_scope.cancelled_caught:
+            attempt_scopes.discard(attempt_scope)
+            self._stats.note_in_flight(trio.current_time(), len(attempt_scopes))
+        if chunk_scope is not None and chunk_scope.cancelled_caught:
             outcome.deadline = "first_token" if metrics.t_first_token is None else "stall"
-        elif total_scope.cancelled_caught:
+        elif total_scope is not None and total_scope.cancelled_caught:
             outcome.deadline = "total"
         elif attempt_scope.cancelled_caught:
             outcome.cancelled = True
+
+    async def _call(
+        self,
+        item: FanoutItem,
+        metrics: ItemMetrics,
+        outcome: _Outcome,
+        chunk_scope: trio.CancelScope | None,
+    ) -> None:
+        try:
+            if self.options.stream:
+                await self._stream(item, metrics, outcome, chunk_scope)
+            else:
+                await self._create(item, metrics, outcome)
+        except SogniError as exc:
+            outcome.error = exc
 
     async def _stream(
         self,
         item: FanoutItem,
         metrics: ItemMetrics,
         outcome: _Outcome,
-        chunk_scope: trio.CancelScope,
+        chunk_scope: trio.CancelScope | None,
     ) -> None:
+        """Stream one attempt; with ``chunk_scope`` (a first-token or stall timeout is set), its
+        deadline is the first-token deadline, then after each content chunk the stall deadline
+        (none without a stall timeout)."""
         options = self.options
         scope = self._sogni.chat.completions.stream(
             model=item.model, messages=item.messages, **item.params
         )
         outcome.sent = True
         async with scope as stream:
-            if options.first_token_timeout is not None:
-                chunk_scope.deadline = trio.current_time() + options.first_token_timeout
             stall = options.stall_timeout
+            if chunk_scope is not None and options.first_token_timeout is not None:
+                chunk_scope.deadline = trio.current_time() + options.first_token_timeout
             try:
                 async for chunk in stream:
                     if chunk.content:
                         now = trio.current_time()
                         metrics.note_chunk(now)
-                        chunk_scope.deadline = now + stall if stall is not None else math.inf
+                        if chunk_scope is not None:
+                            if stall is not None:
+                                chunk_scope.deadline = now + stall
+                            elif chunk_scope.deadline != math.inf:
+                                chunk_scope.deadline = math.inf
             finally:
                 outcome.content = stream.content
                 outcome.finish_reason = stream.finish_reason
