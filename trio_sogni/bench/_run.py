@@ -296,7 +296,7 @@ async def run_point(
     start_at: float | None = None,
 ) -> BenchPoint:
     """Run one point (this shard's share of it) and return it, with the measured window's
-    `RunReport`. A shard's point records its share of the load: ``target_rps / N`` and its part
+    `trio_sogni.fanout.RunReport`. A shard's point records its share of the load: ``target_rps / N`` and its part
     of the workers or of ``max_concurrency``, so `merge_runs` sums them back.
 
     ``sink`` gets every measured result as it finishes (warm-up and cool-down results are not
