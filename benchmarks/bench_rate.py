@@ -193,7 +193,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d', time.gmtime())}. Sustained: p99 scheduling lag and p99 "
         f"event-loop lag under {LAG_GOAL * 1e3:g} ms, at least 90 % of the offered rate sent, "
         f"under 1 % failed. Load average (1 min) {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after (other work shared the machine).",
+        f"{load_after[0]:.1f} after"
+        f"{' (other work shared the machine)' if max(load_before[0], load_after[0]) > 2 else ''}.",
         "",
         "At fixed rates (one probe each): what the client sent and how late.",
         "",
