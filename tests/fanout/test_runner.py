@@ -660,6 +660,8 @@ async def test_stop_admitting_ends_items_waiting_for_admission_as_stopped() -> N
         with trio.fail_after(10):
             async with open_fanout(sogni, make_items(5), options) as run:
                 await net.wait_until(lambda: net.live_jobs == 1)
+                # the second worker has taken item 1 and waits for the rpm limiter
+                await trio.testing.wait_all_tasks_blocked()
                 assert run.snapshot().queued == 1
                 run.stop_admitting()
                 results = {r.index: r for r in await collect(run)}
