@@ -31,33 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from run import Server  # benchmarks/run.py: benchmarks/server.py in its own process
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LAG_GOAL = 0.005
 RATE_GOAL = 5000.0
-
-
-class Server:
-    """benchmarks/server.py --mode firehose, until `close`."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "server.py"), "--mode", "firehose"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, Any] = json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def probe(server: Server, rate: float, processes: int, duration: float) -> dict[str, Any]:
@@ -157,7 +136,7 @@ def main() -> None:
     found: dict[int, list[float]] = {p: [] for p in counts}
     load_before = os.getloadavg()
     profile: list[dict[str, Any]] = []
-    server = Server()
+    server = Server("firehose", 1.0)  # the firehose ignores the pacing rate
     try:
         for rep in range(reps):
             for processes in counts:

@@ -681,6 +681,18 @@ def error_result(tool_call: ToolCall, message: str) -> ToolResult:
     )
 
 
+def success_result(tool_call: ToolCall, content: Mapping[str, Any], urls: list[str]) -> ToolResult:
+    """A ``success: true`` result whose content is ``content`` as JSON, with ``urls`` as its
+    ``result_urls``."""
+    return ToolResult(
+        tool_call_id=tool_call.id,
+        tool_name=tool_call.function.name,
+        success=True,
+        content=json.dumps(content),
+        result_urls=urls,
+    )
+
+
 MediaRun: TypeAlias = tuple[ToolResult, list[tuple[MediaResult, str]]]
 
 
@@ -750,16 +762,7 @@ async def run_media_tool(
         content["lastFrameUrls"] = last_frames
     content.update(model=model, prompt=arguments["prompt"])
     await reporter.report("completed", percent=100.0, project_id=project_id, urls=tuple(urls))
-    return (
-        ToolResult(
-            tool_call_id=tool_call.id,
-            tool_name=name,
-            success=True,
-            content=json.dumps(content),
-            result_urls=urls,
-        ),
-        produced,
-    )
+    return success_result(tool_call, content, urls), produced
 
 
 # --- the other hosted tools, through chat.hosted.execute_tool ------------------------------------
@@ -888,13 +891,4 @@ async def run_hosted_tool(
         content.update(media_type=kind, urls=urls)
     if answer.message:
         content["message"] = answer.message
-    return (
-        ToolResult(
-            tool_call_id=tool_call.id,
-            tool_name=name,
-            success=True,
-            content=json.dumps(content),
-            result_urls=urls,
-        ),
-        produced,
-    )
+    return success_result(tool_call, content, urls), produced

@@ -93,6 +93,7 @@ from ._connect import (
     DEFAULT_MODEL,
     UsageError,
     add_connection_arguments,
+    client_on,
     local_worker,
     open_remote_client,
     remote_credentials,
@@ -663,13 +664,7 @@ async def _open_target(
     async with open_local_network(models=models, workers=workers) as net:
         target = _Target(description, None, net.socket_url, net.rest_url, net.api_key)
         if need_client:
-            async with trio_sogni.open_sogni_client(
-                app_id=args.app_id,
-                api_key=net.api_key,
-                socket_endpoint=net.socket_url,
-                rest_endpoint=net.rest_url,
-                network=args.network,
-            ) as client:
+            async with client_on(net, args) as client:
                 target.client = client
                 yield target
         else:

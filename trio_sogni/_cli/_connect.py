@@ -38,6 +38,7 @@ __all__ = [
     "Credentials",
     "UsageError",
     "add_connection_arguments",
+    "client_on",
     "local_worker",
     "open_embedded_client",
     "open_embedded_media_client",
@@ -201,12 +202,13 @@ async def open_embedded_client(
     async with network as net:
         if media_worker is not None:
             net.add_media_worker(media_worker)
-        async with _client_on(net, args) as client:
+        async with client_on(net, args) as client:
             yield client
 
 
 @asynccontextmanager
-async def _client_on(net: LocalNetwork, args: argparse.Namespace) -> AsyncGenerator[SogniClient]:
+async def client_on(net: LocalNetwork, args: argparse.Namespace) -> AsyncGenerator[SogniClient]:
+    """A client on the embedded network ``net`` (its key and URLs; ``--app-id``, ``--network``)."""
     async with trio_sogni.open_sogni_client(
         app_id=args.app_id,
         api_key=net.api_key,
@@ -226,11 +228,5 @@ async def open_embedded_media_client(
     (``--app-id``, ``--network``)."""
     async with open_local_network(workers=0) as net:
         net.add_media_worker(worker)
-        async with trio_sogni.open_sogni_client(
-            app_id=args.app_id,
-            api_key=net.api_key,
-            socket_endpoint=net.socket_url,
-            rest_endpoint=net.rest_url,
-            network=args.network,
-        ) as client:
+        async with client_on(net, args) as client:
             yield client

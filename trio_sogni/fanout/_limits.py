@@ -206,13 +206,7 @@ class Limiter:
                     await self._freed.park()
                 while self.in_use >= self.limit:
                     await self._freed.park()
-            if self.requests is not None:
-                self.requests.take(1)
-            if self.tokens is not None and tokens:
-                self.tokens.take(tokens)
-            self.in_use += 1
-            self.peak_in_use = max(self.peak_in_use, self.in_use)
-        return Permit(tokens)
+            return self._grant(tokens)  # still in line: nobody takes the slot first
 
     def try_acquire(self, tokens: int = 0) -> Permit | None:
         """`acquire` without waiting: the permit when it would be granted at once (nobody is in
@@ -225,6 +219,10 @@ class Limiter:
             return None
         if self.tokens is not None and tokens and self.tokens.wait_time(tokens) > 0:
             return None
+        return self._grant(tokens)
+
+    def _grant(self, tokens: int) -> Permit:
+        """Take one request and ``tokens`` from the buckets and a concurrency slot."""
         if self.requests is not None:
             self.requests.take(1)
         if self.tokens is not None and tokens:

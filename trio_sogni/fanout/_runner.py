@@ -468,12 +468,16 @@ class FanoutRun:
                 now = trio.current_time()
                 metrics = ItemMetrics(t_sched=now)
                 self._stats.note_taken(now)
-                self._busy += 1
-                try:
-                    result = await self._process(item, metrics)
-                finally:
-                    self._busy -= 1
-                await self._finish(seq, result, metrics)
+                await self._process_and_finish(seq, item, metrics)
+
+    async def _process_and_finish(self, seq: int, item: FanoutItem, metrics: ItemMetrics) -> None:
+        """Process one item (counted as busy meanwhile), then hand its result on."""
+        self._busy += 1
+        try:
+            result = await self._process(item, metrics)
+        finally:
+            self._busy -= 1
+        await self._finish(seq, result, metrics)
 
     # --- open loop -------------------------------------------------------------------------------
 
@@ -557,12 +561,7 @@ class FanoutRun:
     async def _run_item(self, seq: int, item: FanoutItem, metrics: ItemMetrics) -> None:
         """One open-loop item, from dispatch to its result; frees its slot at the end."""
         try:
-            self._busy += 1
-            try:
-                result = await self._process(item, metrics)
-            finally:
-                self._busy -= 1
-            await self._finish(seq, result, metrics)
+            await self._process_and_finish(seq, item, metrics)
         finally:
             self._open_busy -= 1
             self._slot_lot.unpark()
